@@ -1,0 +1,39 @@
+# cove: `make run` to chat, `make test` to run every test, `make lint` before a commit.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MODEL ?= smollm2:135m
+
+.PHONY: run test lint fix bench clean
+
+$(BIN)/cove: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e .
+	touch $(BIN)/cove
+
+$(VENV)/.test-deps: $(BIN)/cove
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+run: $(BIN)/cove
+	@if $(BIN)/cove pull $(MODEL); then $(BIN)/cove run $(MODEL); else \
+	  echo "cove: $(MODEL) could not be fetched (offline?); chatting with the bundled gemma3:270m instead" >&2; \
+	  $(BIN)/cove run gemma3:270m; fi
+
+test: $(VENV)/.test-deps
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.test-deps
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+fix: $(VENV)/.test-deps
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+bench: $(VENV)/.test-deps
+	$(BIN)/python benchmarks/run_speed.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,194 @@
+"""`cove run`: the terminal chat, streamed, with slash commands; one-shot for scripts."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from ..client import Cove
+from ..errors import CoveError
+from ..recipe import Recipe, check_parameter
+from ..types import ChatChunk
+from .main import Context, cli, err, pass_ctx
+
+HELP = """Commands:
+  /set system TEXT           set the system prompt
+  /set parameter NAME VALUE  set a parameter (temperature, top_p, num_ctx, stop, ...)
+  /show                      show the model, system prompt and parameters
+  /clear                     forget the conversation so far
+  /save NAME                 save this chat (system, parameters, messages) as a new model
+  /bye                       leave (Ctrl-D works too)
+  /?                         this help
+Use \"\"\" to begin and end a multi-line message. Ctrl-C stops an answer."""
+
+
+@dataclass
+class Session:
+    """One terminal conversation: the model, its overrides and the messages so far."""
+
+    model: str
+    system: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    messages: list[dict[str, str]] = field(default_factory=list)
+
+    def outgoing(self) -> list[dict[str, str]]:
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return head + self.messages
+
+
+def answer(cove: Cove, session: Session, verbose: bool) -> None:
+    """Stream one answer to stdout; Ctrl-C stops it and keeps what arrived."""
+    parts: list[str] = []
+    stream = cove.stream_chat(session.model, session.outgoing(), options=session.options)
+    last: ChatChunk | None = None
+    try:
+        for chunk in stream:
+            if chunk.content:
+                parts.append(chunk.content)
+                sys.stdout.write(chunk.content)
+                sys.stdout.flush()
+            if chunk.done:
+                last = chunk
+    except KeyboardInterrupt:
+        stream.close()
+        err.print("\n[dim](stopped)[/dim]")
+    sys.stdout.write("\n")
+    session.messages.append({"role": "assistant", "content": "".join(parts)})
+    if verbose and last is not None:
+        report_speed(last)
+
+
+def report_speed(chunk: ChatChunk) -> None:
+    ttft = chunk.time_to_first_token_s
+    speed = chunk.tokens_per_s
+    err.print(
+        f"[dim]time to first token: {ttft * 1000:.0f} ms · "
+        f"{speed or 0:.1f} tokens/s · {chunk.completion_tokens} tokens[/dim]"
+        if ttft is not None
+        else f"[dim]{speed or 0:.1f} tokens/s · {chunk.completion_tokens} tokens[/dim]"
+    )
+
+
+def read_message() -> str | None:
+    """One user message; None on Ctrl-D. Triple quotes open and close a multi-line message."""
+    try:
+        line = input(">>> ")
+    except EOFError:
+        return None
+    if not line.lstrip().startswith('"""'):
+        return line
+    lines = [line.lstrip()[3:]]
+    while not lines[-1].rstrip().endswith('"""') or (len(lines) == 1 and lines[0] == ""):
+        try:
+            lines.append(input("... "))
+        except EOFError:
+            return None
+    lines[-1] = lines[-1].rstrip()[:-3]
+    return "\n".join(lines).strip("\n")
+
+
+def command(cove: Cove, session: Session, line: str) -> bool:
+    """Run a slash command; returns False when the user wants to leave."""
+    words = line.split(maxsplit=3)
+    name = words[0].lower()
+    if name in ("/bye", "/exit"):
+        return False
+    if name in ("/?", "/help"):
+        click.echo(HELP)
+    elif name == "/clear":
+        session.messages.clear()
+        click.echo("Cleared the conversation.")
+    elif name == "/show":
+        show_session(cove, session)
+    elif name == "/set" and len(words) >= 3:
+        set_value(session, words)
+    elif name == "/save" and len(words) == 2:
+        save(cove, session, words[1])
+    else:
+        click.echo(f"Unknown command {line!r}; /? lists them.")
+    return True
+
+
+def set_value(session: Session, words: list[str]) -> None:
+    if words[1] == "system":
+        session.system = " ".join(words[2:])
+        click.echo("Set the system prompt.")
+    elif words[1] == "parameter" and len(words) == 4:
+        value = check_parameter(words[2], words[3])
+        if words[2] == "stop":
+            value = [*session.options.get("stop", []), *value]
+        session.options[words[2]] = value
+        click.echo(f"Set {words[2]} to {value!r}.")
+    else:
+        click.echo("Usage: /set system TEXT, or /set parameter NAME VALUE")
+
+
+def show_session(cove: Cove, session: Session) -> None:
+    manifest = cove.model(session.model)
+    recipe = manifest.recipe_obj()
+    click.echo(
+        f"model: {manifest.name} ({manifest.info.get('architecture')}, {manifest.info.get('quantization')})"
+    )
+    click.echo(f"system: {session.system or recipe.system or '(none)'}")
+    click.echo(f"parameters: { ({**recipe.parameters, **session.options}) }")
+    click.echo(f"messages so far: {len(session.messages)}")
+
+
+def save(cove: Cove, session: Session, name: str) -> None:
+    recipe = Recipe(
+        base=session.model,
+        system=session.system,
+        parameters=dict(session.options),
+        messages=list(session.messages),
+    )
+    saved = cove.create(name, recipe.to_text())
+    click.echo(f"Saved as '{saved.name}'.")
+
+
+def repl(cove: Cove, session: Session, verbose: bool) -> None:
+    click.echo("Type a message, /? for help, Ctrl-D or /bye to leave.", err=True)
+    while True:
+        try:
+            text = read_message()
+        except KeyboardInterrupt:
+            click.echo("\nUse Ctrl-D or /bye to leave.", err=True)
+            continue
+        if text is None:
+            click.echo("", err=True)
+            return
+        if not text.strip():
+            continue
+        if text.startswith("/"):
+            try:
+                if not command(cove, session, text.strip()):
+                    return
+            except CoveError as exc:
+                click.echo(f"Error: {exc}", err=True)
+            continue
+        session.messages.append({"role": "user", "content": text})
+        answer(cove, session, verbose)
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("prompt", nargs=-1)
+@click.option("--verbose", is_flag=True, help="Print time to first token and tokens/s.")
+@click.option("--system", help="A system prompt for this chat.")
+@pass_ctx
+def run(ctx: Context, model: str, prompt: tuple[str, ...], verbose: bool, system: str | None) -> None:
+    """Chat with MODEL; with PROMPT (or piped input) answer once and exit."""
+    session = Session(model=model, system=system)
+    ctx.cove.model(model)  # fail fast, and import the bundled model on first use
+    text = " ".join(prompt)
+    if not sys.stdin.isatty():
+        piped = sys.stdin.read()
+        text = f"{text}\n{piped}".strip() if text else piped.strip()
+        if not text:
+            raise CoveError("nothing to answer: the prompt and standard input were empty")
+    if text:
+        session.messages.append({"role": "user", "content": text})
+        return answer(ctx.cove, session, verbose)
+    repl(ctx.cove, session, verbose)

@@ -1,0 +1,288 @@
+"""`cove` subcommands for the store and the engine; errors become one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from ..client import Cove
+from ..errors import CoveError
+from ..store import catalog
+from ..store.progress import PullProgress
+from .format import human_age, human_size
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class Context:
+    """Per-invocation state: the debug flag and a lazily made library handle."""
+
+    def __init__(self, debug: bool) -> None:
+        self.debug = debug
+        self._cove: Cove | None = None
+
+    @property
+    def cove(self) -> Cove:
+        if self._cove is None:
+            self._cove = Cove()
+        return self._cove
+
+    def close(self) -> None:
+        if self._cove is not None:
+            self._cove.close()
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks and engine details on errors.")
+@click.version_option(package_name="cove")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """cove: a private, offline AI assistant on your own computer."""
+    ctx.obj = Context(debug)
+    ctx.call_on_close(ctx.obj.close)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--available", is_flag=True, help="Show the built-in catalog instead.")
+@pass_ctx
+def list_models(ctx: Context, as_json: bool, available: bool) -> None:
+    """List stored models (or the catalog with --available)."""
+    if available:
+        entries = [entry.to_dict() for entry in catalog.CATALOG]
+        if as_json:
+            return print_json(entries)
+        table = Table("NAME", "SIZE", "RAM", "LICENSE", "DESCRIPTION", box=None)
+        for e in entries:
+            size = human_size(e["size_mb"] * 1_000_000)
+            table.add_row(e["name"], size, f"{e['ram_gb']} GB", e["license"], e["description"])
+        return out.print(table)
+    models = ctx.cove.models()
+    if as_json:
+        return print_json([_model_row(m) for m in models])
+    table = Table("NAME", "ID", "SIZE", "MODIFIED", box=None)
+    for m in models:
+        table.add_row(m.name, m.short_id, human_size(m.size), human_age(m.modified))
+    out.print(table)
+
+
+def _model_row(m: Any) -> dict[str, Any]:
+    return {
+        "name": m.name,
+        "id": m.short_id,
+        "digest": m.digest,
+        "size": m.size,
+        "modified": m.modified,
+    }
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def show(ctx: Context, name: str, as_json: bool) -> None:
+    """Show what a model's GGUF says, and its recipe."""
+    m = ctx.cove.model(name)
+    recipe = m.recipe_obj()
+    if as_json:
+        return print_json({**_model_row(m), "source": m.source, "info": m.info, "recipe": recipe.to_dict()})
+    table = Table(box=None, show_header=False)
+    for key in ("architecture", "parameters", "quantization", "context_length", "license"):
+        table.add_row(key, str(m.info.get(key) if key != "parameters" else _params(m.info)))
+    table.add_row(
+        "chat template",
+        "yes" if m.info.get("chat_template") else "no (recipe gives one)" if recipe.template else "no",
+    )
+    table.add_row("size", human_size(m.size))
+    table.add_row("source", m.source)
+    out.print(f"[bold]{m.name}[/bold]  {m.short_id}")
+    out.print(table)
+    out.print("\n[bold]Recipe[/bold]")
+    click.echo(recipe.to_text())
+
+
+def _params(info: dict[str, Any]) -> str:
+    count = info.get("parameter_count") or 0
+    return f"{count / 1e9:.2f}B" if count >= 1e9 else f"{count / 1e6:.0f}M"
+
+
+@cli.command()
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def rm(ctx: Context, names: tuple[str, ...]) -> None:
+    """Remove models (blobs nothing else uses are deleted)."""
+    for name in names:
+        removed = ctx.cove.remove(name)
+        click.echo(f"deleted '{removed.name}'")
+
+
+@cli.command()
+@click.argument("source")
+@click.argument("destination")
+@pass_ctx
+def cp(ctx: Context, source: str, destination: str) -> None:
+    """Copy a model to a new name (no bytes are copied)."""
+    copied = ctx.cove.copy(source, destination)
+    click.echo(f"copied '{source}' to '{copied.name}'")
+
+
+@cli.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("name", required=False)
+@pass_ctx
+def import_(ctx: Context, path: Path, name: str | None) -> None:
+    """Validate a local GGUF file and add it to the store."""
+    m = ctx.cove.import_model(path, name)
+    click.echo(f"imported '{m.name}' ({human_size(m.size)}, {m.short_id})")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-f", "--file", "file", required=True, type=click.Path(path_type=Path))
+@pass_ctx
+def create(ctx: Context, name: str, file: Path) -> None:
+    """Create a model from a recipe file."""
+    try:
+        text = file.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CoveError(f"cannot read recipe {file.name}: {exc.__class__.__name__}") from exc
+    m = ctx.cove.create(name, text, file.parent)
+    click.echo(f"created '{m.name}' from {file.name}")
+
+
+@cli.command()
+@click.argument("ref")
+@pass_ctx
+def pull(ctx: Context, ref: str) -> None:
+    """Download a model: a catalog name (smollm2:135m) or hf.co/OWNER/REPO[:QUANT]."""
+    with pull_progress() as report:
+        m = ctx.cove.pull(ref, report)
+    click.echo(f"pulled '{m.name}' ({human_size(m.size)}, {m.short_id})")
+
+
+class pull_progress:
+    """A rich progress bar fed by PullProgress events."""
+
+    def __init__(self) -> None:
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+        )
+        self.bar = Progress(*columns, console=err, transient=True)
+        self.task: Any = None
+
+    def __enter__(self) -> pull_progress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.bar.stop()
+
+    def __call__(self, event: PullProgress) -> None:
+        if event.total is None:
+            err.print(event.status)
+            return
+        if self.task is None:
+            self.task = self.bar.add_task(event.status, total=event.total)
+        self.bar.update(self.task, completed=event.completed or 0, total=event.total)
+
+
+@cli.command()
+@pass_ctx
+def ps(ctx: Context) -> None:
+    """List loaded models."""
+    table = Table("NAME", "ID", "SIZE", "CONTEXT", "SLOTS", "UNTIL", box=None)
+    for r in ctx.cove.loaded():
+        until = "busy" if r.expires_in_s is None else f"{r.expires_in_s:.0f} s"
+        table.add_row(r.name, r.digest[:12], human_size(r.size), str(r.num_ctx), str(r.num_parallel), until)
+    out.print(table)
+
+
+@cli.command()
+@click.argument("name")
+@pass_ctx
+def stop(ctx: Context, name: str) -> None:
+    """Unload a model now."""
+    if not ctx.cove.stop(name):
+        raise CoveError(f"'{name}' is not loaded")
+    click.echo(f"stopped '{name}'")
+
+
+def main() -> None:
+    """Entry point: one line per error, a traceback only with --debug."""
+    from . import chat  # noqa: F401 - registers `cove run`
+
+    debug = "--debug" in sys.argv[1:]
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except CoveError as exc:
+        _fail(str(exc), debug)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # the last line of defence: still one line unless --debug
+        _fail(f"unexpected {exc.__class__.__name__}: {exc} (run with --debug for details)", debug)
+
+
+def _fail(message: str, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+@cli.command()
+@click.option("--host", help="Address to listen on (default 127.0.0.1, or COVE_HOST).")
+@click.option("--port", type=int, help="Port (default 11435, or COVE_HOST's port).")
+@click.option("--api-key", "api_keys", multiple=True, help="Require this key (repeatable).")
+@click.option(
+    "--insecure-no-api-key",
+    is_flag=True,
+    help="Allow a non-loopback address without an API key (dangerous).",
+)
+@pass_ctx
+def serve(
+    ctx: Context,
+    host: str | None,
+    port: int | None,
+    api_keys: tuple[str, ...],
+    insecure_no_api_key: bool,
+) -> None:
+    """Serve the Ollama (/api) and OpenAI (/v1) APIs."""
+    from dataclasses import replace
+
+    from ..config import Settings
+    from ..server.run import serve as run_server
+
+    settings = Settings.from_env()
+    settings = replace(
+        settings,
+        host=host or settings.host,
+        port=port or settings.port,
+        api_keys=settings.api_keys + api_keys,
+        debug=ctx.debug or settings.debug,
+    )
+    run_server(settings, insecure=insecure_no_api_key)

@@ -1,0 +1,316 @@
+"""The one way in for the CLI, the server and Python users: models, chat, generate, embed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+from .config import Settings
+from .engine.base import ChunkCallback, EngineFactory, LoadSpec
+from .engine.scheduler import ModelRequest, Scheduler
+from .errors import BadRequest, InvalidRecipe, ModelNotFound
+from .recipe import Recipe, parse_recipe
+from .requests import checked_options, context_size, with_recipe
+from .store import catalog
+from .store.models import Manifest, ModelStore, describe, validate_gguf
+from .store.names import parse_name
+from .store.progress import ProgressCallback, ignore_progress
+from .store.pull import pull
+from .streaming import stream_chunks
+from .types import ChatAnswer, ChatChunk, LoadedInfo
+
+DEFAULT_MODEL = "gemma3:270m"
+
+
+def _default_factory(spec: LoadSpec) -> Any:
+    from .engine.llamacpp import LlamaCppModel  # the engine loads only when a model is used
+
+    return LlamaCppModel(spec)
+
+
+class Cove:
+    """A store plus a scheduler. Thread-safe; one per process is plenty."""
+
+    def __init__(self, settings: Settings | None = None, factory: EngineFactory | None = None):
+        self.settings = settings or Settings.from_env()
+        self.store = ModelStore(self.settings.home)
+        self.scheduler = Scheduler(
+            factory or _default_factory,
+            max_loaded=self.settings.max_loaded,
+            num_parallel=self.settings.num_parallel,
+            max_queue=self.settings.max_queue,
+            keep_alive_s=self.settings.keep_alive_s,
+        )
+
+    # -- the store ---------------------------------------------------------------------------
+
+    def pull(self, ref: str, progress: ProgressCallback = ignore_progress) -> Manifest:
+        return pull(self.store, ref, self.settings, progress)
+
+    def models(self) -> list[Manifest]:
+        return self.store.list()
+
+    def model(self, name: str) -> Manifest:
+        """A stored model; the bundled default is imported on first use, with no network."""
+        try:
+            return self.store.get(name)
+        except ModelNotFound:
+            entry = catalog.find(str(parse_name(name)))
+            if entry and isinstance(entry.source, catalog.Bundled):
+                return self.pull(entry.name)
+            raise
+
+    def remove(self, name: str) -> Manifest:
+        self.scheduler.stop(str(parse_name(name)))
+        return self.store.remove(name)
+
+    def copy(self, source: str, destination: str) -> Manifest:
+        return self.store.copy(source, destination)
+
+    def import_model(self, path: Path, name: str | None = None) -> Manifest:
+        target = name or path.stem.lower().replace(" ", "-")
+        return self.store.import_gguf(path, target, source=f"file {path.name}")
+
+    def create(self, name: str, recipe_text: str, folder: Path | None = None) -> Manifest:
+        """Store a recipe under `name`; FROM names a stored model or a GGUF file beside the recipe."""
+        recipe = parse_recipe(recipe_text)
+        where = folder or Path.cwd()
+        base = self._recipe_base(recipe, where)
+        return self._save_recipe(name, recipe, base, self._recipe_adapter(recipe, where))
+
+    def create_from_api(
+        self, name: str, recipe: Recipe | str, blob: str | None, adapter: str | None
+    ) -> Manifest:
+        """Like `create`, for remote callers: files come as uploaded blobs, never as paths."""
+        parsed = parse_recipe(recipe) if isinstance(recipe, str) else recipe
+        if blob:
+            base = self._blob_model(name, blob)
+            parsed.base = base.name = str(parse_name(name))
+        elif parsed.base.endswith(".gguf") or ("/" in parsed.base and Path(parsed.base).exists()):
+            raise BadRequest("FROM a file path works only from the CLI; upload it with /api/blobs")
+        else:
+            base = self.model(parsed.base)
+        if adapter:
+            self._blob_model("adapter", adapter)
+        parsed.adapter = None
+        return self._save_recipe(name, parsed, base, adapter)
+
+    def _blob_model(self, name: str, digest: str) -> Manifest:
+        path = self.store.blobs.path(digest)
+        if not path.is_file():
+            raise BadRequest(f"blob sha256:{digest[:12]}… is not here; upload it to /api/blobs first")
+        info = describe(validate_gguf(path))
+        return Manifest(name=name, digest=digest, size=path.stat().st_size, source="upload", info=info)
+
+    def _save_recipe(self, name: str, recipe: Recipe, base: Manifest, adapter: str | None) -> Manifest:
+        merged = recipe.merged_over(base.recipe_obj())
+        return self.store.save(
+            Manifest(
+                name=str(parse_name(name)),
+                digest=base.digest,
+                size=base.size,
+                source=f"recipe from {base.name}",
+                info=base.info,
+                recipe=merged.to_dict(),
+                adapter_digest=adapter or base.adapter_digest,
+            )
+        )
+
+    def _recipe_base(self, recipe: Recipe, folder: Path) -> Manifest:
+        candidate = (folder / recipe.base).resolve()
+        if recipe.base.endswith(".gguf") or candidate.is_file():
+            if not candidate.is_file():
+                raise InvalidRecipe(f"recipe: FROM file {recipe.base!r} does not exist")
+            return self.store.import_gguf(candidate, candidate.stem.lower(), f"file {candidate.name}")
+        return self.model(recipe.base)
+
+    def _recipe_adapter(self, recipe: Recipe, folder: Path) -> str | None:
+        if not recipe.adapter:
+            return None
+        path = (folder / recipe.adapter).resolve()
+        if path.is_file():
+            validate_gguf(path)
+            return self.store.blobs.add_file(path)
+        return self.model(recipe.adapter).digest
+
+    # -- running models ----------------------------------------------------------------------
+
+    def prepare(
+        self, name: str, options: dict[str, Any] | None = None, *, embedding: bool = False
+    ) -> tuple[ModelRequest, Recipe, dict[str, Any]]:
+        """Everything needed to run `name`: what to load, its recipe, and the checked options.
+
+        With `embedding`, any model loads as an embedder (its own engine instance, mean pooling).
+        """
+        manifest = self.model(name)
+        recipe = manifest.recipe_obj()
+        opts = checked_options(options)
+        adapter = self.store.blobs.path(manifest.adapter_digest) if manifest.adapter_digest else None
+        spec = LoadSpec(
+            name=manifest.name,
+            model_path=self.store.model_path(manifest),
+            digest=manifest.digest,
+            num_ctx=context_size(recipe, opts, manifest.info.get("context_length")),
+            num_threads=self.settings.num_threads,
+            template=recipe.template,
+            adapter_path=adapter,
+            embedding=manifest.is_embedding or embedding,
+        )
+        return ModelRequest(spec, manifest.info, manifest.size), recipe, opts
+
+    def run_chat(
+        self,
+        name: str,
+        body: dict[str, Any],
+        *,
+        options: dict[str, Any] | None = None,
+        keep_alive: float | None = None,
+        on_chunk: ChunkCallback | None = None,
+        completion: bool = False,
+        cancel: threading.Event | None = None,
+    ) -> dict[str, Any]:
+        """One engine call with the recipe applied: the single implementation of chat for all."""
+        request, recipe, opts = self.prepare(name, options)
+        if request.spec.embedding:
+            raise BadRequest(f"{request.spec.name} is an embedding model and cannot chat")
+        full = with_recipe(body, recipe, opts)
+        with self.scheduler.use(request, keep_alive, cancel) as model:
+            call = model.complete if completion else model.chat
+            return call(full, on_chunk)
+
+    def chat(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        *,
+        options: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        keep_alive: float | None = None,
+    ) -> ChatAnswer:
+        """Answer a conversation in one go."""
+        body: dict[str, Any] = {"messages": messages}
+        if tools:
+            body["tools"] = tools
+        started = time.perf_counter()
+        result = self.run_chat(model, body, options=options, keep_alive=keep_alive)
+        return answer_from_result(result, time.perf_counter() - started)
+
+    def stream_chat(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        *,
+        options: dict[str, Any] | None = None,
+        keep_alive: float | None = None,
+    ) -> Generator[ChatChunk, None, None]:
+        """Answer token by token; close the iterator (or break) to stop the generation."""
+        body = {"messages": messages, "stream": True, "stream_options": {"include_usage": True}}
+        yield from _typed(
+            stream_chunks(
+                lambda relay: self.run_chat(
+                    model, body, options=options, keep_alive=keep_alive, on_chunk=relay
+                )
+            )
+        )
+
+    def generate(self, model: str, prompt: str, *, options: dict[str, Any] | None = None) -> ChatAnswer:
+        """Continue raw text with no chat template (for base models and completion tasks)."""
+        started = time.perf_counter()
+        result = self.run_chat(model, {"prompt": prompt}, options=options, completion=True)
+        return answer_from_result(result, time.perf_counter() - started)
+
+    def embed(
+        self, model: str, inputs: list[str], *, keep_alive: float | None = None
+    ) -> tuple[list[list[float]], int]:
+        """One vector per input, and the tokens they took."""
+        if not inputs:
+            raise BadRequest("nothing to embed: input is empty")
+        request, _, _ = self.prepare(model, embedding=True)
+        with self.scheduler.use(request, keep_alive) as loaded:
+            result = loaded.embed({"input": inputs})
+        vectors = [item["embedding"] for item in sorted(result["data"], key=lambda d: d["index"])]
+        return vectors, int((result.get("usage") or {}).get("prompt_tokens", 0))
+
+    def loaded(self) -> list[LoadedInfo]:
+        now = time.monotonic()
+        return [
+            LoadedInfo(
+                name=r.spec.name,
+                digest=r.spec.digest,
+                size=r.size,
+                num_ctx=r.spec.num_ctx,
+                num_parallel=r.spec.num_parallel,
+                active=r.active,
+                expires_in_s=None if r.expires_at == float("inf") else r.expires_at - now,
+            )
+            for r in self.scheduler.loaded()
+        ]
+
+    def preload(self, name: str, keep_alive: float | None = None) -> None:
+        """Load a model ahead of use (or unload it with keep_alive 0), as an empty Ollama prompt does."""
+        if keep_alive == 0:
+            self.stop(name)
+            return
+        request, _, _ = self.prepare(name)
+        with self.scheduler.use(request, keep_alive):
+            pass
+
+    def stop(self, name: str) -> bool:
+        return self.scheduler.stop(str(parse_name(name)))
+
+    def close(self) -> None:
+        self.scheduler.close()
+
+    def __enter__(self) -> Cove:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _typed(chunks: Iterator[dict[str, Any]]) -> Iterator[ChatChunk]:
+    started = time.perf_counter()
+    first: float | None = None
+    for raw in chunks:
+        choice = (raw.get("choices") or [{}])[0]
+        delta = choice.get("delta") or {}
+        text = delta.get("content") or ""
+        if text and first is None:
+            first = time.perf_counter() - started
+        usage = raw.get("usage")
+        if usage:
+            timings = raw.get("timings") or {}
+            yield ChatChunk(
+                done=True,
+                prompt_tokens=usage.get("prompt_tokens"),
+                completion_tokens=usage.get("completion_tokens"),
+                tokens_per_s=timings.get("predicted_per_second"),
+                time_to_first_token_s=first,
+                raw=raw,
+            )
+            continue
+        finish = choice.get("finish_reason")
+        tool_calls = delta.get("tool_calls") or []
+        if text or finish or tool_calls:
+            yield ChatChunk(content=text, finish_reason=finish, tool_calls=tool_calls, raw=raw)
+
+
+def answer_from_result(result: dict[str, Any], elapsed: float) -> ChatAnswer:
+    choice = result["choices"][0]
+    message = choice.get("message") or {}
+    usage = result.get("usage") or {}
+    timings = result.get("timings") or {}
+    prompt_ms = timings.get("prompt_ms")
+    return ChatAnswer(
+        content=message.get("content") or choice.get("text") or "",
+        finish_reason=choice.get("finish_reason"),
+        prompt_tokens=int(usage.get("prompt_tokens", 0)),
+        completion_tokens=int(usage.get("completion_tokens", 0)),
+        tokens_per_s=timings.get("predicted_per_second"),
+        time_to_first_token_s=prompt_ms / 1000 if prompt_ms is not None else None,
+        tool_calls=message.get("tool_calls") or [],
+        raw=result,
+    )

@@ -1,0 +1,1 @@
+"""The engine layer: turns a stored model plus a request into tokens."""

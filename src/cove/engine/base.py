@@ -1,0 +1,48 @@
+"""The Engine protocol: what any inference backend gives cove (chat, completion, embeddings)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+#: Receives each streamed chunk (OpenAI chunk shape); returning True stops the generation.
+ChunkCallback = Callable[[dict[str, Any]], bool]
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """Everything that decides how a model is loaded; two equal specs share one loaded model."""
+
+    name: str
+    model_path: Path
+    digest: str
+    num_ctx: int
+    num_parallel: int = 1
+    num_threads: int = 0
+    template: str | None = None
+    adapter_path: Path | None = None
+    embedding: bool = False
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        return (self.digest, self.num_ctx, self.template, self.adapter_path, self.embedding)
+
+
+class LoadedModel(Protocol):
+    """A model held in memory. Requests are OpenAI-shaped dicts; calls may come from many threads."""
+
+    def chat(self, body: dict[str, Any], on_chunk: ChunkCallback | None = None) -> dict[str, Any]:
+        """Chat completion; with on_chunk, streams chunks and returns the final usage/timings."""
+        ...
+
+    def complete(self, body: dict[str, Any], on_chunk: ChunkCallback | None = None) -> dict[str, Any]: ...
+
+    def embed(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+#: Loads a model; the scheduler takes one so tests can pass a fake.
+EngineFactory = Callable[[LoadSpec], LoadedModel]

@@ -1,0 +1,224 @@
+"""Which models are loaded: load on demand, keep alive, unload idle ones, bound the queue."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import Busy, Cancelled
+from .base import EngineFactory, LoadedModel, LoadSpec
+from .memory import available_bytes, estimate, plan_parallel
+
+
+@dataclass
+class Runner:
+    """A loaded model and who is using it."""
+
+    spec: LoadSpec
+    model: LoadedModel
+    size: int
+    loaded_at: float
+    expires_at: float
+    active: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+    slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(1))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.spec.name,
+            "digest": self.spec.digest,
+            "size": self.size,
+            "num_ctx": self.spec.num_ctx,
+            "num_parallel": self.spec.num_parallel,
+            "active": self.active,
+            "expires_at": self.expires_at,
+        }
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What a caller wants loaded: the spec without a slot count, plus facts to size it."""
+
+    spec: LoadSpec
+    info: dict[str, Any]
+    weights: int
+
+
+FOREVER = float("inf")
+
+
+class Scheduler:
+    """Thread-safe. `with scheduler.use(request, keep_alive) as model:` runs one request."""
+
+    def __init__(
+        self,
+        factory: EngineFactory,
+        *,
+        max_loaded: int = 2,
+        num_parallel: int = 8,
+        max_queue: int = 64,
+        keep_alive_s: float = 300.0,
+        free_memory: Callable[[], int] = available_bytes,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._factory = factory
+        self.max_loaded = max_loaded
+        self.num_parallel = num_parallel
+        self.max_queue = max_queue
+        self.keep_alive_s = keep_alive_s
+        self._free_memory = free_memory
+        self._clock = clock
+        self._runners: dict[tuple[object, ...], Runner] = {}
+        self._waiting: dict[str, int] = {}  # queued for a slot of a loaded model
+        self._loading: dict[str, int] = {}  # queued behind a model being loaded
+        self._cond = threading.Condition()
+        self._reaper: threading.Thread | None = None
+        self._closed = False
+
+    @contextmanager
+    def use(
+        self,
+        request: ModelRequest,
+        keep_alive: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[LoadedModel]:
+        """Hold a slot of the model for one request; a set `cancel` gives up waiting for it."""
+        runner = self._acquire(request)
+        try:
+            self._wait_for_slot(runner, cancel)
+            try:
+                yield runner.model
+            finally:
+                runner.slots.release()
+        finally:
+            self._release(runner, self.keep_alive_s if keep_alive is None else keep_alive)
+
+    def _wait_for_slot(self, runner: Runner, cancel: threading.Event | None) -> None:
+        """Queue in cove, not in the engine, so a client that leaves is dropped at once."""
+        with self._cond:
+            self._waiting[runner.spec.name] = self._waiting.get(runner.spec.name, 0) + 1
+        try:
+            while not runner.slots.acquire(timeout=0.05):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("the client went away while queued")
+        finally:
+            with self._cond:
+                self._waiting[runner.spec.name] -= 1
+
+    def _acquire(self, request: ModelRequest) -> Runner:
+        name = request.spec.name
+        with self._cond:
+            runner = self._find(request.spec)
+            inflight = (runner.active if runner else 0) + self._loading.get(name, 0)
+            slots = runner.spec.num_parallel if runner else self.num_parallel
+            if inflight >= slots + self.max_queue:
+                raise Busy(f"{name} has {inflight} requests in flight; retry shortly")
+            self._loading[name] = self._loading.get(name, 0) + 1
+            try:
+                runner = self._find(request.spec) or self._load(request)
+            finally:
+                self._loading[name] -= 1
+            runner.active += 1
+            runner.expires_at = FOREVER
+            return runner
+
+    def _find(self, spec: LoadSpec) -> Runner | None:
+        return self._runners.get(spec.key)
+
+    def _load(self, request: ModelRequest) -> Runner:
+        """Called with the lock held: make room, size the slots to free memory, load."""
+        self._evict_same_model(request.spec)
+        while len(self._runners) >= self.max_loaded:
+            if not self._evict_idle():
+                self._cond.wait(timeout=1.0)
+        free = self._free_memory()
+        spec = request.spec
+        parallel = plan_parallel(
+            spec.name, request.info, request.weights, spec.num_ctx, self.num_parallel, free
+        )
+        sized = LoadSpec(**{**spec.__dict__, "num_parallel": parallel})
+        model = self._factory(sized)
+        size = estimate(request.info, request.weights, spec.num_ctx, parallel).total
+        now = self._clock()
+        runner = Runner(sized, model, size, now, FOREVER, info=request.info)
+        runner.slots = threading.Semaphore(parallel)
+        self._runners[sized.key] = runner
+        self._start_reaper()
+        return runner
+
+    def _evict_same_model(self, spec: LoadSpec) -> None:
+        """A new context size or template for a loaded model replaces it once it is idle."""
+        for key, runner in list(self._runners.items()):
+            if runner.spec.name == spec.name and runner.active == 0:
+                self._unload(key)
+
+    def _evict_idle(self) -> bool:
+        idle = [(r.expires_at, k) for k, r in self._runners.items() if r.active == 0]
+        if not idle:
+            return False
+        self._unload(min(idle)[1])
+        return True
+
+    def _unload(self, key: tuple[object, ...]) -> None:
+        runner = self._runners.pop(key)
+        runner.model.close()
+        self._cond.notify_all()
+
+    def _release(self, runner: Runner, keep_alive: float) -> None:
+        with self._cond:
+            runner.active -= 1
+            if runner.active == 0:
+                keep = FOREVER if keep_alive < 0 else keep_alive
+                runner.expires_at = self._clock() + keep
+                if keep == 0 and runner.spec.key in self._runners:
+                    self._unload(runner.spec.key)
+            self._cond.notify_all()
+
+    def unload_expired(self) -> list[str]:
+        """Unload idle models whose keep-alive ran out; returns their names."""
+        with self._cond:
+            now = self._clock()
+            gone = [k for k, r in self._runners.items() if r.active == 0 and r.expires_at <= now]
+            names = [self._runners[k].spec.name for k in gone]
+            for key in gone:
+                self._unload(key)
+            return names
+
+    def stop(self, name: str) -> bool:
+        """Unload a model now (waits for its requests to finish)."""
+        with self._cond:
+            keys = [k for k, r in self._runners.items() if r.spec.name == name]
+            for key in keys:
+                while key in self._runners and self._runners[key].active:
+                    self._cond.wait(timeout=1.0)
+                if key in self._runners:
+                    self._unload(key)
+            return bool(keys)
+
+    def loaded(self) -> list[Runner]:
+        with self._cond:
+            return list(self._runners.values())
+
+    def queue_depth(self) -> int:
+        with self._cond:
+            return sum(self._waiting.values()) + sum(self._loading.values())
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            for key in list(self._runners):
+                self._unload(key)
+
+    def _start_reaper(self) -> None:
+        if self._reaper is None or not self._reaper.is_alive():
+            self._reaper = threading.Thread(target=self._reap, name="cove-reaper", daemon=True)
+            self._reaper.start()
+
+    def _reap(self) -> None:
+        while not self._closed:
+            time.sleep(1.0)
+            self.unload_expired()

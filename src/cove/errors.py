@@ -1,0 +1,72 @@
+"""The errors a user can cause: each says what went wrong and what to do, in one line."""
+
+from __future__ import annotations
+
+
+class CoveError(Exception):
+    """Base for every error cove reports to a person or a client instead of a traceback."""
+
+    #: HTTP status the server answers with for this error.
+    status = 400
+
+
+class BadRequest(CoveError):
+    status = 400
+
+
+class InvalidName(BadRequest):
+    """A model name, tag or digest that is not allowed (path-like, NUL, wrong length)."""
+
+
+class InvalidModelFile(BadRequest):
+    """A file that is not a well-formed GGUF model."""
+
+
+class InvalidRecipe(BadRequest):
+    """A recipe file with a syntax or value error; the message names the line."""
+
+
+class InvalidTemplate(BadRequest):
+    """A chat template that does not parse, reaches for internals, or does not finish."""
+
+
+class ModelNotFound(CoveError):
+    status = 404
+
+
+class DigestMismatch(CoveError):
+    """Downloaded or imported bytes whose sha256 is not the one promised."""
+
+    status = 502
+
+
+class PullError(CoveError):
+    """A download that could not be completed (network, server, disk)."""
+
+    status = 502
+
+
+class DiskFull(CoveError):
+    status = 507
+
+
+class DoesNotFit(CoveError):
+    """A model whose weights and KV cache need more memory than is free."""
+
+    status = 507
+
+
+class EngineError(CoveError):
+    status = 500
+
+
+class Busy(CoveError):
+    """The queue for a model is full; the client should retry later."""
+
+    status = 503
+
+
+class Cancelled(CoveError):
+    """The client went away before its request got a slot."""
+
+    status = 499

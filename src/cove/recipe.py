@@ -1,0 +1,436 @@
+"""Recipes: cove's Modelfile-syntax description of a model (base, prompt, template, parameters)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cove.errors import InvalidRecipe, InvalidTemplate
+from cove.templates import check_template, is_builtin_template_name
+
+MAX_RECIPE_BYTES = 1_000_000
+INSTRUCTIONS = ("FROM", "ADAPTER", "TEMPLATE", "SYSTEM", "PARAMETER", "MESSAGE", "LICENSE")
+ROLES = ("system", "user", "assistant")
+_FIELDS = ("base", "system", "template", "parameters", "adapter", "messages", "license")
+_INT64 = 2**63
+
+
+@dataclass(frozen=True)
+class ParameterType:
+    """How one PARAMETER is typed and bounded; `repeats` ones collect into a list."""
+
+    kind: type
+    low: int | float | None = None
+    high: int | float | None = None
+    repeats: bool = False
+
+
+PARAMETER_TYPES: dict[str, ParameterType] = {
+    "temperature": ParameterType(float, 0, 5),
+    "top_p": ParameterType(float, 0, 1),
+    "top_k": ParameterType(int, 0, 1_000_000),
+    "min_p": ParameterType(float, 0, 1),
+    "repeat_penalty": ParameterType(float, 0, 10),
+    "repeat_last_n": ParameterType(int, -1, 1_000_000),
+    "presence_penalty": ParameterType(float, -2, 2),
+    "frequency_penalty": ParameterType(float, -2, 2),
+    "num_ctx": ParameterType(int, 16, 10_000_000),
+    "num_predict": ParameterType(int, -2, 10_000_000),
+    "seed": ParameterType(int, -_INT64, _INT64 - 1),
+    "stop": ParameterType(str, repeats=True),
+}
+
+
+@dataclass
+class Recipe:
+    """A parsed recipe; build one with parse_recipe or from_dict, which validate."""
+
+    base: str
+    system: str | None = None
+    template: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    adapter: str | None = None
+    messages: list[dict[str, str]] = field(default_factory=list)
+    license: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base": self.base,
+            "system": self.system,
+            "template": self.template,
+            "parameters": copy.deepcopy(self.parameters),
+            "adapter": self.adapter,
+            "messages": [dict(m) for m in self.messages],
+            "license": self.license,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Recipe:
+        """Build a recipe from to_dict's shape, validating every field as parse_recipe does."""
+        try:
+            return cls._from_dict(d)
+        except InvalidRecipe as e:
+            raise InvalidRecipe(f"recipe: {e}") from None
+
+    @classmethod
+    def _from_dict(cls, d: dict[str, Any]) -> Recipe:
+        if not isinstance(d, dict):
+            raise InvalidRecipe(f"expected a mapping, got {type(d).__name__}")
+        unknown = sorted(set(d) - set(_FIELDS))
+        if unknown:
+            raise InvalidRecipe(f"unknown field {unknown[0]!r} (known: {', '.join(_FIELDS)})")
+        template = _optional_text(d.get("template"), "template")
+        return cls(
+            base=_check_ref(d.get("base"), "base"),
+            system=_optional_text(d.get("system"), "system"),
+            template=None if template is None else _check_template_value(template),
+            parameters=_check_parameters(d.get("parameters") or {}),
+            adapter=None if d.get("adapter") is None else _check_ref(d["adapter"], "adapter"),
+            messages=_check_messages(d.get("messages") or []),
+            license=_optional_text(d.get("license"), "license"),
+        )
+
+    def to_text(self) -> str:
+        """The recipe in recipe syntax; parse_recipe gives back an equal Recipe."""
+        lines = [f"FROM {_quote(self.base)}"]
+        if self.adapter is not None:
+            lines.append(f"ADAPTER {_quote(self.adapter)}")
+        if self.template is not None:
+            lines.append(f"TEMPLATE {_quote(self.template)}")
+        if self.system is not None:
+            lines.append(f"SYSTEM {_quote(self.system)}")
+        for name, value in self.parameters.items():
+            for one in value if isinstance(value, list) else [value]:
+                lines.append(f"PARAMETER {name} {_quote_parameter(one)}")
+        for message in self.messages:
+            lines.append(f"MESSAGE {message['role']} {_quote(message['content'])}")
+        if self.license is not None:
+            lines.append(f"LICENSE {_quote(self.license)}")
+        return "\n".join(lines) + "\n"
+
+    def merged_over(self, base: Recipe) -> Recipe:
+        """This recipe layered on `base`: set fields win, parameters merge key by key."""
+
+        def pick(mine: str | None, theirs: str | None) -> str | None:
+            return mine if mine is not None else theirs
+
+        return Recipe(
+            base=self.base,
+            system=pick(self.system, base.system),
+            template=pick(self.template, base.template),
+            parameters=copy.deepcopy({**base.parameters, **self.parameters}),
+            adapter=pick(self.adapter, base.adapter),
+            messages=[dict(m) for m in (self.messages or base.messages)],
+            license=pick(self.license, base.license),
+        )
+
+
+# --- values: one rule per field, shared by the parser and from_dict
+
+
+def check_parameter(name: str, value: Any) -> Any:
+    """Validate and coerce one parameter value; `stop` always comes back as a list of strings."""
+    key = name.lower() if isinstance(name, str) else name
+    spec = PARAMETER_TYPES.get(key)
+    if spec is None:
+        raise InvalidRecipe(f"unknown parameter {name!r} (known: {', '.join(sorted(PARAMETER_TYPES))})")
+    if spec.repeats:
+        return _check_stop(value)
+    number = _to_int(key, value) if spec.kind is int else _to_float(key, value)
+    if spec.low is not None and spec.high is not None and not spec.low <= number <= spec.high:
+        raise InvalidRecipe(f"{key} must be between {spec.low} and {spec.high}, got {value}")
+    return number
+
+
+def _to_int(name: str, value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # JSON clients send 4096.0
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,20}\s*", value):
+        return int(value)
+    raise InvalidRecipe(f"{name} must be a whole number, got {value!r}")
+
+
+def _to_float(name: str, value: Any) -> float:
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if number is None:
+        raise InvalidRecipe(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(number):
+        raise InvalidRecipe(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def _check_stop(value: Any) -> list[str]:
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
+        raise InvalidRecipe(f"stop must be a string or a list of strings, got {value!r}")
+    if any(v == "" for v in values):
+        raise InvalidRecipe("stop strings must not be empty")
+    return list(values)
+
+
+def _check_parameters(parameters: Any) -> dict[str, Any]:
+    if not isinstance(parameters, dict):
+        raise InvalidRecipe(f"parameters must be a mapping, got {type(parameters).__name__}")
+    checked = {str(name).lower(): check_parameter(name, v) for name, v in parameters.items()}
+    if checked.get("stop") == []:
+        del checked["stop"]  # no stop strings is the same as no stop parameter
+    return checked
+
+
+def _check_ref(value: Any, what: str) -> str:
+    """A model name, store name or file path: one printable line, no stray spaces."""
+    if not isinstance(value, str) or not value:
+        raise InvalidRecipe(f"{what} needs a model name or a path to a .gguf file")
+    if value != value.strip() or not value.isprintable():
+        raise InvalidRecipe(f"{what} must be one line without surrounding spaces, got {value!r}")
+    return value
+
+
+def _optional_text(value: Any, what: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidRecipe(f"{what} must be text, got {type(value).__name__}")
+    return value
+
+
+def _check_template_value(value: str) -> str:
+    if "{" not in value:
+        if is_builtin_template_name(value):
+            return value
+        raise InvalidRecipe(
+            f"TEMPLATE {value[:40]!r} is neither a Jinja chat template nor a built-in "
+            "template name such as chatml or llama3"
+        )
+    try:
+        check_template(value)
+    except InvalidTemplate as e:
+        raise InvalidRecipe(f"TEMPLATE: {e}") from None
+    return value
+
+
+def _check_message(role: Any, content: Any) -> dict[str, str]:
+    if not isinstance(role, str) or role.lower() not in ROLES:
+        raise InvalidRecipe(f"MESSAGE role must be one of {', '.join(ROLES)}, got {role!r}")
+    if not isinstance(content, str):
+        raise InvalidRecipe(f"MESSAGE content must be text, got {type(content).__name__}")
+    return {"role": role.lower(), "content": content}
+
+
+def _check_messages(messages: Any) -> list[dict[str, str]]:
+    if not isinstance(messages, list):
+        raise InvalidRecipe(f"messages must be a list, got {type(messages).__name__}")
+    checked = []
+    for message in messages:
+        if not isinstance(message, dict) or set(message) != {"role", "content"}:
+            raise InvalidRecipe(f"each message needs exactly a role and a content, got {message!r}")
+        checked.append(_check_message(message["role"], message["content"]))
+    return checked
+
+
+# --- writing values back
+
+
+def _quote(value: str) -> str:
+    """Bare when that reads back the same, else a triple-quoted block, else an escaped string."""
+    one_line = "\n" not in value and "\r" not in value
+    if value and value == value.strip() and one_line and not value.startswith('"'):
+        return value
+    if "\n" in value and '"""' not in value and "\r" not in value:
+        return f'"""\n{value}\n"""'
+    escaped = value.translate(_ESCAPES)
+    return f'"{escaped}"'
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+_UNESCAPES = {"\\": "\\", '"': '"', "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _quote_parameter(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return _quote(value)
+    return str(value)
+
+
+# --- parsing
+
+
+def parse_recipe(text: str, source: str = "recipe") -> Recipe:
+    """Parse recipe text; every error is InvalidRecipe starting with '{source} line {n}: '."""
+    if len(text) > MAX_RECIPE_BYTES or len(text.encode("utf-8", "replace")) > MAX_RECIPE_BYTES:
+        raise InvalidRecipe(f"{source} line 1: recipe is larger than 1 MB")
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    parser = _Parser(source)
+    i = 0
+    while i < len(lines):
+        stripped = lines[i].strip()
+        if not stripped or stripped.startswith("#"):
+            i += 1
+        else:
+            i = parser.instruction(lines, i)
+    last_line = len(lines) - (1 if lines[-1] == "" else 0)
+    return parser.finish(max(last_line, 1))
+
+
+class _Parser:
+    """Collects instructions line by line; knows where each one was first seen."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.seen: dict[str, int] = {}
+        self.fields: dict[str, Any] = {"parameters": {}, "messages": []}
+        self.handlers: dict[str, Callable[[str, str, int], None]] = {
+            "FROM": self._from,
+            "ADAPTER": self._adapter,
+            "TEMPLATE": self._template,
+            "SYSTEM": self._system,
+            "PARAMETER": self._parameter,
+            "MESSAGE": self._message,
+            "LICENSE": self._license,
+        }
+
+    def error(self, line: int, reason: str) -> InvalidRecipe:
+        return InvalidRecipe(f"{self.source} line {line}: {reason}")
+
+    def instruction(self, lines: list[str], i: int) -> int:
+        """Handle the instruction starting on lines[i]; return the index of the next line."""
+        line = i + 1
+        keyword, rest = _split_word(lines[i].lstrip())
+        name = keyword.upper()
+        if name not in self.handlers:
+            expected = ", ".join(INSTRUCTIONS)
+            raise self.error(line, f"unknown instruction {keyword!r} (expected one of {expected})")
+        argument = ""
+        if name in ("PARAMETER", "MESSAGE"):
+            argument, rest = _split_word(rest)
+            if not argument:
+                what = "a name" if name == "PARAMETER" else "a role"
+                raise self.error(line, f"{name} needs {what} and a value")
+        value, next_i = _read_value(rest, lines, i, self.error)
+        if value is None:
+            raise self.error(line, f"{name} {argument + ' ' if argument else ''}needs a value")
+        try:
+            self.handlers[name](value, argument, line)
+        except InvalidRecipe as e:
+            raise self.error(line, str(e)) from None
+        return next_i
+
+    def once(self, key: str, line: int) -> None:
+        if key in self.seen:
+            raise InvalidRecipe(f"duplicate {key} (first on line {self.seen[key]})")
+        self.seen[key] = line
+
+    def _from(self, value: str, _: str, line: int) -> None:
+        self.once("FROM", line)
+        self.fields["base"] = _check_ref(value, "FROM")
+
+    def _adapter(self, value: str, _: str, line: int) -> None:
+        self.once("ADAPTER", line)
+        self.fields["adapter"] = _check_ref(value, "ADAPTER")
+
+    def _template(self, value: str, _: str, line: int) -> None:
+        self.once("TEMPLATE", line)
+        self.fields["template"] = _check_template_value(value)
+
+    def _system(self, value: str, _: str, line: int) -> None:
+        self.once("SYSTEM", line)
+        self.fields["system"] = value
+
+    def _license(self, value: str, _: str, line: int) -> None:
+        # `ollama show --modelfile` writes one LICENSE per licence; keep them all.
+        previous = self.fields.get("license")
+        self.fields["license"] = value if previous is None else f"{previous}\n\n{value}"
+
+    def _message(self, value: str, role: str, line: int) -> None:
+        self.fields["messages"].append(_check_message(role, value))
+
+    def _parameter(self, value: str, name: str, line: int) -> None:
+        key = name.lower()
+        checked = check_parameter(key, value)
+        parameters = self.fields["parameters"]
+        if PARAMETER_TYPES[key].repeats:
+            parameters.setdefault(key, []).extend(checked)
+        else:
+            self.once(f"PARAMETER {key}", line)
+            parameters[key] = checked
+
+    def finish(self, last_line: int) -> Recipe:
+        if "base" not in self.fields:
+            raise self.error(
+                last_line, "no FROM instruction; a recipe starts from a model (FROM gemma3:270m)"
+            )
+        return Recipe(**self.fields)
+
+
+def _split_word(text: str) -> tuple[str, str]:
+    """First whitespace-separated word and the rest with its leading whitespace removed."""
+    match = re.match(r"(\S*)\s*(.*)", text, re.DOTALL)
+    assert match is not None  # the pattern matches every string
+    return match.group(1), match.group(2)
+
+
+ErrorFactory = Callable[[int, str], InvalidRecipe]
+
+
+def _read_value(rest: str, lines: list[str], i: int, error: ErrorFactory) -> tuple[str | None, int]:
+    """The value starting at `rest` on lines[i] and the next line index; None when absent."""
+    if rest.startswith('"""'):
+        return _read_block(rest[3:], lines, i, error)
+    if rest.startswith('"'):
+        return _read_quoted(rest, i + 1, error), i + 1
+    return rest.strip() or None, i + 1
+
+
+def _read_block(first: str, lines: list[str], start: int, error: ErrorFactory) -> tuple[str, int]:
+    """A triple-quoted value; the line break after the opening and before the closing go."""
+    pieces: list[str] = []
+    line, j = first, start
+    while (end := line.find('"""')) < 0:
+        pieces.append(line)
+        j += 1
+        if j == len(lines):
+            raise error(start + 1, f'unterminated """ (opened on line {start + 1})')
+        line = lines[j]
+    pieces.append(line[:end])
+    if line[end + 3 :].strip():
+        raise error(j + 1, 'unexpected text after closing """')
+    if j > start:
+        # `SYSTEM """` alone on its line and `"""` alone on the last line add no text.
+        if not pieces[-1].strip():
+            pieces.pop()
+        if not pieces[0].strip():
+            pieces.pop(0)
+    return "\n".join(pieces), j + 1
+
+
+def _read_quoted(rest: str, line: int, error: ErrorFactory) -> str:
+    """A one-line "double-quoted" value; \\\\, \\", \\n, \\r, \\t are escapes."""
+    out: list[str] = []
+    k = 1
+    while k < len(rest):
+        char = rest[k]
+        if char == '"':
+            if rest[k + 1 :].strip():
+                raise error(line, "unexpected text after closing quote")
+            return "".join(out)
+        if char == "\\" and k + 1 < len(rest):
+            k += 1
+            out.append(_UNESCAPES.get(rest[k], "\\" + rest[k]))
+        else:
+            out.append(char)
+        k += 1
+    raise error(line, 'unterminated " string')

@@ -1,0 +1,92 @@
+"""Turns a recipe and Ollama-style options into the engine's OpenAI-shaped request body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import BadRequest
+from .recipe import Recipe, check_parameter
+
+DEFAULT_NUM_CTX = 4096
+
+#: Ollama option name -> engine request field. num_ctx is a load setting, not a request field.
+OPTION_FIELDS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repeat_penalty": "repeat_penalty",
+    "repeat_last_n": "repeat_last_n",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "seed": "seed",
+    "stop": "stop",
+    "num_predict": "max_tokens",
+}
+
+
+def checked_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate every option (range, type, NaN) with the recipe's own rules."""
+    return {name: check_parameter(name, value) for name, value in (options or {}).items()}
+
+
+def options_to_body(options: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for name, value in options.items():
+        field = OPTION_FIELDS.get(name)
+        if field == "max_tokens" and value is not None and value < 0:
+            continue  # -1 / -2 mean "until the model stops": simply no limit
+        if field:
+            body[field] = value
+    return body
+
+
+def with_recipe(body: dict[str, Any], recipe: Recipe, options: dict[str, Any]) -> dict[str, Any]:
+    """Request fields win over explicit options, which win over the recipe's parameters."""
+    merged = dict(options_to_body(recipe.parameters))
+    merged.update(options_to_body(options))
+    merged.update(body)
+    if "messages" in merged:
+        merged["messages"] = _with_system(list(merged["messages"]), recipe)
+    return merged
+
+
+def _with_system(messages: list[dict[str, Any]], recipe: Recipe) -> list[dict[str, Any]]:
+    """The recipe's system prompt and example messages come first, unless the caller sent a system."""
+    has_system = any(m.get("role") == "system" for m in messages)
+    prefix: list[dict[str, Any]] = []
+    if recipe.system and not has_system:
+        prefix.append({"role": "system", "content": recipe.system})
+    prefix.extend(dict(m) for m in recipe.messages if not (has_system and m["role"] == "system"))
+    return prefix + messages
+
+
+def context_size(recipe: Recipe, options: dict[str, Any], trained: int | None) -> int:
+    """num_ctx from the request, else the recipe, else a default capped by what the model knows."""
+    asked = options.get("num_ctx") or recipe.parameters.get("num_ctx")
+    if asked:
+        return int(asked)
+    return min(DEFAULT_NUM_CTX, trained) if trained else DEFAULT_NUM_CTX
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_keep_alive(value: float | str | None) -> float | None:
+    """Ollama's keep_alive: seconds as a number, or "5m", "30s", "1h", "-1" (forever), "0"."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        if text.endswith(unit):
+            try:
+                return float(text[: -len(unit)]) * _UNITS[unit]
+            except ValueError:
+                break
+    raise BadRequest(f"keep_alive {value!r} is not a duration like 5m, 30s or -1")

@@ -1,0 +1,1 @@
+"""`cove serve`: the HTTP API (Ollama-compatible `/api`, OpenAI-compatible `/v1`)."""

@@ -1,0 +1,114 @@
+"""Builds the ASGI app (routes, error shapes, guard, metrics) and runs it on uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from ..client import Cove
+from ..errors import Busy, CoveError
+from . import ollama_api, openai_api
+from .generation import Generator
+from .guard import BodyTooLarge, Guard, Policy, Receive, Scope, Send, error_body
+from .metrics import Metrics
+from .state import ServerState, state_of
+
+log = logging.getLogger("cove.server")
+access = logging.getLogger("cove.access")
+ROUTE_LABELS = {r.path for r in (*ollama_api.routes, *openai_api.routes)} | {"/", "/metrics"}
+
+
+async def root(_: Request) -> Response:
+    return PlainTextResponse("cove is running")
+
+
+async def metrics(request: Request) -> Response:
+    body = state_of(request).metrics.render()
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def build_app(cove: Cove, policy: Policy) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    routes = [
+        Route("/", root, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        *ollama_api.routes,
+        *openai_api.routes,
+    ]
+    handlers: dict[Any, Any] = {
+        CoveError: on_error,
+        BodyTooLarge: on_too_large,
+        Exception: on_crash,
+    }
+    app = Starlette(routes=routes, exception_handlers=handlers)
+    observer = Metrics(cove.scheduler)
+    app.state.cove = ServerState(cove, observer, Generator(cove, observer), policy)
+    return Guard(count_requests(app, observer), policy)
+
+
+def count_requests(app: Any, observer: Metrics) -> Callable[[Scope, Receive, Send], Any]:
+    async def counted(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        path = scope["path"]
+        label = (
+            path
+            if path in ROUTE_LABELS
+            else "/api/blobs"
+            if path.startswith("/api/blobs/")
+            else "/v1/models/{model}"
+            if path.startswith("/v1/models/")
+            else "other"
+        )
+        status = [500]
+
+        async def watch(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, watch)
+        finally:
+            observer.requests.labels(label, str(status[0])).inc()
+            access.info("%s %s %d", scope["method"], escaped(path), status[0])
+
+    return counted
+
+
+def escaped(text: str, limit: int = 200) -> str:
+    """Logged values cannot forge log lines or move the terminal cursor."""
+    return text[:limit].encode("unicode_escape").decode("ascii")
+
+
+def scrub(message: str, request: Request) -> str:
+    """Error bodies never show where the user's files live."""
+    home = str(state_of(request).cove.settings.home)
+    return message.replace(home, "COVE_HOME")
+
+
+def json_error(
+    request: Request, status: int, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    body = error_body(request.url.path, status, scrub(message, request))
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+async def on_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CoveError)
+    headers = {"retry-after": "2"} if isinstance(exc, Busy) else None
+    return json_error(request, exc.status, str(exc), headers)
+
+
+async def on_too_large(request: Request, exc: Exception) -> Response:
+    return json_error(request, 413, str(exc))
+
+
+async def on_crash(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s", request.url.path)
+    return json_error(request, 500, f"internal error ({exc.__class__.__name__}); see the server log")

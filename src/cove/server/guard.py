@@ -1,0 +1,189 @@
+"""The front door: Host, Origin, API key, content type and body size, checked before any route."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import socket
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+# Uploads of model files may be large and are not JSON; they are still checked for Origin and key.
+BINARY_PATHS = ("/api/blobs/",)
+
+
+def is_loopback(host: str) -> bool:
+    name = host.strip("[]").lower()
+    if name in LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class Policy:
+    """Who may talk to this server; built once from the settings at start-up."""
+
+    bind_host: str
+    api_keys: tuple[str, ...] = ()
+    extra_origins: tuple[str, ...] = ()
+    max_body: int = 16 << 20
+    own_names: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.own_names |= {socket.gethostname().lower(), self.bind_host.strip("[]").lower()}
+
+    def host_allowed(self, host_header: str) -> bool:
+        """Loopback listeners answer only to loopback names: the defence against DNS rebinding."""
+        if not is_loopback(self.bind_host):
+            return True
+        host = urlsplit(f"//{host_header}").hostname or ""
+        return is_loopback(host) or host.lower() in self.own_names
+
+    def origin_allowed(self, origin: str) -> bool:
+        if origin in self.extra_origins or ("*" in self.extra_origins and not self.api_keys):
+            return True
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and is_loopback(parts.hostname or "")
+
+    def key_ok(self, headers: dict[str, str]) -> bool:
+        if not self.api_keys:
+            return True
+        given = headers.get("authorization", "")
+        given = given[7:] if given.lower().startswith("bearer ") else headers.get("x-api-key", "")
+        # Compare against every key so timing reveals neither which key nor how much matched.
+        matches = [hmac.compare_digest(given.encode(), key.encode()) for key in self.api_keys]
+        return any(matches)
+
+
+def error_body(path: str, status: int, message: str) -> bytes:
+    """Each API's own error shape: OpenAI's nested object under /v1, Ollama's string elsewhere."""
+    if path.startswith("/v1"):
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        return json.dumps(
+            {"error": {"message": message, "type": kind, "param": None, "code": status}}
+        ).encode()
+    return json.dumps({"error": message}).encode()
+
+
+class Guard:
+    """ASGI middleware enforcing the Policy; rejections carry the API's own error shape."""
+
+    def __init__(self, app: ASGIApp, policy: Policy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        problem = self._check(scope, headers)
+        if problem:
+            status, message, extra = problem
+            return await _reply(send, scope["path"], status, message, extra)
+        origin = headers.get("origin")
+        if scope["method"] == "OPTIONS" and origin:
+            return await _preflight(send, origin, headers)
+        if scope["path"].startswith(BINARY_PATHS):
+            return await self.app(scope, receive, _with_cors(send, origin))
+        await self.app(scope, _limited(receive, self.policy.max_body), _with_cors(send, origin))
+
+    def _check(
+        self, scope: Scope, headers: dict[str, str]
+    ) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
+        policy = self.policy
+        if not policy.host_allowed(headers.get("host", "")):
+            return 403, "this server answers only to its own host names", []
+        origin = headers.get("origin")
+        if origin and not policy.origin_allowed(origin):
+            return 403, f"origin {origin[:100]!r} is not allowed; add it to COVE_ORIGINS", []
+        if scope["method"] == "OPTIONS":
+            return None
+        if not policy.key_ok(headers):
+            return 401, "missing or wrong API key", [(b"www-authenticate", b"Bearer")]
+        length = headers.get("content-length", "")
+        binary = scope["path"].startswith(BINARY_PATHS)
+        if length.isdigit() and int(length) > policy.max_body and not binary:
+            return 413, f"request body over {policy.max_body} bytes", []
+        if scope["method"] in MUTATING and not binary and _has_body(headers):
+            kind = headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind != "application/json":
+                return 415, "send the body as application/json", []
+        return None
+
+
+def _has_body(headers: dict[str, str]) -> bool:
+    return headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """Count streamed body bytes too: Content-Length can be absent (chunked) or wrong."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge(f"request body over {limit} bytes")
+        return message
+
+    return wrapped
+
+
+def _with_cors(send: Send, origin: str | None) -> Send:
+    if not origin:
+        return send
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            headers += [
+                (b"access-control-allow-origin", origin.encode("latin-1")),
+                (b"vary", b"Origin"),
+            ]
+            message["headers"] = headers
+        await send(message)
+
+    return wrapped
+
+
+async def _preflight(send: Send, origin: str, headers: dict[str, str]) -> None:
+    asked = headers.get("access-control-request-headers", "")
+    allow = [
+        (b"access-control-allow-origin", origin.encode("latin-1")),
+        (b"access-control-allow-methods", b"GET, POST, DELETE, HEAD, OPTIONS"),
+        (
+            b"access-control-allow-headers",
+            asked.encode("latin-1") or b"content-type, authorization",
+        ),
+        (b"access-control-max-age", b"600"),
+        (b"vary", b"Origin"),
+    ]
+    await send({"type": "http.response.start", "status": 204, "headers": allow})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _reply(send: Send, path: str, status: int, message: str, extra: list[tuple[bytes, bytes]]) -> None:
+    body = error_body(path, status, message)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + extra})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,270 @@
+"""Ollama's model-management routes: tags, show, pull, create, copy, delete, ps, embed, blobs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..errors import BadRequest, CoveError, DigestMismatch
+from ..recipe import Recipe
+from ..requests import parse_keep_alive
+from ..store.models import Manifest
+from ..store.names import parse_digest
+from ..store.progress import PullProgress
+from .bodies import parse
+from .schemas import CopyRequest, CreateRequest, EmbeddingsRequest, EmbedRequest, ModelRef
+from .state import ServerState, state_of
+
+
+def details(m: Manifest) -> dict[str, Any]:
+    arch = m.info.get("architecture") or ""
+    count = m.info.get("parameter_count") or 0
+    size = f"{count / 1e9:.1f}B" if count >= 1e9 else f"{count / 1e6:.0f}M"
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": arch,
+        "families": [arch],
+        "parameter_size": size,
+        "quantization_level": m.info.get("quantization") or "",
+    }
+
+
+def tag(m: Manifest) -> dict[str, Any]:
+    return {
+        "name": m.name,
+        "model": m.name,
+        "modified_at": m.modified,
+        "size": m.size,
+        "digest": m.digest,
+        "details": details(m),
+    }
+
+
+async def tags(request: Request) -> Response:
+    models = await state_of(request).blocking(state_of(request).cove.models)
+    return JSONResponse({"models": [tag(m) for m in models]})
+
+
+async def show(request: Request) -> Response:
+    req = await parse(request, ModelRef)
+    m = state_of(request).cove.model(req.ref)
+    recipe = m.recipe_obj()
+    arch = m.info.get("architecture") or ""
+    template = recipe.template or m.info.get("chat_template") or ""
+    capabilities = ["embedding"] if m.is_embedding else ["completion"]
+    if "tools" in template:
+        capabilities.append("tools")
+    params = "\n".join(
+        f"{k} {v}" for k, vs in recipe.parameters.items() for v in (vs if isinstance(vs, list) else [vs])
+    )
+    return JSONResponse(
+        {
+            "modelfile": recipe.to_text(),
+            "parameters": params,
+            "template": template,
+            "system": recipe.system or "",
+            "license": recipe.license or m.info.get("license") or "",
+            "details": details(m),
+            "modified_at": m.modified,
+            "capabilities": capabilities,
+            "model_info": {
+                "general.architecture": arch,
+                "general.parameter_count": m.info.get("parameter_count"),
+                f"{arch}.context_length": m.info.get("context_length"),
+                f"{arch}.block_count": m.info.get("block_count"),
+                f"{arch}.embedding_length": m.info.get("embedding_length"),
+            },
+        }
+    )
+
+
+async def pull(request: Request) -> Response:
+    req = await parse(request, ModelRef)
+    state = state_of(request)
+    events = _progress_events(state, lambda report: state.cove.pull(req.ref, report))
+    if req.stream:
+        return StreamingResponse(_lines(events), media_type="application/x-ndjson")
+    async for event in events:
+        if "error" in event:
+            raise CoveError(event["error"])
+    return JSONResponse({"status": "success"})
+
+
+async def _progress_events(state: ServerState, work: Any) -> AsyncIterator[dict[str, Any]]:
+    """Run a pull or create off the loop and stream its progress; errors become an error line."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    def report(event: PullProgress) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, event.to_dict())
+
+    def run() -> None:
+        try:
+            work(report)
+        except CoveError as exc:
+            loop.call_soon_threadsafe(queue.put_nowait, {"error": str(exc)})
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    loop.run_in_executor(state.generator.pool, run)
+    while (event := await queue.get()) is not None:
+        yield event
+
+
+async def _lines(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async for event in events:
+        yield json.dumps(event).encode() + b"\n"
+
+
+async def create(request: Request) -> Response:
+    req = await parse(request, CreateRequest)
+    name = req.model or req.name
+    if not name:
+        raise BadRequest("model: the name of the model to create is required")
+    state = state_of(request)
+
+    def work(report: Any) -> None:
+        report(PullProgress(status="parsing recipe"))
+        state.cove.create_from_api(name, _recipe(req), _blob(req.files), _adapter(req.adapters))
+        report(PullProgress(status="success"))
+
+    events = _progress_events(state, work)
+    if req.stream:
+        return StreamingResponse(_lines(events), media_type="application/x-ndjson")
+    async for event in events:
+        if "error" in event:
+            raise BadRequest(event["error"])
+    return JSONResponse({"status": "success"})
+
+
+def _recipe(req: CreateRequest) -> Recipe | str:
+    if req.modelfile:
+        return req.modelfile
+    if req.quantize:
+        raise BadRequest("quantize is not supported; pull the quantization you want instead")
+    license_text = "\n".join(req.license) if isinstance(req.license, list) else req.license
+    return Recipe.from_dict(
+        {
+            "base": req.from_ or "blob",
+            "system": req.system,
+            "template": req.template,
+            "parameters": req.parameters or {},
+            "license": license_text,
+            "messages": [{"role": m.role, "content": m.content} for m in req.messages or []],
+        }
+    )
+
+
+def _blob(files: dict[str, str] | None) -> str | None:
+    ggufs = [digest for name, digest in (files or {}).items() if name.endswith(".gguf")]
+    if files and not ggufs:
+        raise BadRequest("files: only a .gguf model file is supported")
+    return parse_digest(ggufs[0]) if ggufs else None
+
+
+def _adapter(adapters: dict[str, str] | None) -> str | None:
+    if adapters and len(adapters) > 1:
+        raise BadRequest("adapters: at most one LoRA adapter")
+    return parse_digest(next(iter(adapters.values()))) if adapters else None
+
+
+async def copy(request: Request) -> Response:
+    req = await parse(request, CopyRequest)
+    state_of(request).cove.copy(req.source, req.destination)
+    return Response(status_code=200)
+
+
+async def delete(request: Request) -> Response:
+    req = await parse(request, ModelRef)
+    state = state_of(request)
+    await state.blocking(state.cove.remove, req.ref)
+    return Response(status_code=200)
+
+
+async def ps(request: Request) -> Response:
+    models = []
+    state = state_of(request)
+    for loaded in state.cove.loaded():
+        m = state.cove.model(loaded.name)
+        until = datetime.now(UTC) + timedelta(seconds=loaded.expires_in_s or 0)
+        models.append(
+            {
+                **tag(m),
+                "size": loaded.size,
+                "size_vram": 0,
+                "context_length": loaded.num_ctx,
+                "expires_at": until.isoformat().replace("+00:00", "Z"),
+            }
+        )
+    return JSONResponse({"models": models})
+
+
+async def embed(request: Request) -> Response:
+    req = await parse(request, EmbedRequest)
+    inputs = [req.input] if isinstance(req.input, str) else req.input
+    state = state_of(request)
+    vectors, tokens = await state.embed(req.model, inputs, parse_keep_alive(req.keep_alive))
+    return JSONResponse(
+        {
+            "model": req.model,
+            "embeddings": vectors,
+            "prompt_eval_count": tokens,
+            "total_duration": 0,
+            "load_duration": 0,
+        }
+    )
+
+
+async def embeddings(request: Request) -> Response:
+    req = await parse(request, EmbeddingsRequest)
+    state = state_of(request)
+    vectors, _ = await state.embed(req.model, [req.prompt], parse_keep_alive(req.keep_alive))
+    return JSONResponse({"embedding": vectors[0]})
+
+
+async def blob_exists(request: Request) -> Response:
+    digest = parse_digest(request.path_params["digest"])
+    found = state_of(request).cove.store.blobs.exists(digest)
+    return Response(status_code=200 if found else 404)
+
+
+async def blob_upload(request: Request) -> Response:
+    """Stream the upload to a partial file; it gets its name only if the digest matches."""
+    digest = parse_digest(request.path_params["digest"])
+    blobs = state_of(request).cove.store.blobs
+    if blobs.exists(digest):
+        return Response(status_code=200)
+    partial = blobs.partial(digest, resume=False)
+    try:
+        async for chunk in request.stream():
+            partial.write(chunk)
+        partial.finish()
+    except DigestMismatch as exc:
+        raise BadRequest(f"digest mismatch: {exc}") from exc
+    except BaseException:
+        partial.abandon(keep=False)
+        raise
+    return Response(status_code=201)
+
+
+routes = [
+    Route("/api/tags", tags, methods=["GET"]),
+    Route("/api/show", show, methods=["POST"]),
+    Route("/api/pull", pull, methods=["POST"]),
+    Route("/api/create", create, methods=["POST"]),
+    Route("/api/copy", copy, methods=["POST"]),
+    Route("/api/delete", delete, methods=["DELETE"]),
+    Route("/api/ps", ps, methods=["GET"]),
+    Route("/api/embed", embed, methods=["POST"]),
+    Route("/api/embeddings", embeddings, methods=["POST"]),
+    Route("/api/blobs/{digest}", blob_exists, methods=["HEAD"]),
+    Route("/api/blobs/{digest}", blob_upload, methods=["POST"]),
+]

@@ -1,0 +1,198 @@
+"""Request bodies both APIs accept, validated strictly: wrong types, unknown fields, NaN → 400."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# -- OpenAI ------------------------------------------------------------------------------------
+
+
+class OAIMessage(Strict):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    refusal: str | None = None
+    reasoning_content: str | None = None
+
+
+class StreamOptions(Strict):
+    include_usage: bool = False
+    include_obfuscation: bool | None = None
+
+
+class OAIChatRequest(Strict):
+    model: str = Field(min_length=1, max_length=300)
+    messages: list[OAIMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1, le=10_000_000)
+    max_completion_tokens: int | None = Field(None, ge=1, le=10_000_000)
+    temperature: float | None = Field(None, ge=0, le=5)
+    top_p: float | None = Field(None, ge=0, le=1)
+    top_k: int | None = Field(None, ge=0, le=1_000_000)
+    min_p: float | None = Field(None, ge=0, le=1)
+    repeat_penalty: float | None = Field(None, ge=0, le=10)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int | None = Field(None, ge=1, le=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    reasoning_effort: str | None = None
+    modalities: list[str] | None = None
+    prediction: dict[str, Any] | None = None
+    keep_alive: float | str | None = None
+    num_ctx: int | None = Field(None, ge=16, le=10_000_000)
+    conversation_id: str | None = None
+
+
+class OAICompletionRequest(Strict):
+    model: str = Field(min_length=1, max_length=300)
+    prompt: str | list[str]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1, le=10_000_000)
+    temperature: float | None = Field(None, ge=0, le=5)
+    top_p: float | None = Field(None, ge=0, le=1)
+    top_k: int | None = Field(None, ge=0, le=1_000_000)
+    min_p: float | None = Field(None, ge=0, le=1)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int | None = Field(None, ge=1, le=1)
+    logprobs: int | None = Field(None, ge=0, le=20)
+    echo: bool | None = None
+    suffix: str | None = None
+    best_of: int | None = Field(None, ge=1, le=1)
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+    keep_alive: float | str | None = None
+
+
+class OAIEmbeddingRequest(Strict):
+    model: str = Field(min_length=1, max_length=300)
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+
+# -- Ollama ------------------------------------------------------------------------------------
+
+
+class Options(BaseModel):
+    """Ollama's `options`: the ones cove uses are checked by the recipe rules; others are ignored."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+
+class OllamaToolCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    function: dict[str, Any]
+
+
+class OllamaMessage(Strict):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    images: list[str] | None = None
+    tool_calls: list[OllamaToolCall] | None = None
+    thinking: str | None = None
+    tool_name: str | None = None
+
+
+class OllamaChatRequest(Strict):
+    model: str = Field(min_length=1, max_length=300)
+    messages: list[OllamaMessage] = Field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+    format: Literal["json", ""] | dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+    stream: bool = True
+    keep_alive: float | str | None = None
+    think: bool | str | None = None
+    conversation_id: str | None = None
+
+
+class OllamaGenerateRequest(Strict):
+    model: str = Field(min_length=1, max_length=300)
+    prompt: str = ""
+    suffix: str | None = None
+    system: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    images: list[str] | None = None
+    format: Literal["json", ""] | dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+    stream: bool = True
+    raw: bool = False
+    keep_alive: float | str | None = None
+    think: bool | str | None = None
+
+
+class ModelRef(Strict):
+    model: str | None = Field(None, max_length=300)
+    name: str | None = Field(None, max_length=300)
+    verbose: bool | None = None
+    insecure: bool | None = None
+    stream: bool = True
+
+    @property
+    def ref(self) -> str:
+        return self.model or self.name or ""
+
+
+class CopyRequest(Strict):
+    source: str = Field(min_length=1, max_length=300)
+    destination: str = Field(min_length=1, max_length=300)
+
+
+class CreateRequest(Strict):
+    model: str | None = Field(None, max_length=300)
+    name: str | None = Field(None, max_length=300)
+    modelfile: str | None = Field(None, max_length=1_000_000)
+    from_: str | None = Field(None, alias="from", max_length=300)
+    files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    template: str | None = None
+    license: str | list[str] | None = None
+    system: str | None = None
+    parameters: dict[str, Any] | None = None
+    messages: list[OllamaMessage] | None = None
+    quantize: str | None = None
+    stream: bool = True
+    path: str | None = None
+
+
+class EmbedRequest(Strict):
+    model: str = Field(min_length=1, max_length=300)
+    input: str | list[str]
+    truncate: bool | None = None
+    options: dict[str, Any] | None = None
+    keep_alive: float | str | None = None
+    dimensions: int | None = Field(None, ge=1)
+
+
+class EmbeddingsRequest(Strict):
+    model: str = Field(min_length=1, max_length=300)
+    prompt: str
+    options: dict[str, Any] | None = None
+    keep_alive: float | str | None = None

@@ -1,0 +1,40 @@
+"""What every route shares: the library handle, the generator, metrics and the security policy."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from ..client import Cove
+from .generation import Generator
+from .guard import Policy
+from .metrics import Metrics
+
+
+@dataclass
+class ServerState:
+    cove: Cove
+    metrics: Metrics
+    generator: Generator
+    policy: Policy
+
+    async def embed(
+        self, model: str, inputs: list[Any], keep_alive: float | None = None
+    ) -> tuple[list[list[float]], int]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.generator.pool, lambda: self.cove.embed(model, inputs, keep_alive=keep_alive)
+        )
+
+    async def blocking(self, fn: Any, *args: Any) -> Any:
+        """Store work (hashing, copying) off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.generator.pool, fn, *args)
+
+
+def state_of(request: Request) -> ServerState:
+    state: ServerState = request.app.state.cove
+    return state

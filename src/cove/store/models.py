@@ -1,0 +1,177 @@
+"""The model store: manifests by `name:tag` pointing at verified blobs, and the operations on them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidModelFile, InvalidName, InvalidTemplate, ModelNotFound
+from ..recipe import Recipe
+from ..templates import check_template
+from .atomic import atomic_write_bytes
+from .blobs import Blobs
+from .gguf import GGUFInfo, read_gguf
+from .names import ModelName, parse_name
+
+MANIFEST_SCHEMA = 1
+#: Architectures llama.cpp runs only as embedders: chatting with them is a client error.
+EMBEDDING_ARCHITECTURES = {
+    "bert",
+    "nomic-bert",
+    "nomic-bert-moe",
+    "jina-bert-v2",
+    "jina-bert-v3",
+    "t5encoder",
+    "modern-bert",
+    "neo-bert",
+}
+
+
+@dataclass
+class Manifest:
+    """What the store knows about one named model."""
+
+    name: str
+    digest: str
+    size: int
+    source: str
+    info: dict[str, Any]
+    recipe: dict[str, Any] = field(default_factory=dict)
+    adapter_digest: str | None = None
+    modified: str = ""
+
+    @property
+    def short_id(self) -> str:
+        return self.digest[:12]
+
+    def recipe_obj(self) -> Recipe:
+        data = dict(self.recipe) or {"base": self.name}
+        data.setdefault("base", self.name)
+        return Recipe.from_dict(data)
+
+    @property
+    def is_embedding(self) -> bool:
+        return bool(self.info.get("embedding_only"))
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+class ModelStore:
+    """`COVE_HOME/blobs` and `COVE_HOME/manifests`; never loads a model."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.blobs = Blobs(home / "blobs")
+        self.manifests = home / "manifests"
+        self.manifests.mkdir(parents=True, exist_ok=True)
+
+    def manifest_path(self, name: ModelName) -> Path:
+        path = self.manifests.joinpath(*name.segments, f"{name.tag}.json")
+        if not path.resolve().is_relative_to(self.manifests.resolve()):
+            raise InvalidName(f"invalid model name {str(name)!r}")
+        return path
+
+    def get(self, raw: str | ModelName) -> Manifest:
+        name = raw if isinstance(raw, ModelName) else parse_name(raw)
+        path = self.manifest_path(name)
+        if not path.is_file():
+            raise ModelNotFound(f"model '{name}' not found: see `cove list`, or `cove pull {name}`")
+        return self._read(path)
+
+    def has(self, raw: str) -> bool:
+        return self.manifest_path(parse_name(raw)).is_file()
+
+    def _read(self, path: Path) -> Manifest:
+        data = json.loads(path.read_text("utf-8"))
+        data.pop("schema", None)
+        return Manifest(**data)
+
+    def save(self, manifest: Manifest) -> Manifest:
+        name = parse_name(manifest.name)
+        manifest = replace(manifest, name=str(name), modified=manifest.modified or now_iso())
+        body = {"schema": MANIFEST_SCHEMA, **asdict(manifest)}
+        atomic_write_bytes(self.manifest_path(name), json.dumps(body, indent=2).encode())
+        return manifest
+
+    def list(self) -> list[Manifest]:
+        return sorted(self._iter(), key=lambda m: m.name)
+
+    def _iter(self) -> Iterator[Manifest]:
+        for path in self.manifests.rglob("*.json"):
+            try:
+                yield self._read(path)
+            except (ValueError, TypeError, OSError):
+                continue  # a foreign or damaged file is not a model; never crash `list` over it
+
+    def remove(self, raw: str) -> Manifest:
+        manifest = self.get(raw)
+        path = self.manifest_path(parse_name(manifest.name))
+        path.unlink()
+        self._prune_empty(path.parent)
+        self.collect_garbage()
+        return manifest
+
+    def _prune_empty(self, folder: Path) -> None:
+        while folder != self.manifests and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+
+    def copy(self, source: str, destination: str) -> Manifest:
+        manifest = self.get(source)
+        return self.save(replace(manifest, name=str(parse_name(destination)), modified=""))
+
+    def collect_garbage(self) -> None:
+        """Remove blobs no manifest points at (after `rm`)."""
+        used = set()
+        for manifest in self._iter():
+            used.add(manifest.digest)
+            if manifest.adapter_digest:
+                used.add(manifest.adapter_digest)
+        for digest in self.blobs.all_digests() - used:
+            self.blobs.remove(digest)
+
+    def model_path(self, manifest: Manifest) -> Path:
+        return self.blobs.path(manifest.digest)
+
+    def import_gguf(self, path: Path, name: str, source: str, expected: str | None = None) -> Manifest:
+        """Validate a GGUF file and copy it in under `name`."""
+        target = parse_name(name)
+        info = validate_gguf(path)
+        digest = self.blobs.add_file(path, expected)
+        return self.save_model(str(target), digest, info, source)
+
+    def save_model(
+        self, name: str, digest: str, info: GGUFInfo, source: str, recipe: Recipe | None = None
+    ) -> Manifest:
+        manifest = Manifest(
+            name=name,
+            digest=digest,
+            size=info.file_size,
+            source=source,
+            info=describe(info),
+            recipe=recipe.to_dict() if recipe else {},
+        )
+        return self.save(manifest)
+
+
+def describe(info: GGUFInfo) -> dict[str, Any]:
+    return {**info.summary(), "embedding_only": info.architecture in EMBEDDING_ARCHITECTURES}
+
+
+def validate_gguf(path: Path) -> GGUFInfo:
+    """Everything we check before a file may enter the store: header, tensors, template."""
+    if not path.is_file():
+        raise InvalidModelFile(f"no such file: {path.name}")
+    info = read_gguf(path)
+    if info.chat_template:
+        try:
+            check_template(info.chat_template)
+        except InvalidTemplate as exc:
+            raise InvalidModelFile(f"the model's chat template is unsafe or broken: {exc}") from exc
+    return info
