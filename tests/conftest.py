@@ -19,7 +19,9 @@ def cove_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Tests never touch the user's real store."""
     home = tmp_path / "cove-home"
     monkeypatch.setenv("COVE_HOME", str(home))
-    for name in ("COVE_HOST", "COVE_API_KEYS", "COVE_ORIGINS", "HF_TOKEN", "COVE_HF_ENDPOINT"):
+    # Port 1 refuses at once: the CLI never finds (and never uses) a developer's running server.
+    monkeypatch.setenv("COVE_HOST", "127.0.0.1:1")
+    for name in ("COVE_API_KEYS", "COVE_ORIGINS", "HF_TOKEN", "COVE_HF_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
     return home
 

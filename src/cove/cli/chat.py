@@ -8,11 +8,10 @@ from typing import Any
 
 import click
 
-from ..client import Cove
 from ..errors import CoveError
 from ..recipe import Recipe, check_parameter
 from ..types import ChatChunk
-from .main import Context, cli, err, pass_ctx
+from .main import Backend, Context, cli, err, pass_ctx
 
 HELP = """Commands:
   /set system TEXT           set the system prompt
@@ -39,7 +38,7 @@ class Session:
         return head + self.messages
 
 
-def answer(cove: Cove, session: Session, verbose: bool) -> None:
+def answer(cove: Backend, session: Session, verbose: bool) -> None:
     """Stream one answer to stdout; Ctrl-C stops it and keeps what arrived."""
     parts: list[str] = []
     stream = cove.stream_chat(session.model, session.outgoing(), options=session.options)
@@ -90,7 +89,7 @@ def read_message() -> str | None:
     return "\n".join(lines).strip("\n")
 
 
-def command(cove: Cove, session: Session, line: str) -> bool:
+def command(cove: Backend, session: Session, line: str) -> bool:
     """Run a slash command; returns False when the user wants to leave."""
     words = line.split(maxsplit=3)
     name = words[0].lower()
@@ -126,7 +125,7 @@ def set_value(session: Session, words: list[str]) -> None:
         click.echo("Usage: /set system TEXT, or /set parameter NAME VALUE")
 
 
-def show_session(cove: Cove, session: Session) -> None:
+def show_session(cove: Backend, session: Session) -> None:
     manifest = cove.model(session.model)
     recipe = manifest.recipe_obj()
     click.echo(
@@ -137,7 +136,7 @@ def show_session(cove: Cove, session: Session) -> None:
     click.echo(f"messages so far: {len(session.messages)}")
 
 
-def save(cove: Cove, session: Session, name: str) -> None:
+def save(cove: Backend, session: Session, name: str) -> None:
     recipe = Recipe(
         base=session.model,
         system=session.system,
@@ -148,7 +147,7 @@ def save(cove: Cove, session: Session, name: str) -> None:
     click.echo(f"Saved as '{saved.name}'.")
 
 
-def repl(cove: Cove, session: Session, verbose: bool) -> None:
+def repl(cove: Backend, session: Session, verbose: bool) -> None:
     click.echo("Type a message, /? for help, Ctrl-D or /bye to leave.", err=True)
     while True:
         try:
@@ -181,7 +180,8 @@ def repl(cove: Cove, session: Session, verbose: bool) -> None:
 def run(ctx: Context, model: str, prompt: tuple[str, ...], verbose: bool, system: str | None) -> None:
     """Chat with MODEL; with PROMPT (or piped input) answer once and exit."""
     session = Session(model=model, system=system)
-    ctx.cove.model(model)  # fail fast, and import the bundled model on first use
+    backend = ctx.backend
+    backend.model(model)  # fail fast, and import the bundled model on first use
     text = " ".join(prompt)
     if not sys.stdin.isatty():
         piped = sys.stdin.read()
@@ -190,5 +190,5 @@ def run(ctx: Context, model: str, prompt: tuple[str, ...], verbose: bool, system
             raise CoveError("nothing to answer: the prompt and standard input were empty")
     if text:
         session.messages.append({"role": "user", "content": text})
-        return answer(ctx.cove, session, verbose)
-    repl(ctx.cove, session, verbose)
+        return answer(backend, session, verbose)
+    repl(backend, session, verbose)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 from ..client import Cove
+from ..config import Settings
 from ..errors import CoveError
+from ..remote import RemoteCove, find_server
 from ..store import catalog
 from ..store.progress import PullProgress
 from .format import human_age, human_size
@@ -23,22 +26,38 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
-class Context:
-    """Per-invocation state: the debug flag and a lazily made library handle."""
+Backend = Cove | RemoteCove
 
-    def __init__(self, debug: bool) -> None:
+
+class Context:
+    """Per-invocation state: the debug flag, the local library, and a running server if any."""
+
+    def __init__(self, debug: bool, local: bool) -> None:
         self.debug = debug
+        self.local = local
         self._cove: Cove | None = None
+        self._backend: Backend | None = None
 
     @property
     def cove(self) -> Cove:
+        """The local store and engine (for commands that read files on this machine)."""
         if self._cove is None:
-            self._cove = Cove()
+            # One person at a terminal needs one slot; a smaller KV cache also loads faster.
+            self._cove = Cove(replace(Settings.from_env(), num_parallel=1))
         return self._cove
 
+    @property
+    def backend(self) -> Backend:
+        """A server answering at COVE_HOST keeps models loaded between calls; else in-process."""
+        if self._backend is None:
+            remote = None if self.local else find_server(Settings.from_env())
+            self._backend = remote or self.cove
+        return self._backend
+
     def close(self) -> None:
-        if self._cove is not None:
-            self._cove.close()
+        for handle in (self._backend, self._cove):
+            if handle is not None:
+                handle.close()
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -46,11 +65,12 @@ pass_ctx = click.make_pass_decorator(Context)
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks and engine details on errors.")
+@click.option("--local", is_flag=True, envvar="COVE_LOCAL", help="Run in-process even if a server is up.")
 @click.version_option(package_name="cove")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, local: bool) -> None:
     """cove: a private, offline AI assistant on your own computer."""
-    ctx.obj = Context(debug)
+    ctx.obj = Context(debug, local)
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -73,7 +93,7 @@ def list_models(ctx: Context, as_json: bool, available: bool) -> None:
             size = human_size(e["size_mb"] * 1_000_000)
             table.add_row(e["name"], size, f"{e['ram_gb']} GB", e["license"], e["description"])
         return out.print(table)
-    models = ctx.cove.models()
+    models = ctx.backend.models()
     if as_json:
         return print_json([_model_row(m) for m in models])
     table = Table("NAME", "ID", "SIZE", "MODIFIED", box=None)
@@ -128,7 +148,7 @@ def _params(info: dict[str, Any]) -> str:
 def rm(ctx: Context, names: tuple[str, ...]) -> None:
     """Remove models (blobs nothing else uses are deleted)."""
     for name in names:
-        removed = ctx.cove.remove(name)
+        removed = ctx.backend.remove(name)
         click.echo(f"deleted '{removed.name}'")
 
 
@@ -138,7 +158,7 @@ def rm(ctx: Context, names: tuple[str, ...]) -> None:
 @pass_ctx
 def cp(ctx: Context, source: str, destination: str) -> None:
     """Copy a model to a new name (no bytes are copied)."""
-    copied = ctx.cove.copy(source, destination)
+    copied = ctx.backend.copy(source, destination)
     click.echo(f"copied '{source}' to '{copied.name}'")
 
 
@@ -172,7 +192,7 @@ def create(ctx: Context, name: str, file: Path) -> None:
 def pull(ctx: Context, ref: str) -> None:
     """Download a model: a catalog name (smollm2:135m) or hf.co/OWNER/REPO[:QUANT]."""
     with pull_progress() as report:
-        m = ctx.cove.pull(ref, report)
+        m = ctx.backend.pull(ref, report)
     click.echo(f"pulled '{m.name}' ({human_size(m.size)}, {m.short_id})")
 
 
@@ -210,7 +230,7 @@ class pull_progress:
 def ps(ctx: Context) -> None:
     """List loaded models."""
     table = Table("NAME", "ID", "SIZE", "CONTEXT", "SLOTS", "UNTIL", box=None)
-    for r in ctx.cove.loaded():
+    for r in ctx.backend.loaded():
         until = "busy" if r.expires_in_s is None else f"{r.expires_in_s:.0f} s"
         table.add_row(r.name, r.digest[:12], human_size(r.size), str(r.num_ctx), str(r.num_parallel), until)
     out.print(table)
@@ -221,7 +241,7 @@ def ps(ctx: Context) -> None:
 @pass_ctx
 def stop(ctx: Context, name: str) -> None:
     """Unload a model now."""
-    if not ctx.cove.stop(name):
+    if not ctx.backend.stop(name):
         raise CoveError(f"'{name}' is not loaded")
     click.echo(f"stopped '{name}'")
 
@@ -272,9 +292,6 @@ def serve(
     insecure_no_api_key: bool,
 ) -> None:
     """Serve the Ollama (/api) and OpenAI (/v1) APIs."""
-    from dataclasses import replace
-
-    from ..config import Settings
     from ..server.run import serve as run_server
 
     settings = Settings.from_env()

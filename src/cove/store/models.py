@@ -89,6 +89,8 @@ class ModelStore:
 
     def _read(self, path: Path) -> Manifest:
         data = json.loads(path.read_text("utf-8"))
+        if not isinstance(data, dict):  # valid JSON but not a manifest (a string, a list)
+            raise ValueError(f"{path.name} is not a manifest")
         data.pop("schema", None)
         return Manifest(**data)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ..errors import InvalidName
 
 DEFAULT_TAG = "latest"
+# Matched with fullmatch: `$` would also accept a trailing newline inside a segment.
 _SEGMENT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
 _TAG = re.compile(r"^[a-z0-9_][a-z0-9._-]{0,127}$")
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
@@ -40,21 +41,21 @@ def parse_name(raw: str) -> ModelName:
     if not sep or "/" in tag:
         name, tag = text, DEFAULT_TAG
     segments = name.split("/")
-    if len(segments) > MAX_SEGMENTS or not all(_SEGMENT.match(s) for s in segments):
+    if len(segments) > MAX_SEGMENTS or not all(_SEGMENT.fullmatch(s) for s in segments):
         raise InvalidName(
             f"invalid model name {_show(raw)}: use letters, digits, '.', '_' and '-' "
             "in up to 4 '/'-separated parts"
         )
     if any(set(s) <= {"."} for s in segments):
         raise InvalidName(f"invalid model name {_show(raw)}: '.' and '..' are not names")
-    if not _TAG.match(tag) or set(tag) <= {"."}:
+    if not _TAG.fullmatch(tag) or set(tag) <= {"."}:
         raise InvalidName(f"invalid tag in {_show(raw)}")
     return ModelName(name, tag)
 
 
 def parse_digest(raw: str) -> str:
     """Return the 64-hex sha256 of `sha256:<hex>` or `sha256-<hex>`; raise InvalidName otherwise."""
-    match = _DIGEST.match(raw.strip().lower()) if isinstance(raw, str) else None
+    match = _DIGEST.fullmatch(raw.strip().lower()) if isinstance(raw, str) else None
     if not match:
         raise InvalidName(f"invalid digest {_show(raw)}: expected sha256:<64 hex digits>")
     return match.group(1)

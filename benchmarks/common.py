@@ -1,0 +1,78 @@
+"""Shared pieces of the benchmark scripts: statistics, the store, the engine run directly."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import xllamacpp
+
+from cove.client import Cove
+from cove.engine.memory import default_threads
+
+PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def ensure_model(cove: Cove, name: str) -> Path:
+    """The model's blob path, pulling it first if needed (the bundled one needs no network)."""
+    try:
+        manifest = cove.model(name)
+    except Exception:
+        print(f"pulling {name} ...", file=sys.stderr)
+        manifest = cove.pull(name)
+    return cove.store.model_path(manifest)
+
+
+def direct_server(path: Path, template: str | None, n_ctx: int, parallel: int) -> Any:
+    """xllamacpp with the same settings cove uses, but none of cove's code in the way."""
+    params = xllamacpp.CommonParams()
+    params.model.path = str(path)
+    params.n_ctx = n_ctx * parallel
+    params.n_parallel = parallel
+    params.cpuparams.n_threads = default_threads()
+    params.cpuparams_batch.n_threads = default_threads()
+    params.verbosity = -1
+    if template:
+        params.chat_template = template
+        params.use_jinja = "{" in template
+    return xllamacpp.Server(params)
+
+
+def timed_stream(run: Callable[[Callable[[dict[str, Any]], bool]], Any]) -> tuple[float, float, int]:
+    """(time to first token, decode tokens/s after the first, tokens) of one streamed answer."""
+    stamps: list[float] = []
+    started = time.perf_counter()
+
+    def on_chunk(chunk: dict[str, Any]) -> bool:
+        for choice in chunk.get("choices") or []:
+            if (choice.get("delta") or {}).get("content"):
+                stamps.append(time.perf_counter())
+        return False
+
+    run(on_chunk)
+    return stream_figures(started, stamps)
+
+
+def stream_figures(started: float, stamps: list[float]) -> tuple[float, float, int]:
+    if not stamps:
+        return float("nan"), float("nan"), 0
+    ttft = stamps[0] - started
+    span = stamps[-1] - stamps[0]
+    speed = (len(stamps) - 1) / span if span > 0 else float("nan")
+    return ttft, speed, len(stamps)

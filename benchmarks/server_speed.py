@@ -1,0 +1,222 @@
+"""Issue 3's figures: `cove serve` against the engine in-process, and llama-cpp-python's server.
+
+    .venv/bin/python benchmarks/server_speed.py [--model gemma3:270m] [--tokens 128] [--runs 7]
+        [--no-peer]
+
+Single stream: decode tokens/s and time to first token through /v1/chat/completions streaming,
+beside the same request handed straight to xllamacpp in this process. Then aggregate tokens/s at
+1, 2, 4 and 8 concurrent streams for each. llama-cpp-python (the peer a Python user would pick)
+is installed into .bench/llama-cpp-python on first use; it compiles for several minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+from common import PROMPT, direct_server, ensure_model, median, percentile, stream_figures, timed_stream
+
+from cove.client import Cove
+
+PEER_VENV = Path(".bench/llama-cpp-python")
+LEVELS = (1, 2, 4, 8)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[bytes], seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited early ({proc.returncode})")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise SystemExit(f"{url} did not come up")
+
+
+def http_stream(base: str, model: str, tokens: int) -> tuple[float, float, int]:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": tokens,
+        "temperature": 0,
+        "stream": True,
+    }
+    stamps: list[float] = []
+    started = time.perf_counter()
+    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=300) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            for choice in json.loads(line[6:]).get("choices") or []:
+                if (choice.get("delta") or {}).get("content"):
+                    stamps.append(time.perf_counter())
+    return stream_figures(started, stamps)
+
+
+def http_once(base: str, model: str, tokens: int, i: int) -> int:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": f"{i}. {PROMPT}"}],
+        "max_tokens": tokens,
+        "temperature": 0,
+    }
+    response = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=600)
+    return int(response.json()["usage"]["completion_tokens"])
+
+
+def direct_once(server: Any, tokens: int, i: int) -> int:
+    body = {
+        "messages": [{"role": "user", "content": f"{i}. {PROMPT}"}],
+        "max_tokens": tokens,
+        "temperature": 0,
+    }
+    return int(server.handle_chat_completions(body)["usage"]["completion_tokens"])
+
+
+def aggregate(run_one: Any, level: int) -> float:
+    """Total generated tokens per second with `level` requests in flight at once."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(level) as pool:
+        produced = sum(pool.map(run_one, range(level)))
+    return produced / (time.perf_counter() - started)
+
+
+def single(name: str, stream: Any, runs: int) -> dict[str, float]:
+    figures = [stream() for _ in range(runs)]
+    ttfts = [f[0] for f in figures]
+    return {"ttft_p50": percentile(ttfts, 0.5), "speed": median([f[1] for f in figures]), "name": name}  # type: ignore[dict-item]
+
+
+def start_cove(model: str) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    env = {**os.environ, "COVE_HOST": f"127.0.0.1:{port}", "COVE_NUM_PARALLEL": "8"}
+    cove = str(Path(sys.executable).with_name("cove"))
+    proc = subprocess.Popen([cove, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    wait_until_up(base + "/", proc)
+    httpx.post(f"{base}/api/generate", json={"model": model, "keep_alive": -1}, timeout=300)
+    return base, proc
+
+
+def start_peer(path: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        print("installing llama-cpp-python[server] (compiles, several minutes)...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        subprocess.run([str(PEER_VENV / "bin/pip"), "install", "-q", "llama-cpp-python[server]"], check=True)
+    port = free_port()
+    command = [
+        str(python),
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(path),
+        "--port",
+        str(port),
+        "--n_ctx",
+        "4096",
+        "--chat_format",
+        "gemma",
+        "--n_threads",
+        str(os.cpu_count() or 2),
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    wait_until_up(base + "/v1/models", proc)
+    return base, proc
+
+
+def measure_cove(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The engine in this process and `cove serve`, measured turn about on the same model."""
+    cove = Cove()
+    path = ensure_model(cove, args.model)
+    request, recipe, _ = cove.prepare(args.model)
+    cove.close()
+    direct = direct_server(path, recipe.template, request.spec.num_ctx, 8)
+    base, proc = start_cove(args.model)
+    body = {
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": args.tokens,
+        "temperature": 0,
+        "stream": True,
+    }
+    try:
+        engine_row = single(
+            "xllamacpp in-process",
+            lambda: timed_stream(lambda cb: direct.handle_chat_completions(dict(body), cb)),
+            args.runs,
+        )
+        cove_row = single("cove serve /v1", lambda: http_stream(base, args.model, args.tokens), args.runs)
+        for level in LEVELS:
+            engine_row[f"agg{level}"] = aggregate(lambda i: direct_once(direct, args.tokens, i), level)
+            cove_row[f"agg{level}"] = aggregate(lambda i: http_once(base, args.model, args.tokens, i), level)
+    finally:
+        proc.terminate()
+        proc.wait()
+    return [engine_row, cove_row]
+
+
+def measure_peer(args: argparse.Namespace) -> dict[str, Any]:
+    path = ensure_model(Cove(), args.model)
+    base, peer = start_peer(path)
+    try:
+        row = single("llama-cpp-python server", lambda: http_stream(base, args.model, args.tokens), args.runs)
+        for level in LEVELS:
+            row[f"agg{level}"] = aggregate(lambda i: http_once(base, args.model, args.tokens, i), level)
+    finally:
+        peer.terminate()
+        peer.wait()
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="gemma3:270m")
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--no-peer", action="store_true")
+    args = parser.parse_args()
+    rows = measure_cove(args)
+    if not args.no_peer:
+        rows.append(measure_peer(args))
+    report(rows, args)
+
+
+def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    base = rows[0]
+    print(
+        f"model {args.model}, {args.tokens} tokens per answer, {args.runs} single-stream runs, "
+        f"{os.cpu_count()} cores"
+    )
+    print("| server | TTFT p50 | decode tok/s | vs engine | agg 1 | agg 2 | agg 4 | agg 8 | 8 vs 1 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['name']} | {r['ttft_p50'] * 1000:.1f} ms | {r['speed']:.1f} | "
+            f"{r['speed'] / base['speed']:.3f} | "
+            + " | ".join(f"{r[f'agg{n}']:.1f}" for n in LEVELS)
+            + f" | {r['agg8'] / r['agg1']:.2f}x |"
+        )
+    added = (rows[1]["ttft_p50"] - base["ttft_p50"]) * 1000
+    print(f"\ncove serve adds {added:.1f} ms to time to first token at p50")
+
+
+if __name__ == "__main__":
+    main()
