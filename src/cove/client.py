@@ -124,7 +124,13 @@ class Cove:
         if recipe.base.endswith(".gguf") or candidate.is_file():
             if not candidate.is_file():
                 raise InvalidRecipe(f"recipe: FROM file {recipe.base!r} does not exist")
-            return self.store.import_gguf(candidate, candidate.stem.lower(), f"file {candidate.name}")
+            # Store the bytes without naming them: naming the file's stem would silently replace
+            # a model that already has that name (and fail on stems that are not valid names).
+            info = validate_gguf(candidate)
+            digest = self.store.blobs.add_file(candidate)
+            return Manifest(
+                name=candidate.name, digest=digest, size=info.file_size, source="file", info=describe(info)
+            )
         return self.model(recipe.base)
 
     def _recipe_adapter(self, recipe: Recipe, folder: Path) -> str | None:

@@ -82,7 +82,10 @@ class ModelStore:
         path = self.manifest_path(name)
         if not path.is_file():
             raise ModelNotFound(f"model '{name}' not found: see `cove list`, or `cove pull {name}`")
-        return self._read(path)
+        try:
+            return self._read(path)
+        except (ValueError, TypeError) as exc:
+            raise InvalidModelFile(f"the manifest of '{name}' is damaged: `cove rm {name}` removes it") from exc
 
     def has(self, raw: str) -> bool:
         return self.manifest_path(parse_name(raw)).is_file()
@@ -112,8 +115,13 @@ class ModelStore:
                 continue  # a foreign or damaged file is not a model; never crash `list` over it
 
     def remove(self, raw: str) -> Manifest:
-        manifest = self.get(raw)
-        path = self.manifest_path(parse_name(manifest.name))
+        name = parse_name(raw)
+        try:
+            manifest = self.get(name)
+        except InvalidModelFile:
+            # A damaged manifest must still be removable, or its name is stuck for good.
+            manifest = Manifest(name=str(name), digest="", size=0, source="damaged manifest", info={})
+        path = self.manifest_path(name)
         path.unlink()
         self._prune_empty(path.parent)
         self.collect_garbage()

