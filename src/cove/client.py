@@ -265,7 +265,9 @@ class Cove:
             pass
 
     def stop(self, name: str) -> bool:
-        return self.scheduler.stop(str(parse_name(name)))
+        canonical = str(parse_name(name))
+        digest = self.store.get(canonical).digest if self.store.has(canonical) else None
+        return self.scheduler.stop(canonical, digest)
 
     def close(self) -> None:
         self.scheduler.close()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from collections.abc import Generator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -13,7 +13,9 @@ import httpx
 from .config import Settings
 from .errors import BadRequest, Busy, CoveError, DoesNotFit, ModelNotFound
 from .recipe import parse_recipe
+from .store.huggingface import parse_hf_ref
 from .store.models import Manifest
+from .store.names import parse_name
 from .store.progress import ProgressCallback, PullProgress, ignore_progress
 from .types import ChatChunk, LoadedInfo
 
@@ -105,8 +107,8 @@ class RemoteCove:
                     data.get("status", ""), data.get("digest"), data.get("total"), data.get("completed")
                 )
             )
-        name = ref
-        return next((m for m in self.models() if m.name.startswith(name)), _manifest({"name": name}))
+        wanted = parse_name(catalog_name(ref))
+        return next((m for m in self.models() if m.name == str(wanted)), _manifest({"name": str(wanted)}))
 
     def remove(self, name: str) -> Manifest:
         response = self.http.request("DELETE", "/api/delete", json={"model": name})
@@ -145,6 +147,12 @@ class RemoteCove:
 
     def close(self) -> None:
         self.http.close()
+
+
+def catalog_name(ref: str) -> str:
+    """The store name a pull of `ref` ends up under (an hf.co ref is renamed by quant)."""
+    hf = parse_hf_ref(ref)
+    return hf.store_name if hf else ref
 
 
 def _seconds_until(stamp: str | None) -> float | None:

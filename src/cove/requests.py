@@ -45,6 +45,8 @@ def with_recipe(body: dict[str, Any], recipe: Recipe, options: dict[str, Any]) -
     """Request fields win over explicit options, which win over the recipe's parameters."""
     merged = dict(options_to_body(recipe.parameters))
     merged.update(options_to_body(options))
+    if (options.get("num_predict") or 0) < 0:
+        merged.pop("max_tokens", None)  # an explicit "no limit" overrides the recipe's limit too
     merged.update(body)
     if "messages" in merged:
         merged["messages"] = _with_system(list(merged["messages"]), recipe)

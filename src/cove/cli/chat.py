@@ -103,7 +103,7 @@ def command(cove: Backend, session: Session, line: str) -> bool:
     elif name == "/show":
         show_session(cove, session)
     elif name == "/set" and len(words) >= 3:
-        set_value(session, words)
+        set_value(session, words, line)
     elif name == "/save" and len(words) == 2:
         save(cove, session, words[1])
     else:
@@ -111,9 +111,10 @@ def command(cove: Backend, session: Session, line: str) -> bool:
     return True
 
 
-def set_value(session: Session, words: list[str]) -> None:
+def set_value(session: Session, words: list[str], line: str) -> None:
     if words[1] == "system":
-        session.system = " ".join(words[2:])
+        # Keep the user's spacing (and any newlines from a """ block) exactly as typed.
+        session.system = line.split(None, 2)[2]
         click.echo("Set the system prompt.")
     elif words[1] == "parameter" and len(words) == 4:
         value = check_parameter(words[2], words[3])
@@ -168,7 +169,11 @@ def repl(cove: Backend, session: Session, verbose: bool) -> None:
                 click.echo(f"Error: {exc}", err=True)
             continue
         session.messages.append({"role": "user", "content": text})
-        answer(cove, session, verbose)
+        try:
+            answer(cove, session, verbose)
+        except CoveError as exc:  # the chat goes on: nothing typed so far is lost
+            session.messages.pop()
+            click.echo(f"Error: {exc}", err=True)
 
 
 @cli.command()

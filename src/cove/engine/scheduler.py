@@ -75,6 +75,7 @@ class Scheduler:
         self._runners: dict[tuple[object, ...], Runner] = {}
         self._waiting: dict[str, int] = {}  # queued for a slot of a loaded model
         self._loading: dict[str, int] = {}  # queued behind a model being loaded
+        self._pending: set[tuple[object, ...]] = set()  # keys being loaded right now
         self._cond = threading.Condition()
         self._reaper: threading.Thread | None = None
         self._closed = False
@@ -119,7 +120,7 @@ class Scheduler:
                 raise Busy(f"{name} has {inflight} requests in flight; retry shortly")
             self._loading[name] = self._loading.get(name, 0) + 1
             try:
-                runner = self._find(request.spec) or self._load(request)
+                runner = self._find_or_load(request)
             finally:
                 self._loading[name] -= 1
             runner.active += 1
@@ -129,20 +130,44 @@ class Scheduler:
     def _find(self, spec: LoadSpec) -> Runner | None:
         return self._runners.get(spec.key)
 
-    def _load(self, request: ModelRequest) -> Runner:
-        """Called with the lock held: make room, size the slots to free memory, load."""
-        self._evict_same_model(request.spec)
-        while len(self._runners) >= self.max_loaded:
+    def _find_or_load(self, request: ModelRequest) -> Runner:
+        """Called with the lock held. Loading itself happens with the lock released, so a slow
+        load never stalls requests to models already loaded, nor `ps`."""
+        spec = request.spec
+        while True:
+            runner = self._find(spec)
+            if runner is not None:
+                return runner
+            if spec.key not in self._pending:
+                break
+            self._cond.wait(timeout=1.0)  # someone else is loading this very model
+        sized = self._make_room(request)
+        self._pending.add(spec.key)
+        self._cond.release()
+        try:
+            model = self._factory(sized)
+        finally:
+            self._cond.acquire()
+            self._pending.discard(spec.key)
+            self._cond.notify_all()
+        return self._register(sized, model, request)
+
+    def _make_room(self, request: ModelRequest) -> LoadSpec:
+        """Evict what must go, then size the slots to the memory that is free."""
+        spec = request.spec
+        self._evict_same_model(spec)
+        while len(self._runners) + len(self._pending) >= self.max_loaded:
             if not self._evict_idle():
                 self._cond.wait(timeout=1.0)
         free = self._free_memory()
-        spec = request.spec
         parallel = plan_parallel(
             spec.name, request.info, request.weights, spec.num_ctx, self.num_parallel, free
         )
-        sized = LoadSpec(**{**spec.__dict__, "num_parallel": parallel})
-        model = self._factory(sized)
-        size = estimate(request.info, request.weights, spec.num_ctx, parallel).total
+        return LoadSpec(**{**spec.__dict__, "num_parallel": parallel})
+
+    def _register(self, sized: LoadSpec, model: LoadedModel, request: ModelRequest) -> Runner:
+        parallel = sized.num_parallel
+        size = estimate(request.info, request.weights, sized.num_ctx, parallel).total
         now = self._clock()
         runner = Runner(sized, model, size, now, FOREVER, info=request.info)
         runner.slots = threading.Semaphore(parallel)
@@ -188,10 +213,10 @@ class Scheduler:
                 self._unload(key)
             return names
 
-    def stop(self, name: str) -> bool:
-        """Unload a model now (waits for its requests to finish)."""
+    def stop(self, name: str, digest: str | None = None) -> bool:
+        """Unload a model now (waits for its requests to finish); copies share one by digest."""
         with self._cond:
-            keys = [k for k, r in self._runners.items() if r.spec.name == name]
+            keys = [k for k, r in self._runners.items() if name == r.spec.name or digest == r.spec.digest]
             for key in keys:
                 while key in self._runners and self._runners[key].active:
                     self._cond.wait(timeout=1.0)

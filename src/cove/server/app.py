@@ -86,16 +86,10 @@ def escaped(text: str, limit: int = 200) -> str:
     return text[:limit].encode("unicode_escape").decode("ascii")
 
 
-def scrub(message: str, request: Request) -> str:
-    """Error bodies never show where the user's files live."""
-    home = str(state_of(request).cove.settings.home)
-    return message.replace(home, "COVE_HOME")
-
-
 def json_error(
     request: Request, status: int, message: str, headers: dict[str, str] | None = None
 ) -> Response:
-    body = error_body(request.url.path, status, scrub(message, request))
+    body = error_body(request.url.path, status, state_of(request).scrub(message))
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 

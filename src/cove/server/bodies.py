@@ -25,6 +25,8 @@ async def read_json(request: Request) -> Any:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    except RecursionError as exc:  # "[[[[..." within the size limit would otherwise be a 500
+        raise BadRequest("the request JSON is nested too deeply") from exc
     _refuse_surrogates(data)
     return data
 

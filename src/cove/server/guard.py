@@ -50,14 +50,14 @@ class Policy:
         """Loopback listeners answer only to loopback names: the defence against DNS rebinding."""
         if not is_loopback(self.bind_host):
             return True
-        host = urlsplit(f"//{host_header}").hostname or ""
-        return is_loopback(host) or host.lower() in self.own_names
+        host = _hostname(f"//{host_header}")
+        return bool(host) and (is_loopback(host) or host in self.own_names)
 
     def origin_allowed(self, origin: str) -> bool:
         if origin in self.extra_origins or ("*" in self.extra_origins and not self.api_keys):
             return True
-        parts = urlsplit(origin)
-        return parts.scheme in ("http", "https") and is_loopback(parts.hostname or "")
+        scheme = origin.partition(":")[0].lower()
+        return scheme in ("http", "https") and is_loopback(_hostname(origin))
 
     def key_ok(self, headers: dict[str, str]) -> bool:
         if not self.api_keys:
@@ -67,6 +67,14 @@ class Policy:
         # Compare against every key so timing reveals neither which key nor how much matched.
         matches = [hmac.compare_digest(given.encode(), key.encode()) for key in self.api_keys]
         return any(matches)
+
+
+def _hostname(url: str) -> str:
+    """The lower-cased host of a URL; "" when there is none or it is malformed ("[::1", "[evil]")."""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:  # a header is attacker-controlled text: refuse it, never crash on it
+        return ""
 
 
 def error_body(path: str, status: int, message: str) -> bytes:

@@ -118,13 +118,14 @@ async def load_only(request: Request, model: str, keep_alive: Any, field: str) -
 
 
 async def answer(request: Request, call: Call, stream: bool, field: str) -> Response:
-    generator = state_of(request).generator
+    state = state_of(request)
+    generator = state.generator
     started = time.perf_counter()
     if not stream:
         result = await generator.once(call)
         return JSONResponse(whole(result, call.model, field, started))
     chunks = await primed(generator.stream(call))
-    return StreamingResponse(ndjson(chunks, call.model, field, started), media_type=NDJSON)
+    return StreamingResponse(ndjson(chunks, call.model, field, started, state.scrub), media_type=NDJSON)
 
 
 def whole(result: dict[str, Any], model: str, field: str, started: float) -> dict[str, Any]:
@@ -143,23 +144,17 @@ def whole(result: dict[str, Any], model: str, field: str, started: float) -> dic
 
 
 async def ndjson(
-    chunks: AsyncIterator[dict[str, Any]], model: str, field: str, started: float
+    chunks: AsyncIterator[dict[str, Any]],
+    model: str,
+    field: str,
+    started: float,
+    scrub: Callable[[str], str],
 ) -> AsyncIterator[bytes]:
     calls = ToolCallBuffer()
     reason = "stop"
+    usage: dict[str, Any] | None = None
     try:
         async for chunk in chunks:
-            if chunk.get("usage") and not chunk.get("choices"):
-                final = {
-                    "model": model,
-                    "created_at": now(),
-                    field: _piece(field, "", calls.finished()),
-                    "done": True,
-                    "done_reason": reason,
-                    **stats(chunk, started),
-                }
-                yield _line(final)
-                continue
             choice = (chunk.get("choices") or [{}])[0]
             delta = choice.get("delta") or {}
             calls.add(delta.get("tool_calls") or [])
@@ -174,8 +169,22 @@ async def ndjson(
                         "done": False,
                     }
                 )
+            # Chat streams end with a usage-only chunk; completion streams put the usage on
+            # their last chunk, beside its text and finish_reason.
+            usage = chunk if chunk.get("usage") else usage
     except CoveError as exc:
-        yield _line({"error": str(exc)})
+        yield _line({"error": scrub(str(exc))})
+        return
+    # Ollama clients wait for `done: true`; it comes once, even if the engine sent no usage.
+    final = {
+        "model": model,
+        "created_at": now(),
+        field: _piece(field, "", calls.finished()),
+        "done": True,
+        "done_reason": reason,
+        **stats(usage or {}, started),
+    }
+    yield _line(final)
 
 
 def _line(data: dict[str, Any]) -> bytes:

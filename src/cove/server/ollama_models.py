@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,13 +15,15 @@ from starlette.routing import Route
 
 from ..errors import BadRequest, CoveError, DigestMismatch
 from ..recipe import Recipe
-from ..requests import parse_keep_alive
+from ..requests import checked_options, parse_keep_alive
 from ..store.models import Manifest
 from ..store.names import parse_digest
 from ..store.progress import PullProgress
 from .bodies import parse
 from .schemas import CopyRequest, CreateRequest, EmbeddingsRequest, EmbedRequest, ModelRef
 from .state import ServerState, state_of
+
+log = logging.getLogger("cove.server")
 
 
 def details(m: Manifest) -> dict[str, Any]:
@@ -91,17 +94,16 @@ async def pull(request: Request) -> Response:
     state = state_of(request)
     events = _progress_events(state, lambda report: state.cove.pull(req.ref, report))
     if req.stream:
-        return StreamingResponse(_lines(events), media_type="application/x-ndjson")
-    async for event in events:
-        if "error" in event:
-            raise CoveError(event["error"])
+        return StreamingResponse(_lines(events, state), media_type="application/x-ndjson")
+    async for _ in events:
+        pass  # a failure raises here, with its own status (404 for an unknown model)
     return JSONResponse({"status": "success"})
 
 
 async def _progress_events(state: ServerState, work: Any) -> AsyncIterator[dict[str, Any]]:
-    """Run a pull or create off the loop and stream its progress; errors become an error line."""
+    """Run a pull or create off the loop and yield its progress; its failure is raised here."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    queue: asyncio.Queue[dict[str, Any] | Exception | None] = asyncio.Queue()
 
     def report(event: PullProgress) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, event.to_dict())
@@ -109,19 +111,29 @@ async def _progress_events(state: ServerState, work: Any) -> AsyncIterator[dict[
     def run() -> None:
         try:
             work(report)
-        except CoveError as exc:
-            loop.call_soon_threadsafe(queue.put_nowait, {"error": str(exc)})
+        except Exception as exc:  # every failure, not only CoveError, must reach the client
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, None)
 
     loop.run_in_executor(state.generator.pool, run)
     while (event := await queue.get()) is not None:
+        if isinstance(event, Exception):
+            raise event
         yield event
 
 
-async def _lines(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
-    async for event in events:
-        yield json.dumps(event).encode() + b"\n"
+async def _lines(events: AsyncIterator[dict[str, Any]], state: ServerState) -> AsyncIterator[bytes]:
+    """Progress as NDJSON; once streaming has begun, a failure can only be an error line."""
+    try:
+        async for event in events:
+            yield json.dumps(event).encode() + b"\n"
+    except CoveError as exc:
+        yield json.dumps({"error": state.scrub(str(exc))}).encode() + b"\n"
+    except Exception as exc:
+        log.exception("unexpected error while streaming progress")
+        error = f"internal error ({exc.__class__.__name__}); see the server log"
+        yield json.dumps({"error": error}).encode() + b"\n"
 
 
 async def create(request: Request) -> Response:
@@ -138,10 +150,9 @@ async def create(request: Request) -> Response:
 
     events = _progress_events(state, work)
     if req.stream:
-        return StreamingResponse(_lines(events), media_type="application/x-ndjson")
-    async for event in events:
-        if "error" in event:
-            raise BadRequest(event["error"])
+        return StreamingResponse(_lines(events, state), media_type="application/x-ndjson")
+    async for _ in events:
+        pass  # a failure raises here, with its own status
     return JSONResponse({"status": "success"})
 
 
@@ -150,6 +161,9 @@ def _recipe(req: CreateRequest) -> Recipe | str:
         return req.modelfile
     if req.quantize:
         raise BadRequest("quantize is not supported; pull the quantization you want instead")
+    if not req.from_ and not req.files:
+        # Without this the placeholder base "blob" surfaces as "model 'blob:latest' not found".
+        raise BadRequest("from: name the model to build on, or upload a .gguf and list it in files")
     license_text = "\n".join(req.license) if isinstance(req.license, list) else req.license
     return Recipe.from_dict(
         {
@@ -209,6 +223,7 @@ async def ps(request: Request) -> Response:
 
 async def embed(request: Request) -> Response:
     req = await parse(request, EmbedRequest)
+    checked_options(req.options)  # unused by embedders, but garbage is still a 400, as on /api/chat
     inputs = [req.input] if isinstance(req.input, str) else req.input
     state = state_of(request)
     vectors, tokens = await state.embed(req.model, inputs, parse_keep_alive(req.keep_alive))
@@ -225,6 +240,7 @@ async def embed(request: Request) -> Response:
 
 async def embeddings(request: Request) -> Response:
     req = await parse(request, EmbeddingsRequest)
+    checked_options(req.options)
     state = state_of(request)
     vectors, _ = await state.embed(req.model, [req.prompt], parse_keep_alive(req.keep_alive))
     return JSONResponse({"embedding": vectors[0]})

@@ -6,7 +6,7 @@ import base64
 import json
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -80,29 +80,39 @@ async def completions(request: Request) -> Response:
 
 
 async def answer(request: Request, call: Call, stream: bool, include_usage: bool) -> Response:
-    generator = state_of(request).generator
+    state = state_of(request)
+    generator = state.generator
     if not stream:
         result = await generator.once(call)
         return JSONResponse(_public(result, call.model))
     chunks = await primed(generator.stream(call))
     return StreamingResponse(
-        _sse(chunks, call.model, include_usage),
+        _sse(chunks, call.model, include_usage, state.scrub),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
 
 
 async def _sse(
-    chunks: AsyncIterator[dict[str, Any]], model: str, include_usage: bool
+    chunks: AsyncIterator[dict[str, Any]], model: str, include_usage: bool, scrub: Callable[[str], str]
 ) -> AsyncIterator[bytes]:
     try:
         async for chunk in chunks:
-            if chunk.get("usage") and not chunk.get("choices") and not include_usage:
-                continue
-            yield b"data: " + json.dumps(_public(chunk, model)).encode() + b"\n\n"
+            # Completion streams carry usage on their last text chunk; OpenAI clients expect it
+            # only when asked, and then alone in a final chunk with no choices.
+            usage = chunk.pop("usage", None)
+            if chunk.get("choices"):
+                yield _event(_public(chunk, model))
+            if usage and include_usage:
+                yield _event(_public({**chunk, "choices": [], "usage": usage}, model))
     except CoveError as exc:
-        yield b"data: " + error_body("/v1", exc.status, str(exc)) + b"\n\n"
+        # Headers are gone by now; the error travels in the stream, cleaned like any error body.
+        yield b"data: " + error_body("/v1", exc.status, scrub(str(exc))) + b"\n\n"
     yield b"data: [DONE]\n\n"
+
+
+def _event(data: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(data).encode() + b"\n\n"
 
 
 def _public(data: dict[str, Any], model: str) -> dict[str, Any]:

@@ -29,6 +29,13 @@ class ServerState:
             self.generator.pool, lambda: self.cove.embed(model, inputs, keep_alive=keep_alive)
         )
 
+    def scrub(self, message: str) -> str:
+        """Error text never shows where the user's files live, however the path was spelled."""
+        home = self.cove.settings.home
+        for spelling in sorted({str(home.resolve()), str(home)}, key=len, reverse=True):
+            message = message.replace(spelling, "COVE_HOME")
+        return message
+
     async def blocking(self, fn: Any, *args: Any) -> Any:
         """Store work (hashing, copying) off the event loop."""
         loop = asyncio.get_running_loop()

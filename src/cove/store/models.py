@@ -85,7 +85,9 @@ class ModelStore:
         try:
             return self._read(path)
         except (ValueError, TypeError) as exc:
-            raise InvalidModelFile(f"the manifest of '{name}' is damaged: `cove rm {name}` removes it") from exc
+            raise InvalidModelFile(
+                f"the manifest of '{name}' is damaged: `cove rm {name}` removes it"
+            ) from exc
 
     def has(self, raw: str) -> bool:
         return self.manifest_path(parse_name(raw)).is_file()

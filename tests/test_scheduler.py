@@ -1,0 +1,336 @@
+"""Tests for the scheduler on the fake engine, a fake clock and a fake free-memory figure."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import FakeEngine
+
+from cove.engine.base import LoadSpec
+from cove.engine.memory import GIB, estimate, kv_bytes_per_token
+from cove.engine.scheduler import ModelRequest, Scheduler
+from cove.errors import Busy, Cancelled, DoesNotFit
+
+#: A small transformer's shape: 1 layer, 1 head of 64 -> 256 bytes of KV cache per token.
+INFO: dict[str, Any] = {"block_count": 1, "head_count": 1, "embedding_length": 64}
+WEIGHTS = 10_000_000
+WAIT = 10.0  # bound on waiting for another thread, so a bug fails instead of hanging
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Memory:
+    def __init__(self) -> None:
+        self.free = 64 * GIB
+
+    def __call__(self) -> int:
+        return self.free
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def memory() -> Memory:
+    return Memory()
+
+
+SchedulerFactory = Callable[..., Scheduler]
+
+
+@pytest.fixture
+def make(engine: FakeEngine, clock: Clock, memory: Memory) -> Iterator[SchedulerFactory]:
+    made: list[Scheduler] = []
+
+    def factory(**kwargs: Any) -> Scheduler:
+        scheduler = Scheduler(engine, free_memory=memory, clock=clock, **kwargs)
+        # Expiry is driven by the test through unload_expired, not by the background reaper.
+        scheduler._start_reaper = lambda: None  # type: ignore[method-assign]
+        made.append(scheduler)
+        return scheduler
+
+    yield factory
+    for scheduler in made:
+        scheduler.close()
+
+
+def request(name: str = "a", num_ctx: int = 256, digest: str | None = None) -> ModelRequest:
+    spec = LoadSpec(
+        name=f"{name}:latest", model_path=Path(f"/models/{name}"), digest=digest or name * 8, num_ctx=num_ctx
+    )
+    return ModelRequest(spec, INFO, WEIGHTS)
+
+
+def loaded_names(scheduler: Scheduler) -> list[str]:
+    return sorted(r.spec.name for r in scheduler.loaded())
+
+
+def closed_names(engine: FakeEngine) -> list[str]:
+    return [spec.name for spec in engine.closed]
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    """Wait for another thread to reach a state; fail (not hang) if it never does."""
+    done = threading.Event()
+    for _ in range(int(WAIT / 0.01)):
+        if condition():
+            return
+        done.wait(0.01)
+    raise AssertionError("the other thread never got there")
+
+
+def use(scheduler: Scheduler, req: ModelRequest, keep_alive: float | None = None) -> Any:
+    with scheduler.use(req, keep_alive) as model:
+        return model
+
+
+# -- loading and keep-alive ------------------------------------------------------------------
+
+
+def test_loads_once_and_reuses(make: SchedulerFactory, engine: FakeEngine) -> None:
+    scheduler = make()
+    first = use(scheduler, request("a"))
+    second = use(scheduler, request("a"))
+    assert first is second
+    assert [spec.name for spec in engine.loads] == ["a:latest"]
+    assert engine.closed == []
+
+
+def test_keep_alive_expiry_unloads(make: SchedulerFactory, engine: FakeEngine, clock: Clock) -> None:
+    scheduler = make()
+    use(scheduler, request("a"), keep_alive=10)
+    clock.now += 9.5
+    assert scheduler.unload_expired() == []
+    assert loaded_names(scheduler) == ["a:latest"]
+    clock.now += 0.5
+    assert scheduler.unload_expired() == ["a:latest"]
+    assert loaded_names(scheduler) == []
+    assert closed_names(engine) == ["a:latest"]
+
+
+def test_default_keep_alive_comes_from_settings(
+    make: SchedulerFactory, engine: FakeEngine, clock: Clock
+) -> None:
+    scheduler = make(keep_alive_s=60)
+    use(scheduler, request("a"))
+    clock.now += 59
+    assert scheduler.unload_expired() == []
+    clock.now += 1
+    assert scheduler.unload_expired() == ["a:latest"]
+
+
+def test_keep_alive_zero_unloads_right_after(make: SchedulerFactory, engine: FakeEngine) -> None:
+    scheduler = make()
+    use(scheduler, request("a"), keep_alive=0)
+    assert loaded_names(scheduler) == []
+    assert closed_names(engine) == ["a:latest"]
+
+
+def test_negative_keep_alive_keeps_forever(make: SchedulerFactory, engine: FakeEngine, clock: Clock) -> None:
+    scheduler = make()
+    use(scheduler, request("a"), keep_alive=-1)
+    clock.now += 10**9
+    assert scheduler.unload_expired() == []
+    assert loaded_names(scheduler) == ["a:latest"]
+    assert engine.closed == []
+
+
+def test_busy_model_never_expires(make: SchedulerFactory, engine: FakeEngine, clock: Clock) -> None:
+    scheduler = make()
+    with scheduler.use(request("a"), keep_alive=1):
+        clock.now += 1000
+        assert scheduler.unload_expired() == []
+    assert loaded_names(scheduler) == ["a:latest"]  # the clock starts once the request ends
+    clock.now += 1
+    assert scheduler.unload_expired() == ["a:latest"]
+
+
+def test_max_loaded_evicts_least_recently_used(
+    make: SchedulerFactory, engine: FakeEngine, clock: Clock
+) -> None:
+    scheduler = make(max_loaded=2)
+    use(scheduler, request("a"))
+    clock.now += 1
+    use(scheduler, request("b"))
+    clock.now += 1
+    use(scheduler, request("a"))  # a is now the more recently used
+    clock.now += 1
+    use(scheduler, request("c"))
+    assert loaded_names(scheduler) == ["a:latest", "c:latest"]
+    assert closed_names(engine) == ["b:latest"]
+
+
+def test_busy_model_is_not_evicted(make: SchedulerFactory, engine: FakeEngine) -> None:
+    scheduler = make(max_loaded=1)
+    results: list[Any] = []
+    with scheduler.use(request("a")):
+        waiter = threading.Thread(target=lambda: results.append(use(scheduler, request("b"))))
+        waiter.start()
+        wait_until(lambda: scheduler.queue_depth() == 1)  # b waits for room
+        assert loaded_names(scheduler) == ["a:latest"]
+        assert engine.closed == []
+    waiter.join(WAIT)
+    assert not waiter.is_alive()
+    assert loaded_names(scheduler) == ["b:latest"]
+    assert closed_names(engine) == ["a:latest"]
+    assert len(results) == 1
+
+
+def test_new_context_size_replaces_idle_model(make: SchedulerFactory, engine: FakeEngine) -> None:
+    scheduler = make(max_loaded=3)
+    use(scheduler, request("a", num_ctx=256))
+    use(scheduler, request("a", num_ctx=512))
+    assert [spec.num_ctx for spec in engine.loads] == [256, 512]
+    assert [r.spec.num_ctx for r in scheduler.loaded()] == [512]
+    assert closed_names(engine) == ["a:latest"]
+
+
+def test_stop_and_close_unload(make: SchedulerFactory, engine: FakeEngine) -> None:
+    scheduler = make(max_loaded=3)
+    use(scheduler, request("a"))
+    use(scheduler, request("b"))
+    assert scheduler.stop("a:latest") is True
+    assert scheduler.stop("a:latest") is False
+    assert scheduler.stop("nothing:latest") is False
+    assert loaded_names(scheduler) == ["b:latest"]
+    scheduler.close()
+    assert loaded_names(scheduler) == []
+    assert sorted(closed_names(engine)) == ["a:latest", "b:latest"]
+
+
+# -- memory ----------------------------------------------------------------------------------
+
+
+def test_does_not_fit_suggests_a_context_that_does(
+    make: SchedulerFactory, engine: FakeEngine, memory: Memory
+) -> None:
+    scheduler = make(num_parallel=1)
+    big = request("a", num_ctx=1_000_000)
+    memory.free = estimate(INFO, WEIGHTS, 8192, 1).total + 100
+    with pytest.raises(DoesNotFit) as info:
+        use(scheduler, big)
+    message = str(info.value)
+    assert "\n" not in message
+    found = re.search(r"num_ctx (\d+) would fit", message)
+    assert found, message
+    suggested = int(found.group(1))
+    assert 256 <= suggested <= 8192
+    assert engine.loads == []
+    assert scheduler.loaded() == []
+    # Taking the advice works with the same free memory.
+    use(scheduler, request("a", num_ctx=suggested))
+    assert engine.loads[-1].num_ctx == suggested
+
+
+def test_does_not_fit_at_all_suggests_a_smaller_model(make: SchedulerFactory, memory: Memory) -> None:
+    scheduler = make()
+    memory.free = WEIGHTS // 2
+    with pytest.raises(DoesNotFit, match="smaller"):
+        use(scheduler, request("a"))
+
+
+def test_parallel_slots_reduced_to_what_fits(
+    make: SchedulerFactory, engine: FakeEngine, memory: Memory
+) -> None:
+    scheduler = make(num_parallel=8)
+    memory.free = estimate(INFO, WEIGHTS, 2048, 3).total + kv_bytes_per_token(INFO) * 100
+    use(scheduler, request("a", num_ctx=2048))
+    assert engine.loads[-1].num_parallel == 3
+    assert scheduler.loaded()[0].size == estimate(INFO, WEIGHTS, 2048, 3).total
+
+
+def test_all_slots_when_memory_is_plenty(make: SchedulerFactory, engine: FakeEngine) -> None:
+    scheduler = make(num_parallel=4)
+    use(scheduler, request("a"))
+    assert engine.loads[-1].num_parallel == 4
+
+
+# -- queueing --------------------------------------------------------------------------------
+
+
+def test_queue_bound_busy_and_cancel(make: SchedulerFactory, engine: FakeEngine) -> None:
+    scheduler = make(num_parallel=1, max_queue=1)
+    release = threading.Event()
+    holding = threading.Event()
+    outcomes: dict[str, Any] = {}
+
+    def hold() -> None:
+        with scheduler.use(request("a")):
+            holding.set()
+            release.wait(WAIT)
+
+    cancel = threading.Event()
+
+    def queued() -> None:
+        try:
+            with scheduler.use(request("a"), cancel=cancel):
+                outcomes["queued"] = "ran"
+        except Cancelled as exc:
+            outcomes["queued"] = exc
+
+    first = threading.Thread(target=hold)
+    first.start()
+    assert holding.wait(WAIT)
+    second = threading.Thread(target=queued)
+    second.start()
+    wait_until(lambda: scheduler.queue_depth() == 1)  # waiting for the one slot
+
+    with pytest.raises(Busy) as info:
+        use(scheduler, request("a"))
+    assert "a:latest" in str(info.value)
+
+    cancel.set()
+    second.join(WAIT)
+    assert isinstance(outcomes["queued"], Cancelled)
+    assert scheduler.queue_depth() == 0
+
+    release.set()
+    first.join(WAIT)
+    assert scheduler.loaded()[0].active == 0
+    use(scheduler, request("a"))  # the slot is free again
+    assert len(engine.loads) == 1
+
+
+def test_queued_request_runs_when_slot_frees(make: SchedulerFactory) -> None:
+    scheduler = make(num_parallel=1, max_queue=4)
+    ran: list[str] = []
+    with scheduler.use(request("a")):
+        waiter = threading.Thread(target=lambda: ran.append(type(use(scheduler, request("a"))).__name__))
+        waiter.start()
+        wait_until(lambda: scheduler.queue_depth() == 1)
+        assert ran == []
+    waiter.join(WAIT)
+    assert ran == ["FakeModel"]
+
+
+def test_parallel_slots_run_together(make: SchedulerFactory) -> None:
+    scheduler = make(num_parallel=2, max_queue=1)
+    both_in = threading.Barrier(2, timeout=WAIT)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with scheduler.use(request("a")):
+                both_in.wait()  # only passes if two requests hold slots at once
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert errors == []

@@ -1,0 +1,403 @@
+"""Ollama's model-management routes on the fake engine: tags, show, ps, version, copy, delete,
+blobs, create and pull (from a loopback fake Hugging Face)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_hf import FakeHF
+from fakes import FakeEngine
+from gguf_writer import GGML_F32, make_gguf, write_gguf
+from server_fixtures import add_embedder, anyio_backend, client, make_app
+from test_server_guard import assert_ollama_error
+
+from cove import __version__
+from cove.client import Cove
+from cove.config import Settings
+
+__all__ = ["anyio_backend"]
+pytestmark = pytest.mark.anyio
+
+OCTETS = {"Content-Type": "application/octet-stream"}
+DETAIL_KEYS = {"parent_model", "format", "family", "families", "parameter_size", "quantization_level"}
+
+
+def lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def stored_files(cove: Cove) -> set[str]:
+    return {p.name for p in cove.store.blobs.root.iterdir()}
+
+
+async def test_version(fake_cove: Cove) -> None:
+    async with client(make_app(fake_cove)) as c:
+        r = await c.get("/api/version")
+        root = await c.get("/")
+    assert r.status_code == 200
+    assert r.json() == {"version": __version__}
+    assert root.status_code == 200 and root.text == "cove is running"
+
+
+async def test_tags(fake_cove: Cove) -> None:
+    async with client(make_app(fake_cove)) as c:
+        r = await c.get("/api/tags")
+    assert r.status_code == 200
+    (model,) = r.json()["models"]
+    manifest = fake_cove.model("tiny")
+    assert model["name"] == model["model"] == "tiny:latest"
+    assert model["digest"] == manifest.digest and len(model["digest"]) == 64
+    assert model["size"] == manifest.size > 0
+    datetime.fromisoformat(model["modified_at"])
+    assert set(model["details"]) == DETAIL_KEYS
+    assert model["details"]["format"] == "gguf"
+    assert model["details"]["family"] == "llama" and model["details"]["families"] == ["llama"]
+    assert model["details"]["quantization_level"] == "F16"
+
+
+async def test_show(fake_cove: Cove) -> None:
+    add_embedder(fake_cove)
+    async with client(make_app(fake_cove)) as c:
+        r = await c.post("/api/show", json={"model": "tiny"})
+        e = await c.post("/api/show", json={"name": "embedder:latest"})
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) >= {
+        "modelfile",
+        "parameters",
+        "template",
+        "system",
+        "license",
+        "details",
+        "modified_at",
+        "capabilities",
+        "model_info",
+    }
+    assert body["modelfile"].startswith("FROM ")
+    assert body["capabilities"] == ["completion"]
+    assert body["model_info"]["general.architecture"] == "llama"
+    assert body["model_info"]["llama.context_length"] == 256
+    assert body["details"]["family"] == "llama"
+    assert e.status_code == 200
+    assert e.json()["capabilities"] == ["embedding"]
+    assert e.json()["model_info"]["general.architecture"] == "bert"
+
+
+async def test_ps(fake_cove: Cove) -> None:
+    async with client(make_app(fake_cove)) as c:
+        assert (await c.get("/api/ps")).json() == {"models": []}
+        chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+        assert (await c.post("/api/chat", json={**chat, "keep_alive": "10m"})).status_code == 200
+        r = await c.get("/api/ps")
+    assert r.status_code == 200
+    (model,) = r.json()["models"]
+    assert model["name"] == "tiny:latest"
+    assert model["digest"] == fake_cove.model("tiny").digest
+    assert model["size"] > 0 and model["size_vram"] == 0
+    assert model["context_length"] == 256
+    expires = datetime.fromisoformat(model["expires_at"].replace("Z", "+00:00"))
+    assert expires > datetime.now(UTC)
+    assert set(model["details"]) == DETAIL_KEYS
+
+
+async def test_generate_with_keep_alive_zero_unloads(fake_cove: Cove, engine: FakeEngine) -> None:
+    async with client(make_app(fake_cove)) as c:
+        r = await c.post("/api/generate", json={"model": "tiny"})
+        assert r.json()["done_reason"] == "load"
+        assert [m["name"] for m in (await c.get("/api/ps")).json()["models"]] == ["tiny:latest"]
+        r = await c.post("/api/generate", json={"model": "tiny", "keep_alive": 0})
+        assert r.status_code == 200 and r.json()["done_reason"] == "unload"
+        assert (await c.get("/api/ps")).json() == {"models": []}
+    assert len(engine.closed) == 1
+    assert engine.requests == []
+
+
+async def test_copy_and_delete(fake_cove: Cove) -> None:
+    async with client(make_app(fake_cove)) as c:
+        r = await c.post("/api/copy", json={"source": "tiny", "destination": "Tiny-Copy:v2"})
+        assert r.status_code == 200
+        names = [m["name"] for m in (await c.get("/api/tags")).json()["models"]]
+        assert names == ["tiny-copy:v2", "tiny:latest"]
+        assert fake_cove.model("tiny-copy:v2").digest == fake_cove.model("tiny").digest
+
+        r = await c.request("DELETE", "/api/delete", json={"model": "tiny"})
+        assert r.status_code == 200
+        assert [m["name"] for m in (await c.get("/api/tags")).json()["models"]] == ["tiny-copy:v2"]
+        # The copy still points at the blob, so the bytes stay.
+        assert fake_cove.store.blobs.exists(fake_cove.model("tiny-copy:v2").digest)
+
+        r = await c.request("DELETE", "/api/delete", json={"model": "tiny"})
+        assert "not found" in assert_ollama_error(r, 404)
+        r = await c.request("DELETE", "/api/delete", json={"name": "tiny-copy:v2"})
+        assert r.status_code == 200
+        assert (await c.get("/api/tags")).json() == {"models": []}
+    assert fake_cove.store.blobs.all_digests() == set()
+
+
+async def test_delete_unloads_a_loaded_model(fake_cove: Cove, engine: FakeEngine) -> None:
+    async with client(make_app(fake_cove)) as c:
+        await c.post("/api/generate", json={"model": "tiny", "keep_alive": -1})
+        assert len((await c.get("/api/ps")).json()["models"]) == 1
+        assert (await c.request("DELETE", "/api/delete", json={"model": "tiny"})).status_code == 200
+        assert (await c.get("/api/ps")).json() == {"models": []}
+    assert len(engine.closed) == 1
+
+
+# -- blobs and create ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gguf() -> bytes:
+    """A valid GGUF of a few KB, bigger than the small body limits the tests set."""
+    return make_gguf(tensors=[("token_embd.weight", (8, 256), GGML_F32)])
+
+
+async def test_blob_upload(fake_cove: Cove, gguf: bytes) -> None:
+    digest = sha(gguf)
+    before = stored_files(fake_cove)
+    async with client(make_app(fake_cove, max_body=1024)) as c:
+        assert (await c.head(f"/api/blobs/{digest}")).status_code == 404
+        wrong = sha(gguf + b"x")
+        r = await c.post(f"/api/blobs/{wrong}", content=gguf, headers=OCTETS)
+        assert "mismatch" in assert_ollama_error(r, 400)
+        assert stored_files(fake_cove) == before
+        assert (await c.head(f"/api/blobs/{wrong}")).status_code == 404
+        assert (await c.head(f"/api/blobs/{digest}")).status_code == 404
+
+        r = await c.post(f"/api/blobs/{digest}", content=gguf, headers=OCTETS)
+        assert r.status_code == 201
+        assert (await c.head(f"/api/blobs/{digest}")).status_code == 200
+        r = await c.post(f"/api/blobs/{digest}", content=gguf, headers=OCTETS)
+        assert r.status_code == 200
+    assert stored_files(fake_cove) == before | {digest.replace(":", "-")}
+    assert fake_cove.store.blobs.path(digest[7:]).read_bytes() == gguf
+
+
+@pytest.mark.parametrize("digest", ["sha256:abc", "md5-0123", "sha256:" + "g" * 64, "..%2F..%2Fconfig"])
+async def test_blob_bad_digest(fake_cove: Cove, digest: str) -> None:
+    before = stored_files(fake_cove)
+    async with client(make_app(fake_cove)) as c:
+        r = await c.head(f"/api/blobs/{digest}")
+        assert r.status_code in (400, 404)
+        r = await c.post(f"/api/blobs/{digest}", content=b"data", headers=OCTETS)
+        assert r.status_code in (400, 404)
+    assert stored_files(fake_cove) == before
+
+
+async def test_cross_origin_blob_upload_is_refused(fake_cove: Cove, gguf: bytes) -> None:
+    digest = sha(gguf)
+    async with client(make_app(fake_cove)) as c:
+        r = await c.post(
+            f"/api/blobs/{digest}", content=gguf, headers={**OCTETS, "Origin": "https://evil.example"}
+        )
+    assert_ollama_error(r, 403)
+    assert not fake_cove.store.blobs.exists(digest[7:])
+
+
+async def test_create_from_uploaded_blob(fake_cove: Cove, engine: FakeEngine, gguf: bytes) -> None:
+    digest = sha(gguf)
+    async with client(make_app(fake_cove)) as c:
+        await c.post(f"/api/blobs/{digest}", content=gguf, headers=OCTETS)
+        r = await c.post(
+            "/api/create", json={"model": "uploaded", "files": {"model.gguf": digest}, "stream": False}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json() == {"status": "success"}
+        assert fake_cove.model("uploaded").digest == digest[7:]
+        chat = {"model": "uploaded", "messages": [{"role": "user", "content": "yo"}], "stream": False}
+        r = await c.post("/api/chat", json=chat)
+    assert r.json()["message"]["content"] == "You said: yo"
+    assert engine.loads[-1].model_path == fake_cove.store.blobs.path(digest[7:])
+
+
+async def test_create_streams_progress(fake_cove: Cove, gguf: bytes) -> None:
+    digest = sha(gguf)
+    async with client(make_app(fake_cove)) as c:
+        await c.post(f"/api/blobs/{digest}", content=gguf, headers=OCTETS)
+        r = await c.post("/api/create", json={"name": "streamed", "files": {"m.gguf": digest}})
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/x-ndjson"
+    events = lines(r.text)
+    assert events[0] == {"status": "parsing recipe"}
+    assert events[-1] == {"status": "success"}
+    assert fake_cove.store.has("streamed")
+
+
+async def test_create_from_model_with_system_and_parameters(fake_cove: Cove, engine: FakeEngine) -> None:
+    body = {
+        "model": "terse",
+        "from": "tiny",
+        "system": "You are terse.",
+        "parameters": {"temperature": 0.2, "stop": ["END", "STOP"], "num_ctx": 128},
+        "stream": False,
+    }
+    async with client(make_app(fake_cove)) as c:
+        r = await c.post("/api/create", json=body)
+        assert r.status_code == 200, r.text
+        show = (await c.post("/api/show", json={"model": "terse"})).json()
+        chat = {"model": "terse", "messages": [{"role": "user", "content": "hello"}], "stream": False}
+        answer = (await c.post("/api/chat", json=chat)).json()
+    assert show["system"] == "You are terse."
+    assert show["parameters"].splitlines() == ["temperature 0.2", "stop END", "stop STOP", "num_ctx 128"]
+    assert "SYSTEM" in show["modelfile"]
+    assert answer["message"]["content"] == "You said: hello"
+    sent = engine.requests[-1]
+    assert sent["messages"][0] == {"role": "system", "content": "You are terse."}
+    assert sent["temperature"] == 0.2 and sent["stop"] == ["END", "STOP"]
+    assert engine.loads[-1].num_ctx == 128
+    assert fake_cove.model("terse").digest == fake_cove.model("tiny").digest
+
+
+async def test_create_from_modelfile_text(fake_cove: Cove) -> None:
+    body = {"model": "fromtext", "modelfile": 'FROM tiny\nSYSTEM "be brief"\nPARAMETER top_k 5', "stream": False}
+    async with client(make_app(fake_cove)) as c:
+        r = await c.post("/api/create", json=body)
+    assert r.status_code == 200, r.text
+    recipe = fake_cove.model("fromtext").recipe_obj()
+    assert recipe.system == "be brief" and recipe.parameters == {"top_k": 5}
+
+
+async def test_create_never_reads_server_files(fake_cove: Cove, cove_home: Path) -> None:
+    """A remote caller names uploaded blobs, never paths on the server's disk."""
+    outside = write_gguf(cove_home.parent / "outside.gguf")
+    attempts: list[dict[str, Any]] = [
+        {"from": str(outside)},
+        {"from": "outside.gguf"},
+        {"modelfile": f"FROM {outside}"},
+        {"modelfile": f"FROM {cove_home.parent}/outside"},
+        {"from": "tiny", "path": str(outside)},
+    ]
+    async with client(make_app(fake_cove)) as c:
+        for extra in attempts[:-1]:
+            r = await c.post("/api/create", json={"model": "stolen", "stream": False, **extra})
+            assert r.status_code in (400, 404), (extra, r.text)
+            assert str(cove_home) not in r.text
+            assert not fake_cove.store.has("stolen")
+        r = await c.post("/api/create", json={"model": "stolen", "stream": False, **attempts[-1]})
+    # `path` (an old Ollama field) is ignored: the model is made from `from` alone.
+    assert r.status_code == 200
+    assert fake_cove.model("stolen").digest == fake_cove.model("tiny").digest
+    assert len(fake_cove.store.blobs.all_digests()) == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "mentions"),
+    [
+        ({"files": {"model.gguf": "sha256:" + "1" * 64}}, 400, "upload it"),
+        ({"files": {"weights.bin": "sha256:" + "1" * 64}}, 400, ".gguf"),
+        ({"files": {"model.gguf": "sha256:nothex"}}, 400, "digest"),
+        ({"from": "tiny", "parameters": {"temperature": "hot"}}, 400, "temperature"),
+        ({"from": "tiny", "parameters": {"warp_speed": 9}}, 400, "warp_speed"),
+        ({"from": "tiny", "quantize": "q4_K_M"}, 400, "quantize"),
+        ({"modelfile": "FROM tiny\nBOGUS x"}, 400, "BOGUS"),
+        ({"from": "nosuch"}, 404, "nosuch"),
+        ({}, 400, "from"),
+        ({"system": "hi"}, 400, "from"),
+    ],
+)
+async def test_create_errors(fake_cove: Cove, extra: dict[str, Any], status: int, mentions: str) -> None:
+    async with client(make_app(fake_cove)) as c:
+        r = await c.post("/api/create", json={"model": "made", "stream": False, **extra})
+        message = assert_ollama_error(r, status)
+        assert mentions in message
+        r = await c.post("/api/create", json={"model": "made", **extra})
+    assert r.status_code == 200
+    events = lines(r.text)
+    assert mentions in events[-1]["error"]
+    assert not fake_cove.store.has("made")
+
+
+async def test_create_needs_a_name(fake_cove: Cove) -> None:
+    async with client(make_app(fake_cove)) as c:
+        r = await c.post("/api/create", json={"from": "tiny", "stream": False})
+    assert "model" in assert_ollama_error(r, 400)
+
+
+async def test_create_from_junk_blob(fake_cove: Cove) -> None:
+    junk = b"not a gguf at all" * 10
+    async with client(make_app(fake_cove)) as c:
+        assert (await c.post(f"/api/blobs/{sha(junk)}", content=junk, headers=OCTETS)).status_code == 201
+        r = await c.post("/api/create", json={"model": "junk", "files": {"x.gguf": sha(junk)}, "stream": False})
+    assert "GGUF" in assert_ollama_error(r, 400)
+    assert not fake_cove.store.has("junk")
+
+
+async def test_embed_routes(fake_cove: Cove) -> None:
+    add_embedder(fake_cove)
+    async with client(make_app(fake_cove)) as c:
+        r = await c.post("/api/embed", json={"model": "embedder", "input": ["one", "two"]})
+        single = await c.post("/api/embed", json={"model": "embedder", "input": "one"})
+        legacy = await c.post("/api/embeddings", json={"model": "embedder", "prompt": "one"})
+        empty = await c.post("/api/embed", json={"model": "embedder", "input": []})
+    body = r.json()
+    assert body["model"] == "embedder"
+    assert len(body["embeddings"]) == 2 and body["embeddings"][0] != body["embeddings"][1]
+    assert body["prompt_eval_count"] == 2
+    assert single.json()["embeddings"] == [body["embeddings"][0]]
+    assert legacy.json() == {"embedding": body["embeddings"][0]}
+    assert "empty" in assert_ollama_error(empty, 400)
+
+
+# -- pull from a fake Hugging Face --------------------------------------------------------------
+
+
+@pytest.fixture
+def hf_cove(cove_home: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Cove, FakeHF]]:
+    with FakeHF() as hf:
+        hf.add_file("acme", "Tiny-GGUF", "tiny-Q4_K_M.gguf", make_gguf())
+        hf.add_file("acme", "Tiny-GGUF", "README.md", b"# tiny", lfs=False)
+        monkeypatch.setenv("COVE_HF_ENDPOINT", hf.url)
+        cove = Cove(Settings.from_env(), factory=engine)
+        yield cove, hf
+        cove.close()
+
+
+async def test_pull_streams_progress(hf_cove: tuple[Cove, FakeHF]) -> None:
+    cove, hf = hf_cove
+    async with client(make_app(cove)) as c:
+        r = await c.post("/api/pull", json={"model": "hf.co/acme/Tiny-GGUF"})
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "application/x-ndjson"
+        events = lines(r.text)
+        tags = (await c.get("/api/tags")).json()["models"]
+    assert events[0] == {"status": "pulling manifest"}
+    assert events[-1] == {"status": "success"}
+    assert all("error" not in e for e in events)
+    sized = [e for e in events if "total" in e]
+    assert sized and sized[-1]["total"] == len(make_gguf())
+    assert all(e["digest"].startswith("sha256:") for e in sized)
+    assert [t["name"] for t in tags] == ["hf.co/acme/tiny-gguf:q4_k_m"]
+    assert hf.seen("GET", "tiny-Q4_K_M.gguf")
+
+
+async def test_pull_without_streaming(hf_cove: tuple[Cove, FakeHF]) -> None:
+    cove, _ = hf_cove
+    async with client(make_app(cove)) as c:
+        r = await c.post("/api/pull", json={"name": "hf.co/acme/Tiny-GGUF", "stream": False})
+    assert r.status_code == 200 and r.json() == {"status": "success"}
+    assert cove.store.has("hf.co/acme/tiny-gguf:q4_k_m")
+
+
+async def test_pull_unknown(hf_cove: tuple[Cove, FakeHF]) -> None:
+    cove, _ = hf_cove
+    async with client(make_app(cove)) as c:
+        r = await c.post("/api/pull", json={"model": "nosuch-model:1b", "stream": False})
+        assert "nosuch-model" in assert_ollama_error(r, 404)
+        r = await c.post("/api/pull", json={"model": "hf.co/acme/Missing-GGUF", "stream": False})
+        assert r.status_code >= 400
+        assert "error" in r.json()
+        r = await c.post("/api/pull", json={"model": "nosuch-model:1b"})
+    assert r.status_code == 200
+    events = lines(r.text)
+    assert "nosuch-model" in events[-1]["error"]
+    assert cove.models() == []
