@@ -51,9 +51,14 @@ def make_app(cove: Cove, **policy: Any) -> ASGIApp:
     return build_app(cove, Policy(**{"bind_host": "127.0.0.1", **policy}))
 
 
-def client(app: ASGIApp, **kwargs: Any) -> httpx.AsyncClient:
-    """An in-process client; responses are buffered whole, so it cannot test disconnects."""
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE_URL, **kwargs)
+def client(app: ASGIApp, raise_app_exceptions: bool = True, **kwargs: Any) -> httpx.AsyncClient:
+    """An in-process client; responses are buffered whole, so it cannot test disconnects.
+
+    Unexpected exceptions are re-raised into the test unless `raise_app_exceptions` is False,
+    which shows the 500 the server answers with instead.
+    """
+    transport = httpx.ASGITransport(app, raise_app_exceptions=raise_app_exceptions)
+    return httpx.AsyncClient(transport=transport, base_url=BASE_URL, **kwargs)
 
 
 def tiny_cove(home: Path, engine: FakeEngine, **settings: Any) -> Cove:

@@ -47,7 +47,16 @@ def assert_openai_error(response: httpx.Response, status: int) -> str:
 
 @pytest.mark.parametrize(
     "host",
-    ["evil.example", "evil.example:11435", "localhost.evil.example", "127.0.0.1.nip.io", "[::1", "a]b", "[evil]", ""],
+    [
+        "evil.example",
+        "evil.example:11435",
+        "localhost.evil.example",
+        "127.0.0.1.nip.io",
+        "[::1",
+        "a]b",
+        "[evil]",
+        "",
+    ],
 )
 async def test_foreign_host_is_refused(fake_cove: Cove, engine: FakeEngine, host: str) -> None:
     async with client(make_app(fake_cove)) as c:
@@ -61,7 +70,16 @@ async def test_foreign_host_is_refused(fake_cove: Cove, engine: FakeEngine, host
 
 
 @pytest.mark.parametrize(
-    "host", ["localhost:11435", "localhost", "LOCALHOST:11435", "127.0.0.1", "127.0.0.1:11435", "[::1]", "[::1]:11435"]
+    "host",
+    [
+        "localhost:11435",
+        "localhost",
+        "LOCALHOST:11435",
+        "127.0.0.1",
+        "127.0.0.1:11435",
+        "[::1]",
+        "[::1]:11435",
+    ],
 )
 async def test_loopback_host_names_pass(fake_cove: Cove, host: str) -> None:
     async with client(make_app(fake_cove)) as c:
@@ -79,7 +97,9 @@ async def test_public_bind_answers_any_host(fake_cove: Cove) -> None:
 # -- Origin, CORS and the no-preflight CSRF case ---------------------------------------------------
 
 
-@pytest.mark.parametrize("origin", ["https://evil.example", "http://localhost.evil.example", "null", "http://[::1"])
+@pytest.mark.parametrize(
+    "origin", ["https://evil.example", "http://localhost.evil.example", "null", "http://[::1"]
+)
 async def test_cross_origin_writes_are_refused_without_side_effects(
     fake_cove: Cove, engine: FakeEngine, origin: str
 ) -> None:
@@ -119,7 +139,9 @@ async def test_simple_request_body_types_are_refused(
 async def test_json_with_charset_is_accepted(fake_cove: Cove) -> None:
     body = json.dumps({"source": "tiny", "destination": "kept"})
     async with client(make_app(fake_cove)) as c:
-        r = await c.post("/api/copy", content=body, headers={"Content-Type": "application/json; charset=utf-8"})
+        r = await c.post(
+            "/api/copy", content=body, headers={"Content-Type": "application/json; charset=utf-8"}
+        )
     assert r.status_code == 200
     assert fake_cove.store.has("kept")
 
@@ -166,7 +188,9 @@ async def test_cove_origins_adds_an_origin(
         r = await c.post("/v1/chat/completions", json=OAI_CHAT, headers=ok)
         assert r.status_code == 200
         assert r.headers["access-control-allow-origin"] == "https://app.example"
-        r = await c.post("/v1/chat/completions", json=OAI_CHAT, headers={"Origin": "https://app.example.evil"})
+        r = await c.post(
+            "/v1/chat/completions", json=OAI_CHAT, headers={"Origin": "https://app.example.evil"}
+        )
         assert_openai_error(r, 403)
     assert len(engine.requests) == 1
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fakes import FakeEngine, FakeModel
+from gguf_writer import write_gguf
 from server_fixtures import add_embedder, anyio_backend, client, make_app
 from test_server_guard import assert_ollama_error, assert_openai_error
 
@@ -33,19 +33,26 @@ ROUTES = [
     "/v1/completions",
     "/v1/embeddings",
 ]
-BAD_BODIES = {
-    "empty": b"",
-    "blank": b"  \n ",
-    "invalid json": b'{"model": "tiny",',
-    "trailing garbage": b'{"model": "tiny"} x',
-    "invalid utf-8": b'{"model": "tiny\xff\xfe"}',
-    "lone surrogate": b'{"model": "tiny", "messages": [{"role": "user", "content": "a\\ud800b"}], "prompt": "\\udfff"}',
-    "surrogate in a key": b'{"\\ud800": 1}',
-    "array": b"[]",
-    "string": b'"tiny"',
-    "null": b"null",
-    "deep nesting": b"[" * 100_000 + b"]" * 100_000,
-    "deep nesting in a field": b'{"model": "tiny", "options": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+BAD_BODIES: dict[str, tuple[bytes, str]] = {
+    "empty": (b"", "empty"),
+    "blank": (b"  \n ", "empty"),
+    "invalid json": (b'{"model": "tiny",', "invalid JSON"),
+    "trailing garbage": (b'{"model": "tiny"} x', "invalid JSON"),
+    "invalid utf-8": (b'{"model": "tiny\xff\xfe"}', "UTF-8"),
+    "lone surrogate": (
+        b'{"model": "tiny", "messages": [{"role": "user", "content": "a\\ud800b"}]}',
+        "surrogate",
+    ),
+    "lone low surrogate": (b'{"model": "tiny", "prompt": "\\udfff", "input": "x"}', "surrogate"),
+    "surrogate in a key": (b'{"\\ud800": 1}', "surrogate"),
+    "array": (b"[]", "JSON object"),
+    "string": (b'"tiny"', "JSON object"),
+    "null": (b"null", "JSON object"),
+    "deep nesting": (b"[" * 100_000 + b"]" * 100_000, "nested"),
+    "deep nesting in a field": (
+        b'{"model": "tiny", "options": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+        "nested",
+    ),
 }
 
 
@@ -58,14 +65,19 @@ def assert_error(response: httpx.Response, path: str, status: int) -> str:
 @pytest.mark.parametrize("path", ROUTES)
 @pytest.mark.parametrize("kind", list(BAD_BODIES))
 async def test_unreadable_bodies(fake_cove: Cove, engine: FakeEngine, path: str, kind: str) -> None:
+    body, says = BAD_BODIES[kind]
     async with client(make_app(fake_cove)) as c:
-        r = await c.post(path, content=BAD_BODIES[kind], headers=JSON)
-    assert_error(r, path, 400)
+        r = await c.post(path, content=body, headers=JSON)
+    assert says in assert_error(r, path, 400)
     assert engine.requests == []
     assert [m.name for m in fake_cove.models()] == ["tiny:latest"]
 
 
-OLLAMA_CHAT: dict[str, Any] = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+OLLAMA_CHAT: dict[str, Any] = {
+    "model": "tiny",
+    "messages": [{"role": "user", "content": "hi"}],
+    "stream": False,
+}
 OAI_CHAT: dict[str, Any] = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
 
 WRONG_FIELDS: list[tuple[str, dict[str, Any], str]] = [
@@ -130,7 +142,9 @@ BAD_OPTIONS: list[tuple[str, str]] = [
 
 @pytest.mark.parametrize(("name", "raw"), BAD_OPTIONS)
 @pytest.mark.parametrize("path", ["/api/chat", "/api/generate", "/api/embed"])
-async def test_bad_ollama_options(fake_cove: Cove, engine: FakeEngine, path: str, name: str, raw: str) -> None:
+async def test_bad_ollama_options(
+    fake_cove: Cove, engine: FakeEngine, path: str, name: str, raw: str
+) -> None:
     rest = {
         "/api/chat": '"messages": [{"role": "user", "content": "hi"}], "stream": false',
         "/api/generate": '"prompt": "hi", "stream": false',
@@ -162,7 +176,9 @@ BAD_OPENAI: list[tuple[str, str]] = [
 
 @pytest.mark.parametrize(("name", "raw"), BAD_OPENAI)
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
-async def test_bad_openai_sampling(fake_cove: Cove, engine: FakeEngine, path: str, name: str, raw: str) -> None:
+async def test_bad_openai_sampling(
+    fake_cove: Cove, engine: FakeEngine, path: str, name: str, raw: str
+) -> None:
     if path == "/v1/completions" and name in ("max_completion_tokens", "num_ctx"):
         name = "max_tokens"
     start = '"messages": [{"role": "user", "content": "hi"}]' if "chat" in path else '"prompt": "hi"'
@@ -198,7 +214,11 @@ UNKNOWN = "nosuch-model:7b"
     ("method", "path", "body"),
     [
         ("POST", "/api/chat", {"model": UNKNOWN, "messages": [{"role": "user", "content": "hi"}]}),
-        ("POST", "/api/chat", {"model": UNKNOWN, "messages": [{"role": "user", "content": "hi"}], "stream": False}),
+        (
+            "POST",
+            "/api/chat",
+            {"model": UNKNOWN, "messages": [{"role": "user", "content": "hi"}], "stream": False},
+        ),
         ("POST", "/api/generate", {"model": UNKNOWN, "prompt": "hi"}),
         ("POST", "/api/generate", {"model": UNKNOWN}),
         ("POST", "/api/embed", {"model": UNKNOWN, "input": "hi"}),
@@ -232,7 +252,10 @@ async def test_unknown_model_is_404(
 @pytest.mark.parametrize(
     ("path", "body"),
     [
-        ("/api/chat", {"model": "embedder", "messages": [{"role": "user", "content": "hi"}], "stream": False}),
+        (
+            "/api/chat",
+            {"model": "embedder", "messages": [{"role": "user", "content": "hi"}], "stream": False},
+        ),
         ("/api/chat", {"model": "embedder", "messages": [{"role": "user", "content": "hi"}]}),
         ("/api/generate", {"model": "embedder", "prompt": "hi", "stream": False}),
         ("/v1/chat/completions", {"model": "embedder", "messages": [{"role": "user", "content": "hi"}]}),
@@ -281,11 +304,9 @@ class _FailingEngine(FakeEngine):
 
 async def test_error_bodies_hide_home_key_and_prompt(cove_home: Path) -> None:
     cove = Cove(Settings.from_env(), factory=_FailingEngine())
-    from gguf_writer import write_gguf
-
-    path = write_gguf(cove_home.parent / "m.gguf")
-    cove.store.import_gguf(path, "tiny", source="test")
-    cove.store.import_gguf(path, "broken", source="test")
+    gguf = write_gguf(cove_home.parent / "m.gguf")
+    cove.store.import_gguf(gguf, "tiny", source="test")
+    cove.store.import_gguf(gguf, "broken", source="test")
     auth = {"Authorization": f"Bearer {KEY}"}
     user = [{"role": "user", "content": SECRET_PROMPT}]
     requests: list[tuple[str, str, Any]] = [

@@ -13,7 +13,16 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from server_fixtures import LiveServer, TrackingEngine, anyio_backend, client, make_app, tiny_cove, wait_for, words
+from server_fixtures import (
+    LiveServer,
+    TrackingEngine,
+    anyio_backend,
+    client,
+    make_app,
+    tiny_cove,
+    wait_for,
+    words,
+)
 from test_server_guard import assert_ollama_error, assert_openai_error
 
 from cove.client import Cove
@@ -34,6 +43,15 @@ def gated(cove_home: Path) -> Iterator[tuple[Cove, TrackingEngine]]:
     cove.close()
 
 
+@pytest.fixture
+def no_queue(cove_home: Path) -> Iterator[tuple[Cove, TrackingEngine]]:
+    """One slot and no queue at all: a second request is refused unless the first one's slot is free."""
+    engine = TrackingEngine(token_delay=0.02)
+    cove = tiny_cove(cove_home, engine, num_parallel=1, max_queue=0)
+    yield cove, engine
+    cove.close()
+
+
 def active(cove: Cove) -> int:
     return sum(m.active for m in cove.loaded())
 
@@ -48,7 +66,9 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 @pytest.mark.anyio
-async def test_full_queue_answers_503_and_accepted_requests_finish(gated: tuple[Cove, TrackingEngine]) -> None:
+async def test_full_queue_answers_503_and_accepted_requests_finish(
+    gated: tuple[Cove, TrackingEngine],
+) -> None:
     cove, engine = gated
     assert engine.gate is not None
     async with client(make_app(cove), timeout=60) as c:
@@ -102,7 +122,9 @@ async def test_metrics_after_traffic(fake_cove: Cove) -> None:
         before = await c.get("/metrics")
         assert before.headers["content-type"].startswith("text/plain")
         await c.post("/api/chat", json=CHAT)
-        await c.post("/api/chat", json={**CHAT, "stream": True, "messages": [{"role": "user", "content": words(4)}]})
+        await c.post(
+            "/api/chat", json={**CHAT, "stream": True, "messages": [{"role": "user", "content": words(4)}]}
+        )
         await c.post("/v1/chat/completions", json={**OAI, "stream": True})
         await c.post("/api/chat", json={**CHAT, "model": "nosuch"})
         await c.get("/no/such/path/abc123")
@@ -145,16 +167,19 @@ STREAMS: list[tuple[str, dict[str, Any]]] = [
 
 
 @pytest.mark.parametrize(("path", "body"), STREAMS, ids=[p for p, _ in STREAMS])
-def test_disconnect_stops_generation_and_frees_the_slot(cove_home: Path, path: str, body: dict[str, Any]) -> None:
-    engine = TrackingEngine(token_delay=0.02)
-    # No queue at all: a second request is refused unless the first one's slot is free again.
-    cove = tiny_cove(cove_home, engine, num_parallel=1, max_queue=0)
+def test_disconnect_stops_generation_and_frees_the_slot(
+    no_queue: tuple[Cove, TrackingEngine], path: str, body: dict[str, Any]
+) -> None:
+    cove, engine = no_queue
     with LiveServer(make_app(cove)) as url, httpx.Client(base_url=url, timeout=30) as http:
         with http.stream("POST", path, json=body) as response:
             assert response.status_code == 200
             received = (line for line in response.iter_lines() if line.strip())
             first = [json.loads(line.removeprefix("data: ")) for line in (next(received), next(received))]
             assert all("done" in part or "choices" in part for part in first)
+            # While it streams, the only slot is taken and there is no queue to wait in.
+            busy = http.post("/api/chat", json=CHAT)
+            assert busy.status_code == 503
         # Leaving the block closed the connection with most of the answer unsent.
         wait_for(lambda: len(engine.outcomes) == 1, what="the generation to end")
         (outcome,) = engine.outcomes
@@ -167,4 +192,3 @@ def test_disconnect_stops_generation_and_frees_the_slot(cove_home: Path, path: s
         assert r.json()["message"]["content"] == "You said: hello"
         metrics = samples(http.get("/metrics").text)
     assert metrics[("cove_queue_depth", ())] == 0
-    cove.close()

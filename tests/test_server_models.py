@@ -3,9 +3,10 @@ blobs, create and pull (from a loopback fake Hugging Face)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from test_server_guard import assert_ollama_error
 from cove import __version__
 from cove.client import Cove
 from cove.config import Settings
+from cove.store.progress import PullProgress
 
 __all__ = ["anyio_backend"]
 pytestmark = pytest.mark.anyio
@@ -259,7 +261,11 @@ async def test_create_from_model_with_system_and_parameters(fake_cove: Cove, eng
 
 
 async def test_create_from_modelfile_text(fake_cove: Cove) -> None:
-    body = {"model": "fromtext", "modelfile": 'FROM tiny\nSYSTEM "be brief"\nPARAMETER top_k 5', "stream": False}
+    body = {
+        "model": "fromtext",
+        "modelfile": 'FROM tiny\nSYSTEM "be brief"\nPARAMETER top_k 5',
+        "stream": False,
+    }
     async with client(make_app(fake_cove)) as c:
         r = await c.post("/api/create", json=body)
     assert r.status_code == 200, r.text
@@ -327,7 +333,9 @@ async def test_create_from_junk_blob(fake_cove: Cove) -> None:
     junk = b"not a gguf at all" * 10
     async with client(make_app(fake_cove)) as c:
         assert (await c.post(f"/api/blobs/{sha(junk)}", content=junk, headers=OCTETS)).status_code == 201
-        r = await c.post("/api/create", json={"model": "junk", "files": {"x.gguf": sha(junk)}, "stream": False})
+        r = await c.post(
+            "/api/create", json={"model": "junk", "files": {"x.gguf": sha(junk)}, "stream": False}
+        )
     assert "GGUF" in assert_ollama_error(r, 400)
     assert not fake_cove.store.has("junk")
 
@@ -352,7 +360,9 @@ async def test_embed_routes(fake_cove: Cove) -> None:
 
 
 @pytest.fixture
-def hf_cove(cove_home: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Cove, FakeHF]]:
+def hf_cove(
+    cove_home: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Cove, FakeHF]]:
     with FakeHF() as hf:
         hf.add_file("acme", "Tiny-GGUF", "tiny-Q4_K_M.gguf", make_gguf())
         hf.add_file("acme", "Tiny-GGUF", "README.md", b"# tiny", lfs=False)
@@ -401,3 +411,45 @@ async def test_pull_unknown(hf_cove: tuple[Cove, FakeHF]) -> None:
     events = lines(r.text)
     assert "nosuch-model" in events[-1]["error"]
     assert cove.models() == []
+
+
+async def test_concurrent_uploads_of_one_blob(fake_cove: Cove, gguf: bytes) -> None:
+    """Two clients sending the same blob at once must not interleave into one corrupt file."""
+    digest = sha(gguf)
+    half = len(gguf) // 2
+
+    async def body() -> AsyncIterator[bytes]:
+        for start in range(0, len(gguf), half):
+            yield gguf[start : start + half]
+            await asyncio.sleep(0.01)  # let the other upload write its piece in between
+
+    async with client(make_app(fake_cove)) as c:
+        results = await asyncio.gather(
+            *(c.post(f"/api/blobs/{digest}", content=body(), headers=OCTETS) for _ in range(2))
+        )
+        assert sorted(r.status_code for r in results) in ([200, 201], [201, 201]), [r.text for r in results]
+        assert (await c.head(f"/api/blobs/{digest}")).status_code == 200
+    stored = fake_cove.store.blobs.path(digest[7:]).read_bytes()
+    assert sha(stored) == digest
+    assert not [p for p in fake_cove.store.blobs.root.iterdir() if "partial" in p.name]
+
+
+async def test_pull_failing_unexpectedly_is_never_a_success(
+    hf_cove: tuple[Cove, FakeHF], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cove, _ = hf_cove
+
+    def broken(ref: str, progress: Any) -> None:
+        progress(PullProgress(status="pulling manifest"))
+        raise OSError(f"I/O error under {cove.settings.home}")
+
+    monkeypatch.setattr(cove, "pull", broken)
+    async with client(make_app(cove), raise_app_exceptions=False) as c:
+        whole = await c.post("/api/pull", json={"model": "hf.co/acme/Tiny-GGUF", "stream": False})
+        streamed = await c.post("/api/pull", json={"model": "hf.co/acme/Tiny-GGUF"})
+    assert "internal error (OSError)" in assert_ollama_error(whole, 500)
+    events = lines(streamed.text)
+    assert events[0] == {"status": "pulling manifest"}
+    assert events[-1] == {"error": "internal error (OSError); see the server log"}
+    assert str(cove.settings.home) not in whole.text + streamed.text
+    assert any("OSError" in (r.exc_text or "") for r in caplog.records)

@@ -10,6 +10,7 @@ import httpx
 import ollama
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 from server_fixtures import RealServer, _real_servers, real_server, single_slot_server
 
@@ -17,7 +18,7 @@ __all__ = ["_real_servers", "real_server", "single_slot_server"]
 pytestmark = pytest.mark.model
 
 MODEL = "gemma3:270m"
-HELLO = [{"role": "user", "content": "Write one sentence about the sea."}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Write one sentence about the sea."}]
 GREEDY: dict[str, Any] = {"num_predict": 8, "temperature": 0}
 
 
@@ -34,7 +35,7 @@ def oll(server: RealServer) -> ollama.Client:
 
 def test_openai_chat_stream_matches_whole(real_server: RealServer) -> None:
     api = oai(real_server)
-    whole = api.chat.completions.create(model=MODEL, messages=HELLO, temperature=0, max_tokens=8)  # type: ignore[arg-type]
+    whole = api.chat.completions.create(model=MODEL, messages=HELLO, temperature=0, max_tokens=8)
     (choice,) = whole.choices
     assert choice.message.role == "assistant"
     assert choice.message.content
@@ -44,7 +45,7 @@ def test_openai_chat_stream_matches_whole(real_server: RealServer) -> None:
 
     stream = api.chat.completions.create(
         model=MODEL,
-        messages=HELLO,  # type: ignore[arg-type]
+        messages=HELLO,
         temperature=0,
         max_tokens=8,
         stream=True,
@@ -58,7 +59,7 @@ def test_openai_chat_stream_matches_whole(real_server: RealServer) -> None:
 def test_openai_stream_include_usage(real_server: RealServer) -> None:
     stream = oai(real_server).chat.completions.create(
         model=MODEL,
-        messages=HELLO,  # type: ignore[arg-type]
+        messages=HELLO,
         temperature=0,
         max_tokens=8,
         stream=True,
@@ -71,6 +72,26 @@ def test_openai_stream_include_usage(real_server: RealServer) -> None:
     assert 0 < last.usage.completion_tokens <= 8
     assert last.usage.prompt_tokens > 0
     assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_openai_completions_stream(real_server: RealServer) -> None:
+    api = oai(real_server)
+    whole = api.completions.create(model=MODEL, prompt="Count: 1, 2, 3,", temperature=0, max_tokens=8)
+    chunks = list(
+        api.completions.create(
+            model=MODEL,
+            prompt="Count: 1, 2, 3,",
+            temperature=0,
+            max_tokens=8,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    *parts, last = chunks
+    assert "".join(c.choices[0].text for c in parts) == whole.choices[0].text
+    assert all(c.usage is None for c in parts)
+    assert last.choices == [] and last.usage is not None
+    assert whole.usage is not None and last.usage.completion_tokens == whole.usage.completion_tokens
 
 
 def test_openai_models_and_embeddings(real_server: RealServer) -> None:
@@ -109,10 +130,10 @@ def test_openai_json_schema(real_server: RealServer) -> None:
 def test_openai_unknown_model(real_server: RealServer) -> None:
     api = oai(real_server)
     with pytest.raises(openai.NotFoundError) as caught:
-        api.chat.completions.create(model="nosuch-model:1b", messages=HELLO)  # type: ignore[arg-type]
+        api.chat.completions.create(model="nosuch-model:1b", messages=HELLO)
     assert "nosuch-model" in str(caught.value)
     with pytest.raises(openai.BadRequestError):
-        api.chat.completions.create(model=MODEL, messages=HELLO, temperature=-1)  # type: ignore[arg-type]
+        api.chat.completions.create(model=MODEL, messages=HELLO, temperature=-1)
 
 
 # -- the ollama package --------------------------------------------------------------------------
@@ -133,9 +154,16 @@ def test_ollama_chat_and_generate(real_server: RealServer) -> None:
 
     generated = client.generate(model=MODEL, prompt="The capital of France is", options=GREEDY)
     assert generated.done is True and generated.response
-    pieces = list(client.generate(model=MODEL, prompt="The capital of France is", options=GREEDY, stream=True))
+    pieces = list(
+        client.generate(model=MODEL, prompt="The capital of France is", options=GREEDY, stream=True)
+    )
     assert pieces[-1].done is True and pieces[-1].done_reason
-    assert "".join(p.response for p in pieces) == generated.response
+    assert "".join(p.response or "" for p in pieces) == generated.response
+
+    raw = list(client.generate(model=MODEL, prompt="Count: 1, 2, 3,", raw=True, options=GREEDY, stream=True))
+    assert raw[-1].done is True and raw[-1].done_reason == "length"
+    assert raw[-1].eval_count == 8
+    assert "".join(p.response or "" for p in raw)
 
 
 def test_ollama_models(real_server: RealServer) -> None:
@@ -223,3 +251,5 @@ def test_disconnect_frees_the_only_slot(single_slot_server: RealServer) -> None:
         assert answer
         assert metric(url, "cove_queue_depth") == 0
         assert metric(url, "cove_loaded_models") == 1
+    # Walking away is routine: it must not show up as a crash in the server's log.
+    assert "Traceback" not in single_slot_server.log_tail()

@@ -5,19 +5,29 @@ from __future__ import annotations
 import base64
 import json
 import struct
+from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import FakeEngine
-from server_fixtures import add_embedder, anyio_backend, client, make_app
+from fakes import FakeEngine, FakeModel
+from server_fixtures import add_embedder, anyio_backend, client, make_app, tiny_cove
 
 from cove.client import Cove
+from cove.engine.base import ChunkCallback, LoadSpec
 
 __all__ = ["anyio_backend"]
 pytestmark = pytest.mark.anyio
 
-STATS = {"total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration"}
+STATS = {
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+}
 
 
 def ndjson(text: str) -> list[dict[str, Any]]:
@@ -36,7 +46,9 @@ def sse(text: str) -> list[Any]:
     return events
 
 
-def check_stream_lines(chunks: list[dict[str, Any]], field: str, text: str, model: str = "tiny") -> dict[str, Any]:
+def check_stream_lines(
+    chunks: list[dict[str, Any]], field: str, text: str, model: str = "tiny", prompt_tokens: int = 5
+) -> dict[str, Any]:
     *parts, last = chunks
     assert parts and all(p["done"] is False for p in parts)
     for part in chunks:
@@ -53,7 +65,7 @@ def check_stream_lines(chunks: list[dict[str, Any]], field: str, text: str, mode
     assert last["done"] is True
     assert set(last) >= STATS | {"done_reason"}
     assert last["eval_count"] == len(pieces)
-    assert last["prompt_eval_count"] == 5
+    assert last["prompt_eval_count"] == prompt_tokens
     assert all(isinstance(last[k], int) and last[k] >= 0 for k in STATS)
     return last
 
@@ -96,9 +108,13 @@ async def test_ollama_chat_whole(fake_cove: Cove) -> None:
 
 async def test_ollama_generate_stream_and_whole(fake_cove: Cove, engine: FakeEngine) -> None:
     async with client(make_app(fake_cove)) as c:
-        streamed = await c.post("/api/generate", json={"model": "tiny", "prompt": "tell me", "system": "Be kind."})
+        streamed = await c.post(
+            "/api/generate", json={"model": "tiny", "prompt": "tell me", "system": "Be kind."}
+        )
         whole = await c.post("/api/generate", json={"model": "tiny", "prompt": "tell me", "stream": False})
-        raw = await c.post("/api/generate", json={"model": "tiny", "prompt": "Once", "raw": True, "stream": False})
+        raw = await c.post(
+            "/api/generate", json={"model": "tiny", "prompt": "Once", "raw": True, "stream": False}
+        )
     last = check_stream_lines(ndjson(streamed.text), "response", "You said: tell me")
     assert last["done_reason"] == "stop"
     assert engine.requests[0]["messages"][0] == {"role": "system", "content": "Be kind."}
@@ -114,17 +130,28 @@ async def test_ollama_format_and_tools_reach_the_engine(fake_cove: Cove, engine:
     tool = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
     messages = [
         {"role": "user", "content": "add 1 and 2"},
-        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "add", "arguments": {"a": 1}}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "add", "arguments": {"a": 1}}}],
+        },
         {"role": "tool", "content": "3", "tool_name": "add"},
         {"role": "user", "content": "thanks"},
     ]
     async with client(make_app(fake_cove)) as c:
-        r = await c.post("/api/chat", json={"model": "tiny", "messages": messages, "format": schema, "tools": [tool]})
+        r = await c.post(
+            "/api/chat", json={"model": "tiny", "messages": messages, "format": schema, "tools": [tool]}
+        )
         assert r.status_code == 200
-        r = await c.post("/api/generate", json={"model": "tiny", "prompt": "x", "format": "json", "stream": False})
+        r = await c.post(
+            "/api/generate", json={"model": "tiny", "prompt": "x", "format": "json", "stream": False}
+        )
         assert r.status_code == 200
     chat, generate = engine.requests
-    assert chat["response_format"] == {"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}
+    assert chat["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "response", "schema": schema},
+    }
     assert chat["tools"] == [tool]
     call = chat["messages"][1]["tool_calls"][0]
     assert call["function"] == {"name": "add", "arguments": '{"a": 1}'}
@@ -182,10 +209,17 @@ async def test_openai_chat_stream_with_usage(fake_cove: Cove) -> None:
 
 async def test_openai_completions(fake_cove: Cove, engine: FakeEngine) -> None:
     async with client(make_app(fake_cove)) as c:
-        whole = await c.post("/v1/completions", json={"model": "tiny", "prompt": ["Once ", "upon"], "max_tokens": 8})
+        whole = await c.post(
+            "/v1/completions", json={"model": "tiny", "prompt": ["Once ", "upon"], "max_tokens": 8}
+        )
         streamed = await c.post(
             "/v1/completions",
-            json={"model": "tiny", "prompt": "Once upon", "stream": True, "stream_options": {"include_usage": True}},
+            json={
+                "model": "tiny",
+                "prompt": "Once upon",
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
         )
     assert whole.json()["choices"][0]["text"] == "after: Once upon"
     assert engine.requests[0]["prompt"] == "Once upon"
@@ -211,7 +245,9 @@ async def test_openai_embeddings(fake_cove: Cove) -> None:
     async with client(make_app(fake_cove)) as c:
         floats = (await c.post("/v1/embeddings", json={"model": "embedder", "input": ["a", "b"]})).json()
         packed = (
-            await c.post("/v1/embeddings", json={"model": "embedder", "input": ["a", "b"], "encoding_format": "base64"})
+            await c.post(
+                "/v1/embeddings", json={"model": "embedder", "input": ["a", "b"], "encoding_format": "base64"}
+            )
         ).json()
     assert floats["object"] == "list" and floats["model"] == "embedder"
     assert [d["index"] for d in floats["data"]] == [0, 1]
@@ -220,3 +256,60 @@ async def test_openai_embeddings(fake_cove: Cove) -> None:
         raw = base64.b64decode(encoded["embedding"])
         values = struct.unpack(f"<{len(raw) // 4}f", raw)
         assert values == pytest.approx(plain["embedding"], rel=1e-6)
+
+
+class _CompletionStyleModel(FakeModel):
+    """Streams completions as llama.cpp does: `text` pieces, usage on the last chunk beside them."""
+
+    def complete(self, body: dict[str, Any], on_chunk: ChunkCallback | None = None) -> dict[str, Any]:
+        if on_chunk is None:
+            return super().complete(body, None)
+        pieces = [",", " and", " then"]
+        for piece in pieces:
+            on_chunk(
+                {"choices": [{"index": 0, "text": piece, "finish_reason": None}], "object": "text_completion"}
+            )
+        usage = {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+        last = {"choices": [{"index": 0, "text": "", "finish_reason": "length"}], "usage": usage, "id": "c1"}
+        on_chunk(last)
+        return last
+
+
+class _CompletionStyleEngine(FakeEngine):
+    def __call__(self, spec: LoadSpec) -> FakeModel:
+        return _CompletionStyleModel(self, spec)
+
+
+@pytest.fixture
+def completion_cove(cove_home: Path) -> Iterator[Cove]:
+    cove = tiny_cove(cove_home, _CompletionStyleEngine())
+    yield cove
+    cove.close()
+
+
+async def test_raw_generate_stream_ends_with_done(completion_cove: Cove) -> None:
+    body = {"model": "tiny", "prompt": "Once", "raw": True}
+    async with client(make_app(completion_cove)) as c:
+        r = await c.post("/api/generate", json=body)
+    last = check_stream_lines(ndjson(r.text), "response", ", and then", prompt_tokens=2)
+    assert last["done_reason"] == "length"
+
+
+async def test_completion_stream_usage_comes_alone_and_only_when_asked(completion_cove: Cove) -> None:
+    body = {"model": "tiny", "prompt": "Once", "stream": True}
+    async with client(make_app(completion_cove)) as c:
+        plain = sse((await c.post("/v1/completions", json=body)).text)
+        asked = sse(
+            (await c.post("/v1/completions", json={**body, "stream_options": {"include_usage": True}})).text
+        )
+    assert plain[-1] == "[DONE]"
+    assert all("usage" not in e for e in plain[:-1])
+    assert "".join(e["choices"][0]["text"] for e in plain[:-1]) == ", and then"
+    assert plain[-2]["choices"][0]["finish_reason"] == "length"
+    assert asked[:-2] == plain[:-1]
+    assert asked[-2] == {
+        "choices": [],
+        "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
+        "id": "c1",
+        "model": "tiny",
+    }

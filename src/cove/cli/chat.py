@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 import click
 
+from ..conversation import turn
 from ..errors import CoveError
+from ..history import History, db_path
 from ..recipe import Recipe, check_parameter
 from ..types import ChatChunk
 from .main import Backend, Context, cli, err, pass_ctx
@@ -17,7 +20,8 @@ HELP = """Commands:
   /set system TEXT           set the system prompt
   /set parameter NAME VALUE  set a parameter (temperature, top_p, num_ctx, stop, ...)
   /show                      show the model, system prompt and parameters
-  /clear                     forget the conversation so far
+  /persona NAME              use a saved persona's system prompt (cove persona add ...)
+  /clear                     start a new conversation (this one stays in cove history)
   /save NAME                 save this chat (system, parameters, messages) as a new model
   /bye                       leave (Ctrl-D works too)
   /?                         this help
@@ -26,22 +30,47 @@ Use \"\"\" to begin and end a multi-line message. Ctrl-C stops an answer."""
 
 @dataclass
 class Session:
-    """One terminal conversation: the model, its overrides and the messages so far."""
+    """One terminal conversation: the model, its overrides, and where the history keeps it."""
 
     model: str
+    history: History
     system: str | None = None
+    persona: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     messages: list[dict[str, str]] = field(default_factory=list)
+    conversation_id: str | None = None
 
-    def outgoing(self) -> list[dict[str, str]]:
-        head = [{"role": "system", "content": self.system}] if self.system else []
-        return head + self.messages
+    def conversation(self) -> str:
+        """The stored conversation, started on the first message."""
+        if self.conversation_id is None:
+            chat = self.history.start(
+                self.model,
+                persona=self.persona,
+                system=self.system,
+                parameters=self.options,
+                num_ctx=self.options.get("num_ctx"),
+                source="cli",
+            )
+            self.conversation_id = chat.id
+        return self.conversation_id
+
+    def save_settings(self) -> None:
+        if self.conversation_id is not None:
+            self.history.update_settings(
+                self.conversation_id,
+                system=self.system,
+                parameters=self.options,
+                num_ctx=self.options.get("num_ctx"),
+            )
 
 
-def answer(cove: Backend, session: Session, verbose: bool) -> None:
-    """Stream one answer to stdout; Ctrl-C stops it and keeps what arrived."""
+def answer(cove: Backend, session: Session, text: str, verbose: bool) -> None:
+    """Stream one answer to stdout; Ctrl-C stops it and keeps what arrived (in history too)."""
+    notice, stream = turn(cove, session.history, session.conversation(), text, options=session.options)
+    session.messages.append({"role": "user", "content": text})
+    if notice:
+        err.print(f"[yellow]note: {notice}[/yellow]")
     parts: list[str] = []
-    stream = cove.stream_chat(session.model, session.outgoing(), options=session.options)
     last: ChatChunk | None = None
     try:
         for chunk in stream:
@@ -52,8 +81,10 @@ def answer(cove: Backend, session: Session, verbose: bool) -> None:
             if chunk.done:
                 last = chunk
     except KeyboardInterrupt:
-        stream.close()
         err.print("\n[dim](stopped)[/dim]")
+    finally:
+        if isinstance(stream, Generator):
+            stream.close()
     sys.stdout.write("\n")
     session.messages.append({"role": "assistant", "content": "".join(parts)})
     if verbose and last is not None:
@@ -99,7 +130,10 @@ def command(cove: Backend, session: Session, line: str) -> bool:
         click.echo(HELP)
     elif name == "/clear":
         session.messages.clear()
-        click.echo("Cleared the conversation.")
+        session.conversation_id = None  # the old one stays in `cove history`
+        click.echo("Cleared the conversation; the next message starts a new one.")
+    elif name == "/persona" and len(words) == 2:
+        use_persona(session, words[1])
     elif name == "/show":
         show_session(cove, session)
     elif name == "/set" and len(words) >= 3:
@@ -124,6 +158,15 @@ def set_value(session: Session, words: list[str], line: str) -> None:
         click.echo(f"Set {words[2]} to {value!r}.")
     else:
         click.echo("Usage: /set system TEXT, or /set parameter NAME VALUE")
+        return
+    session.save_settings()
+
+
+def use_persona(session: Session, name: str) -> None:
+    persona = session.history.persona(name)
+    session.system, session.persona = persona.system, persona.name
+    session.save_settings()
+    click.echo(f"Using persona '{persona.name}'.")
 
 
 def show_session(cove: Backend, session: Session) -> None:
@@ -168,25 +211,35 @@ def repl(cove: Backend, session: Session, verbose: bool) -> None:
             except CoveError as exc:
                 click.echo(f"Error: {exc}", err=True)
             continue
-        session.messages.append({"role": "user", "content": text})
         try:
-            answer(cove, session, verbose)
-        except CoveError as exc:  # the chat goes on: nothing typed so far is lost
-            session.messages.pop()
+            answer(cove, session, text, verbose)
+        except CoveError as exc:  # the chat goes on; what was typed is in the history
             click.echo(f"Error: {exc}", err=True)
 
 
 @cli.command()
-@click.argument("model")
+@click.argument("model", required=False)
 @click.argument("prompt", nargs=-1)
 @click.option("--verbose", is_flag=True, help="Print time to first token and tokens/s.")
 @click.option("--system", help="A system prompt for this chat.")
+@click.option("--persona", help="Use a saved persona's system prompt.")
+@click.option("--resume", "resume", metavar="ID", help="Continue a stored conversation.")
 @pass_ctx
-def run(ctx: Context, model: str, prompt: tuple[str, ...], verbose: bool, system: str | None) -> None:
+def run(
+    ctx: Context,
+    model: str | None,
+    prompt: tuple[str, ...],
+    verbose: bool,
+    system: str | None,
+    persona: str | None,
+    resume: str | None,
+) -> None:
     """Chat with MODEL; with PROMPT (or piped input) answer once and exit."""
-    session = Session(model=model, system=system)
+    history = History(db_path(ctx.cove.settings.home))
+    ctx.on_close(history.close)
+    session = resumed(history, resume) if resume else new_session(history, model, system, persona)
     backend = ctx.backend
-    backend.model(model)  # fail fast, and import the bundled model on first use
+    backend.model(session.model)  # fail fast, and import the bundled model on first use
     text = " ".join(prompt)
     if not sys.stdin.isatty():
         piped = sys.stdin.read()
@@ -194,6 +247,31 @@ def run(ctx: Context, model: str, prompt: tuple[str, ...], verbose: bool, system
         if not text:
             raise CoveError("nothing to answer: the prompt and standard input were empty")
     if text:
-        session.messages.append({"role": "user", "content": text})
-        return answer(backend, session, verbose)
+        return answer(backend, session, text, verbose)
     repl(backend, session, verbose)
+
+
+def new_session(history: History, model: str | None, system: str | None, persona: str | None) -> Session:
+    if not model:
+        raise CoveError("name a model to chat with (see `cove list`), or --resume a conversation")
+    session = Session(model=model, history=history, system=system)
+    if persona:
+        session.system, session.persona = history.persona(persona).system, persona
+    return session
+
+
+def resumed(history: History, conversation_id: str) -> Session:
+    """Pick a stored conversation up again with its model and settings."""
+    chat = history.get(conversation_id)
+    session = Session(
+        model=chat.model,
+        history=history,
+        system=chat.system,
+        persona=chat.persona,
+        options=dict(chat.parameters),
+        conversation_id=chat.id,
+    )
+    session.messages = [{"role": m.role, "content": m.content} for m in chat.messages if m.role != "system"]
+    for message in session.messages[-4:]:
+        err.print(f"[dim]{message['role']}: {message['content'][:200]}[/dim]")
+    return session

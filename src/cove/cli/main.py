@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ class Context:
         self.local = local
         self._cove: Cove | None = None
         self._backend: Backend | None = None
+        self._closers: list[Callable[[], None]] = []
 
     @property
     def cove(self) -> Cove:
@@ -54,10 +56,14 @@ class Context:
             self._backend = remote or self.cove
         return self._backend
 
+    def on_close(self, callback: Callable[[], None]) -> None:
+        self._closers.append(callback)
+
     def close(self) -> None:
-        for handle in (self._backend, self._cove):
-            if handle is not None:
-                handle.close()
+        for callback in self._closers:
+            callback()
+        for handle in {id(h): h for h in (self._backend, self._cove) if h is not None}.values():
+            handle.close()
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -248,7 +254,6 @@ def stop(ctx: Context, name: str) -> None:
 
 def main() -> None:
     """Entry point: one line per error, a traceback only with --debug."""
-    from . import chat  # noqa: F401 - registers `cove run`
 
     debug = "--debug" in sys.argv[1:]
     try:

@@ -58,7 +58,9 @@ async def tags(request: Request) -> Response:
 
 async def show(request: Request) -> Response:
     req = await parse(request, ModelRef)
-    m = state_of(request).cove.model(req.ref)
+    state = state_of(request)
+    # Off the loop: the bundled default model is imported (hundreds of MB) on first use.
+    m = await state.blocking(state.cove.model, req.ref)
     recipe = m.recipe_obj()
     arch = m.info.get("architecture") or ""
     template = recipe.template or m.info.get("chat_template") or ""
@@ -192,7 +194,8 @@ def _adapter(adapters: dict[str, str] | None) -> str | None:
 
 async def copy(request: Request) -> Response:
     req = await parse(request, CopyRequest)
-    state_of(request).cove.copy(req.source, req.destination)
+    state = state_of(request)
+    await state.blocking(state.cove.copy, req.source, req.destination)
     return Response(status_code=200)
 
 
@@ -255,19 +258,21 @@ async def blob_exists(request: Request) -> Response:
 async def blob_upload(request: Request) -> Response:
     """Stream the upload to a partial file; it gets its name only if the digest matches."""
     digest = parse_digest(request.path_params["digest"])
-    blobs = state_of(request).cove.store.blobs
-    if blobs.exists(digest):
-        return Response(status_code=200)
-    partial = blobs.partial(digest, resume=False)
-    try:
-        async for chunk in request.stream():
-            partial.write(chunk)
-        partial.finish()
-    except DigestMismatch as exc:
-        raise BadRequest(f"digest mismatch: {exc}") from exc
-    except BaseException:
-        partial.abandon(keep=False)
-        raise
+    state = state_of(request)
+    blobs = state.cove.store.blobs
+    async with state.uploads.setdefault(digest, asyncio.Lock()):
+        if blobs.exists(digest):
+            return Response(status_code=200)
+        partial = blobs.partial(digest, resume=False)
+        try:
+            async for chunk in request.stream():
+                partial.write(chunk)
+            partial.finish()
+        except DigestMismatch as exc:
+            raise BadRequest(f"digest mismatch: {exc}") from exc
+        except BaseException:
+            partial.abandon(keep=False)
+            raise
     return Response(status_code=201)
 
 

@@ -154,7 +154,9 @@ async def list_models(request: Request) -> Response:
 
 
 async def get_model(request: Request) -> Response:
-    manifest = state_of(request).cove.model(request.path_params["model"])
+    state = state_of(request)
+    # Off the loop: the bundled default model is imported (hundreds of MB) on first use.
+    manifest = await state.blocking(state.cove.model, request.path_params["model"])
     return JSONResponse(_model(manifest.name, manifest.modified))
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -20,6 +20,8 @@ class ServerState:
     metrics: Metrics
     generator: Generator
     policy: Policy
+    #: One lock per blob digest: two uploads of one blob share a partial file, so they take turns.
+    uploads: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     async def embed(
         self, model: str, inputs: list[Any], keep_alive: float | None = None

@@ -1,0 +1,113 @@
+"""The SQLite file behind the history: one apsw connection, WAL, durable commits, one writer at a time."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+# Long enough that two processes writing at once queue behind each other instead of failing.
+BUSY_TIMEOUT_MS = 10_000
+
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    # FULL: a commit is on disk before add_message returns, even across a power cut.
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+    # Deleted rows are overwritten with zeros, not just unlinked: "delete" means gone from the file.
+    "PRAGMA secure_delete=ON",
+)
+
+
+def one(conn: apsw.Connection, sql: str, bindings: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+    """The row a query is sure to yield: an aggregate, or a row already known to exist."""
+    row = conn.execute(sql, bindings).fetchone()
+    if row is None:
+        raise LookupError(f"no row from {sql!r}")
+    return tuple(row)
+
+
+def many(conn: apsw.Connection, sql: str, bindings: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in conn.execute(sql, bindings)]
+
+
+def db_path(home: Path) -> Path:
+    """Where the history lives inside COVE_HOME."""
+    return home / "cove.db"
+
+
+def connect(path: Path) -> apsw.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _create_private(path)
+    conn = apsw.Connection(str(path))
+    # Before the pragmas: switching to WAL may itself wait for another process's lock.
+    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+    for pragma in PRAGMAS:
+        conn.execute(pragma).fetchall()
+    return conn
+
+
+def _create_private(path: Path) -> None:
+    """Create the file readable by its owner only; SQLite gives -wal and -shm the same mode."""
+    if path.exists():
+        return
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.close(fd)
+
+
+class Database:
+    """An open history file; `write()` and `read()` are transactions, and threads take turns."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = connect(path)
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def write(self) -> Iterator[apsw.Connection]:
+        """A transaction that holds the write lock from its first statement, committed on exit.
+
+        IMMEDIATE rather than deferred: a deferred transaction that reads and then writes can
+        fail at once with SQLITE_BUSY when another process committed in between, instead of
+        waiting for the busy timeout.
+        """
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if not self.conn.in_transaction:
+                    raise
+                self.conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def read(self) -> Iterator[apsw.Connection]:
+        """A read transaction, so several queries see one consistent snapshot."""
+        with self._lock:
+            self.conn.execute("BEGIN")
+            try:
+                yield self.conn
+            finally:
+                self.conn.execute("COMMIT")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the main file and empty it, so deleted text does not linger there."""
+        with self._lock:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def reclaim(self) -> None:
+        """Rebuild the file without its free pages, then shrink it; for after deleting a lot."""
+        with self._lock:
+            self.conn.execute("VACUUM")
+        self.checkpoint()
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()

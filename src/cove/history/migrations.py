@@ -1,0 +1,122 @@
+"""The schema as append-only named steps, each applied once, in its own transaction.
+
+Never edit or reorder a step that has shipped: add `m00N_...` at the end of STEPS instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import apsw
+
+from .db import Database
+from .times import now
+
+
+def m001_conversations(conn: apsw.Connection) -> None:
+    conn.execute(
+        """
+        CREATE TABLE conversations (
+            id TEXT PRIMARY KEY,
+            title TEXT,
+            model TEXT NOT NULL,
+            persona TEXT,
+            system TEXT,
+            parameters TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(parameters)),
+            num_ctx INTEGER,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            source TEXT NOT NULL DEFAULT 'cli',
+            external_id TEXT UNIQUE
+        );
+        CREATE INDEX conversations_by_update ON conversations (updated_at);
+        -- AUTOINCREMENT: a message id is never handed out twice, even after deletions.
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant', 'tool')),
+            content TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            time_to_first_token_ms REAL,
+            tokens_per_s REAL,
+            model TEXT,
+            summary_of TEXT,
+            in_context INTEGER NOT NULL DEFAULT 1,
+            UNIQUE (conversation_id, position)
+        );
+        CREATE INDEX messages_by_time ON messages (created_at);
+        """
+    )
+
+
+def m002_fts(conn: apsw.Connection) -> None:
+    # External content: the text is stored once, in messages; triggers keep the index in step.
+    # FTS5's own secure-delete makes a delete remove the terms from the index, rather than
+    # leaving them in old segments behind a tombstone until the next merge.
+    conn.execute(
+        """
+        CREATE VIRTUAL TABLE messages_fts USING fts5 (
+            content, content='messages', content_rowid='id',
+            tokenize='porter unicode61 remove_diacritics 2'
+        );
+        INSERT INTO messages_fts (messages_fts, rank) VALUES ('secure-delete', 1);
+        CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+            INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
+        END;
+        CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, content)
+                VALUES ('delete', old.id, old.content);
+        END;
+        CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, content)
+                VALUES ('delete', old.id, old.content);
+            INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
+        END;
+        INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+        """
+    )
+
+
+def m003_personas(conn: apsw.Connection) -> None:
+    conn.execute(
+        """
+        CREATE TABLE personas (
+            name TEXT PRIMARY KEY,
+            system TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        """
+    )
+
+
+Step = Callable[[apsw.Connection], None]
+STEPS: tuple[Step, ...] = (m001_conversations, m002_fts, m003_personas)
+
+
+def applied(db: Database) -> list[str]:
+    """The names of the steps this file has had, oldest first."""
+    with db.read() as conn:
+        return [row[0] for row in conn.execute("SELECT name FROM _migrations ORDER BY rowid")]
+
+
+def migrate(db: Database) -> list[str]:
+    """Apply the steps this file lacks and return their names; a second run applies nothing."""
+    with db.write() as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+    done = set(applied(db))
+    return [step.__name__ for step in STEPS if step.__name__ not in done and _apply(db, step)]
+
+
+def _apply(db: Database, step: Step) -> bool:
+    with db.write() as conn:
+        # Checked again under the write lock: another process may have applied it meanwhile.
+        if conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (step.__name__,)).fetchone():
+            return False
+        step(conn)
+        conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (step.__name__, now()))
+    return True
