@@ -23,6 +23,7 @@ from cove.cli.main import cli, main
 from cove.client import Cove
 from cove.config import Settings
 from cove.errors import InvalidModelFile, ModelNotFound
+from cove.history import History, db_path
 
 COVE = Path(sys.executable).with_name("cove")
 
@@ -49,6 +50,13 @@ def tiny_store(cove_home: Path) -> Iterator[Cove]:
     with Cove(Settings.from_env()) as handle:
         handle.store.import_gguf(write_gguf(cove_home.parent / "tiny.gguf"), "tiny", source="test")
         yield handle
+
+
+@pytest.fixture
+def history(fake_cove: Cove) -> Iterator[History]:
+    """The history the terminal chat writes every turn to."""
+    with History(db_path(fake_cove.settings.home)) as store:
+        yield store
 
 
 def invoke(*args: str, input: str | None = None) -> Result:
@@ -233,6 +241,7 @@ def feed(monkeypatch: pytest.MonkeyPatch, lines: list[str]) -> None:
 def test_repl_set_show_chat_save(
     fake_cove: Cove,
     engine: FakeEngine,
+    history: History,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -248,7 +257,7 @@ def test_repl_set_show_chat_save(
             "never read",
         ],
     )
-    repl(fake_cove, Session(model="tiny"), verbose=False)
+    repl(fake_cove, Session(model="tiny", history=history), verbose=False)
     out = capsys.readouterr().out
     assert "system: be terse" in out
     assert "'temperature': 0.2" in out
@@ -279,6 +288,7 @@ def test_repl_set_show_chat_save(
 def test_repl_multiline_errors_and_eof(
     fake_cove: Cove,
     engine: FakeEngine,
+    history: History,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -295,7 +305,7 @@ def test_repl_multiline_errors_and_eof(
             "after clear",
         ],
     )
-    session = Session(model="tiny")
+    session = Session(model="tiny", history=history)
     repl(fake_cove, session, verbose=False)
     captured = capsys.readouterr()
     assert captured.err.count("Error: ") == 2
@@ -305,13 +315,15 @@ def test_repl_multiline_errors_and_eof(
     assert engine.requests[0]["messages"] == [{"role": "user", "content": "first line\nsecond line"}]
     assert engine.requests[1]["messages"] == [{"role": "user", "content": "after clear"}]
     assert len(engine.requests) == 2
+    # /clear left the first conversation in the history and started another.
+    assert sorted(row.message_count for row in history.list()) == [2, 2]
 
 
 def test_repl_stop_parameter_accumulates(
-    fake_cove: Cove, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+    fake_cove: Cove, engine: FakeEngine, history: History, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     feed(monkeypatch, ["/set parameter stop <a>", "/set parameter stop <b>", "hi"])
-    session = Session(model="tiny")
+    session = Session(model="tiny", history=history)
     repl(fake_cove, session, verbose=False)
     assert session.options == {"stop": ["<a>", "<b>"]}
     assert engine.requests[-1]["stop"] == ["<a>", "<b>"]

@@ -9,13 +9,14 @@ way the person is told, and every message stays in the history.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .errors import BadRequest
 from .history import History, Message
-from .requests import DEFAULT_NUM_CTX
+from .requests import context_size
+from .store.models import Manifest
 from .types import ChatChunk
 
 SUMMARY_PROMPT = (
@@ -26,6 +27,8 @@ SUMMARY_PROMPT = (
 
 class Chatter(Protocol):
     """What a turn needs from a backend (the library, or a running server)."""
+
+    def model(self, name: str) -> Manifest: ...
 
     def stream_chat(
         self, model: str, messages: list[dict[str, Any]], *, options: dict[str, Any] | None = None
@@ -82,8 +85,11 @@ def fit_context(
             f"the last message alone needs about {estimate_tokens(messages[-1:])} tokens, more than "
             f"the {num_ctx}-token context can hold with room for an answer; raise num_ctx or shorten it"
         )
-    summary = summarize(backend, chat.model, older, room)
-    history.replace_with_summary(conversation_id, older[-1].position, summary)
+    # A summary that is itself replaced now must live on in the new one, or its facts are lost.
+    upto = older[-1].position
+    replaced = [m for m in chat.messages if m.in_context and m.summary_of and m.position <= upto]
+    summary = summarize(backend, chat.model, replaced + older, room, num_ctx)
+    history.replace_with_summary(conversation_id, upto, summary)
     return history.context_messages(conversation_id), ContextNotice(len(older), num_ctx)
 
 
@@ -100,11 +106,12 @@ def _older_turns(messages: list[Message], room: int) -> list[Message]:
     return live[:keep_from]
 
 
-def summarize(backend: Chatter, model: str, older: list[Message], room: int) -> str:
-    transcript = "\n".join(f"{m.role}: {m.content}" for m in older)
+def summarize(backend: Chatter, model: str, older: list[Message], room: int, num_ctx: int) -> str:
+    transcript = "\n".join(f"{'earlier summary' if m.summary_of else m.role}: {m.content}" for m in older)
     limit = max(room - 400, 200) * 3  # characters: leave the summary prompt and answer room
     request = [{"role": "user", "content": SUMMARY_PROMPT + transcript[-limit:]}]
-    options = {"num_predict": 200, "temperature": 0.2}
+    # The chat's own num_ctx: another value would load a second copy of the model just for this.
+    options = {"num_ctx": num_ctx, "num_predict": 200, "temperature": 0.2}
     text = "".join(chunk.content for chunk in backend.stream_chat(model, request, options=options))
     return text.strip() or "(the earlier conversation could not be summarised)"
 
@@ -140,16 +147,27 @@ def turn(
     text: str,
     *,
     options: dict[str, Any] | None = None,
-) -> tuple[ContextNotice | None, Iterator[ChatChunk]]:
-    """Store the user's message, fit the context, and stream the answer (stored when it ends)."""
+) -> tuple[ContextNotice | None, Generator[ChatChunk, None, None]]:
+    """Store the user's message, fit the context, and stream the answer (stored when it ends).
+
+    Closing the stream early stops the answer; what arrived until then is stored.
+    """
     chat = history.get(conversation_id)
     opts = {**chat.parameters, **(options or {})}
-    num_ctx = int(opts.get("num_ctx") or chat.num_ctx or DEFAULT_NUM_CTX)
+    if chat.num_ctx and not opts.get("num_ctx"):
+        opts["num_ctx"] = chat.num_ctx  # the model must be loaded with the context we budget for
+    num_ctx = context_window(backend, chat.model, opts)
     history.add_message(conversation_id, "user", text)
     if not chat.title and not chat.messages:
         history.rename(conversation_id, text.strip().splitlines()[0][:60] if text.strip() else None)
     messages, notice = fit_context(backend, history, conversation_id, num_ctx, opts)
     return notice, _recorded(backend, history, chat.id, chat.model, messages, opts)
+
+
+def context_window(backend: Chatter, model: str, options: dict[str, Any]) -> int:
+    """The context the model will be loaded with: the options, else its recipe, else what it knows."""
+    manifest = backend.model(model)
+    return context_size(manifest.recipe_obj(), options, manifest.info.get("context_length"))
 
 
 def _recorded(

@@ -235,11 +235,16 @@ def run(
     resume: str | None,
 ) -> None:
     """Chat with MODEL; with PROMPT (or piped input) answer once and exit."""
+    if resume and model:
+        # A resumed chat keeps its own model, so `run --resume ID hello` means the prompt "hello".
+        prompt, model = (model, *prompt), None
     history = History(db_path(ctx.cove.settings.home))
     ctx.on_close(history.close)
     session = resumed(history, resume) if resume else new_session(history, model, system, persona)
     backend = ctx.backend
-    backend.model(session.model)  # fail fast, and import the bundled model on first use
+    # Fail fast, and import the bundled model on first use. The full name is what gets stored, so
+    # `cove stats` and `cove history` count `run tiny` and `run tiny:latest` as the same model.
+    session.model = backend.model(session.model).name
     text = " ".join(prompt)
     if not sys.stdin.isatty():
         piped = sys.stdin.read()
