@@ -66,7 +66,7 @@ def export_json(history: History, ids: list[str] | None = None) -> dict[str, Any
         "format": FORMAT,
         "version": VERSION,
         "exported_at": now(),
-        "conversations": [_conversation_json(history.get(cid)) for cid in _chosen(history, ids)],
+        "conversations": [conversation_json(history.get(cid)) for cid in _chosen(history, ids)],
     }
 
 
@@ -107,7 +107,7 @@ def _chosen(history: History, ids: list[str] | None) -> list[str]:
     return history.ids() if ids is None else ids
 
 
-def _conversation_json(chat: Conversation) -> dict[str, Any]:
+def conversation_json(chat: Conversation) -> dict[str, Any]:
     return {
         "id": chat.id,
         "title": chat.title,
