@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from ..client import Cove
 from ..errors import Busy, CoveError
-from . import ollama_api, openai_api
+from . import conversations, history_api, ollama_api, openai_api
 from .generation import Generator
 from .guard import BodyTooLarge, Guard, Policy, Receive, Scope, Send, error_body
 from .metrics import Metrics
@@ -39,6 +39,7 @@ def build_app(cove: Cove, policy: Policy) -> Callable[[Scope, Receive, Send], Aw
         Route("/metrics", metrics, methods=["GET"]),
         *ollama_api.routes,
         *openai_api.routes,
+        *history_api.routes,
     ]
     handlers: dict[Any, Any] = {
         CoveError: on_error,
@@ -47,7 +48,12 @@ def build_app(cove: Cove, policy: Policy) -> Callable[[Scope, Receive, Send], Aw
     }
     app = Starlette(routes=routes, exception_handlers=handlers)
     observer = Metrics(cove.scheduler)
-    app.state.cove = ServerState(cove, observer, Generator(cove, observer), policy)
+    generator = Generator(cove, observer)
+    state = ServerState(cove, observer, generator, policy)
+    generator.on_answer = lambda call, text, usage, timings: conversations.record(
+        state.history, call, text, usage, timings
+    )
+    app.state.cove = state
     return Guard(count_requests(app, observer), policy)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +23,9 @@ class Call:
     options: dict[str, Any] = field(default_factory=dict)
     keep_alive: float | None = None
     completion: bool = False
+    #: The stored conversation this call belongs to, and what the context policy did to it.
+    conversation: str | None = None
+    notice: str | None = None
 
 
 class Generator:
@@ -33,6 +36,8 @@ class Generator:
         self.metrics = metrics
         # Engine calls block for a whole answer; give them their own threads, not the event loop's.
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cove-engine")
+        #: Keeps the answer of a conversation-bound call: (call, text, usage, timings).
+        self.on_answer: Callable[[Call, str, dict[str, Any], dict[str, Any]], None] | None = None
 
     async def once(self, call: Call) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -40,6 +45,11 @@ class Generator:
         result: dict[str, Any] = await loop.run_in_executor(self.pool, self._run, call, None, None)
         self._count(call.model, result.get("usage") or {})
         self.metrics.ttft.labels(call.model).observe(_prompt_seconds(result, started))
+        if call.conversation and self.on_answer:
+            choice = (result.get("choices") or [{}])[0]
+            text = (choice.get("message") or {}).get("content") or choice.get("text") or ""
+            usage, timings = result.get("usage") or {}, result.get("timings") or {}
+            await loop.run_in_executor(self.pool, self.on_answer, call, text, usage, timings)
         return result
 
     async def stream(self, call: Call) -> AsyncIterator[dict[str, Any]]:
@@ -62,11 +72,19 @@ class Generator:
         call.body["stream"] = True
         call.body["stream_options"] = {"include_usage": True}
         loop.run_in_executor(self.pool, work)
+        parts: list[str] = []
+        final: dict[str, Any] = {}
         try:
             async for chunk in self._observed(call.model, items):
+                parts.extend(_texts(chunk))
+                if chunk.get("usage"):
+                    final = chunk
                 yield chunk
         finally:
             cancel.set()
+            if call.conversation and self.on_answer:  # what arrived is kept, even if cut short
+                usage, timings = final.get("usage") or {}, final.get("timings") or {}
+                loop.run_in_executor(self.pool, self.on_answer, call, "".join(parts), usage, timings)
 
     async def _observed(
         self, model: str, items: asyncio.Queue[tuple[str, Any]]
@@ -108,6 +126,13 @@ class Generator:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _texts(chunk: dict[str, Any]) -> list[str]:
+    out = []
+    for choice in chunk.get("choices") or []:
+        out.append((choice.get("delta") or {}).get("content") or choice.get("text") or "")
+    return out
 
 
 def _has_token(chunk: dict[str, Any]) -> bool:

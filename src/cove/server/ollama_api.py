@@ -15,6 +15,7 @@ from starlette.routing import Route
 from .. import __version__
 from ..errors import BadRequest, CoveError
 from ..requests import parse_keep_alive
+from . import conversations
 from .bodies import parse
 from .generation import Call
 from .ollama_models import routes as model_routes
@@ -95,7 +96,9 @@ async def chat(request: Request) -> Response:
     req = await parse(request, OllamaChatRequest)
     if not req.messages:
         return await load_only(request, req.model, req.keep_alive, "message")
-    return await answer(request, chat_call(req), req.stream, "message")
+    call = chat_call(req)
+    await conversations.bind(request, call, req.conversation_id)
+    return await answer(request, call, req.stream, "message")
 
 
 async def generate(request: Request) -> Response:
@@ -123,9 +126,13 @@ async def answer(request: Request, call: Call, stream: bool, field: str) -> Resp
     started = time.perf_counter()
     if not stream:
         result = await generator.once(call)
-        return JSONResponse(whole(result, call.model, field, started))
+        return JSONResponse(whole(result, call.model, field, started), headers=conversations.headers(call))
     chunks = await primed(generator.stream(call))
-    return StreamingResponse(ndjson(chunks, call.model, field, started, state.scrub), media_type=NDJSON)
+    return StreamingResponse(
+        ndjson(chunks, call.model, field, started, state.scrub),
+        media_type=NDJSON,
+        headers=conversations.headers(call),
+    )
 
 
 def whole(result: dict[str, Any], model: str, field: str, started: float) -> dict[str, Any]:

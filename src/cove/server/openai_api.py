@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from ..errors import CoveError
 from ..requests import parse_keep_alive
+from . import conversations
 from .bodies import parse
 from .generation import Call
 from .guard import error_body
@@ -62,6 +63,7 @@ def chat_call(req: OAIChatRequest) -> Call:
 async def chat_completions(request: Request) -> Response:
     req = await parse(request, OAIChatRequest)
     call = chat_call(req)
+    await conversations.bind(request, call, req.conversation_id)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     return await answer(request, call, req.stream, include_usage)
 
@@ -84,12 +86,12 @@ async def answer(request: Request, call: Call, stream: bool, include_usage: bool
     generator = state.generator
     if not stream:
         result = await generator.once(call)
-        return JSONResponse(_public(result, call.model))
+        return JSONResponse(_public(result, call.model), headers=conversations.headers(call))
     chunks = await primed(generator.stream(call))
     return StreamingResponse(
         _sse(chunks, call.model, include_usage, state.scrub),
         media_type="text/event-stream",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no", **conversations.headers(call)},
     )
 
 
@@ -100,11 +102,12 @@ async def _sse(
         async for chunk in chunks:
             # Completion streams carry usage on their last text chunk; OpenAI clients expect it
             # only when asked, and then alone in a final chunk with no choices.
-            usage = chunk.pop("usage", None)
-            if chunk.get("choices"):
-                yield _event(_public(chunk, model))
-            if usage and include_usage:
-                yield _event(_public({**chunk, "choices": [], "usage": usage}, model))
+            # Copies, not edits: the engine thread may still hold (and read) the chunk it sent.
+            rest = {k: v for k, v in chunk.items() if k != "usage"}
+            if rest.get("choices"):
+                yield _event(_public(rest, model))
+            if chunk.get("usage") and include_usage:
+                yield _event(_public({**rest, "choices": [], "usage": chunk["usage"]}, model))
     except CoveError as exc:
         # Headers are gone by now; the error travels in the stream, cleaned like any error body.
         yield b"data: " + error_body("/v1", exc.status, scrub(str(exc))) + b"\n\n"
@@ -117,9 +120,7 @@ def _event(data: dict[str, Any]) -> bytes:
 
 def _public(data: dict[str, Any], model: str) -> dict[str, Any]:
     """The engine names the model by its file path; clients get the name they asked for."""
-    data["model"] = model
-    data.pop("timings", None)
-    return data
+    return {**{k: v for k, v in data.items() if k != "timings"}, "model": model}
 
 
 async def embeddings(request: Request) -> Response:

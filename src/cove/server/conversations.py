@@ -1,0 +1,87 @@
+"""Requests bound to a stored conversation (`conversation_id` field or `X-Cove-Conversation` header).
+
+Plain OpenAI and Ollama clients send neither and stay stateless. A client that sends one sends
+only its new messages; cove appends them to the conversation, sends the model the stored context
+(summarising older turns when they no longer fit, and saying so in `X-Cove-Context`), and keeps
+the answer. `conversation_id: "new"` starts a conversation; its id comes back in the header.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+
+from ..client import Cove
+from ..conversation import fit_context, record_answer
+from ..history import History
+from ..types import ChatChunk
+from .generation import Call
+from .state import state_of
+
+HEADER = "x-cove-conversation"
+CONTEXT_HEADER = "x-cove-context"
+
+
+def requested(body_value: str | None, headers: Any) -> str | None:
+    value = body_value or headers.get(HEADER)
+    return value.strip() if value and value.strip() else None
+
+
+def attach(cove: Cove, history: History, call: Call, conversation_id: str) -> None:
+    """Store the request's messages and replace them with the conversation's context (blocking)."""
+    if conversation_id == "new":
+        chat = history.start(call.model, source="api", parameters=call.options or {})
+    else:
+        chat = history.get(conversation_id)
+    for message in call.body.get("messages") or []:
+        content = message.get("content")
+        text = content if isinstance(content, str) else _text_of(content)
+        if message.get("role") == "system":
+            history.update_settings(chat.id, system=text)
+        else:
+            history.add_message(chat.id, message.get("role", "user"), text)
+            if not chat.title and not chat.messages and message.get("role") == "user" and text.strip():
+                history.rename(chat.id, text.strip().splitlines()[0][:60])
+                chat = history.get(chat.id)
+    request, _, options = cove.prepare(call.model, call.options)
+    messages, notice = fit_context(cove, history, chat.id, request.spec.num_ctx, options)
+    call.body["messages"] = messages
+    call.conversation = chat.id
+    call.notice = str(notice) if notice else None
+
+
+def _text_of(parts: Any) -> str:
+    if not isinstance(parts, list):
+        return ""
+    return "".join(p.get("text", "") for p in parts if isinstance(p, dict))
+
+
+def record(history: History, call: Call, text: str, usage: dict[str, Any], timings: dict[str, Any]) -> None:
+    """Keep the answer (blocking); figures come from the engine's usage and timings."""
+    if not call.conversation:
+        return
+    prompt_ms = timings.get("prompt_ms")
+    last = ChatChunk(
+        done=True,
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+        tokens_per_s=timings.get("predicted_per_second"),
+        time_to_first_token_s=prompt_ms / 1000 if prompt_ms is not None else None,
+    )
+    record_answer(history, call.conversation, call.model, text, last)
+
+
+def headers(call: Call) -> dict[str, str]:
+    out = {HEADER: call.conversation} if call.conversation else {}
+    if call.notice:
+        out[CONTEXT_HEADER] = call.notice
+    return out
+
+
+async def bind(request: Request, call: Call, field_value: str | None) -> None:
+    """With a conversation id (field or header), the stored conversation supplies the context."""
+    wanted = requested(field_value, request.headers)
+    if wanted:
+        state = state_of(request)
+        await state.blocking(attach, state.cove, state.history, call, wanted)
