@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .errors import BadRequest
@@ -25,9 +26,39 @@ OPTION_FIELDS = {
 }
 
 
+#: Ollama options that tune its own runner; llama.cpp here sizes these itself, so they are ignored.
+IGNORED_OPTIONS = frozenset(
+    {
+        "num_gpu",
+        "main_gpu",
+        "num_thread",
+        "num_batch",
+        "num_keep",
+        "low_vram",
+        "use_mmap",
+        "use_mlock",
+        "numa",
+        "f16_kv",
+        "vocab_only",
+        "logits_all",
+        "embedding_only",
+        "penalize_newline",
+        "mirostat",
+        "mirostat_tau",
+        "mirostat_eta",
+        "tfs_z",
+        "typical_p",
+    }
+)
+
+
 def checked_options(options: dict[str, Any] | None) -> dict[str, Any]:
     """Validate every option (range, type, NaN) with the recipe's own rules."""
-    return {name: check_parameter(name, value) for name, value in (options or {}).items()}
+    return {
+        name: check_parameter(name, value)
+        for name, value in (options or {}).items()
+        if name not in IGNORED_OPTIONS
+    }
 
 
 def options_to_body(options: dict[str, Any]) -> dict[str, Any]:
@@ -79,10 +110,10 @@ def parse_keep_alive(value: float | str | None) -> float | None:
     if value is None or value == "":
         return None
     if isinstance(value, int | float):
-        return float(value)
+        return _finite(float(value), value)
     text = value.strip().lower()
     try:
-        return float(text)
+        return _finite(float(text), value)
     except ValueError:
         pass
     for unit in sorted(_UNITS, key=len, reverse=True):
@@ -92,3 +123,9 @@ def parse_keep_alive(value: float | str | None) -> float | None:
             except ValueError:
                 break
     raise BadRequest(f"keep_alive {value!r} is not a duration like 5m, 30s or -1")
+
+
+def _finite(seconds: float, raw: object) -> float:
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise BadRequest(f"keep_alive {raw!r} is not a duration; use -1 to keep a model loaded")
+    return seconds
