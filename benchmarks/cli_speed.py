@@ -2,23 +2,28 @@
 
     .venv/bin/python benchmarks/cli_speed.py [--model smollm2:135m] [--tokens 128] [--runs 5]
 
-Both sides decode the same prompt greedily to the same length in one process each, interleaved
-(cove, direct, cove, direct, ...) so that machine noise falls on both alike.
+Each path runs in a process of its own (two engines in one process slow each other down), the
+same prompt decoded greedily to the same length, the runs interleaved (direct, library, CLI,
+direct, ...) so that machine noise falls on all alike. Decode tokens/s is timed from the first
+streamed token to the last.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from common import PROMPT, direct_server, ensure_model, median, stream_figures, timed_stream
 
 from cove.client import Cove
+from cove.config import Settings
 
 COVE = str(Path(sys.executable).with_name("cove"))
 
@@ -46,7 +51,7 @@ def cove_run(model: str, tokens: int) -> tuple[float, float, int]:
         if not chunk.isspace():
             stamps.append(time.perf_counter())
     stderr = proc.communicate()[1].decode()
-    count = re.search(r"(\d+) tokens\b", stderr)
+    count = re.search(r"(\d+) tokens(?!/)", stderr)
     ttft = stamps[0] - started if stamps else float("nan")
     produced = int(count.group(1)) if count else 0
     span = stamps[-1] - stamps[0] if len(stamps) > 1 else float("nan")
@@ -64,29 +69,51 @@ def in_process(cove: Cove, model: str, tokens: int) -> tuple[float, float, int]:
     return stream_figures(started, stamps)
 
 
+def one(kind: str, model: str, tokens: int) -> None:
+    """Measure one path in a process of its own, after a warm-up answer, and print JSON."""
+    cove = Cove(replace(Settings.from_env(), num_parallel=1))
+    if kind == "library":
+        in_process(cove, model, 8)
+        figures = in_process(cove, model, tokens)
+    else:
+        path = ensure_model(cove, model)
+        request, recipe, _ = cove.prepare(model)
+        direct = direct_server(path, recipe.template, request.spec.num_ctx, 1)
+        body = {
+            "messages": [{"role": "user", "content": PROMPT}],
+            "max_tokens": tokens,
+            "temperature": 0,
+            "stream": True,
+        }
+        timed_stream(lambda cb: direct.handle_chat_completions({**body, "max_tokens": 8}, cb))
+        figures = timed_stream(lambda cb: direct.handle_chat_completions(dict(body), cb))
+    cove.close()
+    print(json.dumps(figures))
+
+
+def measured(kind: str, model: str, tokens: int) -> tuple[float, float, int]:
+    command = [sys.executable, __file__, "--one", kind, "--model", model, "--tokens", str(tokens)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    ttft, speed, count = json.loads(result.stdout.strip().splitlines()[-1])
+    return ttft, speed, count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="smollm2:135m")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--one", choices=["direct", "library"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    cove = Cove()
-    path = ensure_model(cove, args.model)
-    request, recipe, _ = cove.prepare(args.model)
-    direct = direct_server(path, recipe.template, request.spec.num_ctx, 1)
-    body = {
-        "messages": [{"role": "user", "content": PROMPT}],
-        "max_tokens": args.tokens,
-        "temperature": 0,
-        "stream": True,
-    }
+    if args.one:
+        return one(args.one, args.model, args.tokens)
+    ensure_model(Cove(), args.model)
     lib, raw, cli = [], [], []
     for _ in range(args.runs):
-        lib.append(in_process(cove, args.model, args.tokens))
-        raw.append(timed_stream(lambda cb: direct.handle_chat_completions(dict(body), cb)))
+        raw.append(measured("direct", args.model, args.tokens))
+        lib.append(measured("library", args.model, args.tokens))
         cli.append(cove_run(args.model, args.tokens))
     report(args, lib, raw, cli)
-    cove.close()
 
 
 def report(args: argparse.Namespace, lib: list, raw: list, cli: list) -> None:

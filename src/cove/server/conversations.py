@@ -14,7 +14,9 @@ from starlette.requests import Request
 
 from ..client import Cove
 from ..conversation import fit_context, record_answer
+from ..errors import BadRequest
 from ..history import History
+from ..history.records import ROLES
 from ..types import ChatChunk
 from .generation import Call
 from .state import state_of
@@ -30,18 +32,21 @@ def requested(body_value: str | None, headers: Any) -> str | None:
 
 def attach(cove: Cove, history: History, call: Call, conversation_id: str) -> None:
     """Store the request's messages and replace them with the conversation's context (blocking)."""
+    incoming = [(_role(m), m.get("content")) for m in call.body.get("messages") or []]
+    unknown = sorted({role for role, _ in incoming if role not in ROLES})
+    if unknown:  # checked before the first write: a refused request stores nothing
+        raise BadRequest(f"a stored conversation keeps only {', '.join(ROLES)} messages, not {unknown[0]!r}")
     if conversation_id == "new":
         chat = history.start(call.model, source="api", parameters=call.options or {})
     else:
         chat = history.get(conversation_id)
-    for message in call.body.get("messages") or []:
-        content = message.get("content")
+    for role, content in incoming:
         text = content if isinstance(content, str) else _text_of(content)
-        if message.get("role") == "system":
+        if role == "system":
             history.update_settings(chat.id, system=text)
         else:
-            history.add_message(chat.id, message.get("role", "user"), text)
-            if not chat.title and not chat.messages and message.get("role") == "user" and text.strip():
+            history.add_message(chat.id, role, text)
+            if not chat.title and not chat.messages and role == "user" and text.strip():
                 history.rename(chat.id, text.strip().splitlines()[0][:60])
                 chat = history.get(chat.id)
     request, _, options = cove.prepare(call.model, call.options)
@@ -49,6 +54,12 @@ def attach(cove: Cove, history: History, call: Call, conversation_id: str) -> No
     call.body["messages"] = messages
     call.conversation = chat.id
     call.notice = str(notice) if notice else None
+
+
+def _role(message: dict[str, Any]) -> str:
+    """OpenAI's newer "developer" message is the system prompt by another name."""
+    role = str(message.get("role") or "user")
+    return "system" if role == "developer" else role
 
 
 def _text_of(parts: Any) -> str:

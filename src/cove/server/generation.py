@@ -74,17 +74,21 @@ class Generator:
         loop.run_in_executor(self.pool, work)
         parts: list[str] = []
         final: dict[str, Any] = {}
+        finished = False
         try:
             async for chunk in self._observed(call.model, items):
                 parts.extend(_texts(chunk))
                 if chunk.get("usage"):
                     final = chunk
                 yield chunk
+            finished = True
         finally:
             cancel.set()
             if call.conversation and self.on_answer:  # what arrived is kept, even if cut short
                 usage, timings = final.get("usage") or {}, final.get("timings") or {}
-                loop.run_in_executor(self.pool, self.on_answer, call, "".join(parts), usage, timings)
+                saved = loop.run_in_executor(self.pool, self.on_answer, call, "".join(parts), usage, timings)
+                if finished:  # kept before the stream's end is sent, so the client's next turn sees it
+                    await saved
 
     async def _observed(
         self, model: str, items: asyncio.Queue[tuple[str, Any]]

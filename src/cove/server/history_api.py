@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -32,7 +32,7 @@ class PersonaBody(Strict):
 
 
 class DeleteAll(Strict):
-    all: bool
+    all: StrictBool  # "yes" or 1 must not delete every conversation
 
 
 def _int(request: Request, name: str, default: int, high: int) -> int:
