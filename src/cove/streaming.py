@@ -27,7 +27,8 @@ def stream_chunks(run: Run) -> Iterator[dict[str, Any]]:
         except BaseException as exc:  # handed to the consumer, who decides what it means
             items.put(("error", exc))
 
-    threading.Thread(target=work, name="cove-generate", daemon=True).start()
+    worker = threading.Thread(target=work, name="cove-generate", daemon=True)
+    worker.start()
     try:
         while True:
             kind, item = items.get()
@@ -39,3 +40,6 @@ def stream_chunks(run: Run) -> Iterator[dict[str, Any]]:
                 raise item
     finally:
         stop.set()
+        # The engine stops at its next token; wait for it, so no engine call outlives its
+        # caller (an engine thread still running at interpreter exit aborts the process).
+        worker.join(timeout=10)
