@@ -75,7 +75,8 @@ CATALOG: tuple[CatalogEntry, ...] = (
         recipe={
             "base": "gemma3:270m",
             "template": GEMMA_TEMPLATE,
-            "parameters": {"stop": list(GEMMA_STOP)},
+            # A base model rarely stops by itself: cap its answers unless the user asks for more.
+            "parameters": {"stop": list(GEMMA_STOP), "num_predict": 512},
         },
     ),
     CatalogEntry(
