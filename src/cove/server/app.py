@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from ..client import Cove
 from ..errors import Busy, CoveError
-from . import conversations, history_api, ollama_api, openai_api
+from . import conversations, history_api, ollama_api, openai_api, web
 from .generation import Generator
 from .guard import BodyTooLarge, Guard, Policy, Receive, Scope, Send, error_body
 from .metrics import Metrics
@@ -35,6 +35,7 @@ async def metrics(request: Request) -> Response:
 
 def build_app(cove: Cove, policy: Policy) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     routes = [
+        *web.routes,
         Route("/", root, methods=["GET", "HEAD"]),
         Route("/metrics", metrics, methods=["GET"]),
         *ollama_api.routes,

@@ -90,9 +90,21 @@ def headers(call: Call) -> dict[str, str]:
     return out
 
 
-async def bind(request: Request, call: Call, field_value: str | None) -> None:
-    """With a conversation id (field or header), the stored conversation supplies the context."""
+async def bind(request: Request, call: Call, field_value: str | None, persona: str | None = None) -> None:
+    """With a conversation id (field or header), the stored conversation supplies the context.
+
+    A `persona` puts that saved persona's system prompt first, unless the request has its own.
+    """
+    state = state_of(request)
+    if persona:
+        await state.blocking(with_persona, state.history, call, persona)
     wanted = requested(field_value, request.headers)
     if wanted:
-        state = state_of(request)
         await state.blocking(attach, state.cove, state.history, call, wanted)
+
+
+def with_persona(history: History, call: Call, name: str) -> None:
+    system = history.persona(name).system
+    messages = call.body.get("messages") or []
+    if not any(m.get("role") in ("system", "developer") for m in messages):
+        call.body["messages"] = [{"role": "system", "content": system}, *messages]

@@ -97,7 +97,7 @@ async def chat(request: Request) -> Response:
     if not req.messages:
         return await load_only(request, req.model, req.keep_alive, "message")
     call = chat_call(req)
-    await conversations.bind(request, call, req.conversation_id)
+    await conversations.bind(request, call, req.conversation_id, req.persona)
     return await answer(request, call, req.stream, "message")
 
 

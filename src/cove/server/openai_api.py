@@ -63,7 +63,7 @@ def chat_call(req: OAIChatRequest) -> Call:
 async def chat_completions(request: Request) -> Response:
     req = await parse(request, OAIChatRequest)
     call = chat_call(req)
-    await conversations.bind(request, call, req.conversation_id)
+    await conversations.bind(request, call, req.conversation_id, req.persona)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     return await answer(request, call, req.stream, include_usage)
 

@@ -63,6 +63,7 @@ class OAIChatRequest(Strict):
     keep_alive: float | str | None = None
     num_ctx: int | None = Field(None, ge=16, le=10_000_000)
     conversation_id: str | None = None
+    persona: str | None = Field(None, max_length=100)
 
 
 class OAICompletionRequest(Strict):
@@ -130,6 +131,7 @@ class OllamaChatRequest(Strict):
     keep_alive: float | str | None = None
     think: bool | str | None = None
     conversation_id: str | None = None
+    persona: str | None = Field(None, max_length=100)
 
 
 class OllamaGenerateRequest(Strict):
