@@ -89,7 +89,8 @@ class Cove:
         if blob:
             base = self._blob_model(name, blob)
             parsed.base = base.name = str(parse_name(name))
-        elif parsed.base.endswith(".gguf") or ("/" in parsed.base and Path(parsed.base).exists()):
+        elif parsed.base.endswith(".gguf") or parsed.base.startswith(("/", ".", "~", "\\")):
+            # Never look at the server's disk for it: even "exists or not" would leak.
             raise BadRequest("FROM a file path works only from the CLI; upload it with /api/blobs")
         else:
             base = self.model(parsed.base)
