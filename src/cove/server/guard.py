@@ -116,10 +116,13 @@ class Guard:
         if not policy.host_allowed(headers.get("host", "")):
             return 403, "this server answers only to its own host names", []
         origin = headers.get("origin")
-        if origin and not policy.origin_allowed(origin):
+        same_origin = origin is not None and _same_origin(origin, headers.get("host", ""))
+        if origin and not same_origin and not policy.origin_allowed(origin):
             return 403, f"origin {origin[:100]!r} is not allowed; add it to COVE_ORIGINS", []
         if scope["method"] == "OPTIONS":
             return None
+        if scope["method"] in ("GET", "HEAD") and _is_page(scope["path"]):
+            return None  # the page and its assets hold no data; it asks for the key itself
         if not policy.key_ok(headers):
             return 401, "missing or wrong API key", [(b"www-authenticate", b"Bearer")]
         length = headers.get("content-length", "")
@@ -131,6 +134,17 @@ class Guard:
             if kind != "application/json":
                 return 415, "send the body as application/json", []
         return None
+
+
+def _same_origin(origin: str, host: str) -> bool:
+    """The page served by this server calling its own API. The Host was already checked, so a
+    rebinding name cannot pass as the server's own origin on a loopback listener."""
+    scheme, _, rest = origin.partition("://")
+    return scheme.lower() in ("http", "https") and bool(host) and rest.lower() == host.lower()
+
+
+def _is_page(path: str) -> bool:
+    return path == "/" or path.startswith("/static/")
 
 
 def _has_body(headers: dict[str, str]) -> bool:
