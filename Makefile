@@ -33,7 +33,9 @@ fix: $(VENV)/.test-deps
 	$(BIN)/ruff format src tests benchmarks
 
 bench: $(VENV)/.test-deps
-	$(BIN)/python benchmarks/run_speed.py
+	$(BIN)/python benchmarks/cli_speed.py
+	$(BIN)/python benchmarks/server_speed.py
+	$(BIN)/python benchmarks/history_speed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
