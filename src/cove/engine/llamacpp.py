@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import threading
 from typing import Any
 
 import xllamacpp
@@ -41,7 +40,6 @@ class LlamaCppModel:
             self._server: Any = xllamacpp.Server(params)
         except Exception as exc:  # the engine reports load failures as plain exceptions
             raise EngineError(f"the engine could not load {spec.name}: {exc}") from exc
-        self._lock = threading.Lock()
         self.spec = spec
 
     def chat(self, body: dict[str, Any], on_chunk: ChunkCallback | None = None) -> dict[str, Any]:

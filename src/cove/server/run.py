@@ -41,7 +41,7 @@ def serve(settings: Settings, *, insecure: bool = False) -> None:
     )
     cove = Cove(settings)
     app = build_app(cove, policy)
-    log.info("cove %s listening on http://%s:%d", "serve", settings.host, settings.port)
+    log.info("cove is listening on http://%s:%d (web chat at /)", settings.host, settings.port)
     try:
         uvicorn.run(
             app,
