@@ -6,12 +6,15 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from fake_hf import FakeHF
+from gguf_writer import GGML_F16, make_gguf
 from server_fixtures import RealServer, _wait_until_up, cove_script, free_port, linked_home
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -38,13 +41,12 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (
 REQUESTS: list[str] = []
 
 
-@pytest.fixture(scope="module")
-def server(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
+@contextmanager
+def serving(model_home: Path, folder: Path, **extra: str) -> Iterator[RealServer]:
     """A private `cove serve`: its own COVE_HOME (and so its own history) on the bundled model."""
-    folder = tmp_path_factory.mktemp("web-server")
     home = linked_home(model_home, folder / "home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("COVE_") and k != "HF_TOKEN"}
-    env["COVE_HOME"] = str(home)
+    env.update({"COVE_HOME": str(home), **extra})
     port = free_port()
     log = folder / "serve.log"
     with log.open("wb") as out:
@@ -65,6 +67,12 @@ def server(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.fixture(scope="module")
+def server(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
+    with serving(model_home, tmp_path_factory.mktemp("web-server")) as real:
+        yield real
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
@@ -72,8 +80,9 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-@pytest.fixture
-def page(browser: Any, server: RealServer) -> Iterator[Any]:
+@contextmanager
+def opened(browser: Any, server: RealServer, key: str | None = None) -> Iterator[Any]:
+    """A fresh context and page on `server`, ready; with `key`, typed into the page's key dialog."""
     code = server.process.poll()
     assert code is None, f"cove serve exited with {code}:\n{server.log_tail()}"
     context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme="light")
@@ -107,11 +116,21 @@ def page(browser: Any, server: RealServer) -> Iterator[Any]:
     page.console = console
     page.set_default_timeout(60_000)
     page.goto(server.url + "/")
+    if key is not None:
+        page.locator("#key-dialog").wait_for()
+        page.fill("#key", key)
+        page.click("#key-form button[value='ok']")
     page.wait_for_selector("body[data-ready='1']")
     yield page
     context.close()
     blocked = [line for line in console if "Content Security Policy" in line]
     assert blocked == [], blocked  # the page never needs anything its own CSP forbids
+
+
+@pytest.fixture
+def page(browser: Any, server: RealServer) -> Iterator[Any]:
+    with opened(browser, server) as page:
+        yield page
 
 
 def chat_bodies(page: Any) -> list[dict[str, Any]]:
@@ -236,15 +255,21 @@ def test_search_open_and_export(page: Any, server: RealServer) -> None:
     hit.click()
     page.locator(".msg.user", has_text="zanzibarwhales").wait_for()
     item = page.locator("#conversations li.current")
-    href = item.locator("a.export-json").get_attribute("href")
-    assert href and href.endswith("export?format=json")
-    exported = page.request.get(server.url + href)
-    assert exported.ok
-    data = exported.json()
+    data = json.loads(export(page, item, "json").read_text("utf-8"))
     assert data["format"] == "cove.history"
     assert any("zanzibarwhales" in m["content"] for m in data["conversations"][0]["messages"])
-    md = page.request.get(server.url + item.locator("a.export-md").get_attribute("href"))
-    assert md.ok and "zanzibarwhales" in md.text()
+    assert "zanzibarwhales" in export(page, item, "md").read_text("utf-8")
+
+
+def export(page: Any, item: Any, kind: str) -> Path:
+    """Click a conversation's JSON or Markdown export button; the saved file."""
+    with page.expect_download() as info:
+        item.locator(f"button.export-{kind}").click()
+    download = info.value
+    assert download.failure() is None
+    cid = item.get_attribute("data-id")
+    assert download.suggested_filename == f"cove-{cid}.{kind}"
+    return Path(download.path())
 
 
 def test_models_view(page: Any) -> None:
@@ -257,32 +282,67 @@ def test_models_view(page: Any) -> None:
     assert "RAM" in page.locator("#catalog li").first.inner_text()
 
 
-def test_pull_progress_and_delete(page: Any, server: RealServer) -> None:
-    progress = [
-        {"status": "pulling manifest"},
-        {"status": "downloading", "digest": "sha256:ab", "total": 1000, "completed": 250},
-        {"status": "downloading", "digest": "sha256:ab", "total": 1000, "completed": 1000},
-        {"status": "success"},
-    ]
-    pulled: list[Any] = []
+HF_REF = "hf.co/owner/repo:Q4_K_M"
+HF_NAME = "hf.co/owner/repo:q4_k_m"
 
-    def fake_pull(route: Any) -> None:  # offline: the page's side of a pull, fed a canned stream
-        pulled.append(route.request.post_data_json)
-        body = "".join(json.dumps(event) + "\n" for event in progress)
-        route.fulfill(status=200, content_type="application/x-ndjson", body=body)
 
-    page.route("**/api/pull", fake_pull)
-    page.click("nav button[data-view='models']")
-    card = page.locator("#catalog li", has_text="smollm2:135m")
-    card.get_by_role("button", name="Pull").click()
-    sync_api.expect(page.locator("#pull-text")).to_have_text("smollm2:135m is ready.")
-    assert pulled == [{"model": "smollm2:135m", "stream": True}]
-    assert page.locator("#pull-progress").evaluate("p => p.value") == 1
-    page.answers.append("")  # confirm()
-    page.locator(f"#models-table tr[data-model='{SECOND}'] button").click()
-    sync_api.expect(page.locator(f"#models-table tr[data-model='{SECOND}']")).to_have_count(0)
-    names = [m["name"] for m in httpx.get(server.url + "/api/tags").json()["models"]]
-    assert SECOND not in names and MODEL in names
+@pytest.fixture(scope="module")
+def fake_hf() -> Iterator[FakeHF]:
+    """Hugging Face on loopback: a valid 2 MB GGUF whose body takes about 2 s to send."""
+    with FakeHF() as hf:
+        data = make_gguf(tensors=[("token_embd.weight", (256, 4096), GGML_F16)])
+        hf.add_file("owner", "repo", "repo-Q4_K_M.gguf", data, lfs=True)
+        hf.slow = 2.0 / (len(data) / (16 * 1024))  # 16 KiB a chunk
+        yield hf
+
+
+@pytest.fixture(scope="module")
+def hf_server(
+    model_home: Path, tmp_path_factory: pytest.TempPathFactory, fake_hf: FakeHF
+) -> Iterator[RealServer]:
+    """A `cove serve` of its own that pulls from the fake Hugging Face."""
+    with serving(model_home, tmp_path_factory.mktemp("web-hf"), COVE_HF_ENDPOINT=fake_hf.url) as real:
+        yield real
+
+
+def test_pull_progress_and_delete(browser: Any, hf_server: RealServer, fake_hf: FakeHF) -> None:
+    with opened(browser, hf_server) as page:
+        page.click("nav button[data-view='models']")
+        page.locator(f"#models-table tr[data-model='{MODEL}']").wait_for()
+        seen_before = len(REQUESTS)
+        page.evaluate(  # every value the bar takes, as the page sets it
+            """() => {
+                const bar = document.querySelector('#pull-progress');
+                window.__bar = [];
+                new MutationObserver(() => window.__bar.push([bar.value, bar.max]))
+                    .observe(bar, { attributes: true, attributeFilter: ['value', 'max'] });
+            }"""
+        )
+        page.fill("#pull-name", HF_REF)
+        page.click("#pull-form button")
+        sync_api.expect(page.locator("#pull-text")).to_have_text(f"{HF_REF} is ready.", timeout=60_000)
+        row = page.locator(f"#models-table tr[data-model='{HF_NAME}']")
+        row.wait_for()
+        assert page.locator("#pull-progress").evaluate("p => p.value") == 1
+        values: list[list[float]] = page.evaluate("() => window.__bar")
+        middle = [(v, m) for v, m in values if m > 1 and 0 < v < m]
+        assert middle, values  # the bar moved through the download, not just from empty to full
+        assert fake_hf.seen("GET", "/resolve/main/repo-Q4_K_M.gguf")  # the server did fetch it
+        names = [m["name"] for m in httpx.get(hf_server.url + "/api/tags").json()["models"]]
+        assert HF_NAME in names
+        page_requests = REQUESTS[seen_before:]
+        assert page_requests and all(urlsplit(u).hostname == "127.0.0.1" for u in page_requests)
+        assert not any(fake_hf.url in u for u in page_requests)  # the pull is the server's, not the page's
+        r = httpx.post(hf_server.url + "/api/copy", json={"source": MODEL, "destination": SECOND})
+        assert r.status_code == 200, r.text
+        page.reload()
+        page.wait_for_selector("body[data-ready='1']")
+        page.click("nav button[data-view='models']")
+        page.answers.append("")  # confirm()
+        page.locator(f"#models-table tr[data-model='{SECOND}'] button").click()
+        sync_api.expect(page.locator(f"#models-table tr[data-model='{SECOND}']")).to_have_count(0)
+        names = [m["name"] for m in httpx.get(hf_server.url + "/api/tags").json()["models"]]
+        assert SECOND not in names and MODEL in names and HF_NAME in names
 
 
 def test_rename_and_delete_conversation(page: Any, server: RealServer) -> None:
@@ -357,6 +417,37 @@ def test_api_key_is_asked_for_and_kept_in_the_tab(page: Any) -> None:
     assert seen[0] is None and seen[-1] == "Bearer sesame"
     assert page.evaluate("() => sessionStorage.getItem('cove-api-key')") == "sesame"
     assert page.evaluate("() => localStorage.length") == 0
+
+
+@pytest.fixture(scope="module")
+def keyed_server(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
+    """A `cove serve` that wants an API key on every API call."""
+    with serving(model_home, tmp_path_factory.mktemp("web-keyed"), COVE_API_KEYS="sesame") as real:
+        yield real
+
+
+def test_export_downloads_with_the_key(browser: Any, keyed_server: RealServer) -> None:
+    stamp = "2026-11-28T09:30:00+00:00"
+    chat = {"id": "keyed0000001", "title": "Kept behind a key", "model": MODEL,
+            "created_at": stamp, "updated_at": stamp, "source": "import", "messages": [
+                {"position": 0, "role": "user", "content": "Where do puffins nest?", "created_at": stamp},
+                {"position": 1, "role": "assistant", "content": "In burrows.", "created_at": stamp},
+            ]}  # fmt: skip
+    doc = {"format": "cove.history", "version": 1, "exported_at": stamp, "conversations": [chat]}
+    auth = {"authorization": "Bearer sesame"}
+    assert httpx.post(keyed_server.url + "/api/cove/import", json=doc, headers=auth).status_code == 200
+    path = "/api/cove/conversations/keyed0000001/export?format=json"
+    assert httpx.get(keyed_server.url + path).status_code == 401  # so a plain link would fail
+    with opened(browser, keyed_server, key="sesame") as page:
+        item = page.locator("#conversations li[data-id='keyed0000001']")
+        data = json.loads(export(page, item, "json").read_text("utf-8"))
+        assert data["format"] == "cove.history"
+        assert [m["content"] for m in data["conversations"][0]["messages"]] == [
+            "Where do puffins nest?",
+            "In burrows.",
+        ]
+        assert "puffins" in export(page, item, "md").read_text("utf-8")
+        assert page.evaluate("() => sessionStorage.getItem('cove-api-key')") == "sesame"
 
 
 def test_phone_width_sidebar_collapses(page: Any) -> None:

@@ -166,10 +166,27 @@ async function loadConversations() {
     const actions = el("div", { class: "conv-actions" },
       el("button", { type: "button", class: "small", text: "Rename", "aria-label": `Rename ${c.title || "conversation"}`, onclick: () => rename(c) }),
       el("button", { type: "button", class: "small danger", text: "Delete", "aria-label": `Delete ${c.title || "conversation"}`, onclick: () => remove(c) }),
-      el("a", { href: `/api/cove/conversations/${id}/export?format=json`, download: `cove-${c.id}.json`, class: "export-json", text: "JSON" }),
-      el("a", { href: `/api/cove/conversations/${id}/export?format=md`, download: `cove-${c.id}.md`, class: "export-md", text: "Markdown" }));
+      el("button", { type: "button", class: "small export-json", text: "JSON", "aria-label": `Export ${c.title || "conversation"} as JSON`,
+        onclick: () => saveExport(`/api/cove/conversations/${id}/export?format=json`, `cove-${c.id}.json`) }),
+      el("button", { type: "button", class: "small export-md", text: "Markdown", "aria-label": `Export ${c.title || "conversation"} as Markdown`,
+        onclick: () => saveExport(`/api/cove/conversations/${id}/export?format=md`, `cove-${c.id}.md`) }));
     item.append(open, actions);
     list.append(item);
+  }
+}
+
+// An export is fetched with the API key (a plain link could not send it), then saved from a blob: URL.
+async function saveExport(path, filename) {
+  try {
+    const blob = await (await api(path)).blob();
+    const url = URL.createObjectURL(blob);
+    const link = el("a", { href: url, download: filename, hidden: "" });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (e) {
+    notice(`Export failed: ${explain(e)}`);
   }
 }
 
