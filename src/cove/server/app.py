@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ..client import Cove
@@ -24,10 +24,6 @@ access = logging.getLogger("cove.access")
 ROUTE_LABELS = {r.path for r in (*ollama_api.routes, *openai_api.routes)} | {"/", "/metrics"}
 
 
-async def root(_: Request) -> Response:
-    return PlainTextResponse("cove is running")
-
-
 async def metrics(request: Request) -> Response:
     body = state_of(request).metrics.render()
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -36,7 +32,6 @@ async def metrics(request: Request) -> Response:
 def build_app(cove: Cove, policy: Policy) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     routes = [
         *web.routes,
-        Route("/", root, methods=["GET", "HEAD"]),
         Route("/metrics", metrics, methods=["GET"]),
         *ollama_api.routes,
         *openai_api.routes,
