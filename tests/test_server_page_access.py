@@ -52,3 +52,14 @@ async def test_a_rebinding_name_is_not_the_servers_own_origin(fake_cove: Cove) -
         )
         assert r.status_code == 403
     assert "x:latest" not in {m.name for m in fake_cove.models()}
+
+
+async def test_unknown_routes_and_methods_answer_in_each_apis_error_shape(fake_cove: Cove) -> None:
+    async with client(make_app(fake_cove)) as c:
+        r = await c.get("/api/nothing-here")
+        assert r.status_code == 404 and "no such endpoint" in r.json()["error"]
+        r = await c.get("/v1/nothing-here")
+        assert r.status_code == 404 and "no such endpoint" in r.json()["error"]["message"]
+        r = await c.get("/api/chat")
+        assert r.status_code == 405 and r.json()["error"] == "method not allowed here"
+        assert "allow" in {k.lower() for k in r.headers}

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -38,6 +39,7 @@ def build_app(cove: Cove, policy: Policy) -> Callable[[Scope, Receive, Send], Aw
         *history_api.routes,
     ]
     handlers: dict[Any, Any] = {
+        HTTPException: on_http_error,
         CoveError: on_error,
         BodyTooLarge: on_too_large,
         Exception: on_crash,
@@ -99,6 +101,14 @@ async def on_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CoveError)
     headers = {"retry-after": "2"} if isinstance(exc, Busy) else None
     return json_error(request, exc.status, str(exc), headers)
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    """Unknown routes and methods answer in the API's own error shape too, not plain text."""
+    assert isinstance(exc, HTTPException)
+    message = {404: f"no such endpoint: {escaped(request.url.path, 100)}", 405: "method not allowed here"}
+    headers = dict(exc.headers) if exc.headers else None
+    return json_error(request, exc.status_code, message.get(exc.status_code, str(exc.detail)), headers)
 
 
 async def on_too_large(request: Request, exc: Exception) -> Response:
