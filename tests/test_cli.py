@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import _workdir, feed, history, run_main
 from click.testing import CliRunner, Result
 from fakes import FakeEngine
 from gguf_writer import write_gguf
@@ -19,22 +19,15 @@ from gguf_writer import write_gguf
 import cove.cli.chat  # noqa: F401 - registers `cove run` on the group
 from cove.cli import main as main_module
 from cove.cli.chat import Session, repl
-from cove.cli.main import cli, main
+from cove.cli.main import cli
 from cove.client import Cove
 from cove.config import Settings
 from cove.errors import InvalidModelFile, ModelNotFound
-from cove.history import History, db_path
+from cove.history import History
 
 COVE = Path(sys.executable).with_name("cove")
 
-
-@pytest.fixture(autouse=True)
-def _workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Recipes resolve FROM against the working folder; keep that one empty and private."""
-    folder = tmp_path / "work"
-    folder.mkdir()
-    monkeypatch.chdir(folder)
-    return folder
+__all__ = ["_workdir", "history"]  # fixtures shared from cli_helpers
 
 
 @pytest.fixture
@@ -52,13 +45,6 @@ def tiny_store(cove_home: Path) -> Iterator[Cove]:
         yield handle
 
 
-@pytest.fixture
-def history(fake_cove: Cove) -> Iterator[History]:
-    """The history the terminal chat writes every turn to."""
-    with History(db_path(fake_cove.settings.home)) as store:
-        yield store
-
-
 def invoke(*args: str, input: str | None = None) -> Result:
     return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
 
@@ -66,20 +52,6 @@ def invoke(*args: str, input: str | None = None) -> Result:
 def invoke_raw(*args: str) -> Any:
     """Run without click's own handling, so cove's errors arrive as exceptions."""
     return cli.main(list(args), standalone_mode=False)
-
-
-def run_main(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, str, str]:
-    """The real entry point in this process: exit code, stdout, stderr."""
-    monkeypatch.setattr(sys, "argv", ["cove", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def cove_process(*args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
@@ -223,19 +195,6 @@ def test_run_errors(tiny_store: Cove, on_fake: FakeEngine) -> None:
 
 
 # -- the interactive chat --------------------------------------------------------------------
-
-
-def feed(monkeypatch: pytest.MonkeyPatch, lines: list[str]) -> None:
-    """Answer `input()` with these lines, then Ctrl-D."""
-    pending = iter(lines)
-
-    def fake_input(prompt: str = "") -> str:
-        try:
-            return next(pending)
-        except StopIteration:
-            raise EOFError from None
-
-    monkeypatch.setattr(builtins, "input", fake_input)
 
 
 def test_repl_set_show_chat_save(

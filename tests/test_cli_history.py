@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import builtins
 import json
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cli_helpers
 import pytest
+from cli_helpers import _workdir, feed, history
 from click.testing import CliRunner, Result
 from fakes import FakeEngine
 
 import cove.cli  # noqa: F401 - registers every command on the group
 from cove.cli import main as main_module
 from cove.cli.chat import Session, repl
-from cove.cli.main import cli, main
+from cove.cli.main import cli
 from cove.client import Cove
-from cove.history import PRICES_AS_OF, ConversationNotFound, History, PersonaNotFound, db_path
+from cove.history import PRICES_AS_OF, ConversationNotFound, History, PersonaNotFound
 
-
-@pytest.fixture(autouse=True)
-def _workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = tmp_path / "work"
-    folder.mkdir()
-    monkeypatch.chdir(folder)
+__all__ = ["_workdir", "history"]  # fixtures shared from cli_helpers
 
 
 @pytest.fixture(autouse=True)
@@ -33,12 +27,6 @@ def on_fake(monkeypatch: pytest.MonkeyPatch, engine: FakeEngine, fake_cove: Cove
     """The CLI's in-process Cove runs on the fake engine, with `tiny` in the store."""
     monkeypatch.setattr(main_module, "Cove", lambda settings: Cove(settings, factory=engine))
     return engine
-
-
-@pytest.fixture
-def history(fake_cove: Cove) -> Iterator[History]:
-    with History(db_path(fake_cove.settings.home)) as store:
-        yield store
 
 
 def invoke(*args: str, input: str = "") -> Result:
@@ -55,15 +43,7 @@ def invoke_raw(*args: str) -> Any:
 def run_main(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
 ) -> tuple[int, str, str]:
-    """The real entry point in this process: exit code, stdout, stderr."""
-    monkeypatch.setattr(sys, "argv", ["cove", "--local", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return cli_helpers.run_main(monkeypatch, capsys, "--local", *args)
 
 
 def listed() -> list[dict[str, Any]]:
@@ -77,19 +57,6 @@ def chat_once(text: str = "hello", model: str = "tiny") -> str:
     assert invoke("run", model, text).stdout == f"You said: {text}\n"
     (new,) = [row["id"] for row in listed() if row["id"] not in before]
     return str(new)
-
-
-def feed(monkeypatch: pytest.MonkeyPatch, lines: list[str]) -> None:
-    """Answer `input()` with these lines, then Ctrl-D."""
-    pending = iter(lines)
-
-    def fake_input(prompt: str = "") -> str:
-        try:
-            return next(pending)
-        except StopIteration:
-            raise EOFError from None
-
-    monkeypatch.setattr(builtins, "input", fake_input)
 
 
 # -- cove run keeps every turn ---------------------------------------------------------------
