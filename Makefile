@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 MODEL ?= smollm2:135m
 
-.PHONY: run test lint fix bench clean
+.PHONY: run test test-fast lint fix bench clean
 
 $(BIN)/cove: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ run: $(BIN)/cove
 
 test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest -q
+
+# The inner loop: no model, no browser, no registry.
+test-fast: $(VENV)/.test-deps
+	$(BIN)/python -m pytest -q -m "not model and not browser and not network"
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check src tests benchmarks

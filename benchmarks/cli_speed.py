@@ -22,8 +22,8 @@ from pathlib import Path
 
 from common import PROMPT, direct_server, ensure_model, median, stream_figures, timed_stream
 
-from cove.client import Cove
 from cove.config import Settings
+from cove.library.local import Cove
 
 COVE = str(Path(sys.executable).with_name("cove"))
 

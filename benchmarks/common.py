@@ -11,8 +11,8 @@ from typing import Any
 
 import xllamacpp
 
-from cove.client import Cove
 from cove.engine.memory import default_threads
+from cove.library.local import Cove
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 

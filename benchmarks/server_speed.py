@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from common import PROMPT, direct_server, ensure_model, median, percentile, stream_figures, timed_stream
 
-from cove.client import Cove
+from cove.library.local import Cove
 
 PEER_VENV = Path(".bench/llama-cpp-python")
 LEVELS = (1, 2, 4, 8)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from cove.cli.main import main
-from cove.client import Cove
 from cove.history import History, db_path
+from cove.library.local import Cove
 
 
 @pytest.fixture(autouse=True)

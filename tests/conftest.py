@@ -10,8 +10,8 @@ import pytest
 from fakes import FakeEngine
 from gguf_writer import write_gguf
 
-from cove.client import Cove
 from cove.config import Settings
+from cove.library.local import Cove
 
 
 @pytest.fixture(autouse=True)

@@ -20,9 +20,9 @@ import uvicorn
 from fakes import FakeEngine, FakeModel
 from gguf_writer import write_gguf
 
-from cove.client import Cove
 from cove.config import Settings
 from cove.engine.base import ChunkCallback, LoadSpec
+from cove.library.local import Cove
 from cove.server.app import build_app
 from cove.server.guard import Policy
 

@@ -20,10 +20,10 @@ import cove.cli.chat  # noqa: F401 - registers `cove run` on the group
 from cove.cli import main as main_module
 from cove.cli.chat import Session, repl
 from cove.cli.main import cli
-from cove.client import Cove
 from cove.config import Settings
 from cove.errors import InvalidModelFile, ModelNotFound
 from cove.history import History
+from cove.library.local import Cove
 
 COVE = Path(sys.executable).with_name("cove")
 

@@ -16,8 +16,8 @@ import cove.cli  # noqa: F401 - registers every command on the group
 from cove.cli import main as main_module
 from cove.cli.chat import Session, repl
 from cove.cli.main import cli
-from cove.client import Cove
 from cove.history import PRICES_AS_OF, ConversationNotFound, History, PersonaNotFound
+from cove.library.local import Cove
 
 __all__ = ["_workdir", "history"]  # fixtures shared from cli_helpers
 

@@ -1,4 +1,4 @@
-"""Tests for cove.client.Cove on the fake engine: recipes applied, options checked, streams closed."""
+"""Tests for cove.library.local.Cove on the fake engine: recipes applied, options checked, streams closed."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from fakes import FakeEngine, FakeModel
 from gguf_writer import DEFAULT_METADATA, write_gguf
 
-from cove.client import Cove
 from cove.engine.base import ChunkCallback
 from cove.errors import BadRequest, CoveError, InvalidModelFile, InvalidName, InvalidRecipe, ModelNotFound
+from cove.library.local import Cove
 
 RECIPE = 'FROM tiny\nSYSTEM "be brief"\nPARAMETER temperature 0.3\nPARAMETER num_predict 7'
 HELLO = [{"role": "user", "content": "hello there"}]

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from fakes import FakeEngine, FakeModel
 
-from cove.client import Cove
-from cove.conversation import SUMMARY_PROMPT, ContextNotice, turn
+from cove.chat.context import SUMMARY_PROMPT, ContextNotice, turn
 from cove.engine.base import LoadSpec
 from cove.errors import BadRequest
 from cove.history import History, db_path
 from cove.history.context import SUMMARY_INTRO
+from cove.library.local import Cove
 
 NOTES = "notes: the person sent long letters"
 

@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from cove.client import Cove
 from cove.config import Settings
 from cove.engine.base import LoadSpec
 from cove.engine.llamacpp import LlamaCppModel, raise_engine_error
 from cove.errors import BadRequest, EngineError
+from cove.library.local import Cove
 from cove.store.models import ModelStore
 
 HELLO = [{"role": "user", "content": "Hello"}]

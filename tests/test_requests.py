@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from cove.engine.options import checked_options, options_to_body, parse_keep_alive
 from cove.errors import BadRequest, CoveError
-from cove.requests import checked_options, options_to_body, parse_keep_alive
 
 
 def test_runner_only_ollama_options_are_ignored_not_refused() -> None:

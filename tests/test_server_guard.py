@@ -13,9 +13,9 @@ import pytest
 from fakes import FakeEngine
 from server_fixtures import anyio_backend, client, make_app
 
-from cove.client import Cove
 from cove.config import Settings
 from cove.errors import CoveError
+from cove.library.local import Cove
 from cove.server.guard import Policy
 from cove.server.run import check_bind
 

@@ -14,8 +14,8 @@ from fakes import FakeEngine
 from server_fixtures import LiveServer, anyio_backend, client, make_app, tiny_cove, wait_for, words
 from test_server_guard import KEY, assert_ollama_error, assert_openai_error
 
-from cove.client import Cove
 from cove.history import PRICES_AS_OF
+from cove.library.local import Cove
 from cove.server import conversations
 
 __all__ = ["anyio_backend"]

@@ -12,10 +12,10 @@ from gguf_writer import write_gguf
 from server_fixtures import add_embedder, anyio_backend, client, make_app
 from test_server_guard import assert_ollama_error, assert_openai_error
 
-from cove.client import Cove
 from cove.config import Settings
 from cove.engine.base import ChunkCallback, LoadSpec
 from cove.errors import EngineError
+from cove.library.local import Cove
 
 __all__ = ["anyio_backend"]
 pytestmark = pytest.mark.anyio

@@ -25,7 +25,7 @@ from server_fixtures import (
 )
 from test_server_guard import assert_ollama_error, assert_openai_error
 
-from cove.client import Cove
+from cove.library.local import Cove
 
 __all__ = ["anyio_backend"]
 

@@ -19,8 +19,8 @@ from server_fixtures import add_embedder, anyio_backend, client, make_app
 from test_server_guard import assert_ollama_error
 
 from cove import __version__
-from cove.client import Cove
 from cove.config import Settings
+from cove.library.local import Cove
 from cove.store.progress import PullProgress
 
 __all__ = ["anyio_backend"]

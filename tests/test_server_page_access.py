@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from server_fixtures import anyio_backend, client, make_app
 
-from cove.client import Cove
+from cove.library.local import Cove
 
 __all__ = ["anyio_backend"]
 pytestmark = pytest.mark.anyio

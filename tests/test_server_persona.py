@@ -6,7 +6,7 @@ import pytest
 from fakes import FakeEngine
 from server_fixtures import anyio_backend, client, make_app
 
-from cove.client import Cove
+from cove.library.local import Cove
 
 __all__ = ["anyio_backend"]
 pytestmark = pytest.mark.anyio

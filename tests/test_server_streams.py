@@ -14,8 +14,8 @@ import pytest
 from fakes import FakeEngine, FakeModel
 from server_fixtures import add_embedder, anyio_backend, client, make_app, tiny_cove
 
-from cove.client import Cove
 from cove.engine.base import ChunkCallback, LoadSpec
+from cove.library.local import Cove
 
 __all__ = ["anyio_backend"]
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import pytest
 from server_fixtures import anyio_backend, client, make_app
 
-from cove.client import Cove
+from cove.library.local import Cove
 from cove.server.web import CSP
 from cove.web import render
 

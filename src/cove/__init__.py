@@ -5,11 +5,11 @@ with cove.Cove() as c:   # or c = cove.Cove(); ...; c.close()
     print(c.chat("gemma3:270m", [{"role": "user", "content": "Hi"}]).content)
 """
 
-from .client import DEFAULT_MODEL, Cove
 from .config import Settings
+from .engine.events import ChatAnswer, ChatChunk, LoadedInfo
 from .errors import CoveError
+from .library.local import DEFAULT_MODEL, Cove
 from .store.models import Manifest
-from .types import ChatAnswer, ChatChunk, LoadedInfo
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -9,11 +9,11 @@ from typing import Any
 
 import click
 
-from ..conversation import turn
+from ..chat.context import turn
+from ..engine.events import ChatChunk
 from ..errors import CoveError
 from ..history import History, db_path
 from ..recipe import Recipe, check_parameter
-from ..types import ChatChunk
 from .main import Backend, Context, cli, err, pass_ctx
 
 HELP = """Commands:

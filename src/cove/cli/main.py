@@ -15,10 +15,10 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from ..client import Cove
 from ..config import Settings
 from ..errors import CoveError
-from ..remote import RemoteCove, find_server
+from ..library.local import Cove
+from ..library.remote import RemoteCove, find_server
 from ..store import catalog
 from ..store.progress import PullProgress
 from .format import human_age, human_size

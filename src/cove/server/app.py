@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..client import Cove
 from ..errors import Busy, CoveError
+from ..library.local import Cove
 from . import conversations, history_api, ollama_api, openai_api, web
 from .generation import Generator
 from .guard import BodyTooLarge, Guard, Policy, Receive, Scope, Send, error_body

@@ -12,12 +12,12 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ..client import Cove
-from ..conversation import fit_context, record_answer
+from ..chat.context import fit_context, record_answer
+from ..engine.events import ChatChunk
 from ..errors import BadRequest
 from ..history import History
 from ..history.records import ROLES
-from ..types import ChatChunk
+from ..library.local import Cove
 from .generation import Call
 from .state import state_of
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..client import Cove
+from ..library.local import Cove
 from .metrics import Metrics
 
 

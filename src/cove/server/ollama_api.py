@@ -13,8 +13,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import __version__
+from ..engine.options import parse_keep_alive
 from ..errors import BadRequest, CoveError
-from ..requests import parse_keep_alive
 from . import conversations
 from .bodies import parse
 from .generation import Call

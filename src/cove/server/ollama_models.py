@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..engine.options import checked_options, parse_keep_alive
 from ..errors import BadRequest, CoveError, DigestMismatch
 from ..recipe import Recipe
-from ..requests import checked_options, parse_keep_alive
 from ..store.models import Manifest
 from ..store.names import parse_digest
 from ..store.progress import PullProgress

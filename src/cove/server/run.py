@@ -6,9 +6,9 @@ import logging
 
 import uvicorn
 
-from ..client import Cove
 from ..config import Settings
 from ..errors import CoveError
+from ..library.local import Cove
 from .app import build_app
 from .guard import Policy, is_loopback
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ..client import Cove
 from ..history import History, db_path
+from ..library.local import Cove
 from .generation import Generator
 from .guard import Policy
 from .metrics import Metrics

@@ -8,25 +8,25 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
-from .config import Settings
-from .engine.base import ChunkCallback, EngineFactory, LoadSpec
-from .engine.scheduler import ModelRequest, Scheduler
-from .errors import BadRequest, InvalidRecipe, ModelNotFound
-from .recipe import Recipe, parse_recipe
-from .requests import checked_options, context_size, with_recipe
-from .store import catalog
-from .store.models import Manifest, ModelStore, describe, validate_gguf
-from .store.names import parse_name
-from .store.progress import ProgressCallback, ignore_progress
-from .store.pull import pull
-from .streaming import stream_chunks
-from .types import ChatAnswer, ChatChunk, LoadedInfo
+from ..config import Settings
+from ..engine.base import ChunkCallback, EngineFactory, LoadSpec
+from ..engine.events import ChatAnswer, ChatChunk, LoadedInfo
+from ..engine.options import checked_options, context_size, with_recipe
+from ..engine.scheduler import ModelRequest, Scheduler
+from ..engine.streaming import stream_chunks
+from ..errors import BadRequest, InvalidRecipe, ModelNotFound
+from ..recipe import Recipe, parse_recipe
+from ..store import catalog
+from ..store.models import Manifest, ModelStore, describe, validate_gguf
+from ..store.names import parse_name
+from ..store.progress import ProgressCallback, ignore_progress
+from ..store.pull import pull
 
 DEFAULT_MODEL = "gemma3:270m"
 
 
 def _default_factory(spec: LoadSpec) -> Any:
-    from .engine.llamacpp import LlamaCppModel  # the engine loads only when a model is used
+    from ..engine.llamacpp import LlamaCppModel  # the engine loads only when a model is used
 
     return LlamaCppModel(spec)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .errors import BadRequest
-from .recipe import Recipe, check_parameter
+from ..errors import BadRequest
+from ..recipe import Recipe, check_parameter
 
 DEFAULT_NUM_CTX = 4096
 

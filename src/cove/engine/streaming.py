@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .engine.base import ChunkCallback
+from .base import ChunkCallback
 
 Run = Callable[[ChunkCallback], dict[str, Any]]
 

@@ -13,11 +13,11 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .errors import BadRequest
-from .history import History, Message
-from .requests import context_size
-from .store.models import Manifest
-from .types import ChatChunk
+from ..engine.events import ChatChunk
+from ..engine.options import context_size
+from ..errors import BadRequest
+from ..history import History, Message
+from ..store.models import Manifest
 
 SUMMARY_PROMPT = (
     "Summarize the conversation below in under 150 words. Keep names, facts, numbers and decisions; "

@@ -10,14 +10,14 @@ from typing import Any
 
 import httpx
 
-from .config import Settings
-from .errors import BadRequest, Busy, CoveError, DoesNotFit, ModelNotFound
-from .recipe import parse_recipe
-from .store.huggingface import parse_hf_ref
-from .store.models import Manifest
-from .store.names import parse_name
-from .store.progress import ProgressCallback, PullProgress, ignore_progress
-from .types import ChatChunk, LoadedInfo
+from ..config import Settings
+from ..engine.events import ChatChunk, LoadedInfo
+from ..errors import BadRequest, Busy, CoveError, DoesNotFit, ModelNotFound
+from ..recipe import parse_recipe
+from ..store.huggingface import parse_hf_ref
+from ..store.models import Manifest
+from ..store.names import parse_name
+from ..store.progress import ProgressCallback, PullProgress, ignore_progress
 
 ERRORS: dict[int, type[CoveError]] = {400: BadRequest, 404: ModelNotFound, 503: Busy, 507: DoesNotFit}
 

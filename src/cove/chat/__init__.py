@@ -1,0 +1,1 @@
+"""The one conversation service: every chat turn, from any door, happens here."""

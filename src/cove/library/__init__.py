@@ -1,0 +1,1 @@
+"""The library layer: `Cove` runs everything in this process, `RemoteCove` asks a running server."""
