@@ -138,6 +138,26 @@ def test_create_from_recipe_file(tiny_store: Cove, tmp_path: Path) -> None:
     assert made.parameters == {"temperature": 0.3}
 
 
+def test_create_errors_name_the_line(
+    tiny_store: Cove, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = tmp_path / "r.recipe"
+    recipe.write_text("FROM tiny  # my base\nADAPTER ./lora.gguf\n")
+    code, _, err = run_main(monkeypatch, capsys, "create", "x", "-f", str(recipe))
+    assert code == 1
+    assert err == (
+        "Error: r.recipe line 2: ADAPTER './lora.gguf': no such file "
+        "(paths are relative to the recipe's folder)\n"
+    )
+    recipe.write_text("# typo below\nFROM tinyy # my base\n")
+    code, _, err = run_main(monkeypatch, capsys, "create", "x", "-f", str(recipe))
+    assert code == 1
+    assert err.startswith("Error: r.recipe line 2: FROM: model 'tinyy") and err.count("\n") == 1
+    recipe.write_text("FROM tiny # my base\n")
+    code, out, _ = run_main(monkeypatch, capsys, "create", "x", "-f", str(recipe))
+    assert code == 0 and "created 'x:latest'" in out
+
+
 def test_main_prints_one_line_errors(
     tiny_store: Cove, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -150,7 +170,7 @@ def test_main_prints_one_line_errors(
     recipe.write_text("FROM tiny\nPARAMETER temperature hot\n")
     code, _, err = run_main(monkeypatch, capsys, "create", "x", "-f", str(recipe))
     assert code == 1
-    assert err.startswith("Error: recipe line 2:") and err.count("\n") == 1
+    assert err.startswith("Error: bad.recipe line 2:") and err.count("\n") == 1
 
     code, _, err = run_main(monkeypatch, capsys, "create", "x", "-f", str(tmp_path / "missing.recipe"))
     assert code == 1

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
-from cove.errors import InvalidRecipe
+from cove.errors import InvalidRecipe, ModelNotFound
 from cove.recipe import PARAMETER_TYPES, Recipe, check_parameter, parse_recipe
 from cove.templates import GEMMA_TEMPLATE
 
@@ -273,3 +274,93 @@ def test_merged_over() -> None:
     assert own_messages.merged_over(base).messages == [{"role": "user", "content": "mine"}]
     merged.parameters["stop"].append("c")
     assert base.parameters["stop"] == ["a"] and mine.parameters["stop"] == ["b"]
+
+
+# -- comments, as Modelfile writers put them
+
+
+def readme_recipe() -> str:
+    readme = (Path(__file__).parents[1] / "README.md").read_text("utf-8")
+    return readme.split("### Recipes", 1)[1].split("```", 2)[1]
+
+
+def test_readme_example_parses() -> None:
+    recipe = parse_recipe(readme_recipe())
+    assert recipe.base == "smollm2:135m"
+    assert recipe.adapter == "./my-lora.gguf"
+    assert recipe.parameters == {"temperature": 0.2, "num_ctx": 4096, "stop": ["<|im_end|>"]}
+
+
+def test_trailing_comments_are_dropped_outside_quotes() -> None:
+    text = '''\
+FROM smollm2:135m # the base
+  # an indented whole-line comment
+SYSTEM "keeps # inside quotes" # but not this
+PARAMETER stop "<|im_end|>"   # a stop string
+PARAMETER temperature 0.2	# after a tab
+MESSAGE user Is C# a language? # yes
+TEMPLATE """{{ messages[0]['content'] }} # kept in a block
+""" # after the block
+'''
+    recipe = parse_recipe(text)
+    assert recipe.base == "smollm2:135m"
+    assert recipe.system == "keeps # inside quotes"
+    assert recipe.parameters == {"stop": ["<|im_end|>"], "temperature": 0.2}
+    assert recipe.messages == [{"role": "user", "content": "Is C# a language?"}]
+    assert recipe.template == "{{ messages[0]['content'] }} # kept in a block"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("FROM # only a comment", "Recipefile line 1: FROM needs a value (a # after a space"),
+        ("FROM m\nPARAMETER # x", "Recipefile line 2: PARAMETER needs a name and a value"),
+        ('FROM m\nSYSTEM "a"# x', "Recipefile line 2: unexpected text after closing quote"),
+        ("FROM m\nFROM n # again", "Recipefile line 2: duplicate FROM (first on line 1)"),
+    ],
+)
+def test_comment_errors_name_the_line(text: str, expected: str) -> None:
+    assert expected in error_of(text)
+
+
+@pytest.mark.parametrize("value", ["a # b", "#1 rule", "C# is fine", "ends with #"])
+def test_values_with_hashes_round_trip(value: str) -> None:
+    recipe = Recipe(base="m", system=value, parameters={"stop": [value]})
+    assert parse_recipe(recipe.to_text()) == recipe
+
+
+# -- files beside the recipe
+
+
+def test_missing_adapter_file_says_no_such_file(tmp_path: Path) -> None:
+    for adapter in ("./lora.gguf", "adapters/lora", "lora.safetensors", "../up.gguf"):
+        with pytest.raises(InvalidRecipe) as info:
+            parse_recipe(f"FROM m\n\nADAPTER {adapter} # mine", "r.recipe", folder=tmp_path)
+        assert str(info.value) == (
+            f"r.recipe line 3: ADAPTER {adapter!r}: no such file (paths are relative to the recipe's folder)"
+        )
+
+
+def test_missing_from_file_says_no_such_file(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRecipe, match=r"^r line 2: FROM './m.gguf': no such file"):
+        parse_recipe("# base\nFROM ./m.gguf", "r", folder=tmp_path)
+
+
+def test_files_that_exist_and_model_names_pass(tmp_path: Path) -> None:
+    (tmp_path / "lora.gguf").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "base.gguf").write_bytes(b"")
+    looked_up: list[str] = []
+    text = "FROM sub/base.gguf\nADAPTER lora.gguf\n"
+    assert parse_recipe(text, folder=tmp_path, lookup=looked_up.append).adapter == "lora.gguf"
+    text = "FROM hf.co/owner/repo:Q4_K_M\nADAPTER hf.co/owner/lora\n"
+    parse_recipe(text, folder=tmp_path, lookup=looked_up.append)
+    assert looked_up == ["hf.co/owner/repo:Q4_K_M", "hf.co/owner/lora"]
+
+
+def test_lookup_errors_name_the_line(tmp_path: Path) -> None:
+    def lookup(name: str) -> None:
+        raise ModelNotFound(f"model {name!r} not found")
+
+    with pytest.raises(InvalidRecipe, match=r"^r line 2: FROM: model 'nothing' not found$"):
+        parse_recipe("\nFROM nothing # typo\n", "r", folder=tmp_path, lookup=lookup)

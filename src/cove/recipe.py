@@ -7,9 +7,10 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from cove.errors import InvalidRecipe, InvalidTemplate
+from cove.errors import CoveError, InvalidRecipe, InvalidTemplate
 from cove.templates import check_template, is_builtin_template_name
 
 MAX_RECIPE_BYTES = 1_000_000
@@ -245,7 +246,8 @@ def _check_messages(messages: Any) -> list[dict[str, str]]:
 def _quote(value: str) -> str:
     """Bare when that reads back the same, else a triple-quoted block, else an escaped string."""
     one_line = "\n" not in value and "\r" not in value
-    if value and value == value.strip() and one_line and not value.startswith('"'):
+    bare = value == value.strip() and one_line and not value.startswith('"')
+    if value and bare and not _COMMENT.search(value):
         return value
     if "\n" in value and '"""' not in value and "\r" not in value:
         return f'"""\n{value}\n"""'
@@ -253,6 +255,9 @@ def _quote(value: str) -> str:
     return f'"{escaped}"'
 
 
+# A `#` that starts a word begins a comment outside quotes, as Modelfile writers expect.
+_COMMENT = re.compile(r"(?:^|\s)#")
+_COMMENT_HINT = " (a # after a space starts a comment; quote the value to keep it)"
 _ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 _UNESCAPES = {"\\": "\\", '"': '"', "n": "\n", "r": "\r", "t": "\t"}
 
@@ -268,8 +273,18 @@ def _quote_parameter(value: Any) -> str:
 # --- parsing
 
 
-def parse_recipe(text: str, source: str = "recipe") -> Recipe:
-    """Parse recipe text; every error is InvalidRecipe starting with '{source} line {n}: '."""
+Lookup = Callable[[str], object]
+
+
+def parse_recipe(
+    text: str, source: str = "recipe", folder: Path | None = None, lookup: Lookup | None = None
+) -> Recipe:
+    """Parse recipe text; every error is InvalidRecipe starting with '{source} line {n}: '.
+
+    With `folder` (where the recipe file lives), FROM and ADAPTER values that look like file
+    paths must name files there, so a typo says "no such file" with its line; the others are
+    passed to `lookup` (finding a stored model), whose CoveError gets the line too.
+    """
     if len(text) > MAX_RECIPE_BYTES or len(text.encode("utf-8", "replace")) > MAX_RECIPE_BYTES:
         raise InvalidRecipe(f"{source} line 1: recipe is larger than 1 MB")
     text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
@@ -283,7 +298,27 @@ def parse_recipe(text: str, source: str = "recipe") -> Recipe:
         else:
             i = parser.instruction(lines, i)
     last_line = len(lines) - (1 if lines[-1] == "" else 0)
-    return parser.finish(max(last_line, 1))
+    recipe = parser.finish(max(last_line, 1))
+    if folder is not None:
+        parser.check_references(recipe, folder, lookup)
+    return recipe
+
+
+_MODEL_FILE_SUFFIXES = (".gguf", ".safetensors")
+
+
+def looks_like_path(value: str, *, slash_is_path: bool) -> bool:
+    """Whether a FROM/ADAPTER value names a file rather than a stored model.
+
+    Model names may hold '/' (`hf.co/owner/repo`, `owner/model`), so for FROM only a
+    leading `/`, `.`, `~`, a backslash or a model-file suffix mark a path; an ADAPTER is
+    almost always a file, so any '/' does too (except cove's own `hf.co/` references).
+    """
+    if value.lower().endswith(_MODEL_FILE_SUFFIXES) or "\\" in value:
+        return True
+    if value.startswith(("/", ".", "~")):
+        return True
+    return slash_is_path and "/" in value and not value.lower().startswith("hf.co/")
 
 
 class _Parser:
@@ -317,12 +352,13 @@ class _Parser:
         argument = ""
         if name in ("PARAMETER", "MESSAGE"):
             argument, rest = _split_word(rest)
-            if not argument:
+            if not argument or argument.startswith("#"):
                 what = "a name" if name == "PARAMETER" else "a role"
                 raise self.error(line, f"{name} needs {what} and a value")
         value, next_i = _read_value(rest, lines, i, self.error)
         if value is None:
-            raise self.error(line, f"{name} {argument + ' ' if argument else ''}needs a value")
+            hint = _COMMENT_HINT if rest.strip() else ""
+            raise self.error(line, f"{name} {argument + ' ' if argument else ''}needs a value{hint}")
         try:
             self.handlers[name](value, argument, line)
         except InvalidRecipe as e:
@@ -368,6 +404,25 @@ class _Parser:
             self.once(f"PARAMETER {key}", line)
             parameters[key] = checked
 
+    def check_references(self, recipe: Recipe, folder: Path, lookup: Lookup | None) -> None:
+        """Name the line of a FROM or ADAPTER that is neither a file there nor a known model."""
+        for key, value, slash_is_path in (
+            ("FROM", recipe.base, False),
+            ("ADAPTER", recipe.adapter, True),
+        ):
+            if value is None or (folder / value).is_file():
+                continue
+            if looks_like_path(value, slash_is_path=slash_is_path):
+                raise self.error(
+                    self.seen[key],
+                    f"{key} {value!r}: no such file (paths are relative to the recipe's folder)",
+                )
+            if lookup is not None:
+                try:
+                    lookup(value)
+                except CoveError as e:
+                    raise self.error(self.seen[key], f"{key}: {e}") from None
+
     def finish(self, last_line: int) -> Recipe:
         if "base" not in self.fields:
             raise self.error(
@@ -392,7 +447,15 @@ def _read_value(rest: str, lines: list[str], i: int, error: ErrorFactory) -> tup
         return _read_block(rest[3:], lines, i, error)
     if rest.startswith('"'):
         return _read_quoted(rest, i + 1, error), i + 1
-    return rest.strip() or None, i + 1
+    comment = _COMMENT.search(rest)
+    bare = rest[: comment.start()] if comment else rest
+    return bare.strip() or None, i + 1
+
+
+def _only_comment(text: str) -> bool:
+    """Whether what follows a closing quote is nothing or a comment."""
+    stripped = text.strip()
+    return not stripped or (stripped.startswith("#") and text[:1].isspace())
 
 
 def _read_block(first: str, lines: list[str], start: int, error: ErrorFactory) -> tuple[str, int]:
@@ -406,7 +469,7 @@ def _read_block(first: str, lines: list[str], start: int, error: ErrorFactory) -
             raise error(start + 1, f'unterminated """ (opened on line {start + 1})')
         line = lines[j]
     pieces.append(line[:end])
-    if line[end + 3 :].strip():
+    if not _only_comment(line[end + 3 :]):
         raise error(j + 1, 'unexpected text after closing """')
     if j > start:
         # `SYSTEM """` alone on its line and `"""` alone on the last line add no text.
@@ -424,7 +487,7 @@ def _read_quoted(rest: str, line: int, error: ErrorFactory) -> str:
     while k < len(rest):
         char = rest[k]
         if char == '"':
-            if rest[k + 1 :].strip():
+            if not _only_comment(rest[k + 1 :]):
                 raise error(line, "unexpected text after closing quote")
             return "".join(out)
         if char == "\\" and k + 1 < len(rest):

@@ -19,6 +19,7 @@ from ..config import Settings
 from ..errors import CoveError
 from ..library.local import Cove
 from ..library.remote import RemoteCove, find_server
+from ..recipe import parse_recipe
 from ..store import catalog
 from ..store.progress import PullProgress
 from .format import human_age, human_size
@@ -188,6 +189,8 @@ def create(ctx: Context, name: str, file: Path) -> None:
         text = file.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CoveError(f"cannot read recipe {file.name}: {exc.__class__.__name__}") from exc
+    # Checked here first so that a missing file or model is reported with its line.
+    parse_recipe(text, source=file.name, folder=file.parent, lookup=ctx.cove.model)
     m = ctx.cove.create(name, text, file.parent)
     click.echo(f"created '{m.name}' from {file.name}")
 
