@@ -1,4 +1,4 @@
-"""The server's front door on the fake engine: Host, Origin/CORS, content type, API keys, body size, bind."""
+"""The server's front door on the fake engine: Host, Origin/CORS, cross-site pages, keys, body size, bind."""
 
 from __future__ import annotations
 
@@ -118,22 +118,128 @@ async def test_cross_origin_writes_are_refused_without_side_effects(
     assert engine.requests == []
 
 
-@pytest.mark.parametrize(
-    "content_type", ["text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded", ""]
-)
-async def test_simple_request_body_types_are_refused(
-    fake_cove: Cove, engine: FakeEngine, content_type: str
+# What a browser sends for a page on another site: `Origin` on every cross-origin request (a simple
+# text/plain or form post skips the CORS preflight, but still carries it), `Sec-Fetch-Site` always.
+CROSS_SITE: dict[str, dict[str, str]] = {
+    "fetch no-cors text/plain": {
+        "Origin": "https://evil.example",
+        "Content-Type": "text/plain;charset=UTF-8",
+        "Sec-Fetch-Site": "cross-site",
+        "Sec-Fetch-Mode": "no-cors",
+    },
+    "form post": {
+        "Origin": "https://evil.example",
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Sec-Fetch-Site": "cross-site",
+        "Sec-Fetch-Mode": "navigate",
+    },
+    "multipart form post": {
+        "Origin": "https://evil.example",
+        "Content-Type": "multipart/form-data; boundary=x",
+    },
+    "sandboxed frame": {"Origin": "null", "Content-Type": "text/plain"},
+    "look-alike loopback name": {
+        "Origin": "http://localhost.evil.example",
+        "Content-Type": "application/json",
+        "Sec-Fetch-Site": "cross-site",
+    },
+    "no content type": {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+    "cross-site without Origin": {"Sec-Fetch-Site": "cross-site", "Content-Type": "text/plain"},
+    "same-site without Origin": {"Sec-Fetch-Site": "same-site", "Content-Type": "text/plain"},
+    "same-site from an untrusted origin": {
+        "Origin": "https://app.evil.example",
+        "Sec-Fetch-Site": "same-site",
+        "Content-Type": "text/plain",
+    },
+}
+
+
+@pytest.mark.parametrize("shape", list(CROSS_SITE))
+async def test_cross_site_browser_requests_have_no_side_effect(
+    fake_cove: Cove, engine: FakeEngine, shape: str
 ) -> None:
-    """A page can POST text/plain anywhere without a preflight; such bodies never reach a route."""
-    body = json.dumps({"source": "tiny", "destination": "stolen"})
+    headers = CROSS_SITE[shape]
+    copy = json.dumps({"source": "tiny", "destination": "stolen"})
     async with client(make_app(fake_cove)) as c:
-        r = await c.post("/api/copy", content=body, headers={"Content-Type": content_type})
-        assert_ollama_error(r, 415)
-        chat = json.dumps(OAI_CHAT)
-        r = await c.post("/v1/chat/completions", content=chat, headers={"Content-Type": content_type})
-        assert_openai_error(r, 415)
-    assert not fake_cove.store.has("stolen")
+        r = await c.post("/api/copy", content=copy, headers=headers)
+        assert_ollama_error(r, 403)
+        assert "access-control-allow-origin" not in r.headers
+        r = await c.request("DELETE", "/api/delete", content=json.dumps({"model": "tiny"}), headers=headers)
+        assert_ollama_error(r, 403)
+        r = await c.post("/api/chat", content=json.dumps(CHAT), headers=headers)
+        assert_ollama_error(r, 403)
+        r = await c.post("/v1/chat/completions", content=json.dumps(OAI_CHAT), headers=headers)
+        assert_openai_error(r, 403)
+        r = await c.get("/api/tags", headers=headers)
+        assert_ollama_error(r, 403)
+    assert [m.name for m in fake_cove.models()] == ["tiny:latest"]
     assert engine.requests == []
+
+
+# What clients that are not browsers send: LiteLLM's Ollama providers no content type at all,
+# `curl -d` (as in Ollama's docs) the form type. They work as they do with Ollama.
+NON_BROWSER: dict[str, dict[str, str]] = {
+    "no content type": {},
+    "curl -d": {
+        "User-Agent": "curl/8.5.0",
+        "Accept": "*/*",
+        "Content-Type": "application/x-www-form-urlencoded",
+    },
+    "text/plain": {"Content-Type": "text/plain"},
+    "empty content type": {"Content-Type": ""},
+    "json": {"Content-Type": "application/json"},
+}
+
+
+@pytest.mark.parametrize("shape", list(NON_BROWSER))
+async def test_non_browser_clients_need_no_json_content_type(
+    fake_cove: Cove, engine: FakeEngine, shape: str
+) -> None:
+    headers = NON_BROWSER[shape]
+    async with client(make_app(fake_cove)) as c:
+        request = c.build_request("POST", "/api/chat", content=json.dumps(CHAT), headers=headers)
+        if shape == "no content type":
+            assert "content-type" not in request.headers
+        r = await c.send(request)
+        assert r.status_code == 200, r.text
+        assert r.json()["message"]["content"] == "You said: hi"
+        r = await c.post("/v1/chat/completions", content=json.dumps(OAI_CHAT), headers=headers)
+        assert r.status_code == 200, r.text
+        copy = json.dumps({"source": "tiny", "destination": "kept"})
+        r = await c.post("/api/copy", content=copy, headers=headers)
+        assert r.status_code == 200, r.text
+    assert fake_cove.store.has("kept")
+    assert len(engine.requests) == 2
+
+
+async def test_a_body_that_is_not_json_is_a_400_whatever_its_type(fake_cove: Cove) -> None:
+    async with client(make_app(fake_cove)) as c:
+        r = await c.post("/api/copy", content=b"source=tiny&destination=x", headers=NON_BROWSER["curl -d"])
+    assert "invalid JSON" in assert_ollama_error(r, 400)
+    assert not fake_cove.store.has("x")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://127.0.0.1:11435", "Sec-Fetch-Site": "same-origin"},  # cove's own page
+        {"Sec-Fetch-Site": "same-origin"},
+        {"Sec-Fetch-Site": "none"},  # typed into the address bar
+        {"Origin": "http://localhost:3000", "Sec-Fetch-Site": "cross-site"},  # a trusted dev server
+        {"Origin": "http://localhost:3000", "Sec-Fetch-Site": "same-site"},
+    ],
+)
+async def test_trusted_browser_requests_pass(fake_cove: Cove, headers: dict[str, str]) -> None:
+    async with client(make_app(fake_cove)) as c:
+        r = await c.post("/api/chat", json=CHAT, headers={"Host": "127.0.0.1:11435", **headers})
+    assert r.status_code == 200, r.text
+
+
+async def test_a_link_from_another_site_may_open_the_page_only(fake_cove: Cove) -> None:
+    followed = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+    async with client(make_app(fake_cove)) as c:
+        assert (await c.get("/", headers=followed)).status_code == 200
+        assert_ollama_error(await c.get("/api/tags", headers=followed), 403)
 
 
 async def test_json_with_charset_is_accepted(fake_cove: Cove) -> None:

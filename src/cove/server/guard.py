@@ -1,4 +1,8 @@
-"""The front door: Host, Origin, API key, content type and body size, checked before any route."""
+"""The front door: Host, browser origin, API key and body size, checked before any route.
+
+Cross-site protection rests on what browsers send (`Origin`, `Sec-Fetch-Site`), not on the content
+type: non-browser clients (curl, LiteLLM) send any content type or none, as they may with Ollama.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+# Sec-Fetch-Site values that mean "another site's page sent this"; "same-origin" and "none" (typed
+# into the address bar, or a bookmark) are the user's own.
+FOREIGN_FETCH = {"cross-site", "same-site"}
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 # Uploads of model files may be large and are not JSON; they are still checked for Origin and key.
 BINARY_PATHS = ("/api/blobs/",)
@@ -115,13 +121,11 @@ class Guard:
         policy = self.policy
         if not policy.host_allowed(headers.get("host", "")):
             return 403, "this server answers only to its own host names", []
-        origin = headers.get("origin")
-        same_origin = origin is not None and _same_origin(origin, headers.get("host", ""))
-        if origin and not same_origin and not policy.origin_allowed(origin):
-            return 403, f"origin {origin[:100]!r} is not allowed; add it to COVE_ORIGINS", []
-        if scope["method"] == "OPTIONS":
-            return None
-        if scope["method"] in ("GET", "HEAD") and _is_page(scope["path"]):
+        page = scope["method"] in ("GET", "HEAD") and _is_page(scope["path"])
+        refused = self._foreign_page(headers, page)
+        if refused:
+            return 403, refused, []
+        if scope["method"] == "OPTIONS" or page:
             return None  # the page and its assets hold no data; it asks for the key itself
         if not policy.key_ok(headers):
             return 401, "missing or wrong API key", [(b"www-authenticate", b"Bearer")]
@@ -129,10 +133,23 @@ class Guard:
         binary = scope["path"].startswith(BINARY_PATHS)
         if length.isdigit() and int(length) > policy.max_body and not binary:
             return 413, f"request body over {policy.max_body} bytes", []
-        if scope["method"] in MUTATING and not binary and _has_body(headers):
-            kind = headers.get("content-type", "").split(";")[0].strip().lower()
-            if kind != "application/json":
-                return 415, "send the body as application/json", []
+        return None
+
+    def _foreign_page(self, headers: dict[str, str], page: bool) -> str | None:
+        """Why a request sent by another site's page is refused, or None when it is not one.
+
+        Browsers add `Origin` to every cross-origin request (simple text/plain and form posts
+        included, which skip the CORS preflight) and `Sec-Fetch-Site` to every request, and a
+        page cannot forge either. Clients that are not browsers send neither, and pass.
+        """
+        origin = headers.get("origin")
+        if origin is not None and _same_origin(origin, headers.get("host", "")):
+            return None
+        if origin is not None and not self.policy.origin_allowed(origin):
+            return f"origin {origin[:100]!r} is not allowed; add it to COVE_ORIGINS"
+        # A link followed from another site may open the page; nothing else it may reach.
+        if origin is None and headers.get("sec-fetch-site", "").lower() in FOREIGN_FETCH and not page:
+            return "requests from another site's page need an allowed Origin (COVE_ORIGINS)"
         return None
 
 
@@ -145,10 +162,6 @@ def _same_origin(origin: str, host: str) -> bool:
 
 def _is_page(path: str) -> bool:
     return path == "/" or path.startswith("/static/")
-
-
-def _has_body(headers: dict[str, str]) -> bool:
-    return headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
 
 
 class BodyTooLarge(Exception):
