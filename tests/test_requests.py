@@ -34,3 +34,9 @@ def test_keep_alive_that_is_not_a_duration_is_refused(raw: object) -> None:
 def test_num_predict_minus_one_means_no_limit() -> None:
     assert "max_tokens" not in options_to_body({"num_predict": -1})
     assert options_to_body({"num_predict": 7, "stop": ["x"]}) == {"max_tokens": 7, "stop": ["x"]}
+
+
+def test_null_options_are_options_not_set() -> None:
+    """LangChain's OllamaEmbeddings sends every option it knows, most of them null."""
+    sent = {"num_ctx": None, "mirostat": None, "stop": None, "temperature": 0.5, "num_gpu": None}
+    assert checked_options(sent) == {"temperature": 0.5}

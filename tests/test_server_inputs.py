@@ -207,6 +207,95 @@ async def test_good_options_reach_the_engine(fake_cove: Cove, engine: FakeEngine
     assert r.json()["eval_count"] == 2
 
 
+# As LangChain's OllamaEmbeddings / ChatOllama send them: every option they know, unset ones null.
+NULL_OPTIONS: dict[str, Any] = {
+    "mirostat": None,
+    "num_ctx": None,
+    "num_gpu": None,
+    "repeat_penalty": None,
+    "temperature": None,
+    "stop": None,
+    "top_k": None,
+    "num_predict": None,
+    "seed": None,
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/chat", {**OLLAMA_CHAT, "options": NULL_OPTIONS}),
+        (
+            "/api/chat",
+            {
+                **OLLAMA_CHAT,
+                "options": {**NULL_OPTIONS, "num_ctx": 512},
+                "format": None,
+                "tools": None,
+                "keep_alive": None,
+                "think": None,
+            },
+        ),
+        ("/api/generate", {"model": "tiny", "prompt": "hi", "stream": False, "options": NULL_OPTIONS}),
+        ("/api/generate", {"model": "tiny", "prompt": "hi", "stream": False, "images": None, "raw": None}),
+        ("/api/embed", {"model": "tiny", "input": ["hi"], "options": NULL_OPTIONS, "keep_alive": None}),
+        ("/api/embed", {"model": "tiny", "input": "hi", "truncate": None, "dimensions": None}),
+        ("/api/embeddings", {"model": "tiny", "prompt": "hi", "options": NULL_OPTIONS}),
+        (
+            "/v1/chat/completions",
+            {
+                **OAI_CHAT,
+                "stop": None,
+                "tools": None,
+                "tool_choice": None,
+                "response_format": None,
+                "stream": None,
+                "stream_options": None,
+                "n": None,
+                "temperature": None,
+                "max_tokens": None,
+                "keep_alive": None,
+                "messages": [{"role": "user", "content": "hi", "name": None}],
+            },
+        ),
+        ("/v1/completions", {"model": "tiny", "prompt": "hi", "stop": None, "stream": None, "echo": None}),
+        ("/v1/embeddings", {"model": "tiny", "input": "hi", "encoding_format": None, "dimensions": None}),
+    ],
+)
+async def test_null_means_not_set(fake_cove: Cove, path: str, body: dict[str, Any]) -> None:
+    async with client(make_app(fake_cove)) as c:
+        r = await c.post(path, json=body)
+    assert r.status_code == 200, r.text
+    assert "error" not in r.json()
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/chat", {**OLLAMA_CHAT, "model": None}),
+        ("/v1/chat/completions", {**OAI_CHAT, "messages": None}),
+        ("/api/embed", {"model": "tiny", "input": None}),
+    ],
+)
+async def test_null_for_a_required_field_is_still_refused(
+    fake_cove: Cove, engine: FakeEngine, path: str, body: dict[str, Any]
+) -> None:
+    async with client(make_app(fake_cove)) as c:
+        r = await c.post(path, json=body)
+    assert_error(r, path, 400)
+    assert engine.requests == []
+
+
+async def test_null_options_leave_the_defaults_in_charge(fake_cove: Cove, engine: FakeEngine) -> None:
+    async with client(make_app(fake_cove)) as c:
+        plain = await c.post("/api/chat", json=OLLAMA_CHAT)
+        r = await c.post("/api/chat", json={**OLLAMA_CHAT, "options": {"num_ctx": None, "temperature": 0.3}})
+    assert plain.status_code == r.status_code == 200, r.text
+    assert engine.requests[-1]["temperature"] == 0.3
+    assert "temperature" not in engine.requests[0]
+    assert len({load.num_ctx for load in engine.loads}) == 1  # null num_ctx is the default size
+
+
 UNKNOWN = "nosuch-model:7b"
 
 

@@ -53,11 +53,14 @@ IGNORED_OPTIONS = frozenset(
 
 
 def checked_options(options: dict[str, Any] | None) -> dict[str, Any]:
-    """Validate every option (range, type, NaN) with the recipe's own rules."""
+    """Validate every option (range, type, NaN) with the recipe's own rules.
+
+    A null option is one not set (LangChain sends every option it knows, most as null).
+    """
     return {
         name: check_parameter(name, value)
         for name, value in (options or {}).items()
-        if name not in IGNORED_OPTIONS
+        if name not in IGNORED_OPTIONS and value is not None
     }
 
 

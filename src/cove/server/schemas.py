@@ -1,14 +1,41 @@
-"""Request bodies both APIs accept, validated strictly: wrong types, unknown fields, NaN → 400."""
+"""Request bodies both APIs accept, validated strictly: wrong types, unknown fields, NaN → 400.
+
+`null` means "not set", as OpenAI's and Ollama's clients use it: a null field takes its default,
+and a null option is dropped, so `{"stop": null}` and `{"options": {"num_ctx": null}}` are fine.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_are_unset(cls, data: Any) -> Any:
+        """A null for a field that has a default is the default; required fields stay required."""
+        if not isinstance(data, dict):
+            return data
+        optional = {
+            alias
+            for name, spec in cls.model_fields.items()
+            if not spec.is_required()
+            for alias in (name, spec.alias)
+            if alias
+        }
+        return {k: v for k, v in data.items() if not (v is None and k in optional)}
+
+
+def _without_nulls(options: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if options is None else {k: v for k, v in options.items() if v is not None}
+
+
+#: Ollama's `options` (and a recipe's `parameters`): a null value is an option not set.
+OptionMap = Annotated[dict[str, Any] | None, AfterValidator(_without_nulls)]
 
 
 # -- OpenAI ------------------------------------------------------------------------------------
@@ -126,10 +153,12 @@ class OllamaChatRequest(Strict):
     messages: list[OllamaMessage] = Field(default_factory=list)
     tools: list[dict[str, Any]] | None = None
     format: Literal["json", ""] | dict[str, Any] | None = None
-    options: dict[str, Any] | None = None
+    options: OptionMap = None
     stream: bool = True
     keep_alive: float | str | None = None
     think: bool | str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     conversation_id: str | None = None
     persona: str | None = Field(None, max_length=100)
 
@@ -143,11 +172,13 @@ class OllamaGenerateRequest(Strict):
     context: list[int] | None = None
     images: list[str] | None = None
     format: Literal["json", ""] | dict[str, Any] | None = None
-    options: dict[str, Any] | None = None
+    options: OptionMap = None
     stream: bool = True
     raw: bool = False
     keep_alive: float | str | None = None
     think: bool | str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
 
 
 class ModelRef(Strict):
@@ -177,7 +208,7 @@ class CreateRequest(Strict):
     template: str | None = None
     license: str | list[str] | None = None
     system: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: OptionMap = None
     messages: list[OllamaMessage] | None = None
     quantize: str | None = None
     stream: bool = True
@@ -188,7 +219,7 @@ class EmbedRequest(Strict):
     model: str = Field(min_length=1, max_length=300)
     input: str | list[str]
     truncate: bool | None = None
-    options: dict[str, Any] | None = None
+    options: OptionMap = None
     keep_alive: float | str | None = None
     dimensions: int | None = Field(None, ge=1)
 
@@ -196,5 +227,5 @@ class EmbedRequest(Strict):
 class EmbeddingsRequest(Strict):
     model: str = Field(min_length=1, max_length=300)
     prompt: str
-    options: dict[str, Any] | None = None
+    options: OptionMap = None
     keep_alive: float | str | None = None
