@@ -284,7 +284,11 @@ def _fail(message: str, debug: bool) -> None:
 
 @cli.command()
 @click.option("--host", help="Address to listen on (default 127.0.0.1, or COVE_HOST).")
-@click.option("--port", type=int, help="Port (default 11435, or COVE_HOST's port).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    help="Port (default 11435, or COVE_HOST's port; 0 picks a free one).",
+)
 @click.option("--api-key", "api_keys", multiple=True, help="Require this key (repeatable).")
 @click.option(
     "--insecure-no-api-key",
@@ -306,7 +310,7 @@ def serve(
     settings = replace(
         settings,
         host=host or settings.host,
-        port=port or settings.port,
+        port=settings.port if port is None else port,
         api_keys=settings.api_keys + api_keys,
         debug=ctx.debug or settings.debug,
     )

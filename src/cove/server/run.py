@@ -1,8 +1,11 @@
-"""Starting `cove serve`: refuse unsafe binds, then run the app on uvicorn."""
+"""Starting `cove serve`: refuse unsafe binds, bind the port, then run the app on uvicorn."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import socket
 
 import uvicorn
 
@@ -27,12 +30,56 @@ def check_bind(host: str, api_keys: tuple[str, ...], insecure: bool) -> None:
     log.warning("!!! listening on %s with NO API key: anyone who can reach it can use it !!!", host)
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, or a CoveError saying in one line why it cannot be."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if not 0 <= port <= 65535:  # getaddrinfo would quietly wrap 99999 round to 34463
+        raise CoveError(f"cannot listen on {where}: a port is a number from 0 to 65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (OSError, OverflowError, UnicodeError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise CoveError(f"cannot listen on {where}: {reason}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        if os.name != "nt":  # as uvicorn does: a restart need not wait for TIME_WAIT to pass
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)  # uvicorn's backlog: clients that come early wait, not get refused
+    except (OSError, OverflowError) as e:
+        sock.close()
+        raise CoveError(_bind_failure(e, host, port, where)) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _bind_failure(e: OSError | OverflowError, host: str, port: int, where: str) -> str:
+    code = getattr(e, "errno", None)
+    if code == errno.EADDRINUSE:
+        return (
+            f"port {port} on {host} is already in use (is `cove serve` already running?); "
+            "pick another with --port or COVE_HOST"
+        )
+    if code == errno.EACCES:
+        return (
+            f"not allowed to listen on {where} (ports below 1024 need privileges); pick another with --port"
+        )
+    if code == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: {host} is not an address of this machine"
+    reason = getattr(e, "strerror", None) or str(e)
+    return f"cannot listen on {where}: {reason}"
+
+
 def serve(settings: Settings, *, insecure: bool = False) -> None:
+    """Bind first, then announce and serve: a busy port is one line, never a half-started server."""
     logging.basicConfig(
         level=logging.DEBUG if settings.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     check_bind(settings.host, settings.api_keys, insecure)
+    sock = bind(settings.host, settings.port)
     policy = Policy(
         bind_host=settings.host,
         api_keys=settings.api_keys,
@@ -41,15 +88,19 @@ def serve(settings: Settings, *, insecure: bool = False) -> None:
     )
     cove = Cove(settings)
     app = build_app(cove, policy)
-    log.info("cove is listening on http://%s:%d (web chat at /)", settings.host, settings.port)
+    port = sock.getsockname()[1]  # the real one when port 0 asked for any free port
+    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+    log.info("cove is listening on http://%s:%d (web chat at /)", shown, port)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=port,
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=3,
+    )
     try:
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            access_log=False,
-            log_level="warning",
-            timeout_graceful_shutdown=3,
-        )
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
+        sock.close()
         cove.close()
