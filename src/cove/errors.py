@@ -18,6 +18,10 @@ class InvalidName(BadRequest):
     """A model name, tag or digest that is not allowed (path-like, NUL, wrong length)."""
 
 
+class InvalidSetting(BadRequest):
+    """A COVE_* environment variable (or flag) whose value cove cannot use; the message names it."""
+
+
 class InvalidModelFile(BadRequest):
     """A file that is not a well-formed GGUF model."""
 
