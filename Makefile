@@ -15,10 +15,13 @@ $(VENV)/.test-deps: $(BIN)/cove
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@
 
+# `exec`: the chat replaces the recipe's shell, so a Ctrl-C that stops an answer cannot also
+# end that shell (make would then report "Interrupt" when the chat ends with /bye).
 run: $(BIN)/cove
-	@if $(BIN)/cove pull $(MODEL); then $(BIN)/cove run $(MODEL); else \
+	@if $(BIN)/cove pull $(MODEL); then model=$(MODEL); else \
 	  echo "cove: $(MODEL) could not be fetched (offline?); chatting with the bundled gemma3:270m instead" >&2; \
-	  $(BIN)/cove run gemma3:270m; fi
+	  model=gemma3:270m; fi; \
+	exec $(BIN)/cove run "$$model"
 
 test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest -q
