@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -398,3 +399,75 @@ def test_redirect_loop_stops(server: FakeHF, blobs: Blobs) -> None:
     with pytest.raises(PullError, match="too many redirects"):
         pull(server, blobs)
     assert len(server.seen("HEAD")) == 1 + huggingface.MAX_REDIRECTS
+
+
+# -- two pulls of one file at once -------------------------------------------------------------
+
+
+def _pull_in_threads(server: FakeHF, blobs: Blobs, count: int = 2) -> list[str | BaseException]:
+    results: list[str | BaseException] = []
+    start = threading.Barrier(count)
+
+    def one() -> None:
+        start.wait()
+        try:
+            results.append(pull(server, blobs))
+        except BaseException as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def test_two_threads_pulling_one_file_share_one_download(server: FakeHF, blobs: Blobs) -> None:
+    server.slow = 0.005  # long enough that both are in the download at once
+    assert _pull_in_threads(server, blobs) == [SHA, SHA]
+    assert blobs.path(SHA).read_bytes() == DATA
+    assert len(server.seen("GET", "/resolve/")) == 1  # the second waited, then found it stored
+    assert sorted(p.name for p in blobs.root.iterdir()) == [f"sha256-{SHA}"]  # no partial, no lock
+
+
+def test_a_second_process_waits_for_the_first(server: FakeHF, blobs: Blobs) -> None:
+    server.slow = 0.02
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from cove.store.blobs import Blobs
+        from cove.store.huggingface import HuggingFace, parse_hf_ref
+        hf = HuggingFace({server.url!r})
+        remote = hf.resolve(parse_hf_ref("hf.co/acme/Tiny-GGUF"))
+        print(hf.download(remote, Blobs(Path({str(blobs.root)!r}))))
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 15
+    while not partial_path(blobs).exists():
+        assert child.poll() is None and time.monotonic() < deadline, "the child never started"
+        time.sleep(0.005)
+    assert pull(server, blobs) == SHA  # waits on the child's lock instead of writing its partial
+    out, _ = child.communicate(timeout=30)
+    assert child.returncode == 0 and out.strip() == SHA
+    assert blobs.path(SHA).read_bytes() == DATA
+    assert len(server.seen("GET", "/resolve/")) == 1
+
+
+def test_not_enough_disk_is_refused_before_downloading(
+    server: FakeHF, blobs: Blobs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Blobs, "free_bytes", lambda self: len(DATA) - 1)
+    with pytest.raises(DiskFull, match=r"needs 0\.3 MB but only 0\.3 MB is free"):
+        pull(server, blobs)
+    assert server.seen("GET", "/resolve/") == []
+    assert list(blobs.root.iterdir()) == []
+
+
+def test_disk_check_counts_what_a_partial_already_holds(
+    server: FakeHF, blobs: Blobs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    partial_path(blobs).write_bytes(DATA[:200_000])
+    monkeypatch.setattr(Blobs, "free_bytes", lambda self: 150_000)  # enough for the rest only
+    assert pull(server, blobs) == SHA

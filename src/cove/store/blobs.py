@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import DigestMismatch
+from ..errors import DigestMismatch, DiskFull
 from .atomic import disk_error, fsync_dir
 from .names import parse_digest
 
@@ -91,27 +93,53 @@ class Blobs:
     def exists(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
-    def partial(self, expected: str | None, *, resume: bool = True, key: str = "") -> PartialBlob:
-        """Start or resume a blob; without an expected digest the partial is keyed by `key`."""
+    def _final(self, expected: str | None, key: str) -> Path:
         if expected:
-            final = self.path(expected)
-        else:
-            safe = hashlib.sha256(key.encode()).hexdigest()
-            final = self.root / f"upload-{safe}"
-        return PartialBlob(final, expected, resume)
+            return self.path(expected)
+        return self.root / f"upload-{hashlib.sha256(key.encode()).hexdigest()}"
+
+    def partial(self, expected: str | None, *, resume: bool = True, key: str = "") -> PartialBlob:
+        """Start or resume a blob; without an expected digest the partial is keyed by `key`.
+
+        Hold `writing(expected, key)` around it: two writers of one partial file corrupt it.
+        """
+        return PartialBlob(self._final(expected, key), expected, resume)
+
+    @contextmanager
+    def writing(self, expected: str | None, key: str = "") -> Iterator[None]:
+        """Hold the OS lock for one blob's partial file (other threads and processes wait).
+
+        After taking it, check `exists(expected)` again: the holder before may have finished it.
+        """
+        final = self._final(expected, key)
+        with exclusive(final.with_name(final.name + ".lock")):
+            yield
 
     def add_stream(self, chunks: Iterable[bytes], expected: str | None = None) -> str:
         """Store bytes from an iterable; returns the hex digest. Existing blobs are not rewritten."""
         if expected and self.exists(expected):
             return expected
-        blob = self.partial(expected, resume=False, key=os.urandom(8).hex())
-        try:
-            for chunk in chunks:
-                blob.write(chunk)
-        except BaseException:
-            blob.abandon(keep=False)
-            raise
-        return blob.finish()
+        key = os.urandom(8).hex()
+        with self.writing(expected, key):
+            if expected and self.exists(expected):
+                return expected  # another writer stored it while we waited
+            blob = self.partial(expected, resume=False, key=key)
+            try:
+                for chunk in chunks:
+                    blob.write(chunk)
+            except BaseException:
+                blob.abandon(keep=False)
+                raise
+            return blob.finish()
+
+    def ensure_room(self, needed: int, what: str) -> None:
+        """Refuse, before a byte is written, a download the disk cannot hold."""
+        free = self.free_bytes()
+        if needed > free:
+            raise DiskFull(
+                f"{what} needs {_mb(needed)} but only {_mb(free)} is free in {self.root.parent}: "
+                "free some space, or set COVE_HOME to a bigger disk"
+            )
 
     def add_file(self, source: Path, expected: str | None = None) -> str:
         return self.add_stream(read_chunks(source), expected)
@@ -124,6 +152,41 @@ class Blobs:
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """An flock on `path`, removed on release. flock (unlike lockf) also excludes threads.
+
+    The holder deletes the file before unlocking, so a waiter checks it locked the file still
+    at `path` and not a deleted one; otherwise it opens the new file and waits again.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _same_file(fd, path):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
 
 
 def read_chunks(path: Path) -> Iterable[bytes]:

