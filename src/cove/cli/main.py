@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -256,26 +256,35 @@ def stop(ctx: Context, name: str) -> None:
 
 
 def main() -> None:
-    """Entry point: one line per error, a traceback only with --debug."""
+    """Entry point: one line per error, a traceback only with --debug; Ctrl-C anywhere exits 130."""
 
     debug = "--debug" in sys.argv[1:]
     try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
+        code = cli.main(standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # click turns a Ctrl-C inside a command into Abort; one raised outside it arrives as is.
+        _interrupted(debug)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except CoveError as exc:
         _fail(str(exc), debug)
-    except KeyboardInterrupt:
-        sys.exit(130)
     except Exception as exc:  # the last line of defence: still one line unless --debug
         _fail(f"unexpected {exc.__class__.__name__}: {exc} (run with --debug for details)", debug)
+    # A command that raises click.exceptions.Exit(n) (an answer stopped with Ctrl-C: 130) gets
+    # its code back here, as standalone_mode=False returns it instead of exiting.
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        sys.exit(code)
 
 
-def _fail(message: str, debug: bool) -> None:
+def _interrupted(debug: bool) -> NoReturn:
+    if debug:
+        traceback.print_exc()
+    err.print("aborted")
+    sys.exit(130)
+
+
+def _fail(message: str, debug: bool) -> NoReturn:
     if debug:
         traceback.print_exc()
     click.echo(f"Error: {message}", err=True)

@@ -1,0 +1,88 @@
+"""Ctrl-C: every `cove` command it interrupts exits 130 with no traceback (unless --debug)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import pytest
+from cli_helpers import _workdir, run_main
+
+from cove.cli import main as main_module
+from cove.cli.main import cli
+
+COVE = Path(sys.executable).with_name("cove")
+
+__all__ = ["_workdir"]
+
+
+def interrupted_after(delay: float, *args: str) -> subprocess.CompletedProcess[str]:
+    """Start the real `cove` with a stdin that never ends, send SIGINT after `delay` seconds."""
+    process = subprocess.Popen(
+        [str(COVE), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COVE_LOCAL": "1"},
+    )
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    try:
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+# Early delays land while Python is still importing cove (a few hundred ms), the last one
+# while the command waits for its standard input.
+@pytest.mark.parametrize("delay", [0.06, 0.12, 0.2, 0.3, 0.45, 2.0])
+def test_ctrl_c_at_any_moment_exits_130_without_traceback(delay: float) -> None:
+    done = interrupted_after(delay, "persona", "add", "someone")
+    if done.returncode == -signal.SIGINT and not _reached_cove(done.stderr):
+        # Python's own start and the pip launcher's `import re` come before any code of cove's.
+        pytest.skip("the signal arrived before cove's entry point ran")
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() in ("", "aborted")
+
+
+def _reached_cove(stderr: str) -> bool:
+    return "cove_entry" in stderr or f"{os.sep}cove{os.sep}" in stderr
+
+
+def test_ctrl_c_with_debug_shows_the_traceback() -> None:
+    done = interrupted_after(2.0, "--debug", "persona", "add", "someone")
+    assert done.returncode == 130
+    assert "Traceback" in done.stderr and "KeyboardInterrupt" in done.stderr
+
+
+def test_keyboard_interrupt_outside_a_command_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(**_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "main", interrupted)
+    code, out, err = run_main(monkeypatch, capsys, "list")
+    assert (code, out, err) == (130, "", "aborted\n")
+
+
+def test_a_command_exit_code_reaches_the_shell(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    @click.command()
+    def stopped() -> None:
+        click.echo("half an answer")
+        raise click.exceptions.Exit(130)  # what a one-shot answer stopped with Ctrl-C raises
+
+    monkeypatch.setitem(cli.commands, "stopped", stopped)
+    code, out, _ = run_main(monkeypatch, capsys, "stopped")
+    assert (code, out) == (130, "half an answer\n")
+    assert main_module.main is not None
