@@ -50,6 +50,8 @@ class FakeModel:
     def chat(self, body: dict[str, Any], on_chunk: ChunkCallback | None = None) -> dict[str, Any]:
         with self.engine.lock:
             self.engine.requests.append(body)
+        if isinstance(body.get("prompt"), list):
+            return self._each_prompt(body, on_chunk)
         words, finish = self._words(body)
         usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
         timings = {"prompt_ms": 1.0, "predicted_ms": 10.0, "predicted_per_second": 100.0}
@@ -76,6 +78,20 @@ class FakeModel:
         return last
 
     complete = chat
+
+    def _each_prompt(self, body: dict[str, Any], on_chunk: ChunkCallback | None) -> dict[str, Any]:
+        """Several prompts at once, as the engine answers them: one choice per prompt, by index."""
+        results = [self.chat({**body, "prompt": prompt}, None) for prompt in body["prompt"]]
+        choices = [{**r["choices"][0], "index": i} for i, r in enumerate(results)]
+        whole = {**results[0], "choices": choices}
+        if on_chunk is None:
+            return whole
+        for choice in choices:
+            on_chunk({"choices": [{**choice, "finish_reason": None}]})
+            on_chunk({"choices": [{"index": choice["index"], "text": "", "finish_reason": "stop"}]})
+        last = {"choices": [], "usage": whole["usage"], "timings": whole["timings"]}
+        on_chunk(last)
+        return last
 
     def embed(self, body: dict[str, Any]) -> dict[str, Any]:
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]

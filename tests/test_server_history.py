@@ -14,9 +14,9 @@ from fakes import FakeEngine
 from server_fixtures import LiveServer, anyio_backend, client, make_app, tiny_cove, wait_for, words
 from test_server_guard import KEY, assert_ollama_error, assert_openai_error
 
+from cove.chat.service import ChatService
 from cove.history import PRICES_AS_OF
 from cove.library.local import Cove
-from cove.server import conversations
 
 __all__ = ["anyio_backend"]
 pytestmark = pytest.mark.anyio
@@ -86,7 +86,7 @@ async def test_new_conversation_on_openai_whole(fake_cove: Cove, engine: FakeEng
         chat = await stored(c, cid)
         (summary,) = await listed(c)
     assert engine.requests[-1]["messages"] == [{"role": "user", "content": "hello there"}]
-    assert chat["id"] == cid and chat["model"] == "tiny" and chat["source"] == "api"
+    assert chat["id"] == cid and chat["model"] == "tiny:latest" and chat["source"] == "api"
     assert chat["title"] == "hello there"
     user, answer = chat["messages"]
     assert (user["role"], user["content"], user["position"]) == ("user", "hello there", 0)
@@ -96,7 +96,7 @@ async def test_new_conversation_on_openai_whole(fake_cove: Cove, engine: FakeEng
         1,
     )
     assert answer["prompt_tokens"] == 5 and answer["completion_tokens"] == 4
-    assert answer["model"] == "tiny" and answer["in_context"] is True
+    assert answer["model"] == "tiny:latest" and answer["in_context"] is True
     assert summary["id"] == cid and summary["messages"] == 2 and summary["preview"] == "hello there"
 
 
@@ -161,13 +161,13 @@ async def test_a_streamed_answer_is_kept_before_the_stream_ends(
     fake_cove: Cove, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A client that sends its next turn the moment a stream ends must find the answer stored."""
-    keep = conversations.record
+    keep = ChatService._record
 
     def slow_record(*args: Any) -> None:
         time.sleep(0.2)  # a slow disk: widens the window a fire-and-forget write would leave open
         keep(*args)
 
-    monkeypatch.setattr(conversations, "record", slow_record)
+    monkeypatch.setattr(ChatService, "_record", slow_record)
     async with client(make_app(fake_cove)) as c:
         r = await c.post("/v1/chat/completions", json=oai("first", stream=True, conversation_id="new"))
         cid = r.headers[HEADER]
@@ -384,7 +384,9 @@ async def test_export_json_and_markdown(fake_cove: Cove) -> None:
     assert [c["id"] for c in every.json()["conversations"]] == [cid, other]
     assert md.status_code == 200 and md.headers["content-type"].startswith("text/markdown")
     assert md.text.startswith("# export me\n")
-    assert "## User\n\nexport me" in md.text and "## Assistant (tiny)\n\nYou said: export me" in md.text
+    assert (
+        "## User\n\nexport me" in md.text and "## Assistant (tiny:latest)\n\nYou said: export me" in md.text
+    )
     assert "and me too" not in md.text
     assert_ollama_error(bad, 400)
     assert_ollama_error(missing, 404)
@@ -505,7 +507,7 @@ async def test_stats(fake_cove: Cove) -> None:
     stats = r.json()
     assert stats["conversations"] == 2 and stats["messages"] == 4
     assert stats["tokens_in"] == 10 and stats["tokens_out"] == 7
-    usage = stats["by_model"]["tiny"]
+    usage = stats["by_model"]["tiny:latest"]
     assert usage["answers"] == 2 and usage["tokens_in"] == 10 and usage["tokens_out"] == 7
     assert usage["avg_tokens_per_s"] == pytest.approx(100.0)
     assert stats["prices_as_of"] == PRICES_AS_OF

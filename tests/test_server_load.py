@@ -140,6 +140,7 @@ async def test_metrics_after_traffic(fake_cove: Cove) -> None:
     ):
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
     found = samples(text)
+    # Metrics name a model by its full name, however a request spelled it.
     assert found[("cove_requests_total", (("route", "/api/chat"), ("status", "200")))] == 2
     assert found[("cove_requests_total", (("route", "/api/chat"), ("status", "404")))] == 1
     assert found[("cove_requests_total", (("route", "/v1/chat/completions"), ("status", "200")))] == 1
@@ -147,10 +148,10 @@ async def test_metrics_after_traffic(fake_cove: Cove) -> None:
     assert found[("cove_requests_total", (("route", "/api/blobs"), ("status", "404")))] == 1
     assert not any("abc123" in str(key) for key in found)
     # "You said: hello" is 3 tokens twice, and "You said: w0 w1 w2 w3" is 6.
-    assert found[("cove_tokens_total", (("direction", "out"), ("model", "tiny")))] == 12
-    assert found[("cove_tokens_total", (("direction", "in"), ("model", "tiny")))] == 15
-    assert found[("cove_time_to_first_token_seconds_count", (("model", "tiny"),))] == 3
-    assert found[("cove_inter_token_seconds_count", (("model", "tiny"),))] == 5 + 2
+    assert found[("cove_tokens_total", (("direction", "out"), ("model", "tiny:latest")))] == 12
+    assert found[("cove_tokens_total", (("direction", "in"), ("model", "tiny:latest")))] == 15
+    assert found[("cove_time_to_first_token_seconds_count", (("model", "tiny:latest"),))] == 3
+    assert found[("cove_inter_token_seconds_count", (("model", "tiny:latest"),))] == 5 + 2
     assert found[("cove_queue_depth", ())] == 0
     assert found[("cove_loaded_models", ())] == 1
     assert found[("cove_model_memory_bytes", (("model", "tiny:latest"),))] > 0

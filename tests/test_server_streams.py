@@ -173,7 +173,13 @@ async def test_openai_chat_whole(fake_cove: Cove, engine: FakeEngine) -> None:
     (choice,) = body["choices"]
     assert choice["message"] == {"role": "assistant", "content": "You said: stream me "}
     assert choice["finish_reason"] == "length"
-    assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+    assert body["usage"] == {
+        "prompt_tokens": 5,
+        "completion_tokens": 4,
+        "total_tokens": 9,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
+    assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
     assert engine.requests[0]["max_tokens"] == 4 and engine.requests[0]["temperature"] == 0
 
 
@@ -221,8 +227,11 @@ async def test_openai_completions(fake_cove: Cove, engine: FakeEngine) -> None:
                 "stream_options": {"include_usage": True},
             },
         )
-    assert whole.json()["choices"][0]["text"] == "after: Once upon"
-    assert engine.requests[0]["prompt"] == "Once upon"
+    # A list of prompts gets one choice each, in order, as OpenAI's API answers it.
+    choices = whole.json()["choices"]
+    assert [(c["index"], c["text"]) for c in choices] == [(0, "after: Once "), (1, "after: upon")]
+    assert whole.json()["id"].startswith("cmpl-") and whole.json()["object"] == "text_completion"
+    assert engine.requests[0]["prompt"] == ["Once ", "upon"]
     events = sse(streamed.text)
     assert events[-1] == "[DONE]" and events[-2]["usage"]["completion_tokens"] == 3
 
@@ -306,10 +315,16 @@ async def test_completion_stream_usage_comes_alone_and_only_when_asked(completio
     assert all("usage" not in e for e in plain[:-1])
     assert "".join(e["choices"][0]["text"] for e in plain[:-1]) == ", and then"
     assert plain[-2]["choices"][0]["finish_reason"] == "length"
-    assert asked[:-2] == plain[:-1]
-    assert asked[-2] == {
-        "choices": [],
-        "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
-        "id": "c1",
-        "model": "tiny",
+
+    def unnamed(events: list[Any]) -> list[Any]:
+        return [{k: v for k, v in e.items() if k not in ("id", "created")} for e in events]
+
+    assert unnamed(asked[:-2]) == unnamed(plain[:-1])
+    assert len({e["id"] for e in asked[:-1]}) == 1  # one answer, one id
+    assert asked[-2]["choices"] == [] and asked[-2]["model"] == "tiny"
+    assert asked[-2]["usage"] == {
+        "prompt_tokens": 2,
+        "completion_tokens": 3,
+        "total_tokens": 5,
+        "prompt_tokens_details": {"cached_tokens": 0},
     }

@@ -1,4 +1,4 @@
-"""Chatting inside a stored conversation: the context budget, summaries, and saving every turn.
+"""Fitting a stored conversation into the model's context: the budget, and summaries of older turns.
 
 When a conversation outgrows the model's context, the policy (COVE_CONTEXT_POLICY) decides:
 "summarize" (the default) keeps the system prompt and the most recent turns and replaces the
@@ -9,15 +9,12 @@ way the person is told, and every message stays in the history.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..engine.events import ChatChunk
-from ..engine.options import context_size
+from ..engine.events import ChatAnswer
 from ..errors import BadRequest
 from ..history import History, Message
-from ..store.models import Manifest
 
 SUMMARY_PROMPT = (
     "Summarize the conversation below in under 150 words. Keep names, facts, numbers and decisions; "
@@ -26,13 +23,11 @@ SUMMARY_PROMPT = (
 
 
 class Chatter(Protocol):
-    """What a turn needs from a backend (the library, or a running server)."""
+    """What writing a summary needs: one whole answer from the conversation's model."""
 
-    def model(self, name: str) -> Manifest: ...
-
-    def stream_chat(
+    def chat(
         self, model: str, messages: list[dict[str, Any]], *, options: dict[str, Any] | None = None
-    ) -> Generator[ChatChunk, None, None]: ...
+    ) -> ChatAnswer: ...
 
 
 @dataclass(frozen=True)
@@ -112,7 +107,7 @@ def summarize(backend: Chatter, model: str, older: list[Message], room: int, num
     request = [{"role": "user", "content": SUMMARY_PROMPT + transcript[-limit:]}]
     # The chat's own num_ctx: another value would load a second copy of the model just for this.
     options = {"num_ctx": num_ctx, "num_predict": 200, "temperature": 0.2}
-    text = "".join(chunk.content for chunk in backend.stream_chat(model, request, options=options))
+    text = backend.chat(model, request, options=options).content
     return text.strip() or "(the earlier conversation could not be summarised)"
 
 
@@ -121,72 +116,3 @@ def policy() -> str:
     if value not in ("summarize", "refuse"):
         raise BadRequest(f"COVE_CONTEXT_POLICY must be summarize or refuse, not {value!r}")
     return value
-
-
-def record_answer(
-    history: History, conversation_id: str, model: str, text: str, last: ChatChunk | None
-) -> None:
-    """Keep the answer with its figures, so `cove stats` can show them later."""
-    ttft = last.time_to_first_token_s if last else None
-    history.add_message(
-        conversation_id,
-        "assistant",
-        text,
-        prompt_tokens=last.prompt_tokens if last else None,
-        completion_tokens=last.completion_tokens if last else None,
-        ttft_ms=ttft * 1000 if ttft is not None else None,
-        tokens_per_s=last.tokens_per_s if last else None,
-        model=model,
-    )
-
-
-def turn(
-    backend: Chatter,
-    history: History,
-    conversation_id: str,
-    text: str,
-    *,
-    options: dict[str, Any] | None = None,
-) -> tuple[ContextNotice | None, Generator[ChatChunk, None, None]]:
-    """Store the user's message, fit the context, and stream the answer (stored when it ends).
-
-    Closing the stream early stops the answer; what arrived until then is stored.
-    """
-    chat = history.get(conversation_id)
-    opts = {**chat.parameters, **(options or {})}
-    if chat.num_ctx and not opts.get("num_ctx"):
-        opts["num_ctx"] = chat.num_ctx  # the model must be loaded with the context we budget for
-    num_ctx = context_window(backend, chat.model, opts)
-    history.add_message(conversation_id, "user", text)
-    if not chat.title and not chat.messages:
-        history.rename(conversation_id, text.strip().splitlines()[0][:60] if text.strip() else None)
-    messages, notice = fit_context(backend, history, conversation_id, num_ctx, opts)
-    return notice, _recorded(backend, history, chat.id, chat.model, messages, opts)
-
-
-def context_window(backend: Chatter, model: str, options: dict[str, Any]) -> int:
-    """The context the model will be loaded with: the options, else its recipe, else what it knows."""
-    manifest = backend.model(model)
-    return context_size(manifest.recipe_obj(), options, manifest.info.get("context_length"))
-
-
-def _recorded(
-    backend: Chatter,
-    history: History,
-    conversation_id: str,
-    model: str,
-    messages: list[dict[str, Any]],
-    options: dict[str, Any],
-) -> Generator[ChatChunk, None, None]:
-    parts: list[str] = []
-    last: ChatChunk | None = None
-    stream = backend.stream_chat(model, messages, options=options)
-    try:
-        for chunk in stream:
-            parts.append(chunk.content)
-            if chunk.done:
-                last = chunk
-            yield chunk
-    finally:
-        stream.close()
-        record_answer(history, conversation_id, model, "".join(parts), last)

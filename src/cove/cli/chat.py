@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 import click
 
-from ..chat.context import turn
+from ..chat.service import TurnRequest
 from ..engine.events import ChatChunk
-from ..errors import CoveError
+from ..errors import CoveError, ModelNotFound
 from ..history import History, db_path
 from ..recipe import Recipe, check_parameter
-from .main import Backend, Context, cli, err, pass_ctx
+from ..store import catalog
+from ..store.names import parse_name
+from .main import Backend, Context, cli, err, pass_ctx, pull_progress
 
+SET_USAGE = "Usage: /set system TEXT, or /set parameter NAME VALUE (e.g. /set parameter temperature 0.2)"
 HELP = """Commands:
   /set system TEXT           set the system prompt
   /set parameter NAME VALUE  set a parameter (temperature, top_p, num_ctx, stop, ...)
@@ -30,7 +32,11 @@ Use \"\"\" to begin and end a multi-line message. Ctrl-C stops an answer."""
 
 @dataclass
 class Session:
-    """One terminal conversation: the model, its overrides, and where the history keeps it."""
+    """One terminal conversation: the model, the overrides typed so far, and its stored id.
+
+    The conversation service (in-process, or in a running server) keeps the conversation and
+    its settings; a session sends each turn with whatever changed since the last one.
+    """
 
     model: str
     history: History
@@ -39,39 +45,38 @@ class Session:
     options: dict[str, Any] = field(default_factory=dict)
     messages: list[dict[str, str]] = field(default_factory=list)
     conversation_id: str | None = None
+    #: Whether the stored conversation already has `system` (so it need not be sent again).
+    system_sent: bool = False
 
-    def conversation(self) -> str:
-        """The stored conversation, started on the first message."""
-        if self.conversation_id is None:
-            chat = self.history.start(
-                self.model,
-                persona=self.persona,
-                system=self.system,
-                parameters=self.options,
-                num_ctx=self.options.get("num_ctx"),
-                source="cli",
-            )
-            self.conversation_id = chat.id
-        return self.conversation_id
-
-    def save_settings(self) -> None:
-        if self.conversation_id is not None:
-            self.history.update_settings(
-                self.conversation_id,
-                system=self.system,
-                parameters=self.options,
-                num_ctx=self.options.get("num_ctx"),
-            )
+    def request(self, text: str) -> TurnRequest:
+        messages: list[dict[str, Any]] = []
+        if self.system is not None and not self.system_sent:
+            messages.append({"role": "system", "content": self.system})
+        messages.append({"role": "user", "content": text})
+        return TurnRequest(
+            model=self.model,
+            messages=messages,
+            options=dict(self.options),
+            conversation=self.conversation_id or "new",
+            persona=self.persona if self.conversation_id is None else None,
+            source="cli",
+        )
 
 
-def answer(cove: Backend, session: Session, text: str, verbose: bool) -> None:
-    """Stream one answer to stdout; Ctrl-C stops it and keeps what arrived (in history too)."""
-    notice, stream = turn(cove, session.history, session.conversation(), text, options=session.options)
+def answer(cove: Backend, session: Session, text: str, verbose: bool) -> bool:
+    """Stream one answer to stdout; Ctrl-C stops it and keeps what arrived (in history too).
+
+    Returns whether the person stopped it.
+    """
+    stream = cove.chat_turn(session.request(text))
+    session.conversation_id = stream.conversation_id
+    session.system_sent = True
     session.messages.append({"role": "user", "content": text})
-    if notice:
-        err.print(f"[yellow]note: {notice}[/yellow]")
+    if stream.notice:
+        err.print(f"[yellow]note: {stream.notice}[/yellow]")
     parts: list[str] = []
     last: ChatChunk | None = None
+    stopped = False
     try:
         for chunk in stream:
             if chunk.content:
@@ -81,14 +86,15 @@ def answer(cove: Backend, session: Session, text: str, verbose: bool) -> None:
             if chunk.done:
                 last = chunk
     except KeyboardInterrupt:
+        stopped = True
         err.print("\n[dim](stopped)[/dim]")
     finally:
-        if isinstance(stream, Generator):
-            stream.close()
+        stream.close()
     sys.stdout.write("\n")
     session.messages.append({"role": "assistant", "content": "".join(parts)})
     if verbose and last is not None:
         report_speed(last)
+    return stopped
 
 
 def report_speed(chunk: ChatChunk) -> None:
@@ -138,6 +144,8 @@ def command(cove: Backend, session: Session, line: str) -> bool:
         show_session(cove, session)
     elif name == "/set" and len(words) >= 3:
         set_value(session, words, line)
+    elif name == "/set":
+        click.echo(SET_USAGE)
     elif name == "/save" and len(words) == 2:
         save(cove, session, words[1])
     else:
@@ -149,6 +157,7 @@ def set_value(session: Session, words: list[str], line: str) -> None:
     if words[1] == "system":
         # Keep the user's spacing (and any newlines from a """ block) exactly as typed.
         session.system = line.split(None, 2)[2]
+        session.system_sent = False
         click.echo("Set the system prompt.")
     elif words[1] == "parameter" and len(words) == 4:
         value = check_parameter(words[2], words[3])
@@ -157,15 +166,13 @@ def set_value(session: Session, words: list[str], line: str) -> None:
         session.options[words[2]] = value
         click.echo(f"Set {words[2]} to {value!r}.")
     else:
-        click.echo("Usage: /set system TEXT, or /set parameter NAME VALUE")
-        return
-    session.save_settings()
+        click.echo(SET_USAGE)
 
 
 def use_persona(session: Session, name: str) -> None:
     persona = session.history.persona(name)
     session.system, session.persona = persona.system, persona.name
-    session.save_settings()
+    session.system_sent = False
     click.echo(f"Using persona '{persona.name}'.")
 
 
@@ -242,9 +249,7 @@ def run(
     ctx.on_close(history.close)
     session = resumed(history, resume) if resume else new_session(history, model, system, persona)
     backend = ctx.backend
-    # Fail fast, and import the bundled model on first use. The full name is what gets stored, so
-    # `cove stats` and `cove history` count `run tiny` and `run tiny:latest` as the same model.
-    session.model = backend.model(session.model).name
+    session.model = stored_model(backend, session.model)
     text = " ".join(prompt)
     if not sys.stdin.isatty():
         piped = sys.stdin.read()
@@ -252,8 +257,23 @@ def run(
         if not text:
             raise CoveError("nothing to answer: the prompt and standard input were empty")
     if text:
-        return answer(backend, session, text, verbose)
+        if answer(backend, session, text, verbose):
+            raise KeyboardInterrupt  # a one-shot answer stopped with Ctrl-C exits 130, as `pull` does
+        return
     repl(backend, session, verbose)
+
+
+def stored_model(backend: Backend, name: str) -> str:
+    """The model's full name, failing fast; a catalog model not yet in the store is pulled, saying so."""
+    try:
+        return backend.model(name).name
+    except ModelNotFound:
+        entry = catalog.find(str(parse_name(name)))
+        if entry is None:
+            raise
+    err.print(f"{entry.name} is not in the store yet; pulling it ({entry.size_mb:.0f} MB) first")
+    with pull_progress() as report:
+        return backend.pull(entry.name, report).name
 
 
 def new_session(history: History, model: str | None, system: str | None, persona: str | None) -> Session:

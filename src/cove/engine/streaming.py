@@ -7,18 +7,30 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .base import ChunkCallback
+from .events import ChatAnswer, ChatChunk
 
-Run = Callable[[ChunkCallback], dict[str, Any]]
+#: Receives each event as it is made; returning True stops the answer.
+EventCallback = Callable[[ChatChunk], bool]
+Run = Callable[[EventCallback], ChatAnswer]
 
 
-def stream_chunks(run: Run) -> Iterator[dict[str, Any]]:
-    """Yield each chunk as the engine makes it; closing the iterator stops the generation."""
+def final_event(answer: ChatAnswer) -> ChatChunk:
+    """The closing event of a stream: the whole answer's finish reason and figures."""
+    return ChatChunk(
+        done=True,
+        finish_reason=answer.finish_reason,
+        usage=answer.usage,
+        time_to_first_token_s=answer.time_to_first_token_s,
+    )
+
+
+def stream_events(run: Run) -> Iterator[ChatChunk]:
+    """Yield each event as the engine makes it, then one `done` event; closing the iterator stops it."""
     items: queue.Queue[tuple[str, Any]] = queue.Queue()
     stop = threading.Event()
 
-    def relay(chunk: dict[str, Any]) -> bool:
-        items.put(("chunk", chunk))
+    def relay(event: ChatChunk) -> bool:
+        items.put(("event", event))
         return stop.is_set()
 
     def work() -> None:
@@ -32,9 +44,10 @@ def stream_chunks(run: Run) -> Iterator[dict[str, Any]]:
     try:
         while True:
             kind, item = items.get()
-            if kind == "chunk":
+            if kind == "event":
                 yield item
             elif kind == "done":
+                yield final_event(item)
                 return
             else:
                 raise item

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+from ..chat.service import ChatService, TurnRequest, TurnStream
 from ..config import Settings
-from ..engine.base import ChunkCallback, EngineFactory, LoadSpec
-from ..engine.events import ChatAnswer, ChatChunk, LoadedInfo
+from ..engine.base import EngineFactory, LoadSpec
+from ..engine.events import Assembler, ChatAnswer, ChatChunk, LoadedInfo, answer_of, events_of
 from ..engine.options import checked_options, context_size, with_recipe
 from ..engine.scheduler import ModelRequest, Scheduler
-from ..engine.streaming import stream_chunks
+from ..engine.streaming import EventCallback, stream_events
 from ..errors import BadRequest, InvalidRecipe, ModelNotFound
+from ..history import History, db_path
 from ..recipe import Recipe, parse_recipe
 from ..store import catalog
 from ..store.models import Manifest, ModelStore, describe, validate_gguf
 from ..store.names import parse_name
 from ..store.progress import ProgressCallback, ignore_progress
 from ..store.pull import pull
+from .backend import Backend
 
 DEFAULT_MODEL = "gemma3:270m"
 
@@ -44,6 +47,22 @@ class Cove:
             max_queue=self.settings.max_queue,
             keep_alive_s=self.settings.keep_alive_s,
         )
+        self._history: History | None = None
+        self._history_lock = threading.Lock()
+        #: The one conversation service: every chat turn, from every door, goes through it.
+        self.conversations = ChatService(self)
+
+    @property
+    def history(self) -> History:
+        """The conversation store, opened on first use (many calls never need it)."""
+        with self._history_lock:
+            if self._history is None:
+                self._history = History(db_path(self.settings.home))
+            return self._history
+
+    def chat_turn(self, request: TurnRequest) -> TurnStream:
+        """One turn of a conversation (or a stateless chat), streamed; see `cove.chat.service`."""
+        return self.conversations.stream(request)
 
     # -- the store ---------------------------------------------------------------------------
 
@@ -175,18 +194,28 @@ class Cove:
         *,
         options: dict[str, Any] | None = None,
         keep_alive: float | None = None,
-        on_chunk: ChunkCallback | None = None,
+        on_event: EventCallback | None = None,
         completion: bool = False,
         cancel: threading.Event | None = None,
-    ) -> dict[str, Any]:
-        """One engine call with the recipe applied: the single implementation of chat for all."""
+    ) -> ChatAnswer:
+        """One engine call with the recipe applied: the single implementation of chat for all.
+
+        With `on_event`, every piece is handed over as it is made (returning True stops the
+        answer); the return value is the whole answer either way, figures included.
+        """
         request, recipe, opts = self.prepare(name, options)
         if request.spec.embedding:
             raise BadRequest(f"{request.spec.name} is an embedding model and cannot chat")
         full = with_recipe(body, recipe, opts)
+        started = time.perf_counter()
         with self.scheduler.use(request, keep_alive, cancel) as model:
+            ready = time.perf_counter()
             call = model.complete if completion else model.chat
-            return call(full, on_chunk)
+            if on_event is None:
+                answer = answer_of(call(full, None))
+            else:
+                answer = _streamed(call, full, on_event, ready)
+        return answer.with_load(ready - started)
 
     def chat(
         self,
@@ -201,9 +230,7 @@ class Cove:
         body: dict[str, Any] = {"messages": messages}
         if tools:
             body["tools"] = tools
-        started = time.perf_counter()
-        result = self.run_chat(model, body, options=options, keep_alive=keep_alive)
-        return answer_from_result(result, time.perf_counter() - started)
+        return self.run_chat(model, body, options=options, keep_alive=keep_alive)
 
     def stream_chat(
         self,
@@ -214,20 +241,14 @@ class Cove:
         keep_alive: float | None = None,
     ) -> Generator[ChatChunk, None, None]:
         """Answer token by token; close the iterator (or break) to stop the generation."""
-        body = {"messages": messages, "stream": True, "stream_options": {"include_usage": True}}
-        yield from _typed(
-            stream_chunks(
-                lambda relay: self.run_chat(
-                    model, body, options=options, keep_alive=keep_alive, on_chunk=relay
-                )
-            )
+        body = {"messages": messages}
+        yield from stream_events(
+            lambda relay: self.run_chat(model, body, options=options, keep_alive=keep_alive, on_event=relay)
         )
 
     def generate(self, model: str, prompt: str, *, options: dict[str, Any] | None = None) -> ChatAnswer:
         """Continue raw text with no chat template (for base models and completion tasks)."""
-        started = time.perf_counter()
-        result = self.run_chat(model, {"prompt": prompt}, options=options, completion=True)
-        return answer_from_result(result, time.perf_counter() - started)
+        return self.run_chat(model, {"prompt": prompt}, options=options, completion=True)
 
     def embed(
         self, model: str, inputs: list[str], *, keep_alive: float | None = None
@@ -272,6 +293,8 @@ class Cove:
 
     def close(self) -> None:
         self.scheduler.close()
+        if self._history is not None:
+            self._history.close()
 
     def __enter__(self) -> Cove:
         return self
@@ -280,46 +303,24 @@ class Cove:
         self.close()
 
 
-def _typed(chunks: Iterator[dict[str, Any]]) -> Iterator[ChatChunk]:
-    started = time.perf_counter()
-    first: float | None = None
-    for raw in chunks:
-        choice = (raw.get("choices") or [{}])[0]
-        delta = choice.get("delta") or {}
-        text = delta.get("content") or ""
-        if text and first is None:
-            first = time.perf_counter() - started
-        usage = raw.get("usage")
-        if usage:
-            timings = raw.get("timings") or {}
-            yield ChatChunk(
-                done=True,
-                prompt_tokens=usage.get("prompt_tokens"),
-                completion_tokens=usage.get("completion_tokens"),
-                tokens_per_s=timings.get("predicted_per_second"),
-                time_to_first_token_s=first,
-                raw=raw,
-            )
-            continue
-        finish = choice.get("finish_reason")
-        tool_calls = delta.get("tool_calls") or []
-        if text or finish or tool_calls:
-            yield ChatChunk(content=text, finish_reason=finish, tool_calls=tool_calls, raw=raw)
+def _streamed(call: Any, body: dict[str, Any], on_event: EventCallback, started: float) -> ChatAnswer:
+    """Run a streamed engine call, parsing each chunk once into events, and fold them into the answer."""
+    whole = Assembler()
+    stopped = False
+
+    def relay(raw: dict[str, Any]) -> bool:
+        nonlocal stopped
+        for event in events_of(raw):
+            if whole.first_token_s is None and (event.content or event.tool_calls):
+                whole.first_token_s = time.perf_counter() - started
+            whole.add(event)
+            if not event.done and not stopped:
+                stopped = bool(on_event(event))
+        return stopped
+
+    call({**body, "stream": True, "stream_options": {"include_usage": True}}, relay)
+    return whole.answer()
 
 
-def answer_from_result(result: dict[str, Any], elapsed: float) -> ChatAnswer:
-    choice = result["choices"][0]
-    message = choice.get("message") or {}
-    usage = result.get("usage") or {}
-    timings = result.get("timings") or {}
-    prompt_ms = timings.get("prompt_ms")
-    return ChatAnswer(
-        content=message.get("content") or choice.get("text") or "",
-        finish_reason=choice.get("finish_reason"),
-        prompt_tokens=int(usage.get("prompt_tokens", 0)),
-        completion_tokens=int(usage.get("completion_tokens", 0)),
-        tokens_per_s=timings.get("predicted_per_second"),
-        time_to_first_token_s=prompt_ms / 1000 if prompt_ms is not None else None,
-        tool_calls=message.get("tool_calls") or [],
-        raw=result,
-    )
+def _fits(cove: Cove) -> Backend:
+    return cove  # the type checker holds Cove to the Backend interface here

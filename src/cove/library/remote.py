@@ -1,4 +1,4 @@
-"""Talks to a running `cove serve` so CLI calls share its loaded models; same methods as Cove."""
+"""The client of a running `cove serve`: the CLI's commands go through it, so models stay loaded."""
 
 from __future__ import annotations
 
@@ -10,14 +10,22 @@ from typing import Any
 
 import httpx
 
+from ..chat.service import TurnRequest, TurnStream
 from ..config import Settings
-from ..engine.events import ChatChunk, LoadedInfo
+from ..engine.events import ChatChunk, LoadedInfo, ToolCallDelta, Usage
 from ..errors import BadRequest, Busy, CoveError, DoesNotFit, ModelNotFound
 from ..recipe import parse_recipe
 from ..store.huggingface import parse_hf_ref
 from ..store.models import Manifest
 from ..store.names import parse_name
 from ..store.progress import ProgressCallback, PullProgress, ignore_progress
+from .backend import Backend
+
+#: cove's own headers on /api/chat (see server/conversations.py): the stored conversation, the context notice,
+#: and which door the turn came through.
+CONVERSATION_HEADER = "x-cove-conversation"
+CONTEXT_HEADER = "x-cove-context"
+SOURCE_HEADER = "x-cove-source"
 
 ERRORS: dict[int, type[CoveError]] = {400: BadRequest, 404: ModelNotFound, 503: Busy, 507: DoesNotFit}
 
@@ -37,7 +45,7 @@ def find_server(settings: Settings) -> RemoteCove | None:
 
 
 class RemoteCove:
-    """The subset of `Cove` the CLI uses, over the server's Ollama-compatible API."""
+    """The `Backend` over a server's Ollama-compatible API (plus cove's conversation fields)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -72,33 +80,45 @@ class RemoteCove:
         details = shown.get("details") or {}
         info = {"architecture": details.get("family"), "quantization": details.get("quantization_level")}
         recipe = parse_recipe(shown["modelfile"]).to_dict() if shown.get("modelfile") else {}
-        return Manifest(name=name, digest="", size=0, source="server", info=info, recipe=recipe)
+        canonical = str(parse_name(name))
+        return Manifest(name=canonical, digest="", size=0, source="server", info=info, recipe=recipe)
+
+    def chat_turn(self, request: TurnRequest) -> TurnStream:
+        """The server runs the turn (and owns the history and the context); we read its stream."""
+        body: dict[str, Any] = {
+            "model": request.model,
+            "messages": request.messages,
+            "options": request.options,
+            "stream": True,
+            **{k: v for k, v in request.fields.items() if k in ("tools", "format", "think")},
+        }
+        if request.conversation:
+            body["conversation_id"] = request.conversation
+        if request.persona:
+            body["persona"] = request.persona
+        if request.keep_alive is not None:
+            body["keep_alive"] = request.keep_alive
+        opened = self.http.stream("POST", "/api/chat", json=body, headers={SOURCE_HEADER: request.source})
+        response = opened.__enter__()
+        try:
+            if response.status_code >= 400:
+                response.read()
+                _raise_for(response)
+        except BaseException:
+            opened.__exit__(None, None, None)
+            raise
+        conversation = response.headers.get(CONVERSATION_HEADER)
+        notice = response.headers.get(CONTEXT_HEADER)
+        return TurnStream(conversation, notice, _events(opened, response))
 
     def stream_chat(
         self, model: str, messages: list[dict[str, Any]], *, options: dict[str, Any] | None = None
-    ) -> Generator[ChatChunk, None, None]:
-        started = time.perf_counter()
-        first: float | None = None
-        body = {"model": model, "messages": messages, "options": options or {}, "stream": True}
-        for data in self._lines("/api/chat", body):
-            text = (data.get("message") or {}).get("content") or ""
-            if text and first is None:
-                first = time.perf_counter() - started
-            if not data.get("done"):
-                yield ChatChunk(content=text, raw=data)
-                continue
-            seconds = data.get("eval_duration", 0) / 1e9
-            speed = data.get("eval_count", 0) / seconds if seconds else None
-            yield ChatChunk(
-                content=text,
-                done=True,
-                finish_reason=data.get("done_reason"),
-                prompt_tokens=data.get("prompt_eval_count"),
-                completion_tokens=data.get("eval_count"),
-                tokens_per_s=speed,
-                time_to_first_token_s=first,
-                raw=data,
-            )
+    ) -> Iterator[ChatChunk]:
+        stream = self.chat_turn(TurnRequest(model, messages, options or {}))
+        try:
+            yield from stream
+        finally:
+            stream.close()
 
     def pull(self, ref: str, progress: ProgressCallback = ignore_progress) -> Manifest:
         for data in self._lines("/api/pull", {"model": ref, "stream": True}):
@@ -133,8 +153,8 @@ class RemoteCove:
                 digest=m.get("digest", ""),
                 size=m.get("size", 0),
                 num_ctx=m.get("context_length", 0),
-                num_parallel=0,
-                active=0,
+                num_parallel=int(m.get("num_parallel") or 0),
+                active=int(m.get("active") or 0),
                 expires_in_s=_seconds_until(m.get("expires_at")),
             )
             for m in response.json()["models"]
@@ -147,6 +167,56 @@ class RemoteCove:
 
     def close(self) -> None:
         self.http.close()
+
+
+def _events(opened: Any, response: httpx.Response) -> Generator[ChatChunk, None, None]:
+    """Ollama's NDJSON chat stream as cove's typed events; closing it closes the connection."""
+    started = time.perf_counter()
+    first: float | None = None
+    try:
+        for line in response.iter_lines():
+            if not line.strip():
+                continue
+            data = json.loads(line)
+            if "error" in data:
+                raise CoveError(f"server: {data['error']}")
+            message = data.get("message") or {}
+            text = message.get("content") or ""
+            calls = [
+                ToolCallDelta(i, None, (c.get("function") or {}).get("name", ""), _arguments(c))
+                for i, c in enumerate(message.get("tool_calls") or [])
+            ]
+            if (text or calls) and first is None:
+                first = time.perf_counter() - started
+            if text or calls:
+                yield ChatChunk(content=text, tool_calls=calls)
+            if data.get("done"):
+                yield ChatChunk(
+                    done=True,
+                    finish_reason=data.get("done_reason") or None,
+                    usage=_usage(data),
+                    time_to_first_token_s=first,
+                )
+    finally:
+        opened.__exit__(None, None, None)
+
+
+def _arguments(call: dict[str, Any]) -> str:
+    arguments = (call.get("function") or {}).get("arguments", {})
+    return arguments if isinstance(arguments, str) else json.dumps(arguments)
+
+
+def _usage(data: dict[str, Any]) -> Usage:
+    """Ollama's figures (nanoseconds) in cove's units."""
+    eval_s = data.get("eval_duration", 0) / 1e9
+    return Usage(
+        prompt_tokens=int(data.get("prompt_eval_count") or 0),
+        completion_tokens=int(data.get("eval_count") or 0),
+        prompt_ms=data.get("prompt_eval_duration", 0) / 1e6,
+        predicted_ms=eval_s * 1000,
+        tokens_per_s=data.get("eval_count", 0) / eval_s if eval_s else None,
+        load_s=data.get("load_duration", 0) / 1e9,
+    )
 
 
 def catalog_name(ref: str) -> str:
@@ -186,3 +256,7 @@ def _raise_for(response: httpx.Response) -> None:
     if isinstance(message, dict):
         message = message.get("message", str(message))
     raise ERRORS.get(response.status_code, CoveError)(f"server: {message}")
+
+
+def _fits(remote: RemoteCove) -> Backend:
+    return remote  # the type checker holds RemoteCove to the Backend interface here

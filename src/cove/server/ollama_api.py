@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,11 +14,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import __version__
+from ..chat.service import TurnRequest
+from ..engine.events import Assembler, ChatAnswer, ChatChunk, ToolCall, Usage
 from ..engine.options import parse_keep_alive
 from ..errors import BadRequest, CoveError
 from . import conversations
 from .bodies import parse
-from .generation import Call
 from .ollama_models import routes as model_routes
 from .schemas import OllamaChatRequest, OllamaGenerateRequest, OllamaMessage
 from .state import state_of
@@ -61,51 +63,63 @@ def response_format(fmt: str | dict[str, Any] | None) -> dict[str, Any] | None:
     return None
 
 
-def chat_call(req: OllamaChatRequest) -> Call:
-    body: dict[str, Any] = {
-        "messages": [to_openai_message(m, i) for i, m in enumerate(req.messages)],
-    }
-    if req.tools:
-        body["tools"] = req.tools
+def _extras(req: OllamaChatRequest | OllamaGenerateRequest) -> dict[str, Any]:
+    """Engine fields both routes share: the output format and log-probabilities."""
+    fields: dict[str, Any] = {}
     fmt = response_format(req.format)
     if fmt:
-        body["response_format"] = fmt
-    return Call(req.model, body, req.options or {}, parse_keep_alive(req.keep_alive))
+        fields["response_format"] = fmt
+    if req.logprobs:
+        fields["logprobs"] = True
+        if req.top_logprobs:
+            fields["top_logprobs"] = req.top_logprobs
+    return fields
 
 
-def generate_call(req: OllamaGenerateRequest) -> Call:
+def chat_request(req: OllamaChatRequest, request: Request) -> TurnRequest:
+    fields = _extras(req)
+    if req.tools:
+        fields["tools"] = req.tools
+    return TurnRequest(
+        model=req.model,
+        messages=[to_openai_message(m, i) for i, m in enumerate(req.messages)],
+        options=req.options or {},
+        fields=fields,
+        conversation=conversations.requested(req.conversation_id, request),
+        persona=req.persona,
+        source=conversations.source(request),
+        keep_alive=parse_keep_alive(req.keep_alive),
+        think=req.think,
+    )
+
+
+def generate_request(req: OllamaGenerateRequest) -> TurnRequest:
     if req.template:
         raise BadRequest("a per-request template is not supported; put it in a recipe")
     if req.suffix:
         raise BadRequest("suffix (fill-in-the-middle) is not supported yet")
     options, keep_alive = req.options or {}, parse_keep_alive(req.keep_alive)
-    fmt = response_format(req.format)
+    fields = _extras(req)
     if req.raw:
-        body: dict[str, Any] = {"prompt": req.prompt}
-        if fmt:
-            body["response_format"] = fmt
-        return Call(req.model, body, options, keep_alive, completion=True)
+        fields["prompt"] = req.prompt
+        return TurnRequest(req.model, [], options, fields, keep_alive=keep_alive, completion=True)
     messages = [{"role": "system", "content": req.system}] if req.system else []
-    body = {"messages": [*messages, {"role": "user", "content": req.prompt}]}
-    if fmt:
-        body["response_format"] = fmt
-    return Call(req.model, body, options, keep_alive)
+    messages.append({"role": "user", "content": req.prompt})
+    return TurnRequest(req.model, messages, options, fields, keep_alive=keep_alive, think=req.think)
 
 
 async def chat(request: Request) -> Response:
     req = await parse(request, OllamaChatRequest)
     if not req.messages:
         return await load_only(request, req.model, req.keep_alive, "message")
-    call = chat_call(req)
-    await conversations.bind(request, call, req.conversation_id, req.persona)
-    return await answer(request, call, req.stream, "message")
+    return await answer(request, chat_request(req, request), req.stream, "message")
 
 
 async def generate(request: Request) -> Response:
     req = await parse(request, OllamaGenerateRequest)
     if not req.prompt and not req.system:
         return await load_only(request, req.model, req.keep_alive, "response")
-    return await answer(request, generate_call(req), req.stream, "response")
+    return await answer(request, generate_request(req), req.stream, "response")
 
 
 async def load_only(request: Request, model: str, keep_alive: Any, field: str) -> Response:
@@ -113,141 +127,124 @@ async def load_only(request: Request, model: str, keep_alive: Any, field: str) -
     seconds = parse_keep_alive(keep_alive)
     state = state_of(request)
     reason = "unload" if seconds == 0 else "load"
+    started = time.perf_counter()
     await state.blocking(state.cove.preload, model, seconds)
     empty: Any = {"role": "assistant", "content": ""} if field == "message" else ""
-    return JSONResponse(
-        {"model": model, "created_at": now(), field: empty, "done": True, "done_reason": reason}
-    )
+    body = {"model": model, "created_at": now(), field: empty, "done": True, "done_reason": reason}
+    if reason == "load":
+        body["load_duration"] = int((time.perf_counter() - started) * 1e9)
+    return JSONResponse(body)
 
 
-async def answer(request: Request, call: Call, stream: bool, field: str) -> Response:
+async def answer(request: Request, wanted: TurnRequest, stream: bool, field: str) -> Response:
     state = state_of(request)
     generator = state.generator
     started = time.perf_counter()
+    turn = await generator.prepare(wanted)
     if not stream:
-        result = await generator.once(call)
-        return JSONResponse(whole(result, call.model, field, started), headers=conversations.headers(call))
-    chunks = await primed(generator.stream(call))
+        result = await generator.once(turn)
+        return JSONResponse(whole(result, wanted.model, field, started), headers=conversations.headers(turn))
+    events = await primed(generator.stream(turn))
     return StreamingResponse(
-        ndjson(chunks, call.model, field, started, state.scrub),
+        ndjson(events, wanted.model, field, started, state.scrub),
         media_type=NDJSON,
-        headers=conversations.headers(call),
+        headers=conversations.headers(turn),
     )
 
 
-def whole(result: dict[str, Any], model: str, field: str, started: float) -> dict[str, Any]:
-    choice = result["choices"][0]
-    message = choice.get("message") or {}
-    text = message.get("content") or choice.get("text") or ""
-    calls = [_ollama_call(c) for c in message.get("tool_calls") or []]
+def whole(result: ChatAnswer, model: str, field: str, started: float) -> dict[str, Any]:
     body = {
         "model": model,
         "created_at": now(),
-        field: _piece(field, text, calls),
+        field: _piece(field, result.content, result.tool_calls, result.reasoning),
         "done": True,
-        "done_reason": _reason(choice.get("finish_reason")),
+        "done_reason": _reason(result.finish_reason),
+        **stats(result.usage, started),
     }
-    return {**body, **stats(result, started)}
+    if result.logprobs:
+        body["logprobs"] = _logprobs(result.logprobs)
+    return body
 
 
 async def ndjson(
-    chunks: AsyncIterator[dict[str, Any]],
+    events: AsyncIterator[ChatChunk],
     model: str,
     field: str,
     started: float,
     scrub: Callable[[str], str],
 ) -> AsyncIterator[bytes]:
-    calls = ToolCallBuffer()
-    reason = "stop"
-    usage: dict[str, Any] | None = None
+    calls = Assembler()  # Ollama sends tool calls whole, in the last line; they stream in pieces
     try:
-        async for chunk in chunks:
-            choice = (chunk.get("choices") or [{}])[0]
-            delta = choice.get("delta") or {}
-            calls.add(delta.get("tool_calls") or [])
-            reason = _reason(choice.get("finish_reason")) or reason
-            text = delta.get("content") or choice.get("text") or ""
-            if text:
-                yield _line(
-                    {
-                        "model": model,
-                        "created_at": now(),
-                        field: _piece(field, text, []),
-                        "done": False,
-                    }
-                )
-            # Chat streams end with a usage-only chunk; completion streams put the usage on
-            # their last chunk, beside its text and finish_reason.
-            usage = chunk if chunk.get("usage") else usage
+        async for event in events:
+            if event.done:
+                # Ollama clients wait for `done: true`; it comes once, with the figures.
+                final = {
+                    "model": model,
+                    "created_at": now(),
+                    field: _piece(field, "", calls.answer().tool_calls, ""),
+                    "done": True,
+                    "done_reason": _reason(event.finish_reason or calls.answer().finish_reason),
+                    **stats(event.usage, started),
+                }
+                yield _line(final)
+                return
+            calls.add(replace(event, content="", reasoning="", logprobs=[]))
+            if event.content or event.reasoning:
+                line = {
+                    "model": model,
+                    "created_at": now(),
+                    field: _piece(field, event.content, [], event.reasoning),
+                    "done": False,
+                }
+                if event.logprobs:
+                    line["logprobs"] = _logprobs(event.logprobs)
+                yield _line(line)
     except CoveError as exc:
         yield _line({"error": scrub(str(exc))})
-        return
-    # Ollama clients wait for `done: true`; it comes once, even if the engine sent no usage.
-    final = {
-        "model": model,
-        "created_at": now(),
-        field: _piece(field, "", calls.finished()),
-        "done": True,
-        "done_reason": reason,
-        **stats(usage or {}, started),
-    }
-    yield _line(final)
 
 
 def _line(data: dict[str, Any]) -> bytes:
     return json.dumps(data).encode() + b"\n"
 
 
-def _piece(field: str, text: str, calls: list[dict[str, Any]]) -> Any:
+def _piece(field: str, text: str, calls: list[ToolCall], thinking: str) -> Any:
     if field == "response":
         return text
     message: dict[str, Any] = {"role": "assistant", "content": text}
+    if thinking:
+        message["thinking"] = thinking
     if calls:
-        message["tool_calls"] = calls
+        message["tool_calls"] = [
+            {"function": {"name": c.name, "arguments": c.parsed_arguments()}} for c in calls
+        ]
     return message
 
 
 def _reason(finish: str | None) -> str:
-    return {"length": "length", None: ""}.get(finish, "stop")
+    return {"length": "length", None: "stop"}.get(finish, "stop")
 
 
-def _ollama_call(call: dict[str, Any]) -> dict[str, Any]:
-    function = call.get("function") or {}
-    arguments = function.get("arguments") or "{}"
-    try:
-        parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
-    except json.JSONDecodeError:
-        parsed = {"_raw": arguments}
-    return {"function": {"name": function.get("name", ""), "arguments": parsed}}
+def _logprobs(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI's per-token entries in Ollama's shape (token, logprob, bytes, top_logprobs)."""
+    keep = ("token", "logprob", "bytes")
+    return [
+        {
+            **{k: e[k] for k in keep if k in e},
+            "top_logprobs": [{k: t[k] for k in keep if k in t} for t in e.get("top_logprobs") or []],
+        }
+        for e in entries
+    ]
 
 
-class ToolCallBuffer:
-    """Streamed tool calls arrive in pieces (name, then argument text); Ollama sends them whole."""
-
-    def __init__(self) -> None:
-        self.calls: dict[int, dict[str, str]] = {}
-
-    def add(self, deltas: list[dict[str, Any]]) -> None:
-        for delta in deltas:
-            entry = self.calls.setdefault(int(delta.get("index", 0)), {"name": "", "arguments": ""})
-            function = delta.get("function") or {}
-            entry["name"] += function.get("name") or ""
-            entry["arguments"] += function.get("arguments") or ""
-
-    def finished(self) -> list[dict[str, Any]]:
-        return [_ollama_call({"function": c}) for _, c in sorted(self.calls.items())]
-
-
-def stats(result: dict[str, Any], started: float) -> dict[str, int]:
-    usage = result.get("usage") or {}
-    timings = result.get("timings") or {}
+def stats(usage: Usage | None, started: float) -> dict[str, int]:
+    usage = usage or Usage()
     return {
         "total_duration": int((time.perf_counter() - started) * 1e9),
-        "load_duration": 0,
-        "prompt_eval_count": int(usage.get("prompt_tokens", 0)),
-        "prompt_eval_duration": int(timings.get("prompt_ms", 0) * 1e6),
-        "eval_count": int(usage.get("completion_tokens", 0)),
-        "eval_duration": int(timings.get("predicted_ms", 0) * 1e6),
+        "load_duration": int(usage.load_s * 1e9),
+        "prompt_eval_count": usage.prompt_tokens,
+        "prompt_eval_duration": int((usage.prompt_ms or 0) * 1e6),
+        "eval_count": usage.completion_tokens,
+        "eval_duration": int((usage.predicted_ms or 0) * 1e6),
     }
 
 

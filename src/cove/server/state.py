@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ..history import History, db_path
+from ..history import History
 from ..library.local import Cove
 from .generation import Generator
 from .guard import Policy
@@ -23,14 +23,11 @@ class ServerState:
     policy: Policy
     #: One lock per blob digest: two uploads of one blob share a partial file, so they take turns.
     uploads: dict[str, asyncio.Lock] = field(default_factory=dict)
-    _history: History | None = None
 
     @property
     def history(self) -> History:
-        """The conversation store, opened on first use (many requests never need it)."""
-        if self._history is None:
-            self._history = History(db_path(self.cove.settings.home))
-        return self._history
+        """The conversation store: the library's own, so the server and its chats share one."""
+        return self.cove.history
 
     async def embed(
         self, model: str, inputs: list[Any], keep_alive: float | None = None

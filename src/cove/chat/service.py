@@ -1,0 +1,267 @@
+"""The one conversation service: a chat turn from any door (CLI, /api, /v1, the web page) happens here.
+
+A turn is: the conversation's stored settings merged with what this request asks (model name
+canonicalised, parameters, num_ctx, system prompt, persona), the request's new messages stored,
+the title set, the context fitted (older turns summarised when they no longer fit), one engine
+call, and the answer recorded with its figures. A request without a conversation is stateless:
+nothing is stored, but the same persona and model rules apply.
+
+Retrieval from the user's documents belongs in `prepare` (after the context is fitted, before
+the engine call); the tool loop wraps the engine call in `run`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..engine.events import Assembler, ChatAnswer, ChatChunk
+from ..engine.options import checked_options
+from ..engine.streaming import EventCallback, stream_events
+from ..errors import BadRequest
+from ..history import Conversation, History
+from ..history.records import ROLES
+from ..store.models import Manifest
+from .context import ContextNotice, fit_context
+
+if TYPE_CHECKING:
+    from ..library.local import Cove
+
+#: Where a conversation was started, as `cove history` and `cove stats` show it.
+SOURCES = ("cli", "api", "web", "import")
+TITLE_CHARS = 60
+
+
+@dataclass
+class TurnRequest:
+    """What a caller asks for; every door builds one of these."""
+
+    model: str
+    #: The messages this request brings (OpenAI-shaped). With a stored conversation, only new ones.
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    #: Ollama-style options (temperature, num_ctx, num_predict, ...).
+    options: dict[str, Any] = field(default_factory=dict)
+    #: Other engine request fields: tools, tool_choice, response_format, logprobs, prompt, ...
+    fields: dict[str, Any] = field(default_factory=dict)
+    #: None keeps nothing; "new" starts a conversation; anything else names one (a unique prefix).
+    conversation: str | None = None
+    persona: str | None = None
+    source: str = "api"
+    keep_alive: float | None = None
+    #: A raw completion of `fields["prompt"]`, with no chat template.
+    completion: bool = False
+    #: Ollama's `think`: True (or a level) asks a thinking model to reason first; False tells it not to.
+    think: bool | str | None = None
+
+
+@dataclass
+class Turn:
+    """A prepared turn: what the engine gets, and where its answer is kept."""
+
+    model: str
+    body: dict[str, Any]
+    options: dict[str, Any]
+    keep_alive: float | None = None
+    completion: bool = False
+    conversation_id: str | None = None
+    notice: ContextNotice | None = None
+
+
+class TurnStream:
+    """The events of one turn as they come; `conversation_id` and `notice` are known at once."""
+
+    def __init__(self, conversation_id: str | None, notice: str | None, events: Iterator[ChatChunk]) -> None:
+        self.conversation_id = conversation_id
+        #: Said to the person when older turns were summarised to make room.
+        self.notice = notice
+        self._events = events
+
+    def __iter__(self) -> Iterator[ChatChunk]:
+        return self._events
+
+    def close(self) -> None:
+        close = getattr(self._events, "close", None)
+        if close:
+            close()
+
+
+class ChatService:
+    """Owns chat turns end to end for one library instance; safe to call from many threads."""
+
+    def __init__(self, cove: Cove) -> None:
+        self.cove = cove
+
+    @property
+    def history(self) -> History:
+        return self.cove.history
+
+    def stream(self, request: TurnRequest) -> TurnStream:
+        """Prepare a turn and stream its answer; closing the stream stops it (what came is kept)."""
+        turn = self.prepare(request)
+        notice = str(turn.notice) if turn.notice else None
+        return TurnStream(turn.conversation_id, notice, stream_events(lambda relay: self.run(turn, relay)))
+
+    def prepare(self, request: TurnRequest) -> Turn:
+        """Everything before the engine call (blocking: reads and writes the history)."""
+        if request.source not in SOURCES:
+            raise BadRequest(f"source must be one of {', '.join(SOURCES)}, not {request.source!r}")
+        manifest = self.cove.model(request.model)
+        model = manifest.name  # canonical: `tiny` is kept as `tiny:latest`
+        options = checked_options(request.options)
+        messages = [_with_role(m) for m in request.messages]
+        request.fields = {**request.fields, **_thinking(manifest, request.think)}
+        if request.completion:
+            if request.conversation:
+                raise BadRequest("a raw completion cannot be kept in a conversation; use chat")
+            return Turn(model, dict(request.fields), options, request.keep_alive, completion=True)
+        if request.conversation is None:
+            body = {**request.fields, "messages": self._with_persona(messages, request.persona)}
+            return Turn(model, body, options, request.keep_alive)
+        return self._stored(request, model, options, messages)
+
+    def run(
+        self,
+        turn: Turn,
+        on_event: EventCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ChatAnswer:
+        """The engine call, and the answer kept (blocking). What streamed before a failure is kept too."""
+        arrived = Assembler()
+
+        def relay(event: ChatChunk) -> bool:
+            arrived.add(event)
+            return bool(on_event(event)) if on_event else False
+
+        streaming = on_event is not None
+        try:
+            answer = self.cove.run_chat(
+                turn.model,
+                turn.body,
+                options=turn.options,
+                keep_alive=turn.keep_alive,
+                on_event=relay if streaming else None,
+                completion=turn.completion,
+                cancel=cancel,
+            )
+        except BaseException:
+            if turn.conversation_id and arrived.text:
+                self._record(turn, arrived.answer())
+            raise
+        if turn.conversation_id:
+            self._record(turn, answer)
+        return answer
+
+    # -- stored conversations -------------------------------------------------------------------
+
+    def _stored(
+        self, request: TurnRequest, model: str, options: dict[str, Any], messages: list[dict[str, Any]]
+    ) -> Turn:
+        unknown = sorted({str(m["role"]) for m in messages if m["role"] not in ROLES})
+        if unknown:  # checked before the first write: a refused request stores nothing
+            raise BadRequest(
+                f"a stored conversation keeps only {', '.join(ROLES)} messages, not {unknown[0]!r}"
+            )
+        chat = self._settled(request, model, options, messages)
+        for message in messages:
+            text = _text_of(message.get("content"))
+            if message["role"] == "system":
+                continue
+            self.history.add_message(chat.id, message["role"], text)
+            if not chat.title and message["role"] == "user" and text.strip():
+                self.history.rename(chat.id, text.strip().splitlines()[0][:TITLE_CHARS])
+                chat = self.history.get(chat.id)
+        effective = {**chat.parameters, **options}
+        if chat.num_ctx:
+            effective["num_ctx"] = chat.num_ctx  # the model loads with the context we budget for
+        request_spec, _, _ = self.cove.prepare(model, effective)
+        fitted, notice = fit_context(self.cove, self.history, chat.id, request_spec.spec.num_ctx, effective)
+        body = {**request.fields, "messages": fitted}
+        return Turn(model, body, effective, request.keep_alive, conversation_id=chat.id, notice=notice)
+
+    def _settled(
+        self, request: TurnRequest, model: str, options: dict[str, Any], messages: list[dict[str, Any]]
+    ) -> Conversation:
+        """The conversation with this request's settings stored, so the next turn keeps them."""
+        systems = [_text_of(m.get("content")) for m in messages if m["role"] == "system"]
+        system = systems[-1] if systems else None
+        parameters = {k: v for k, v in options.items() if k != "num_ctx"}
+        num_ctx = options.get("num_ctx")
+        if request.conversation == "new":
+            return self.history.start(
+                model,
+                persona=request.persona,
+                system=system,
+                parameters=parameters,
+                num_ctx=num_ctx,
+                source=request.source,
+            )
+        chat = self.history.get(str(request.conversation))
+        if system is None and request.persona:
+            system = self.history.persona(request.persona).system
+        changes: dict[str, Any] = {}
+        if model != chat.model:
+            changes["model"] = model
+        if system is not None and system != chat.system:
+            changes["system"] = system
+        if parameters and {**chat.parameters, **parameters} != chat.parameters:
+            changes["parameters"] = {**chat.parameters, **parameters}
+        if num_ctx and num_ctx != chat.num_ctx:
+            changes["num_ctx"] = num_ctx
+        return self.history.update_settings(chat.id, **changes) if changes else chat
+
+    def _with_persona(self, messages: list[dict[str, Any]], persona: str | None) -> list[dict[str, Any]]:
+        """A saved persona's system prompt comes first, unless the request has its own."""
+        if not persona or any(m["role"] == "system" for m in messages):
+            return messages
+        return [{"role": "system", "content": self.history.persona(persona).system}, *messages]
+
+    def _record(self, turn: Turn, answer: ChatAnswer) -> None:
+        """Keep the answer with its figures, so `cove stats` can show them later."""
+        assert turn.conversation_id is not None
+        ttft = answer.time_to_first_token_s
+        self.history.add_message(
+            turn.conversation_id,
+            "assistant",
+            answer.content,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            ttft_ms=ttft * 1000 if ttft is not None else None,
+            tokens_per_s=answer.tokens_per_s,
+            model=turn.model,
+        )
+
+
+def can_think(manifest: Manifest) -> bool:
+    """A model thinks when its chat template has a place for reasoning (Qwen3, DeepSeek-R1, ...)."""
+    template = manifest.recipe_obj().template or manifest.info.get("chat_template") or ""
+    return any(mark in template for mark in ("<think>", "enable_thinking", "reasoning_content"))
+
+
+def _thinking(manifest: Manifest, think: bool | str | None) -> dict[str, Any]:
+    """Engine fields for Ollama's `think`; asking a model that cannot think is an error, as in Ollama."""
+    if think is None or think is False or think == "":
+        return (
+            {"chat_template_kwargs": {"enable_thinking": False}}
+            if think is False and can_think(manifest)
+            else {}
+        )
+    if not can_think(manifest):
+        raise BadRequest(f"{manifest.name} does not support thinking")
+    return {"chat_template_kwargs": {"enable_thinking": True}}
+
+
+def _with_role(message: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's newer "developer" message is the system prompt by another name."""
+    role = str(message.get("role") or "user")
+    return {**message, "role": "system" if role == "developer" else role}
+
+
+def _text_of(content: Any) -> str:
+    """A message's text, whether sent as a string or as OpenAI's list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
