@@ -245,10 +245,11 @@ def run(
     if resume and model:
         # A resumed chat keeps its own model, so `run --resume ID hello` means the prompt "hello".
         prompt, model = (model, *prompt), None
-    history = History(db_path(ctx.cove.settings.home))
+    backend = ctx.backend
+    # Read here for personas and --resume; the backend (maybe a server) keeps the conversation.
+    history = History(db_path(backend.settings.home))
     ctx.on_close(history.close)
     session = resumed(history, resume) if resume else new_session(history, model, system, persona)
-    backend = ctx.backend
     session.model = stored_model(backend, session.model)
     text = " ".join(prompt)
     if not sys.stdin.isatty():

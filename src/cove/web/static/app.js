@@ -82,6 +82,7 @@ async function api(path, { method = "GET", body, signal } = {}) {
     const key = sessionStorage.getItem(KEY_STORE);
     if (key) headers.Authorization = `Bearer ${key}`;
     if (body !== undefined) headers["Content-Type"] = "application/json";
+    headers["X-Cove-Source"] = "web"; // conversations started here are kept as the web chat's
     const res = await fetch(path, {
       method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body),
     });
