@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import httpx
 import pytest
 from fakes import FakeEngine, FakeModel
 from gguf_writer import write_gguf
-from server_fixtures import add_embedder, anyio_backend, client, make_app
+from server_fixtures import LiveServer, add_embedder, anyio_backend, client, make_app
 from test_server_guard import assert_ollama_error, assert_openai_error
 
 from cove.config import Settings
@@ -79,6 +80,12 @@ OLLAMA_CHAT: dict[str, Any] = {
     "stream": False,
 }
 OAI_CHAT: dict[str, Any] = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
+IMAGE = ["iVBORw0KGgo="]
+TEXTLESS = [{"type": "text"}]
+IMAGE_PARTS: list[dict[str, Any]] = [
+    {"type": "text", "text": "what is this?"},
+    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+]
 
 WRONG_FIELDS: list[tuple[str, dict[str, Any], str]] = [
     ("/api/chat", {**OLLAMA_CHAT, "messages": "hi"}, "messages"),
@@ -107,6 +114,16 @@ WRONG_FIELDS: list[tuple[str, dict[str, Any], str]] = [
     ("/v1/completions", {"model": "tiny", "prompt": "a", "best_of": 3}, "best_of"),
     ("/v1/embeddings", {"model": "tiny", "input": {"a": 1}}, "input"),
     ("/v1/embeddings", {"model": "tiny", "input": "a", "encoding_format": "hex"}, "encoding_format"),
+    ("/api/chat", {**OLLAMA_CHAT, "messages": [{"role": "user", "content": "?", "images": IMAGE}]}, "vision"),
+    ("/api/generate", {"model": "tiny", "prompt": "what is this?", "images": IMAGE}, "vision"),
+    ("/v1/chat/completions", {**OAI_CHAT, "messages": [{"role": "user", "content": IMAGE_PARTS}]}, "vision"),
+    (
+        "/v1/chat/completions",
+        {**OAI_CHAT, "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+        "audio",
+    ),
+    ("/v1/chat/completions", {**OAI_CHAT, "messages": [{"role": "user", "content": [{"type": "x"}]}]}, "'x'"),
+    ("/v1/chat/completions", {**OAI_CHAT, "messages": [{"role": "user", "content": TEXTLESS}]}, "'text'"),
 ]
 
 
@@ -430,4 +447,84 @@ async def test_error_bodies_hide_home_key_and_prompt(cove_home: Path) -> None:
                 errors += 1
                 assert SECRET_PROMPT not in text, (path, text)
     assert errors == len(requests)
+    cove.close()
+
+
+async def test_text_content_parts_reach_the_engine(fake_cove: Cove, engine: FakeEngine) -> None:
+    parts = [{"type": "text", "text": "hello "}, {"type": "text", "text": "there"}]
+    async with client(make_app(fake_cove)) as c:
+        r = await c.post(
+            "/v1/chat/completions", json={**OAI_CHAT, "messages": [{"role": "user", "content": parts}]}
+        )
+    assert r.status_code == 200, r.text
+    assert len(engine.requests) == 1
+
+
+# -- an unexpected error leaves the kept-open connection usable ------------------------------------
+
+
+class _CrashingModel(FakeModel):
+    """A bug in cove, not a user error: a plain exception, before or after the first token."""
+
+    def chat(self, body: dict[str, Any], on_chunk: ChunkCallback | None = None) -> dict[str, Any]:
+        said = json.dumps(body.get("messages") or body.get("prompt"))
+        if "crash-late" in said and on_chunk is not None:
+            on_chunk({"choices": [{"index": 0, "delta": {"content": "partial "}, "finish_reason": None}]})
+            raise RuntimeError("a bug after the first token")
+        if "crash" in said:
+            raise RuntimeError("a bug")
+        return super().chat(body, on_chunk)
+
+    complete = chat
+
+
+class _CrashingEngine(FakeEngine):
+    def __call__(self, spec: LoadSpec) -> FakeModel:
+        return _CrashingModel(self, spec)
+
+
+def _said(text: str, stream: bool) -> dict[str, Any]:
+    return {"model": "tiny", "messages": [{"role": "user", "content": text}], "stream": stream}
+
+
+CRASHES: list[tuple[str, dict[str, Any]]] = [
+    ("/api/chat", _said("crash", False)),
+    ("/api/chat", _said("crash", True)),
+    ("/api/chat", _said("crash-late", True)),
+    ("/v1/chat/completions", _said("crash", False)),
+    ("/v1/chat/completions", _said("crash", True)),
+    ("/v1/chat/completions", _said("crash-late", True)),
+]
+
+
+def test_an_unexpected_error_keeps_the_connection(cove_home: Path) -> None:
+    """uvicorn drops a connection whose app raised, without a word: every request after a 500
+    on a kept-open client then failed. Each crash here is followed by requests on the same client."""
+    cove = Cove(Settings.from_env(), factory=_CrashingEngine())
+    cove.store.import_gguf(write_gguf(cove_home.parent / "m.gguf"), "tiny", source="test")
+    broken: list[str] = []
+    with LiveServer(make_app(cove)) as url, httpx.Client(base_url=url, timeout=30) as c:
+        for path, body in CRASHES:
+            r = c.post(path, json=body)
+            assert r.status_code == 500 or '"error"' in r.text, (path, r.status_code, r.text)
+            assert "Traceback" not in r.text and "a bug" not in r.text
+            for _ in range(3):
+                try:
+                    ok = c.post("/api/chat", json=_said("hi", False))
+                    assert ok.json()["message"]["content"] == "You said: hi"
+                except httpx.TransportError as exc:
+                    broken.append(f"{path} {body['messages'][0]['content']}: {exc!r}")
+    cove.close()
+    assert broken == []
+
+
+def test_a_crash_mid_stream_ends_the_stream_in_its_own_framing(cove_home: Path) -> None:
+    cove = Cove(Settings.from_env(), factory=_CrashingEngine())
+    cove.store.import_gguf(write_gguf(cove_home.parent / "m.gguf"), "tiny", source="test")
+    with LiveServer(make_app(cove)) as url, httpx.Client(base_url=url, timeout=30) as c:
+        lines = c.post("/api/chat", json=_said("crash-late", True)).text.splitlines()
+        assert json.loads(lines[-1])["error"]
+        events = c.post("/v1/chat/completions", json=_said("crash-late", True)).text.split("\n\n")
+        assert events[-2:] == ["data: [DONE]", ""]
+        assert json.loads(events[-3].removeprefix("data: "))["error"]["message"]
     cove.close()

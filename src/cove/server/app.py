@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -15,6 +16,7 @@ from starlette.routing import Route
 from ..errors import Busy, CoveError
 from ..library.local import Cove
 from . import conversations, history_api, ollama_api, openai_api, web
+from .failures import CatchAll
 from .generation import Generator
 from .guard import BodyTooLarge, Guard, Policy, Receive, Scope, Send, error_body
 from .metrics import Metrics
@@ -42,9 +44,10 @@ def build_app(cove: Cove, policy: Policy) -> Callable[[Scope, Receive, Send], Aw
         HTTPException: on_http_error,
         CoveError: on_error,
         BodyTooLarge: on_too_large,
-        Exception: on_crash,
     }
-    app = Starlette(routes=routes, exception_handlers=handlers)
+    # CatchAll answers what no handler did, inside Starlette's own last resort, which would re-raise
+    # after its 500 and so make uvicorn drop the kept-open connection.
+    app = Starlette(routes=routes, exception_handlers=handlers, middleware=[Middleware(CatchAll)])
     observer = Metrics(cove.scheduler)
     generator = Generator(cove, observer)
     state = ServerState(cove, observer, generator, policy)
@@ -113,8 +116,3 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
 
 async def on_too_large(request: Request, exc: Exception) -> Response:
     return json_error(request, 413, str(exc))
-
-
-async def on_crash(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s", request.url.path)
-    return json_error(request, 500, f"internal error ({exc.__class__.__name__}); see the server log")

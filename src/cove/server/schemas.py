@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 
 class Strict(BaseModel):
@@ -37,13 +38,49 @@ def _without_nulls(options: dict[str, Any] | None) -> dict[str, Any] | None:
 #: Ollama's `options` (and a recipe's `parameters`): a null value is an option not set.
 OptionMap = Annotated[dict[str, Any] | None, AfterValidator(_without_nulls)]
 
+NO_VISION = "images need a vision model, which cove does not run yet; send text only"
+#: OpenAI content parts cove's text models cannot read, and what to say about each.
+UNREADABLE_PARTS = {
+    "image_url": NO_VISION,
+    "input_image": NO_VISION,
+    "input_audio": "audio input is not supported; send text only",
+    "file": "file parts are not supported; send the file's text as a text part",
+}
+
+
+def _unsupported(message: str) -> PydanticCustomError:
+    return PydanticCustomError("unsupported", message)
+
+
+def _text_parts(content: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:
+    """Content parts must be text: an image sent to a text model is the caller's 400, not a crash."""
+    for part in content if isinstance(content, list) else []:
+        kind = part.get("type")
+        if kind in UNREADABLE_PARTS:
+            raise _unsupported(UNREADABLE_PARTS[kind])
+        if kind != "text":
+            raise _unsupported(f"content part type {str(kind)[:40]!r} is not supported; use type 'text'")
+        if not isinstance(part.get("text"), str):
+            raise _unsupported("a text content part needs a 'text' string")
+    return content
+
+
+def _no_images(images: list[str] | None) -> list[str] | None:
+    if images:
+        raise _unsupported(NO_VISION)
+    return images
+
+
+Content = Annotated[str | list[dict[str, Any]] | None, AfterValidator(_text_parts)]
+Images = Annotated[list[str] | None, AfterValidator(_no_images)]
+
 
 # -- OpenAI ------------------------------------------------------------------------------------
 
 
 class OAIMessage(Strict):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+    content: Content = None
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
@@ -142,7 +179,7 @@ class OllamaToolCall(BaseModel):
 class OllamaMessage(Strict):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
-    images: list[str] | None = None
+    images: Images = None
     tool_calls: list[OllamaToolCall] | None = None
     thinking: str | None = None
     tool_name: str | None = None
@@ -170,7 +207,7 @@ class OllamaGenerateRequest(Strict):
     system: str | None = None
     template: str | None = None
     context: list[int] | None = None
-    images: list[str] | None = None
+    images: Images = None
     format: Literal["json", ""] | dict[str, Any] | None = None
     options: OptionMap = None
     stream: bool = True
@@ -228,4 +265,42 @@ class EmbeddingsRequest(Strict):
     model: str = Field(min_length=1, max_length=300)
     prompt: str
     options: OptionMap = None
+    keep_alive: float | str | None = None
+
+
+# -- OpenAI Responses ------------------------------------------------------------------------------
+
+
+class ResponsesText(Strict):
+    format: dict[str, Any] | None = None
+    verbosity: str | None = None
+
+
+class ResponsesRequest(Strict):
+    """`POST /v1/responses`: `input` is a string or a list of items (messages, function calls, outputs)."""
+
+    model: str = Field(min_length=1, max_length=300)
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    stream: bool = False
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    text: ResponsesText | None = None
+    temperature: float | None = Field(None, ge=0, le=5)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_output_tokens: int | None = Field(None, ge=1, le=10_000_000)
+    previous_response_id: str | None = Field(None, max_length=100)
+    store: bool | None = None
+    metadata: dict[str, Any] | None = None
+    reasoning: dict[str, Any] | None = None
+    truncation: str | None = None
+    user: str | None = None
+    include: list[str] | None = None
+    service_tier: str | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    background: bool | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+    stream_options: dict[str, Any] | None = None
     keep_alive: float | str | None = None
