@@ -245,7 +245,7 @@ def test_rename_rm_and_rm_all() -> None:
     assert usage.exit_code == 2 and "--all" in usage.output
 
     chat_once("third")
-    assert invoke("history", "rm", "--all").stdout == "deleted 2 conversations\n"
+    assert invoke("history", "rm", "--all", "--yes").stdout == "deleted 2 conversations\n"
     assert listed() == []
 
 

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..history import History, db_path, export_json, export_markdown, import_file, write_export
 from ..history.prices import cost, load_prices
+from .confirm import confirm, yes_option
 from .format import human_age
 from .main import Context, cli, out, pass_ctx, print_json
 
@@ -83,12 +84,20 @@ def history_search(ctx: Context, text: tuple[str, ...], limit: int) -> None:
 
 @history.command("rm")
 @click.argument("conversation_id", required=False)
-@click.option("--all", "everything", is_flag=True, help="Delete every conversation for good.")
+@click.option("--all", "everything", is_flag=True, help="Delete every conversation for good (asks).")
+@yes_option
 @pass_ctx
-def history_rm(ctx: Context, conversation_id: str | None, everything: bool) -> None:
+def history_rm(ctx: Context, conversation_id: str | None, everything: bool, yes: bool) -> None:
     """Delete a conversation (or --all): really gone, and the space reclaimed."""
     store = open_history(ctx)
     if everything:
+        count = store.stats().conversations
+        if count:
+            confirm(
+                f"Delete all {count} conversations for good?",
+                f"--all would delete {count} conversations for good",
+                yes,
+            )
         click.echo(f"deleted {store.remove_all()} conversations")
     elif conversation_id:
         store.remove(conversation_id)
@@ -142,11 +151,18 @@ def persona() -> None:
 @click.argument("name")
 @click.argument("system", required=False)
 @click.option("-f", "--file", "file", type=click.Path(path_type=Path), help="Read the prompt from a file.")
+@yes_option
 @pass_ctx
-def persona_add(ctx: Context, name: str, system: str | None, file: Path | None) -> None:
-    """Save NAME with a system prompt (an argument, a file, or standard input)."""
+def persona_add(ctx: Context, name: str, system: str | None, file: Path | None, yes: bool) -> None:
+    """Save NAME with a system prompt (an argument, a file, or standard input); asks before replacing."""
+    store = open_history(ctx)
+    if name.strip() in {p.name for p in store.personas()}:
+        # Asked before the prompt is read: standard input may be where the prompt comes from.
+        confirm(
+            f"Persona '{name.strip()}' exists; replace its prompt?", f"persona '{name.strip()}' exists", yes
+        )
     text = file.read_text("utf-8") if file else system if system is not None else sys.stdin.read()
-    saved = open_history(ctx).add_persona(name, text.strip())
+    saved = store.add_persona(name, text.strip())
     click.echo(f"saved persona '{saved.name}'")
 
 

@@ -21,7 +21,9 @@ from ..library.local import Cove
 from ..library.remote import RemoteCove, find_server
 from ..recipe import parse_recipe
 from ..store import catalog
+from ..store.names import parse_name
 from ..store.progress import PullProgress
+from .confirm import confirm, yes_option
 from .format import human_age, human_size
 
 out = Console(highlight=False)
@@ -162,9 +164,17 @@ def rm(ctx: Context, names: tuple[str, ...]) -> None:
 @cli.command()
 @click.argument("source")
 @click.argument("destination")
+@yes_option
 @pass_ctx
-def cp(ctx: Context, source: str, destination: str) -> None:
-    """Copy a model to a new name (no bytes are copied)."""
+def cp(ctx: Context, source: str, destination: str, yes: bool) -> None:
+    """Copy a model to a new name (no bytes are copied); asks before replacing one."""
+    target = str(parse_name(destination))
+    if target in {m.name for m in ctx.backend.models()}:
+        confirm(
+            f"'{target}' exists; replace it with a copy of '{source}'?",
+            f"'{target}' already exists",
+            yes,
+        )
     copied = ctx.backend.copy(source, destination)
     click.echo(f"copied '{source}' to '{copied.name}'")
 
