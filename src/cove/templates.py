@@ -75,6 +75,80 @@ GEMMA_TEMPLATE = """\
 {%- endif -%}
 """
 
+# Put in front of a chat template that knows nothing of tools, so that any chat model can call
+# them: the tool signatures join the system prompt, an assistant's calls become
+# <tool_call>{"name": ..., "arguments": ...}</tool_call> text and tool results become user turns.
+# llama.cpp reads the call format off the rendered template and parses (and, when a call is
+# required, constrains) the model's output with it. Without tools or tool turns it renders
+# exactly what the template alone renders, so plain chat and the prompt cache are unchanged.
+TOOL_CALLS_PREFIX = """\
+{#- cove: tool calls for a template that has none of its own -#}
+{%- set cove = namespace(messages=[], rest=messages, text='') -%}
+{%- if tools -%}
+{%- set cove.text = 'These functions are available (signatures as JSON Schema):\\n<tools>\\n' -%}
+{%- for tool in tools -%}
+{%- set cove.text = cove.text + (tool | tojson) + '\\n' -%}
+{%- endfor -%}
+{%- set cove.text = cove.text + '</tools>\\nTo call a function, reply with its name and arguments as JSON '
+  + 'between <tool_call> and </tool_call>, for example:\\n<tool_call>\\n'
+  + '{"name": "function_name", "arguments": {"parameter": "value"}}\\n</tool_call>' -%}
+{%- if messages and messages[0]['role'] == 'system' and messages[0]['content'] is string -%}
+{%- set cove.messages = [{'role': 'system', 'content': messages[0]['content'] + '\\n\\n' + cove.text}] -%}
+{%- set cove.rest = messages[1:] -%}
+{%- else -%}
+{%- set cove.messages = [{'role': 'system', 'content': cove.text}] -%}
+{%- endif -%}
+{%- endif -%}
+{%- for message in cove.rest -%}
+{%- if message['role'] == 'assistant' and message['tool_calls'] -%}
+{%- set cove.text = message['content'] if message['content'] is string else '' -%}
+{%- for call in message['tool_calls'] -%}
+{%- set fn = call['function'] if call['function'] is defined else call -%}
+{%- set args = fn['arguments'] if fn['arguments'] is string else (fn['arguments'] | tojson) -%}
+{%- set cove.text = cove.text + ('\\n' if cove.text else '') + '<tool_call>\\n{"name": "'
+  + fn['name'] + '", "arguments": ' + args + '}\\n</tool_call>' -%}
+{%- endfor -%}
+{%- set cove.messages = cove.messages + [{'role': 'assistant', 'content': cove.text}] -%}
+{%- elif message['role'] == 'tool' -%}
+{%- set result = message['content'] if message['content'] is string else (message['content'] | tojson) -%}
+{%- set cove.messages = cove.messages
+  + [{'role': 'user', 'content': '<tool_response>\\n' + result + '\\n</tool_response>'}] -%}
+{%- else -%}
+{%- set cove.messages = cove.messages + [message] -%}
+{%- endif -%}
+{%- endfor -%}
+{%- set messages = cove.messages -%}
+"""
+
+#: A made-up function and a conversation that calls it: what a tool-aware template must show.
+_PROBE_TOOL = "cove_probe_lookup"
+_PROBE_VALUE = "cove-probe-value-7"
+_TOOL_CONVERSATION: list[dict[str, Any]] = [
+    {"role": "user", "content": "Look it up."},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "call_probe",
+                "type": "function",
+                "function": {"name": _PROBE_TOOL, "arguments": '{"key": "' + _PROBE_VALUE + '"}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_probe", "content": "found"},
+]
+_PROBE_TOOLS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "function": {
+            "name": _PROBE_TOOL,
+            "description": "Find a value.",
+            "parameters": {"type": "object", "properties": {"key": {"type": "string"}}},
+        },
+    }
+]
+
 _BUILTIN_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 _SAMPLE_CONVERSATION: list[dict[str, Any]] = [
@@ -104,6 +178,30 @@ class _RefusedConversation(InvalidTemplate):
 def is_builtin_template_name(value: str) -> bool:
     """True for a bare word naming one of llama.cpp's built-in templates (`chatml`, `llama3`)."""
     return _BUILTIN_NAME.fullmatch(value) is not None
+
+
+def tool_template(source: str) -> str | None:
+    """A template that shows tools and tool calls: `source` when it does so itself, else `source`
+    behind TOOL_CALLS_PREFIX; None when neither renders a conversation with a tool call."""
+    return _tool_template_cached(source)
+
+
+@functools.lru_cache(maxsize=64)
+def _tool_template_cached(source: str) -> str | None:
+    for candidate in (source, TOOL_CALLS_PREFIX + source):
+        if _shows_tool_calls(candidate):
+            return candidate
+    return None
+
+
+def _shows_tool_calls(source: str) -> bool:
+    """Renders the tool signatures, and the call with its arguments, somewhere in the prompt."""
+    try:
+        offered = render_template(source, _TOOL_CONVERSATION[:1], tools=_PROBE_TOOLS)
+        called = render_template(source, _TOOL_CONVERSATION, tools=_PROBE_TOOLS)
+    except InvalidTemplate:
+        return False
+    return _PROBE_TOOL in offered and _PROBE_VALUE in called
 
 
 def check_template(source: str) -> None:

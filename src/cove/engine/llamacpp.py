@@ -5,17 +5,37 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+import httpx
 import xllamacpp
 
 from ..errors import BadRequest, EngineError
+from ..store.gguf import read_gguf
+from ..templates import is_builtin_template_name, tool_template
 from .base import ChunkCallback, LoadSpec
+from .embedding import fit_to_context
 from .memory import default_threads
+from .tool_choice import ForcedCallStream, as_tool_call_result, forced_request, forced_tools
+
+#: llama.cpp's default batch; an embedder's batch grows to its context so a whole input fits.
+DEFAULT_BATCH = 512
 
 
 class LlamaCppModel:
     """One `xllamacpp.Server`: continuous batching over `num_parallel` slots, prompt cache on."""
 
     def __init__(self, spec: LoadSpec) -> None:
+        self.spec = spec
+        #: Why this model cannot take `tools`, or None when it can.
+        self.no_tools: str | None = None
+        self._secret = secrets.token_urlsafe(32)
+        params = self._params(spec)
+        if spec.embedding:
+            self._server = _start(spec, params)
+        else:
+            self._server = self._start_chat(spec, params)
+        self._tokenizer: Tokenizer | None = None
+
+    def _params(self, spec: LoadSpec) -> Any:
         params = xllamacpp.CommonParams()
         params.model.path = str(spec.model_path)
         # llama.cpp splits n_ctx across slots; give every slot the full context asked for.
@@ -26,30 +46,74 @@ class LlamaCppModel:
         params.verbosity = -1
         params.cache_prompt = True
         # The engine opens its own loopback HTTP listener; lock it with a secret only we know.
-        params.api_keys = [secrets.token_urlsafe(32)]
-        if spec.template:
-            params.chat_template = spec.template
-            params.use_jinja = "{" in spec.template
+        params.api_keys = [self._secret]
         if spec.adapter_path:
             adapter = xllamacpp.CommonAdapterLoraInfo(str(spec.adapter_path), 1.0)
             params.lora_adapters = [adapter]
         if spec.embedding:
             params.embedding = True
             params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+            # An embedder reads a whole input in one micro-batch; past the batch size it fails
+            # ("increase the physical batch size"), so the batch holds a slot's whole context.
+            params.n_batch = params.n_ubatch = max(spec.num_ctx, DEFAULT_BATCH)
+        return params
+
+    def _start_chat(self, spec: LoadSpec, params: Any) -> Any:
+        """Load with the template that can show tool calls; without it if the engine refuses it."""
+        source, chosen, self.no_tools = choose_template(spec)
+        if chosen is None:
+            return _start(spec, params)
+        params.chat_template = chosen
+        # llama.cpp parses tool calls (and enforces tool_choice) only with Jinja templates on.
+        params.use_jinja = not is_builtin_template_name(chosen)
+        if chosen == source:
+            return _start(spec, params)
         try:
-            self._server: Any = xllamacpp.Server(params)
-        except Exception as exc:  # the engine reports load failures as plain exceptions
-            raise EngineError(f"the engine could not load {spec.name}: {exc}") from exc
-        self.spec = spec
+            return _start(spec, params)
+        except EngineError:
+            params.chat_template = source
+            self.no_tools = f"{spec.name}'s chat template does not load with tool calls added"
+            return _start(spec, params)
 
     def chat(self, body: dict[str, Any], on_chunk: ChunkCallback | None = None) -> dict[str, Any]:
-        return self._call(self._server.handle_chat_completions, body, on_chunk)
+        if not body.get("tools"):
+            return self._call(self._server.handle_chat_completions, body, on_chunk)
+        if self.no_tools:
+            raise BadRequest(f"{self.spec.name} cannot use tools: {self.no_tools}")
+        forced = forced_tools(body)
+        if forced is None:
+            return self._call(self._server.handle_chat_completions, body, on_chunk)
+        request = forced_request(body, forced)
+        if on_chunk is not None:
+            return self._call(self._server.handle_chat_completions, request, ForcedCallStream(on_chunk))
+        return as_tool_call_result(self._call(self._server.handle_chat_completions, request, None))
 
     def complete(self, body: dict[str, Any], on_chunk: ChunkCallback | None = None) -> dict[str, Any]:
         return self._call(self._server.handle_completions, body, on_chunk)
 
     def embed(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call(self._server.handle_embeddings, body, None)
+        """OpenAI's embeddings body plus cove's `truncate` (default on): inputs longer than a
+        slot's context are cut to fit, or refused with a BadRequest when truncate is off."""
+        request = {k: v for k, v in body.items() if k != "truncate"}
+        inputs = request.get("input")
+        inputs = inputs if isinstance(inputs, list) and not _is_token_list(inputs) else [inputs]
+        tokenizer = self._tokens()
+        fitted = fit_to_context(
+            inputs,
+            self.spec.num_ctx,
+            tokenizer.tokenize,
+            tokenizer.specials,
+            truncate=body.get("truncate", True) is not False,
+            model=self.spec.name,
+        )
+        request["input"] = fitted.inputs
+        result = self._call(self._server.handle_embeddings, request, None)
+        return {**result, "truncated": fitted.truncated}
+
+    def _tokens(self) -> Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer(self._server.listening_address, self._secret)
+        return self._tokenizer
 
     def _call(self, handler: Any, body: dict[str, Any], on_chunk: ChunkCallback | None) -> dict[str, Any]:
         last: dict[str, Any] = {}
@@ -71,8 +135,57 @@ class LlamaCppModel:
         return result
 
     def close(self) -> None:
+        if self._tokenizer is not None:
+            self._tokenizer.close()
         server, self._server = self._server, None
         del server
+
+
+class Tokenizer:
+    """The loaded model's own tokenizer, through the engine's loopback listener (the in-process
+    API has no tokenize call). Used only for inputs long enough to maybe not fit."""
+
+    def __init__(self, address: str, secret: str) -> None:
+        base = address if address.startswith("http") else f"http://{address}"
+        self._client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=60)
+        self.specials = self.tokenize("")
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids as the engine makes them for an embedding: special tokens added."""
+        try:
+            reply = self._client.post("/tokenize", json={"content": text, "add_special": True})
+            reply.raise_for_status()
+            return [int(t) for t in reply.json()["tokens"]]
+        except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
+            raise EngineError(f"the engine could not tokenize the input: {exc}") from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def choose_template(spec: LoadSpec) -> tuple[str | None, str | None, str | None]:
+    """(the model's template, the template to load, why tools cannot be used or None)."""
+    source = spec.template or read_gguf(spec.model_path).chat_template
+    if not source:
+        return None, None, f"{spec.name} has no chat template; give its recipe a Jinja TEMPLATE"
+    if is_builtin_template_name(source):
+        why = f"its template is llama.cpp's built-in {source!r}; give its recipe a Jinja TEMPLATE"
+        return source, source, why
+    chosen = tool_template(source)
+    if chosen is None:
+        return source, source, f"{spec.name}'s chat template cannot show tool calls"
+    return source, chosen, None
+
+
+def _start(spec: LoadSpec, params: Any) -> Any:
+    try:
+        return xllamacpp.Server(params)
+    except Exception as exc:  # the engine reports load failures as plain exceptions
+        raise EngineError(f"the engine could not load {spec.name}: {exc}") from exc
+
+
+def _is_token_list(value: list[Any]) -> bool:
+    return bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
 
 
 def raise_engine_error(result: dict[str, Any]) -> None:
