@@ -17,8 +17,9 @@ from rich.table import Table
 
 from ..config import Settings
 from ..errors import CoveError
+from ..library.backend import Backend
 from ..library.local import Cove
-from ..library.remote import RemoteCove, find_server
+from ..library.remote import find_server
 from ..recipe import parse_recipe
 from ..store import catalog
 from ..store.names import parse_name
@@ -30,9 +31,6 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
-Backend = Cove | RemoteCove
-
-
 class Context:
     """Per-invocation state: the debug flag, the local library, and a running server if any."""
 
@@ -42,6 +40,7 @@ class Context:
         self._cove: Cove | None = None
         self._backend: Backend | None = None
         self._closers: list[Callable[[], None]] = []
+        self.through_server = False  # set once `backend` has looked for a running server
 
     @property
     def cove(self) -> Cove:
@@ -56,6 +55,7 @@ class Context:
         """A server answering at COVE_HOST keeps models loaded between calls; else in-process."""
         if self._backend is None:
             remote = None if self.local else find_server(Settings.from_env())
+            self.through_server = remote is not None
             self._backend = remote or self.cove
         return self._backend
 
@@ -247,11 +247,21 @@ class pull_progress:
 @cli.command()
 @pass_ctx
 def ps(ctx: Context) -> None:
-    """List loaded models."""
-    table = Table("NAME", "ID", "SIZE", "CONTEXT", "SLOTS", "UNTIL", box=None)
-    for r in ctx.backend.loaded():
-        until = "busy" if r.expires_in_s is None else f"{r.expires_in_s:.0f} s"
-        table.add_row(r.name, r.digest[:12], human_size(r.size), str(r.num_ctx), str(r.num_parallel), until)
+    """List loaded models: ACTIVE/SLOTS is answers running now out of the parallel slots."""
+    loaded = ctx.backend.loaded()
+    if not loaded:
+        hint = (
+            "models unload when idle for COVE_KEEP_ALIVE"
+            if ctx.through_server
+            else "a model stays loaded between commands only while `cove serve` runs"
+        )
+        return out.print(f"no models loaded ({hint})")
+    table = Table("NAME", "ID", "SIZE", "CONTEXT", "ACTIVE/SLOTS", "UNTIL", box=None)
+    for r in loaded:
+        forever = "busy" if r.active else "forever"  # no expiry while answering, or keep-alive -1
+        until = forever if r.expires_in_s is None else f"{r.expires_in_s:.0f} s"
+        slots = f"{r.active}/{r.num_parallel if r.num_parallel > 0 else '?'}"  # 0: a server too old to say
+        table.add_row(r.name, r.digest[:12], human_size(r.size), str(r.num_ctx), slots, until)
     out.print(table)
 
 
