@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from ..errors import Busy, CoveError
 from ..library.local import Cove
-from . import conversations, history_api, ollama_api, openai_api, web
+from . import history_api, ollama_api, openai_api, responses_api, web
 from .failures import CatchAll
 from .generation import Generator
 from .guard import BodyTooLarge, Guard, Policy, Receive, Scope, Send, error_body
@@ -24,7 +24,10 @@ from .state import ServerState, state_of
 
 log = logging.getLogger("cove.server")
 access = logging.getLogger("cove.access")
-ROUTE_LABELS = {r.path for r in (*ollama_api.routes, *openai_api.routes)} | {"/", "/metrics"}
+ROUTE_LABELS = {r.path for r in (*ollama_api.routes, *openai_api.routes, *responses_api.routes)} | {
+    "/",
+    "/metrics",
+}
 
 
 async def metrics(request: Request) -> Response:
@@ -38,6 +41,7 @@ def build_app(cove: Cove, policy: Policy) -> Callable[[Scope, Receive, Send], Aw
         Route("/metrics", metrics, methods=["GET"]),
         *ollama_api.routes,
         *openai_api.routes,
+        *responses_api.routes,
         *history_api.routes,
     ]
     handlers: dict[Any, Any] = {
@@ -49,12 +53,8 @@ def build_app(cove: Cove, policy: Policy) -> Callable[[Scope, Receive, Send], Aw
     # after its 500 and so make uvicorn drop the kept-open connection.
     app = Starlette(routes=routes, exception_handlers=handlers, middleware=[Middleware(CatchAll)])
     observer = Metrics(cove.scheduler)
-    generator = Generator(cove, observer)
-    state = ServerState(cove, observer, generator, policy)
-    generator.on_answer = lambda call, text, usage, timings: conversations.record(
-        state.history, call, text, usage, timings
-    )
-    app.state.cove = state
+    generator = Generator(cove.conversations, observer)
+    app.state.cove = ServerState(cove, observer, generator, policy)
     return Guard(count_requests(app, observer), policy)
 
 

@@ -83,13 +83,21 @@ def _hostname(url: str) -> str:
         return ""
 
 
+OPENAI_CODES = {
+    401: "invalid_api_key",
+    404: "model_not_found",
+    429: "rate_limit_exceeded",
+    503: "server_busy",
+}
+
+
 def error_body(path: str, status: int, message: str) -> bytes:
     """Each API's own error shape: OpenAI's nested object under /v1, Ollama's string elsewhere."""
     if path.startswith("/v1"):
         kind = "invalid_request_error" if status < 500 else "server_error"
-        return json.dumps(
-            {"error": {"message": message, "type": kind, "param": None, "code": status}}
-        ).encode()
+        # OpenAI's `code` is a string its SDKs match on, or null; never the HTTP status.
+        code = OPENAI_CODES.get(status)
+        return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
     return json.dumps({"error": message}).encode()
 
 
