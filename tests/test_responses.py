@@ -1,4 +1,4 @@
-"""OpenAI's Responses API, driven by the official `openai` package against a real uvicorn on the fake engine."""
+"""OpenAI's Responses API, driven by the official `openai` package against a real uvicorn (fake engine)."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from test_server_guard import assert_ollama_error
 from cove import __version__
 from cove.config import Settings
 from cove.library.local import Cove
+from cove.server.ollama_api import OLLAMA_API_VERSION
 from cove.store.progress import PullProgress
 
 __all__ = ["anyio_backend"]
@@ -47,7 +48,9 @@ async def test_version(fake_cove: Cove) -> None:
         r = await c.get("/api/version")
         root = await c.get("/")
     assert r.status_code == 200
-    assert r.json() == {"version": __version__}
+    # Ollama's clients compare versions to decide what they may call: cove answers as a recent Ollama.
+    assert r.json() == {"version": OLLAMA_API_VERSION, "cove": __version__}
+    assert tuple(int(p) for p in r.json()["version"].split(".")) >= (0, 12, 0)
     assert root.status_code == 200 and root.text == "cove is running"
 
 

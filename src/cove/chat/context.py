@@ -8,7 +8,6 @@ way the person is told, and every message stays in the history.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -62,13 +61,17 @@ def fit_context(
     conversation_id: str,
     num_ctx: int,
     options: dict[str, Any],
+    policy: str = "summarize",
 ) -> tuple[list[dict[str, Any]], ContextNotice | None]:
-    """The messages to send now, summarising older turns first if they would not fit."""
+    """The messages to send now, summarising older turns first if they would not fit.
+
+    `policy` is COVE_CONTEXT_POLICY: "summarize", or "refuse" to stop with an error instead.
+    """
     messages = history.context_messages(conversation_id)
     room = budget(num_ctx, options)
     if estimate_tokens(messages) <= room:
         return messages, None
-    if policy() == "refuse":
+    if policy == "refuse":
         raise BadRequest(
             f"the conversation needs about {estimate_tokens(messages)} tokens but num_ctx is {num_ctx}: "
             "raise num_ctx, start a new conversation, or set COVE_CONTEXT_POLICY=summarize"
@@ -109,10 +112,3 @@ def summarize(backend: Chatter, model: str, older: list[Message], room: int, num
     options = {"num_ctx": num_ctx, "num_predict": 200, "temperature": 0.2}
     text = backend.chat(model, request, options=options).content
     return text.strip() or "(the earlier conversation could not be summarised)"
-
-
-def policy() -> str:
-    value = os.environ.get("COVE_CONTEXT_POLICY", "summarize").strip().lower()
-    if value not in ("summarize", "refuse"):
-        raise BadRequest(f"COVE_CONTEXT_POLICY must be summarize or refuse, not {value!r}")
-    return value

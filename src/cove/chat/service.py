@@ -176,7 +176,8 @@ class ChatService:
         if chat.num_ctx:
             effective["num_ctx"] = chat.num_ctx  # the model loads with the context we budget for
         request_spec, _, _ = self.cove.prepare(model, effective)
-        fitted, notice = fit_context(self.cove, self.history, chat.id, request_spec.spec.num_ctx, effective)
+        num_ctx, policy = request_spec.spec.num_ctx, self.cove.settings.context_policy
+        fitted, notice = fit_context(self.cove, self.history, chat.id, num_ctx, effective, policy)
         body = {**request.fields, "messages": fitted}
         return Turn(model, body, effective, request.keep_alive, conversation_id=chat.id, notice=notice)
 

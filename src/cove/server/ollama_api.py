@@ -248,8 +248,13 @@ def stats(usage: Usage | None, started: float) -> dict[str, int]:
     }
 
 
+#: The Ollama release whose API cove answers like. Clients compare this to decide which calls they
+#: may make (a bare "0.1.0" made some treat cove as an Ollama from 2023); cove's own is beside it.
+OLLAMA_API_VERSION = "0.13.0"
+
+
 async def version(_: Request) -> Response:
-    return JSONResponse({"version": __version__})
+    return JSONResponse({"version": OLLAMA_API_VERSION, "cove": __version__})
 
 
 def _route(path: str, endpoint: Callable[..., Any], *methods: str) -> Route:
