@@ -13,12 +13,15 @@ from typing import Any
 import pytest
 from gguf_writer import DEFAULT_METADATA, make_gguf, write_gguf
 
+from cove.config import Settings
 from cove.errors import DigestMismatch, DiskFull, InvalidModelFile, InvalidName, ModelNotFound
+from cove.library.local import Cove
 from cove.store import blobs as blobs_module
 from cove.store.atomic import atomic_write_bytes
 from cove.store.blobs import Blobs
 from cove.store.models import ModelStore
 from cove.store.names import ModelName, parse_digest, parse_name
+from cove.store.pull import pull
 
 HOSTILE_TEMPLATE = "{{{{ cycler.__init__.__globals__.os.popen('touch {target}').read() }}}}"
 
@@ -488,3 +491,45 @@ def test_manifest_json_shape(store: ModelStore, tiny: Path) -> None:
     assert body["schema"] == 1
     assert body["name"] == "tiny:latest"
     assert body["digest"] == manifest.digest
+
+
+# -- a mistyped name is answered with the name it resembles ----------------------------------------
+
+
+def not_found(store: ModelStore, name: str) -> str:
+    with pytest.raises(ModelNotFound) as info:
+        store.get(name)
+    return str(info.value)
+
+
+def test_typo_of_a_catalog_name_suggests_it(store: ModelStore) -> None:
+    message = not_found(store, "smolm2:135m")
+    assert "did you mean 'smollm2:135m'?" in message and "`cove pull smollm2:135m`" in message
+    assert "cove pull smolm2" not in message  # never advice that cannot work
+    assert "'smollm2:135m'" in not_found(store, "smolm2")  # the tag left off
+
+
+def test_typo_of_a_stored_name_suggests_it(store: ModelStore, tiny: Path) -> None:
+    store.import_gguf(tiny, "my-model", source="test")
+    message = not_found(store, "my-modle")
+    assert "did you mean 'my-model:latest'?" in message and "cove list" in message
+    assert "cove pull" not in message
+
+
+def test_catalog_model_not_yet_pulled_says_how(store: ModelStore) -> None:
+    assert not_found(store, "qwen2.5:0.5b") == (
+        "model 'qwen2.5:0.5b' is not in the store yet: `cove pull qwen2.5:0.5b` fetches it"
+    )
+
+
+def test_nothing_close_gives_no_guess_and_no_false_advice(store: ModelStore) -> None:
+    message = not_found(store, "zzqx-nothing")
+    assert "did you mean" not in message and "cove pull zzqx" not in message
+    assert "cove list --available" in message
+
+
+def test_every_door_gets_the_suggestion(fake_cove: Cove, cove_home: Path) -> None:
+    with pytest.raises(ModelNotFound, match=r"did you mean 'tiny:latest'\?"):
+        fake_cove.model("tinny")
+    with pytest.raises(ModelNotFound, match=r"did you mean 'smollm2:135m'\? see `cove list --available`"):
+        pull(fake_cove.store, "smolm2:135m", Settings(home=cove_home))

@@ -155,6 +155,10 @@ CATALOG: tuple[CatalogEntry, ...] = (
 )
 
 
+def names() -> list[str]:
+    return [entry.name for entry in CATALOG]
+
+
 def find(name: str) -> CatalogEntry | None:
     """The entry for a short name; `gemma3:270m` and `gemma3:270m` with `:latest` forms match."""
     wanted = name.strip().lower()

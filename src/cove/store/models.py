@@ -12,10 +12,11 @@ from typing import Any
 from ..errors import InvalidModelFile, InvalidName, InvalidTemplate, ModelNotFound
 from ..recipe import Recipe
 from ..templates import check_template
+from . import catalog
 from .atomic import atomic_write_bytes
 from .blobs import Blobs
 from .gguf import GGUFInfo, read_gguf
-from .names import ModelName, parse_name
+from .names import ModelName, closest, parse_name
 
 MANIFEST_SCHEMA = 1
 #: Architectures llama.cpp runs only as embedders: chatting with them is a client error.
@@ -81,13 +82,25 @@ class ModelStore:
         name = raw if isinstance(raw, ModelName) else parse_name(raw)
         path = self.manifest_path(name)
         if not path.is_file():
-            raise ModelNotFound(f"model '{name}' not found: see `cove list`, or `cove pull {name}`")
+            raise ModelNotFound(self.not_found(str(name)))
         try:
             return self._read(path)
         except (ValueError, TypeError) as exc:
             raise InvalidModelFile(
                 f"the manifest of '{name}' is damaged: `cove rm {name}` removes it"
             ) from exc
+
+    def not_found(self, name: str) -> str:
+        """Why `name` is not here and what would work: the stored or catalog name it resembles."""
+        stored = {m.name for m in self._iter()}
+        if catalog.find(name) is not None:
+            return f"model '{name}' is not in the store yet: `cove pull {name}` fetches it"
+        guess = closest(name, stored | set(catalog.names()))
+        if guess in stored:
+            return f"model '{name}' not found; did you mean '{guess}'? (see `cove list`)"
+        if guess is not None:
+            return f"model '{name}' not found; did you mean '{guess}'? `cove pull {guess}` fetches it"
+        return f"model '{name}' not found: see `cove list`, or `cove list --available` for models to pull"
 
     def has(self, raw: str) -> bool:
         return self.manifest_path(parse_name(raw)).is_file()

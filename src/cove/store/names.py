@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..errors import InvalidName
@@ -51,6 +53,23 @@ def parse_name(raw: str) -> ModelName:
     if not _TAG.fullmatch(tag) or set(tag) <= {"."}:
         raise InvalidName(f"invalid tag in {_show(raw)}")
     return ModelName(name, tag)
+
+
+def closest(wanted: str, names: Iterable[str]) -> str | None:
+    """The name a typo most likely meant (`smolm2:135m` -> `smollm2:135m`), or None.
+
+    Compared whole and by the part before the tag, so `smolm2` still finds `smollm2:135m`.
+    """
+    known = sorted(set(names))
+    if wanted in known:
+        return wanted
+    found = difflib.get_close_matches(wanted, known, n=1, cutoff=0.75)
+    if found:
+        return found[0]
+    bare = wanted.removesuffix(f":{DEFAULT_TAG}")
+    by_name = {name.rpartition(":")[0] or name: name for name in reversed(known)}
+    found = difflib.get_close_matches(bare, list(by_name), n=1, cutoff=0.75)
+    return by_name[found[0]] if found else None
 
 
 def parse_digest(raw: str) -> str:

@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..config import Settings
-from ..errors import CoveError, ModelNotFound, PullError
+from ..errors import CoveError, InvalidName, ModelNotFound, PullError
 from ..recipe import Recipe
 from . import catalog
 from .blobs import CHUNK, read_chunks
 from .huggingface import HuggingFace, parse_hf_ref
 from .models import Manifest, ModelStore, validate_gguf
+from .names import closest, parse_name
 from .progress import ProgressCallback, PullProgress, ignore_progress
 
 
@@ -34,15 +35,24 @@ def pull(
     else:
         hf = parse_hf_ref(ref)
         if hf is None:
-            raise ModelNotFound(
-                f"unknown model '{ref}': see `cove list --available`, or use hf.co/OWNER/REPO:QUANT"
-            )
+            raise ModelNotFound(_unknown(ref))
         source, name = catalog.HFRepo(ref), hf.store_name
     progress(PullProgress(status="pulling manifest"))
     digest = _fetch(store, source, entry, settings, progress)
     manifest = _name_blob(store, name, digest, catalog.source_text(source), entry)
     progress(PullProgress(status="success"))
     return manifest
+
+
+def _unknown(ref: str) -> str:
+    """Name the catalog model a typo meant; otherwise say what pull takes."""
+    try:
+        wanted = str(parse_name(ref))
+    except InvalidName:
+        wanted = ref.strip().lower()
+    guess = closest(wanted, catalog.names())
+    hint = f"did you mean '{guess}'? " if guess else ""
+    return f"unknown model '{ref}': {hint}see `cove list --available`, or use hf.co/OWNER/REPO:QUANT"
 
 
 def _fetch(
