@@ -381,6 +381,32 @@ def test_no_model_installed(page: Any) -> None:
     assert "Models" in page.locator("#notice").inner_text()
 
 
+def test_preselects_the_best_chat_model(page: Any) -> None:
+    def store_holds(*names: str) -> None:
+        listed = {"models": [{"name": n, "model": n, "size": 1, "details": {}} for n in names]}
+        page.unroute("**/api/tags")
+        page.route("**/api/tags", lambda route: route.fulfill(json=listed))
+        page.reload()
+        page.wait_for_selector("body[data-ready='1']")
+
+    store_holds("gemma3:270m", "qwen2.5:0.5b", "smollm2:135m")
+    assert page.input_value("#model") == "smollm2:135m"  # the catalog's default chat model
+    store_holds("gemma3:270m", "qwen2.5:0.5b")
+    assert page.input_value("#model") == "qwen2.5:0.5b"  # any chat model before a base model
+    assert page.locator("#notice").is_hidden()
+    assert page.locator("#model option").all_inner_texts() == ["gemma3:270m (base model)", "qwen2.5:0.5b"]
+
+    store_holds("gemma3:270m")  # only a base model: chosen, and said to be one
+    assert page.input_value("#model") == "gemma3:270m"
+    assert page.locator("#model").get_attribute("title") == "gemma3:270m is a base model"
+    assert "gemma3:270m is a base model" in page.locator("#notice").inner_text()
+    store_holds("gemma3:270m", "qwen2.5:0.5b")
+    page.select_option("#model", "gemma3:270m")  # picking one by hand says so too
+    assert "is a base model" in page.locator("#notice").inner_text()
+    page.select_option("#model", "qwen2.5:0.5b")
+    assert page.locator("#notice").is_hidden()
+
+
 def test_busy_and_memory_errors_are_explained(page: Any) -> None:
     busy = {"status": 503, "headers": {"retry-after": "2"}, "json": {"error": "server busy: queue full"}}
     page.route("**/api/chat", lambda route: route.fulfill(**busy))

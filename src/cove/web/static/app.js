@@ -11,6 +11,7 @@ const state = {
   controller: null,
   lastUser: null,
   personas: new Map(),
+  baseModels: new Set(), // stored models the catalog calls base models
 };
 
 // -- small helpers -------------------------------------------------------------------------------
@@ -251,7 +252,10 @@ async function openConversation(id) {
       footer(bubble, { ttft: m.time_to_first_token_ms, tps: m.tokens_per_s });
     }
   }
-  if (chat.model && [...$("#model").options].some((o) => o.value === chat.model)) $("#model").value = chat.model;
+  if (chat.model && [...$("#model").options].some((o) => o.value === chat.model)) {
+    $("#model").value = chat.model;
+    describeChoice(state.baseModels);
+  }
   $("#regenerate").disabled = !state.lastUser;
   show("chat");
   closeSidebar();
@@ -402,15 +406,50 @@ async function regenerate() {
 
 // -- pickers -------------------------------------------------------------------------------------
 
+// The catalog's chat model for small machines: preselected whenever it is stored.
+const DEFAULT_CHAT_MODEL = "smollm2:135m";
+
+/** Names of the catalog's base models: they continue text rather than follow instructions. */
+function baseModelNames(catalog) {
+  // An entry's `kind` when the server gives one; else its description, which says "base".
+  const isBase = (e) => (e.kind ? e.kind === "base" : /\bbase\b/i.test(e.description || ""));
+  return new Set((catalog.models || []).filter(isBase).map((e) => e.name));
+}
+
+/** The model to preselect: the default chat model, else the first chat model, else any. */
+function bestChatModel(names, base, catalog) {
+  const preferred = (catalog.models || []).find((e) => e.default)?.name || DEFAULT_CHAT_MODEL;
+  if (names.includes(preferred)) return preferred;
+  return names.find((n) => !base.has(n)) || names[0] || "";
+}
+
+function describeChoice(base) {
+  const picker = $("#model");
+  const isBase = base.has(picker.value);
+  picker.title = isBase ? `${picker.value} is a base model` : "";
+  if (isBase) {
+    notice(`${picker.value} is a base model: it continues text more than it follows instructions. ` +
+      "Open Models to pull a chat model such as smollm2:135m.");
+  } else if ($("#notice").textContent.includes("is a base model")) {
+    notice("");
+  }
+}
+
 async function loadPickers() {
-  const [{ models }, { personas }] = await Promise.all([
+  const [{ models }, { personas }, catalog] = await Promise.all([
     getJSON("/api/tags"), getJSON("/api/cove/personas"),
+    getJSON("/api/cove/catalog").catch(() => ({ models: [] })), // only for labels: never fatal
   ]);
   const picker = $("#model");
   const was = picker.value;
-  picker.replaceChildren(...models.map((m) => el("option", { value: m.name, text: m.name })));
-  if (was && models.some((m) => m.name === was)) picker.value = was;
+  const base = baseModelNames(catalog);
+  state.baseModels = base;
+  picker.replaceChildren(...models.map((m) =>
+    el("option", { value: m.name, text: base.has(m.name) ? `${m.name} (base model)` : m.name })));
+  const names = models.map((m) => m.name);
+  picker.value = was && names.includes(was) ? was : bestChatModel(names, base, catalog);
   if (!models.length) notice("No model is installed yet. Open Models to pull one.");
+  else describeChoice(base);
   const personaPicker = $("#persona");
   const chosen = personaPicker.value;
   state.personas = new Map(personas.map((p) => [p.name, p.system]));
@@ -585,6 +624,7 @@ function wire() {
     search($("#search").value).catch((err) => notice(explain(err)));
   });
   $("#pull-form").addEventListener("submit", (e) => { e.preventDefault(); pullModel($("#pull-name").value); });
+  $("#model").addEventListener("change", () => describeChoice(state.baseModels));
 }
 
 wire();
