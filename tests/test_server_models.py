@@ -61,7 +61,7 @@ async def test_tags(fake_cove: Cove) -> None:
     (model,) = r.json()["models"]
     manifest = fake_cove.model("tiny")
     assert model["name"] == model["model"] == "tiny:latest"
-    assert model["digest"] == manifest.digest and len(model["digest"]) == 64
+    assert model["digest"] == manifest.manifest_digest and len(model["digest"]) == 64
     assert model["size"] == manifest.size > 0
     datetime.fromisoformat(model["modified_at"])
     assert set(model["details"]) == DETAIL_KEYS
@@ -107,7 +107,7 @@ async def test_ps(fake_cove: Cove) -> None:
     assert r.status_code == 200
     (model,) = r.json()["models"]
     assert model["name"] == "tiny:latest"
-    assert model["digest"] == fake_cove.model("tiny").digest
+    assert model["digest"] == fake_cove.model("tiny").manifest_digest
     assert model["size"] > 0 and model["size_vram"] == 0
     assert model["context_length"] == 256
     expires = datetime.fromisoformat(model["expires_at"].replace("Z", "+00:00"))
@@ -261,6 +261,22 @@ async def test_create_from_model_with_system_and_parameters(fake_cove: Cove, eng
     assert sent["temperature"] == 0.2 and sent["stop"] == ["END", "STOP"]
     assert engine.loads[-1].num_ctx == 128
     assert fake_cove.model("terse").digest == fake_cove.model("tiny").digest
+
+
+async def test_tags_digest_tells_a_created_model_from_its_base(fake_cove: Cove) -> None:
+    """llm-ollama takes models with one digest for aliases and would run the base, prompt-less."""
+    create = {"model": "terse", "from": "tiny", "system": "You are terse.", "stream": False}
+    async with client(make_app(fake_cove)) as c:
+        assert (await c.post("/api/create", json=create)).status_code == 200
+        assert (
+            await c.post("/api/copy", json={"source": "terse", "destination": "terse2"})
+        ).status_code == 200
+        tags = {m["name"]: m["digest"] for m in (await c.get("/api/tags")).json()["models"]}
+    assert fake_cove.model("terse").digest == fake_cove.model("tiny").digest  # one GGUF for both
+    assert tags["terse:latest"] != tags["tiny:latest"]  # but two models
+    assert tags["terse2:latest"] == tags["terse:latest"]  # a plain copy is the same model
+    assert all(len(d) == 64 and int(d, 16) >= 0 for d in tags.values())
+    assert tags["tiny:latest"] == fake_cove.model("tiny").manifest_digest
 
 
 async def test_create_from_modelfile_text(fake_cove: Cove) -> None:

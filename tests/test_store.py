@@ -533,3 +533,15 @@ def test_every_door_gets_the_suggestion(fake_cove: Cove, cove_home: Path) -> Non
         fake_cove.model("tinny")
     with pytest.raises(ModelNotFound, match=r"did you mean 'smollm2:135m'\? see `cove list --available`"):
         pull(fake_cove.store, "smolm2:135m", Settings(home=cove_home))
+
+
+def test_manifest_digest_names_the_model_not_the_file(store: ModelStore, tiny: Path) -> None:
+    base = store.import_gguf(tiny, "base", source="test")
+    copy = store.copy("base", "other-name")
+    prompted = store.save(
+        replace(base, name="prompted", recipe={"base": "base:latest", "system": "Be brief."})
+    )
+    assert copy.manifest_digest == base.manifest_digest  # name and time are not the model
+    assert prompted.digest == base.digest and prompted.manifest_digest != base.manifest_digest
+    assert store.get("prompted").manifest_digest == prompted.manifest_digest  # stable across a reload
+    assert len(base.manifest_digest) == 64 and base.manifest_digest != base.digest

@@ -1,4 +1,4 @@
-"""Ollama's model-management routes: tags, show, pull, create, copy, delete, ps, embed, blobs."""
+"""Ollama's model-management routes: tags, show, pull, create, copy, delete, ps, blobs."""
 
 from __future__ import annotations
 
@@ -13,14 +13,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..engine.options import checked_options, parse_keep_alive
 from ..errors import BadRequest, CoveError, DigestMismatch
 from ..recipe import Recipe
 from ..store.models import Manifest
 from ..store.names import parse_digest
 from ..store.progress import PullProgress
 from .bodies import parse
-from .schemas import CopyRequest, CreateRequest, EmbeddingsRequest, EmbedRequest, ModelRef
+from .schemas import CopyRequest, CreateRequest, ModelRef
 from .state import ServerState, state_of
 
 log = logging.getLogger("cove.server")
@@ -46,7 +45,8 @@ def tag(m: Manifest) -> dict[str, Any]:
         "model": m.name,
         "modified_at": m.modified,
         "size": m.size,
-        "digest": m.digest,
+        # The manifest's digest, not the GGUF's: clients (llm-ollama) take equal digests for aliases.
+        "digest": m.manifest_digest,
         "details": details(m),
     }
 
@@ -224,31 +224,6 @@ async def ps(request: Request) -> Response:
     return JSONResponse({"models": models})
 
 
-async def embed(request: Request) -> Response:
-    req = await parse(request, EmbedRequest)
-    checked_options(req.options)  # unused by embedders, but garbage is still a 400, as on /api/chat
-    inputs = [req.input] if isinstance(req.input, str) else req.input
-    state = state_of(request)
-    vectors, tokens = await state.embed(req.model, inputs, parse_keep_alive(req.keep_alive))
-    return JSONResponse(
-        {
-            "model": req.model,
-            "embeddings": vectors,
-            "prompt_eval_count": tokens,
-            "total_duration": 0,
-            "load_duration": 0,
-        }
-    )
-
-
-async def embeddings(request: Request) -> Response:
-    req = await parse(request, EmbeddingsRequest)
-    checked_options(req.options)
-    state = state_of(request)
-    vectors, _ = await state.embed(req.model, [req.prompt], parse_keep_alive(req.keep_alive))
-    return JSONResponse({"embedding": vectors[0]})
-
-
 async def blob_exists(request: Request) -> Response:
     digest = parse_digest(request.path_params["digest"])
     found = state_of(request).cove.store.blobs.exists(digest)
@@ -284,8 +259,6 @@ routes = [
     Route("/api/copy", copy, methods=["POST"]),
     Route("/api/delete", delete, methods=["DELETE"]),
     Route("/api/ps", ps, methods=["GET"]),
-    Route("/api/embed", embed, methods=["POST"]),
-    Route("/api/embeddings", embeddings, methods=["POST"]),
     Route("/api/blobs/{digest}", blob_exists, methods=["HEAD"]),
     Route("/api/blobs/{digest}", blob_upload, methods=["POST"]),
 ]

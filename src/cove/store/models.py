@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -48,6 +49,23 @@ class Manifest:
     @property
     def short_id(self) -> str:
         return self.digest[:12]
+
+    @property
+    def manifest_digest(self) -> str:
+        """sha256 of what decides how the model runs: weights, adapter and recipe (canonical JSON).
+
+        Like Ollama's manifest digest it tells models apart that share one GGUF (a `create`d
+        model with its own system prompt), while a plain copy keeps its source's. Name, source
+        and modification time are not part of it.
+        """
+        body = {
+            "schema": MANIFEST_SCHEMA,
+            "digest": self.digest,
+            "adapter_digest": self.adapter_digest,
+            "recipe": self.recipe,
+        }
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def recipe_obj(self) -> Recipe:
         data = dict(self.recipe) or {"base": self.name}
