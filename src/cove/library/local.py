@@ -251,16 +251,44 @@ class Cove:
         return self.run_chat(model, {"prompt": prompt}, options=options, completion=True)
 
     def embed(
-        self, model: str, inputs: list[str], *, keep_alive: float | None = None
-    ) -> tuple[list[list[float]], int]:
-        """One vector per input, and the tokens they took."""
+        self,
+        model: str,
+        inputs: list[Any],
+        *,
+        keep_alive: float | None = None,
+        truncate: bool = True,
+        dimensions: int | None = None,
+    ) -> Any:  # an engine.embedding.Embeddings; typed so once that import moves to the top
+        """One vector per input (text, or token ids), the tokens they took, and the durations.
+
+        An input longer than the context is cut to fit, or refused when `truncate` is off. A
+        `dimensions` other than the model's own size is refused: no model here can shorten its
+        vectors (only Matryoshka-trained ones can, and cove does not yet know which those are).
+        """
+        from ..engine.embedding import Embeddings
+
         if not inputs:
             raise BadRequest("nothing to embed: input is empty")
+        started = time.perf_counter()
         request, _, _ = self.prepare(model, embedding=True)
+        size = request.info.get("embedding_length")
+        if dimensions is not None and size and dimensions != size:
+            raise BadRequest(f"{request.spec.name} gives {size}-dimensional vectors and cannot shorten them")
         with self.scheduler.use(request, keep_alive) as loaded:
-            result = loaded.embed({"input": inputs})
+            ready = time.perf_counter()  # loading (when not loaded yet) and waiting for a slot
+            result = loaded.embed({"input": inputs, "truncate": truncate})
         vectors = [item["embedding"] for item in sorted(result["data"], key=lambda d: d["index"])]
-        return vectors, int((result.get("usage") or {}).get("prompt_tokens", 0))
+        if dimensions is not None and vectors and len(vectors[0]) != dimensions:
+            raise BadRequest(
+                f"{request.spec.name} gives {len(vectors[0])}-dimensional vectors and cannot shorten them"
+            )
+        return Embeddings(
+            vectors=vectors,
+            prompt_tokens=int((result.get("usage") or {}).get("prompt_tokens", 0)),
+            load_duration_s=ready - started,
+            total_duration_s=time.perf_counter() - started,
+            truncated=int(result.get("truncated") or 0),
+        )
 
     def loaded(self) -> list[LoadedInfo]:
         now = time.monotonic()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
-import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ from ..errors import CoveError
 from . import conversations
 from .bodies import parse
 from .guard import error_body
-from .schemas import OAIChatRequest, OAICompletionRequest, OAIEmbeddingRequest
+from .schemas import OAIChatRequest, OAICompletionRequest
 from .state import state_of
 from .streams import primed
 
@@ -263,32 +261,6 @@ def _text_logprobs(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
-async def embeddings(request: Request) -> Response:
-    req = await parse(request, OAIEmbeddingRequest)
-    inputs = [req.input] if isinstance(req.input, str) else req.input
-    vectors, tokens = await state_of(request).embed(req.model, inputs)
-    data = [
-        {
-            "object": "embedding",
-            "index": i,
-            "embedding": _b64(v) if req.encoding_format == "base64" else v,
-        }
-        for i, v in enumerate(vectors)
-    ]
-    return JSONResponse(
-        {
-            "object": "list",
-            "data": data,
-            "model": req.model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-    )
-
-
-def _b64(vector: list[float]) -> str:
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-
-
 async def list_models(request: Request) -> Response:
     models = state_of(request).cove.models()
     return JSONResponse({"object": "list", "data": [_model(m.name, m.modified) for m in models]})
@@ -316,7 +288,6 @@ FINGERPRINT = f"cove-{__version__}"
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
-    Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model:path}", get_model, methods=["GET"]),
 ]
