@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fake_hf import FakeHF
 from fakes import FakeEngine
-from gguf_writer import GGML_F32, make_gguf, write_gguf
+from gguf_writer import FLOAT32, GGML_F32, UINT32, Typed, make_gguf, write_gguf
 from server_fixtures import add_embedder, anyio_backend, client, make_app
 from test_server_guard import assert_ollama_error
 
@@ -96,6 +96,55 @@ async def test_show(fake_cove: Cove) -> None:
     assert e.status_code == 200
     assert e.json()["capabilities"] == ["embedding"]
     assert e.json()["model_info"]["general.architecture"] == "bert"
+
+
+RICH_METADATA: dict[str, Any] = {
+    "general.architecture": "qwen2",
+    "general.name": "Rich",
+    "general.file_type": 15,
+    "general.quantization_version": 2,
+    "qwen2.context_length": 32768,
+    "qwen2.block_count": 1,
+    "qwen2.embedding_length": 8,
+    "qwen2.feed_forward_length": 16,
+    "qwen2.attention.head_count": 2,
+    "qwen2.attention.head_count_kv": 1,
+    "qwen2.attention.layer_norm_rms_epsilon": Typed(FLOAT32, 1e-6),
+    "qwen2.rope.freq_base": Typed(FLOAT32, 1000000.0),
+    "tokenizer.ggml.model": "gpt2",
+    "tokenizer.ggml.pre": "qwen2",
+    "tokenizer.ggml.tokens": [f"t{i}" for i in range(200)],
+    "tokenizer.ggml.bos_token_id": Typed(UINT32, 1),
+    "tokenizer.chat_template": "{{ messages }}",
+}
+
+
+async def test_show_model_info_carries_the_gguf_metadata(fake_cove: Cove) -> None:
+    path = write_gguf(fake_cove.store.home.parent / "rich.gguf", RICH_METADATA)
+    fake_cove.store.import_gguf(path, "rich", source="test")
+    async with client(make_app(fake_cove)) as c:
+        info = (await c.post("/api/show", json={"model": "rich"})).json()["model_info"]
+        verbose = (await c.post("/api/show", json={"model": "rich", "verbose": True})).json()["model_info"]
+    assert info["general.architecture"] == "qwen2"
+    assert info["general.parameter_count"] == 16  # counted from the tensors, as Ollama does
+    assert info["general.file_type"] == 15 and info["general.quantization_version"] == 2
+    assert info["qwen2.context_length"] == 32768 and info["qwen2.feed_forward_length"] == 16
+    assert info["qwen2.attention.head_count"] == 2 and info["qwen2.attention.head_count_kv"] == 1
+    assert info["qwen2.attention.layer_norm_rms_epsilon"] == 1e-6  # float32 printed short
+    assert info["qwen2.rope.freq_base"] == 1000000.0
+    assert info["tokenizer.ggml.model"] == "gpt2" and info["tokenizer.ggml.pre"] == "qwen2"
+    assert info["tokenizer.ggml.bos_token_id"] == 1
+    assert info["tokenizer.ggml.tokens"] == []  # the vocabulary is left out, as Ollama does
+    assert "tokenizer.chat_template" not in info and "general.name" not in info
+    assert verbose["tokenizer.ggml.tokens"] == []  # 200 tokens are never read into memory
+    assert verbose["qwen2.context_length"] == 32768
+
+
+async def test_show_model_info_verbose_keeps_short_arrays(fake_cove: Cove) -> None:
+    async with client(make_app(fake_cove)) as c:
+        plain = (await c.post("/api/show", json={"model": "tiny"})).json()["model_info"]
+        verbose = (await c.post("/api/show", json={"model": "tiny", "verbose": True})).json()["model_info"]
+    assert plain["tokenizer.ggml.tokens"] == [] and verbose["tokenizer.ggml.tokens"] == ["a", "b"]
 
 
 async def test_ps(fake_cove: Cove) -> None:

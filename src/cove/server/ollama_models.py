@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import struct
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +17,7 @@ from starlette.routing import Route
 
 from ..errors import BadRequest, CoveError, DigestMismatch
 from ..recipe import Recipe
+from ..store.gguf import ArraySummary
 from ..store.models import Manifest
 from ..store.names import parse_digest
 from ..store.progress import PullProgress
@@ -62,7 +65,6 @@ async def show(request: Request) -> Response:
     # Off the loop: the bundled default model is imported (hundreds of MB) on first use.
     m = await state.blocking(state.cove.model, req.ref)
     recipe = m.recipe_obj()
-    arch = m.info.get("architecture") or ""
     template = recipe.template or m.info.get("chat_template") or ""
     capabilities = ["embedding"] if m.is_embedding else ["completion"]
     if "tools" in template:
@@ -80,15 +82,54 @@ async def show(request: Request) -> Response:
             "details": details(m),
             "modified_at": m.modified,
             "capabilities": capabilities,
-            "model_info": {
-                "general.architecture": arch,
-                "general.parameter_count": m.info.get("parameter_count"),
-                f"{arch}.context_length": m.info.get("context_length"),
-                f"{arch}.block_count": m.info.get("block_count"),
-                f"{arch}.embedding_length": m.info.get("embedding_length"),
-            },
+            "model_info": await state.blocking(_model_info, state, m, bool(req.verbose)),
         }
     )
+
+
+#: Shown elsewhere in /api/show (the name is the model's own; the template has its field).
+_NOT_IN_MODEL_INFO = ("general.name", "tokenizer.chat_template")
+_F32 = struct.Struct("<f")
+
+
+def _model_info(state: ServerState, m: Manifest, verbose: bool) -> dict[str, Any]:
+    """The GGUF's metadata keys as Ollama gives them; arrays (the vocabulary) only when verbose."""
+    try:
+        gguf = state.cove.store.gguf(m)
+    except (OSError, CoveError):
+        # A blob gone missing must not make `show` fail: say what the manifest knows.
+        arch = m.info.get("architecture") or ""
+        return {"general.architecture": arch, "general.parameter_count": m.info.get("parameter_count")}
+    info: dict[str, Any] = {}
+    for key, value in gguf.metadata.items():
+        if key not in _NOT_IN_MODEL_INFO:
+            info[key] = _json_value(value, verbose)
+    info["general.parameter_count"] = gguf.parameter_count
+    return dict(sorted(info.items()))
+
+
+def _json_value(value: Any, verbose: bool) -> Any:
+    if isinstance(value, ArraySummary):
+        return []  # a long array (tokens, merges) is never read into memory
+    if isinstance(value, list):
+        return [_json_value(v, verbose) for v in value] if verbose else []
+    if isinstance(value, float):
+        return _shortest_float(value)
+    return value
+
+
+def _shortest_float(value: float) -> float | None:
+    """1e-05, not 9.999999747378752e-06: GGUF floats are float32, print them as such."""
+    if not math.isfinite(value):
+        return None  # JSON has no NaN or infinity
+    for digits in range(1, 10):
+        candidate = float(f"{value:.{digits}g}")
+        try:
+            if _F32.unpack(_F32.pack(candidate))[0] == value:
+                return candidate
+        except OverflowError:
+            break
+    return value  # a float64 value: already as short as it can be
 
 
 async def pull(request: Request) -> Response:

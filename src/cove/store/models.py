@@ -182,6 +182,10 @@ class ModelStore:
     def model_path(self, manifest: Manifest) -> Path:
         return self.blobs.path(manifest.digest)
 
+    def gguf(self, manifest: Manifest) -> GGUFInfo:
+        """Everything the model's GGUF says about itself, read again from the stored blob."""
+        return read_gguf(self.model_path(manifest))
+
     def import_gguf(self, path: Path, name: str, source: str, expected: str | None = None) -> Manifest:
         """Validate a GGUF file and copy it in under `name`."""
         target = parse_name(name)
