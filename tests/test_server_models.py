@@ -162,6 +162,34 @@ async def test_ps(fake_cove: Cove) -> None:
     expires = datetime.fromisoformat(model["expires_at"].replace("Z", "+00:00"))
     assert expires > datetime.now(UTC)
     assert set(model["details"]) == DETAIL_KEYS
+    (loaded,) = fake_cove.loaded()
+    assert model["num_parallel"] == loaded.num_parallel >= 1 and model["active"] == 0
+
+
+async def test_ps_counts_slots_in_use(fake_cove: Cove, engine: FakeEngine) -> None:
+    engine.token_delay = 0.05  # the answer takes long enough to be seen in flight
+    chat = {"model": "tiny", "messages": [{"role": "user", "content": "a b c d e f"}], "stream": False}
+    async with client(make_app(fake_cove)) as c:
+        answer = asyncio.create_task(c.post("/api/chat", json=chat))
+        seen: list[dict[str, Any]] = []
+        for _ in range(400):
+            seen = (await c.get("/api/ps")).json()["models"]
+            if seen and seen[0]["active"] == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert (await answer).status_code == 200
+        after = (await c.get("/api/ps")).json()["models"]
+    assert seen and seen[0]["active"] == 1 and seen[0]["num_parallel"] >= 1
+    assert after[0]["active"] == 0
+
+
+async def test_ps_of_a_model_kept_forever_does_not_say_it_expires_now(fake_cove: Cove) -> None:
+    chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+    async with client(make_app(fake_cove)) as c:
+        assert (await c.post("/api/chat", json={**chat, "keep_alive": -1})).status_code == 200
+        (model,) = (await c.get("/api/ps")).json()["models"]
+    expires = datetime.fromisoformat(model["expires_at"].replace("Z", "+00:00"))
+    assert expires.year > datetime.now(UTC).year + 50
 
 
 async def test_generate_with_keep_alive_zero_unloads(fake_cove: Cove, engine: FakeEngine) -> None:

@@ -26,6 +26,7 @@ from .schemas import CopyRequest, CreateRequest, ModelRef
 from .state import ServerState, state_of
 
 log = logging.getLogger("cove.server")
+FAR_FUTURE_S = 100 * 365 * 86400.0
 
 
 def details(m: Manifest) -> dict[str, Any]:
@@ -252,7 +253,9 @@ async def ps(request: Request) -> Response:
     state = state_of(request)
     for loaded in state.cove.loaded():
         m = state.cove.model(loaded.name)
-        until = datetime.now(UTC) + timedelta(seconds=loaded.expires_in_s or 0)
+        # No expiry: kept forever (keep_alive -1) or busy; Ollama too answers a far-off date.
+        seconds = FAR_FUTURE_S if loaded.expires_in_s is None else loaded.expires_in_s
+        until = datetime.now(UTC) + timedelta(seconds=seconds)
         models.append(
             {
                 **tag(m),
@@ -260,6 +263,9 @@ async def ps(request: Request) -> Response:
                 "size_vram": 0,
                 "context_length": loaded.num_ctx,
                 "expires_at": until.isoformat().replace("+00:00", "Z"),
+                # cove's own, beside Ollama's (its clients ignore them): slots in use and in all.
+                "num_parallel": loaded.num_parallel,
+                "active": loaded.active,
             }
         )
     return JSONResponse({"models": models})
