@@ -175,3 +175,14 @@ async def test_several_prompts_stream_one_choice_each(fake_cove: Cove) -> None:
             texts[choice["index"]] = texts.get(choice["index"], "") + choice["text"]
     assert texts == {0: "after: one", 1: "after: two"}
     assert streamed[0]["id"].startswith("cmpl-")
+
+
+async def test_several_choices_are_a_clear_400(fake_cove: Cove) -> None:
+    chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 3}
+    async with client(make_app(fake_cove)) as c:
+        r = await c.post("/v1/chat/completions", json=chat)
+    assert r.status_code == 400
+    assert (
+        r.json()["error"]["message"]
+        == "n: cove answers with one choice per request; send 3 requests for 3 answers"
+    )
