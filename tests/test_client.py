@@ -153,7 +153,8 @@ def test_generate_uses_completion(mine: Cove, engine: FakeEngine) -> None:
 
 
 def test_embed(fake_cove: Cove, engine: FakeEngine) -> None:
-    vectors, tokens = fake_cove.embed("tiny", ["a", "b", "a"])
+    result = fake_cove.embed("tiny", ["a", "b", "a"])
+    vectors, tokens = result.vectors, result.prompt_tokens
     assert len(vectors) == 3
     assert vectors[0] == vectors[2] != vectors[1]
     assert len(vectors[0]) == 4
@@ -233,7 +234,7 @@ def test_create_from_file_does_not_replace_model_of_same_stem(fake_cove: Cove, t
 
 
 def test_create_from_missing_or_bad_file(fake_cove: Cove, tmp_path: Path) -> None:
-    with pytest.raises(InvalidRecipe, match="does not exist"):
+    with pytest.raises(InvalidRecipe, match=r"line 1: FROM './missing.gguf': no such file"):
         fake_cove.create("x", "FROM ./missing.gguf", tmp_path)
     (tmp_path / "junk.gguf").write_bytes(b"not a model at all")
     with pytest.raises(InvalidModelFile):
@@ -258,7 +259,10 @@ def test_create_with_bad_recipe(fake_cove: Cove, text: str, line: int) -> None:
 
 
 def test_create_from_unknown_model(fake_cove: Cove) -> None:
-    with pytest.raises(ModelNotFound):
+    # The library checks a recipe as the CLI does: the error names the line, and the closest name.
+    with pytest.raises(
+        InvalidRecipe, match=r"line 1: FROM: model 'nothing:latest' not found; did you mean 'tiny"
+    ):
         fake_cove.create("x", "FROM nothing")
     assert not fake_cove.store.has("x")
 

@@ -97,7 +97,7 @@ class Settings:
         8, env="COVE_NUM_PARALLEL", description="decoding slots per model (fewer if memory is short)", ge=1
     )
     max_queue: int = setting(
-        64, env="COVE_MAX_QUEUE", description="requests that may wait per model before a 503", ge=1
+        64, env="COVE_MAX_QUEUE", description="requests that may wait per model before a 503 (0: none)", ge=0
     )
     num_threads: int = setting(
         0, env="COVE_NUM_THREADS", description="engine threads (0: one per physical core)", ge=0

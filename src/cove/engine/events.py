@@ -172,9 +172,11 @@ def events_of(raw: dict[str, Any]) -> list[ChatChunk]:
 def _delta(raw: dict[str, Any]) -> ToolCallDelta:
     function = raw.get("function") or {}
     arguments = function.get("arguments") or ""
+    engine_id = raw.get("id") or None
     return ToolCallDelta(
         index=int(raw.get("index") or 0),
-        id=raw.get("id") or None,
+        # OpenAI's form ("call_…"); the engine's own ids are bare letters and digits.
+        id=engine_id if not engine_id or engine_id.startswith("call_") else f"call_{engine_id}",
         name=function.get("name") or "",
         arguments=arguments if isinstance(arguments, str) else json.dumps(arguments),
     )

@@ -11,6 +11,7 @@ from typing import Any
 from ..chat.service import ChatService, TurnRequest, TurnStream
 from ..config import Settings
 from ..engine.base import EngineFactory, LoadSpec
+from ..engine.embedding import Embeddings
 from ..engine.events import Assembler, ChatAnswer, ChatChunk, LoadedInfo, answer_of, events_of
 from ..engine.options import checked_options, context_size, with_recipe
 from ..engine.scheduler import ModelRequest, Scheduler
@@ -95,8 +96,9 @@ class Cove:
 
     def create(self, name: str, recipe_text: str, folder: Path | None = None) -> Manifest:
         """Store a recipe under `name`; FROM names a stored model or a GGUF file beside the recipe."""
-        recipe = parse_recipe(recipe_text)
         where = folder or Path.cwd()
+        # Checked against the folder and the store first, so every error names its recipe line.
+        recipe = parse_recipe(recipe_text, folder=where, lookup=self.model)
         base = self._recipe_base(recipe, where)
         return self._save_recipe(name, recipe, base, self._recipe_adapter(recipe, where))
 
@@ -258,15 +260,13 @@ class Cove:
         keep_alive: float | None = None,
         truncate: bool = True,
         dimensions: int | None = None,
-    ) -> Any:  # an engine.embedding.Embeddings; typed so once that import moves to the top
+    ) -> Embeddings:
         """One vector per input (text, or token ids), the tokens they took, and the durations.
 
         An input longer than the context is cut to fit, or refused when `truncate` is off. A
         `dimensions` other than the model's own size is refused: no model here can shorten its
         vectors (only Matryoshka-trained ones can, and cove does not yet know which those are).
         """
-        from ..engine.embedding import Embeddings
-
         if not inputs:
             raise BadRequest("nothing to embed: input is empty")
         started = time.perf_counter()

@@ -225,6 +225,9 @@ def catalog_name(ref: str) -> str:
     return hf.store_name if hf else ref
 
 
+FOREVER_S = 50 * 365 * 86400
+
+
 def _seconds_until(stamp: str | None) -> float | None:
     if not stamp:
         return None
@@ -232,7 +235,9 @@ def _seconds_until(stamp: str | None) -> float | None:
         when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return (when - datetime.now(UTC)).total_seconds()
+    left = (when - datetime.now(UTC)).total_seconds()
+    # A model kept forever (or busy) is reported a century ahead, as Ollama does: no expiry.
+    return None if left > FOREVER_S else left
 
 
 def _manifest(data: dict[str, Any]) -> Manifest:

@@ -24,7 +24,8 @@ from .state import ServerState, state_of
 
 log = logging.getLogger("cove.server")
 access = logging.getLogger("cove.access")
-ROUTE_LABELS = {r.path for r in (*ollama_api.routes, *openai_api.routes, *responses_api.routes)} | {
+ROUTES = (*ollama_api.routes, *openai_api.routes, *responses_api.routes, *embeddings.routes)
+ROUTE_LABELS = {r.path for r in ROUTES} | {
     "/",
     "/metrics",
 }

@@ -17,7 +17,7 @@ from .. import __version__
 from ..chat.service import TurnRequest
 from ..engine.events import ChatAnswer, ChatChunk, Choice, ToolCallDelta, Usage, call_id
 from ..engine.options import parse_keep_alive
-from ..errors import CoveError
+from ..errors import BadRequest, CoveError
 from . import conversations
 from .bodies import parse
 from .guard import error_body
@@ -54,7 +54,15 @@ def _options(req: OAIChatRequest | OAICompletionRequest, limit: int | None) -> d
     return options
 
 
+def one_choice(n: int | None, name: str = "n") -> None:
+    if n is not None and n > 1:
+        raise BadRequest(
+            f"{name}: cove answers with one choice per request; send {n} requests for {n} answers"
+        )
+
+
 def chat_request(req: OAIChatRequest, request: Request) -> TurnRequest:
+    one_choice(req.n)
     fields = {name: getattr(req, name) for name in CHAT_FIELDS if getattr(req, name) is not None}
     if req.logit_bias:
         fields["logit_bias"] = req.logit_bias
@@ -81,6 +89,8 @@ async def chat_completions(request: Request) -> Response:
 
 async def completions(request: Request) -> Response:
     req = await parse(request, OAICompletionRequest)
+    one_choice(req.n)
+    one_choice(req.best_of, "best_of")
     # A list of prompts gets one choice each: the engine answers them side by side.
     fields: dict[str, Any] = {"prompt": req.prompt}
     if req.logprobs is not None:

@@ -29,14 +29,6 @@ class ServerState:
         """The conversation store: the library's own, so the server and its chats share one."""
         return self.cove.history
 
-    async def embed(
-        self, model: str, inputs: list[Any], keep_alive: float | None = None
-    ) -> tuple[list[list[float]], int]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.generator.pool, lambda: self.cove.embed(model, inputs, keep_alive=keep_alive)
-        )
-
     def scrub(self, message: str) -> str:
         """Error text never shows where the user's files live, however the path was spelled."""
         home = self.cove.settings.home

@@ -494,7 +494,7 @@ async function loadModels() {
       el("h4", { text: entry.name }),
       el("p", { text: entry.description }),
       el("p", {}, el("span", { class: "ram", text: `needs ~${entry.ram_gb} GB RAM` }),
-        document.createTextNode(` · ${entry.size_mb} MB download · ${entry.license}`)),
+        document.createTextNode(` · ${entry.download_mb ?? entry.size_mb} MB download · ${entry.license}`)),
       pull);
   }));
 }
