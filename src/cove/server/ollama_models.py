@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from ..errors import BadRequest, CoveError, DigestMismatch
 from ..recipe import Recipe
+from ..store import catalog
 from ..store.gguf import ArraySummary
 from ..store.models import Manifest
 from ..store.names import parse_digest
@@ -52,6 +53,8 @@ def tag(m: Manifest) -> dict[str, Any]:
         # The manifest's digest, not the GGUF's: clients (llm-ollama) take equal digests for aliases.
         "digest": m.manifest_digest,
         "details": details(m),
+        # cove's own: chat, base (continues text) or embedding, so a picker can choose well.
+        "kind": catalog.model_kind(m),
     }
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..templates import GEMMA_STOP, GEMMA_TEMPLATE
+
+if TYPE_CHECKING:
+    from .models import Manifest
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ Source = Bundled | PyPIWheel | HFRepo
 
 
 MB = 1_000_000  # decimal megabytes, as `cove list` and Hugging Face count them
+#: What a newcomer chats with first (`make run`, the web chat's preselection).
+DEFAULT_CHAT_MODEL = "smollm2:135m"
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,8 @@ class CatalogEntry:
     recipe: dict[str, Any] = field(default_factory=dict)
     #: Bytes fetched when that differs from `size` (a compressed wheel); None: the same.
     download_size: int | None = None
+    #: "chat" follows instructions; "base" only continues text; "embedding" makes vectors.
+    kind: str = "chat"
 
     @property
     def size_mb(self) -> float:
@@ -69,6 +76,8 @@ class CatalogEntry:
             "ram_gb": self.ram_gb,
             "license": self.license,
             "source": source_text(self.source),
+            "kind": self.kind,
+            "default": self.name == DEFAULT_CHAT_MODEL,
         }
 
 
@@ -88,6 +97,9 @@ CATALOG: tuple[CatalogEntry, ...] = (
         size=253_113_024,  # the bundled package's chunks, joined
         ram_gb=0.5,
         license="Gemma Terms of Use",
+        # The package's own EXPECTED_SHA256 (a test keeps the two equal): copies are known by it.
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        kind="base",
         recipe={
             "base": "gemma3:270m",
             "template": GEMMA_TEMPLATE,
@@ -153,6 +165,18 @@ CATALOG: tuple[CatalogEntry, ...] = (
         license="Apache-2.0",
     ),
 )
+
+
+def model_kind(manifest: Manifest) -> str:
+    """What a stored model is for: its catalog entry's kind (a copy or recipe of it too), else what
+    its files say (a model with no chat template only continues text)."""
+    if manifest.is_embedding:
+        return "embedding"
+    entry = next((e for e in CATALOG if e.sha256 and e.sha256 == manifest.digest), None)
+    if entry:
+        return entry.kind
+    has_template = manifest.recipe_obj().template or manifest.info.get("chat_template")
+    return "chat" if has_template else "base"
 
 
 def names() -> list[str]:

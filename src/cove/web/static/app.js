@@ -442,12 +442,14 @@ async function loadPickers() {
   ]);
   const picker = $("#model");
   const was = picker.value;
-  const base = baseModelNames(catalog);
+  // The server says what each stored model is for; the catalog's names cover an older server.
+  const base = new Set([...baseModelNames(catalog), ...models.filter((m) => m.kind === "base").map((m) => m.name)]);
   state.baseModels = base;
   picker.replaceChildren(...models.map((m) =>
     el("option", { value: m.name, text: base.has(m.name) ? `${m.name} (base model)` : m.name })));
   const names = models.map((m) => m.name);
-  picker.value = was && names.includes(was) ? was : bestChatModel(names, base, catalog);
+  const chat = models.filter((m) => m.kind !== "embedding").map((m) => m.name);
+  picker.value = was && names.includes(was) ? was : bestChatModel(chat.length ? chat : names, base, catalog);
   if (!models.length) notice("No model is installed yet. Open Models to pull one.");
   else describeChoice(base);
   const personaPicker = $("#persona");
