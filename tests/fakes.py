@@ -36,7 +36,8 @@ class FakeModel:
 
     def _words(self, body: dict[str, Any]) -> tuple[list[str], str]:
         if "prompt" in body:
-            text = f"after: {body['prompt']}"
+            prompt = body["prompt"]
+            text = f"after: {detokenize(prompt) if isinstance(prompt, list) else prompt}"
         else:
             users = [m for m in body["messages"] if m.get("role") == "user"]
             text = f"You said: {users[-1]['content'] if users else ''}"
@@ -50,7 +51,8 @@ class FakeModel:
     def chat(self, body: dict[str, Any], on_chunk: ChunkCallback | None = None) -> dict[str, Any]:
         with self.engine.lock:
             self.engine.requests.append(body)
-        if isinstance(body.get("prompt"), list):
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and not all(isinstance(t, int) for t in prompt):
             return self._each_prompt(body, on_chunk)
         words, finish = self._words(body)
         usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
@@ -101,5 +103,20 @@ class FakeModel:
             data.append({"index": i, "embedding": [b / 255 for b in digest[:4]]})
         return {"data": data, "usage": {"prompt_tokens": len(inputs)}}
 
+    def prompt_tokens(self, messages: list[dict[str, Any]], *, continuing: bool) -> list[int]:
+        rendered = "".join(f"<{m['role']}>{m.get('content') or ''}" for m in messages) + "<assistant>"
+        return ([] if continuing else [BOS]) + self.tokenize(rendered)
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(text.encode())
+
     def close(self) -> None:
         self.engine.closed.append(self.spec)
+
+
+#: The fake tokenizer: one token per byte, and this begin-of-text token.
+BOS = 1000
+
+
+def detokenize(tokens: list[int]) -> str:
+    return bytes(t for t in tokens if t < 256).decode(errors="replace")

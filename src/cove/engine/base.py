@@ -41,6 +41,15 @@ class LoadedModel(Protocol):
 
     def embed(self, body: dict[str, Any]) -> dict[str, Any]: ...
 
+    def prompt_tokens(self, messages: list[dict[str, Any]], *, continuing: bool) -> list[int]:
+        """The chat template applied to `messages` (answer prompt added), as token ids. With
+        `continuing`, without the begin-of-text token: the prompt follows earlier tokens."""
+        ...
+
+    def tokenize(self, text: str) -> list[int]:
+        """`text` as token ids, no special tokens added."""
+        ...
+
     def close(self) -> None: ...
 
 

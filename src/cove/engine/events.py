@@ -68,6 +68,8 @@ class ChatChunk:
     index: int = 0
     usage: Usage | None = None
     time_to_first_token_s: float | None = None
+    #: On the last event: the answer's `context`, when it was asked for (see ChatAnswer).
+    context: list[int] | None = None
 
     @property
     def prompt_tokens(self) -> int | None:
@@ -107,6 +109,8 @@ class ChatAnswer:
     reasoning: str = ""
     #: Every choice, the first of which the fields above repeat.
     choices: list[Choice] = field(default_factory=list)
+    #: Ollama's /api/generate `context`: the conversation so far as tokens, when it was asked for.
+    context: list[int] | None = None
 
     @property
     def prompt_tokens(self) -> int:

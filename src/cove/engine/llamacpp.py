@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 from typing import Any
 
 import httpx
@@ -34,6 +35,7 @@ class LlamaCppModel:
         else:
             self._server = self._start_chat(spec, params)
         self._tokenizer: Tokenizer | None = None
+        self._tokenizer_lock = threading.Lock()
 
     def _params(self, spec: LoadSpec) -> Any:
         params = xllamacpp.CommonParams()
@@ -110,10 +112,22 @@ class LlamaCppModel:
         result = self._call(self._server.handle_embeddings, request, None)
         return {**result, "truncated": fitted.truncated}
 
+    def prompt_tokens(self, messages: list[dict[str, Any]], *, continuing: bool) -> list[int]:
+        tokenizer = self._tokens()
+        tokens = tokenizer.tokenize(tokenizer.render(messages), add_special=False)
+        start = tokenizer.specials[:1]  # the begin-of-text token, when the model has one
+        if continuing:
+            return tokens[1:] if start and tokens[:1] == start else tokens
+        return tokens if tokens[:1] == start else start + tokens
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._tokens().tokenize(text, add_special=False)
+
     def _tokens(self) -> Tokenizer:
-        if self._tokenizer is None:
-            self._tokenizer = Tokenizer(self._server.listening_address, self._secret)
-        return self._tokenizer
+        with self._tokenizer_lock:
+            if self._tokenizer is None:
+                self._tokenizer = Tokenizer(self._server.listening_address, self._secret)
+            return self._tokenizer
 
     def _call(self, handler: Any, body: dict[str, Any], on_chunk: ChunkCallback | None) -> dict[str, Any]:
         last: dict[str, Any] = {}
@@ -150,14 +164,22 @@ class Tokenizer:
         self._client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=60)
         self.specials = self.tokenize("")
 
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids as the engine makes them for an embedding: special tokens added."""
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        """Token ids as the engine makes them (for an embedding: special tokens added)."""
+        tokens = self._ask("/tokenize", {"content": text, "add_special": add_special}, "tokens")
+        return [int(t) for t in tokens]
+
+    def render(self, messages: list[dict[str, Any]]) -> str:
+        """The model's chat template applied to `messages`, ready for the answer."""
+        return str(self._ask("/apply-template", {"messages": messages}, "prompt"))
+
+    def _ask(self, path: str, body: dict[str, Any], key: str) -> Any:
         try:
-            reply = self._client.post("/tokenize", json={"content": text, "add_special": True})
+            reply = self._client.post(path, json=body)
             reply.raise_for_status()
-            return [int(t) for t in reply.json()["tokens"]]
+            return reply.json()[key]
         except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
-            raise EngineError(f"the engine could not tokenize the input: {exc}") from exc
+            raise EngineError(f"the engine could not answer {path}: {exc}") from exc
 
     def close(self) -> None:
         self._client.close()

@@ -21,6 +21,7 @@ def final_event(answer: ChatAnswer) -> ChatChunk:
         finish_reason=answer.finish_reason,
         usage=answer.usage,
         time_to_first_token_s=answer.time_to_first_token_s,
+        context=answer.context,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -199,11 +200,16 @@ class Cove:
         on_event: EventCallback | None = None,
         completion: bool = False,
         cancel: threading.Event | None = None,
+        context: list[int] | None = None,
     ) -> ChatAnswer:
         """One engine call with the recipe applied: the single implementation of chat for all.
 
         With `on_event`, every piece is handed over as it is made (returning True stops the
         answer); the return value is the whole answer either way, figures included.
+
+        With `context` (Ollama's token memory of an earlier /api/generate; [] to start one), the
+        chat is run as the tokens of that context followed by the templated new messages, and
+        the answer carries the context to send next time.
         """
         request, recipe, opts = self.prepare(name, options)
         if request.spec.embedding:
@@ -213,10 +219,19 @@ class Cove:
         with self.scheduler.use(request, keep_alive, cancel) as model:
             ready = time.perf_counter()
             call = model.complete if completion else model.chat
+            if context is not None:
+                # The recipe's system prompt is in the earlier context already; only new turns follow it.
+                prompt = context + model.prompt_tokens(
+                    body["messages"] if context else full["messages"], continuing=bool(context)
+                )
+                full = {**{k: v for k, v in full.items() if k != "messages"}, "prompt": prompt}
+                call = model.complete
             if on_event is None:
                 answer = answer_of(call(full, None))
             else:
                 answer = _streamed(call, full, on_event, ready)
+            if context is not None:
+                answer = replace(answer, context=full["prompt"] + model.tokenize(answer.content))
         return answer.with_load(ready - started)
 
     def chat(

@@ -105,7 +105,11 @@ def generate_request(req: OllamaGenerateRequest) -> TurnRequest:
         return TurnRequest(req.model, [], options, fields, keep_alive=keep_alive, completion=True)
     messages = [{"role": "system", "content": req.system}] if req.system else []
     messages.append({"role": "user", "content": req.prompt})
-    return TurnRequest(req.model, messages, options, fields, keep_alive=keep_alive, think=req.think)
+    # Ollama answers every templated generate with its `context`, and continues one it is given.
+    context = list(req.context or [])
+    return TurnRequest(
+        req.model, messages, options, fields, keep_alive=keep_alive, think=req.think, context=context
+    )
 
 
 async def chat(request: Request) -> Response:
@@ -161,6 +165,8 @@ def whole(result: ChatAnswer, model: str, field: str, started: float) -> dict[st
         "done_reason": _reason(result.finish_reason),
         **stats(result.usage, started),
     }
+    if result.context is not None and field == "response":
+        body["context"] = result.context
     if result.logprobs:
         body["logprobs"] = _logprobs(result.logprobs)
     return body
@@ -186,6 +192,8 @@ async def ndjson(
                     "done_reason": _reason(event.finish_reason or calls.answer().finish_reason),
                     **stats(event.usage, started),
                 }
+                if event.context is not None and field == "response":
+                    final["context"] = event.context
                 yield _line(final)
                 return
             calls.add(replace(event, content="", reasoning="", logprobs=[]))
