@@ -159,6 +159,17 @@ def test_ollama_chat_and_generate(real_server: RealServer) -> None:
     )
     assert pieces[-1].done is True and pieces[-1].done_reason
     assert "".join(p.response or "" for p in pieces) == generated.response
+    # Ollama's token memory: returned, and accepted to continue (it grows by the new turn).
+    assert generated.context and all(isinstance(t, int) for t in generated.context)
+    assert pieces[-1].context == generated.context
+    follow = client.generate(model=MODEL, prompt="And of Spain?", context=generated.context, options=GREEDY)
+    assert follow.done is True and follow.context is not None
+    assert follow.context[: len(generated.context)] == generated.context
+    assert follow.prompt_eval_count is not None and follow.prompt_eval_count > 0
+    json_answer = client.generate(
+        model=MODEL, prompt="A JSON object with a key a.", format="json", options={"num_predict": 40}
+    )
+    assert json_answer.response.lstrip().startswith("{")
 
     raw = list(client.generate(model=MODEL, prompt="Count: 1, 2, 3,", raw=True, options=GREEDY, stream=True))
     assert raw[-1].done is True and raw[-1].done_reason == "length"
