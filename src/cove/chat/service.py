@@ -114,17 +114,17 @@ class ChatService:
         model = manifest.name  # canonical: `tiny` is kept as `tiny:latest`
         options = checked_options(request.options)
         messages = [_with_role(m) for m in request.messages]
-        request.fields = {**request.fields, **_thinking(manifest, request.think)}
+        fields = {**request.fields, **_thinking(manifest, request.think)}
         if request.completion:
             if request.conversation:
                 raise BadRequest("a raw completion cannot be kept in a conversation; use chat")
-            return Turn(model, dict(request.fields), options, request.keep_alive, completion=True)
+            return Turn(model, fields, options, request.keep_alive, completion=True)
         if request.conversation is None:
-            body = {**request.fields, "messages": self._with_persona(messages, request.persona)}
+            body = {**fields, "messages": self._with_persona(messages, request.persona)}
             return Turn(model, body, options, request.keep_alive, context=request.context)
         if request.context is not None:
             raise BadRequest("context and a stored conversation are two memories; send one of them")
-        return self._stored(request, model, options, messages)
+        return self._stored(request, model, options, messages, fields)
 
     def run(
         self,
@@ -162,7 +162,12 @@ class ChatService:
     # -- stored conversations -------------------------------------------------------------------
 
     def _stored(
-        self, request: TurnRequest, model: str, options: dict[str, Any], messages: list[dict[str, Any]]
+        self,
+        request: TurnRequest,
+        model: str,
+        options: dict[str, Any],
+        messages: list[dict[str, Any]],
+        fields: dict[str, Any],
     ) -> Turn:
         unknown = sorted({str(m["role"]) for m in messages if m["role"] not in ROLES})
         if unknown:  # checked before the first write: a refused request stores nothing
@@ -181,10 +186,10 @@ class ChatService:
         effective = {**chat.parameters, **options}
         if chat.num_ctx:
             effective["num_ctx"] = chat.num_ctx  # the model loads with the context we budget for
-        request_spec, _, _ = self.cove.prepare(model, effective)
-        num_ctx, policy = request_spec.spec.num_ctx, self.cove.settings.context_policy
+        num_ctx = self.cove.prepare(model, effective)[0].spec.num_ctx
+        policy = self.cove.settings.context_policy
         fitted, notice = fit_context(self.cove, self.history, chat.id, num_ctx, effective, policy)
-        body = {**request.fields, "messages": fitted}
+        body = {**fields, "messages": fitted}
         return Turn(model, body, effective, request.keep_alive, conversation_id=chat.id, notice=notice)
 
     def _settled(
