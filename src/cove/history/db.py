@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,8 +49,22 @@ def connect(path: Path) -> apsw.Connection:
     # Before the pragmas: switching to WAL may itself wait for another process's lock.
     conn.set_busy_timeout(BUSY_TIMEOUT_MS)
     for pragma in PRAGMAS:
-        conn.execute(pragma).fetchall()
+        _patiently(conn, pragma)
     return conn
+
+
+def _patiently(conn: apsw.Connection, pragma: str) -> None:
+    """SQLite answers BUSY at once, without waiting, when two processes switch a new file to WAL
+    together (it would deadlock otherwise); the loser simply tries again."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute(pragma).fetchall()
+            return
+        except apsw.BusyError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _create_private(path: Path) -> None:
