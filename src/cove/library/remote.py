@@ -90,26 +90,30 @@ class RemoteCove:
             "messages": request.messages,
             "options": request.options,
             "stream": True,
-            **{k: v for k, v in request.fields.items() if k in ("tools", "format", "think")},
         }
+        if request.completion or request.context is not None:
+            raise BadRequest("raw completions and generate contexts go to /api/generate, not a chat turn")
+        if request.fields.get("tools"):
+            body["tools"] = request.fields["tools"]
+        if request.think is not None:
+            body["think"] = request.think
         if request.conversation:
             body["conversation_id"] = request.conversation
         if request.persona:
             body["persona"] = request.persona
         if request.keep_alive is not None:
             body["keep_alive"] = request.keep_alive
-        opened = self.http.stream("POST", "/api/chat", json=body, headers={SOURCE_HEADER: request.source})
-        response = opened.__enter__()
-        try:
-            if response.status_code >= 400:
-                response.read()
-                _raise_for(response)
-        except BaseException:
-            opened.__exit__(None, None, None)
-            raise
+        sent = self.http.build_request(
+            "POST", "/api/chat", json=body, headers={SOURCE_HEADER: request.source}
+        )
+        response = self.http.send(sent, stream=True)
+        if response.status_code >= 400:
+            response.read()
+            response.close()
+            _raise_for(response)
         conversation = response.headers.get(CONVERSATION_HEADER)
         notice = response.headers.get(CONTEXT_HEADER)
-        return TurnStream(conversation, notice, _events(opened, response))
+        return TurnStream(conversation, notice, _events(response))
 
     def stream_chat(
         self, model: str, messages: list[dict[str, Any]], *, options: dict[str, Any] | None = None
@@ -169,7 +173,7 @@ class RemoteCove:
         self.http.close()
 
 
-def _events(opened: Any, response: httpx.Response) -> Generator[ChatChunk, None, None]:
+def _events(response: httpx.Response) -> Generator[ChatChunk, None, None]:
     """Ollama's NDJSON chat stream as cove's typed events; closing it closes the connection."""
     started = time.perf_counter()
     first: float | None = None
@@ -198,7 +202,7 @@ def _events(opened: Any, response: httpx.Response) -> Generator[ChatChunk, None,
                     time_to_first_token_s=first,
                 )
     finally:
-        opened.__exit__(None, None, None)
+        response.close()
 
 
 def _arguments(call: dict[str, Any]) -> str:
