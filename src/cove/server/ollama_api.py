@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -184,19 +183,20 @@ async def ndjson(
         async for event in events:
             if event.done:
                 # Ollama clients wait for `done: true`; it comes once, with the figures.
+                so_far = calls.answer()
                 final = {
                     "model": model,
                     "created_at": now(),
-                    field: _piece(field, "", calls.answer().tool_calls, ""),
+                    field: _piece(field, "", so_far.tool_calls, ""),
                     "done": True,
-                    "done_reason": _reason(event.finish_reason or calls.answer().finish_reason),
+                    "done_reason": _reason(event.finish_reason or so_far.finish_reason),
                     **stats(event.usage, started),
                 }
                 if event.context is not None and field == "response":
                     final["context"] = event.context
                 yield _line(final)
                 return
-            calls.add(replace(event, content="", reasoning="", logprobs=[]))
+            calls.add(event)
             if event.content or event.reasoning:
                 line = {
                     "model": model,
