@@ -25,7 +25,6 @@ from ..store.models import Manifest, ModelStore, describe, validate_gguf
 from ..store.names import parse_name
 from ..store.progress import ProgressCallback, ignore_progress
 from ..store.pull import pull
-from .backend import Backend
 
 DEFAULT_MODEL = "gemma3:270m"
 
@@ -363,7 +362,3 @@ def _streamed(call: Any, body: dict[str, Any], on_event: EventCallback, started:
 
     call({**body, "stream": True, "stream_options": {"include_usage": True}}, relay)
     return whole.answer()
-
-
-def _fits(cove: Cove) -> Backend:
-    return cove  # the type checker holds Cove to the Backend interface here

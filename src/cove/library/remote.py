@@ -19,7 +19,6 @@ from ..store.huggingface import parse_hf_ref
 from ..store.models import Manifest
 from ..store.names import parse_name
 from ..store.progress import ProgressCallback, PullProgress, ignore_progress
-from .backend import Backend
 
 #: cove's own headers on /api/chat (see server/conversations.py): the stored conversation, the context notice,
 #: and which door the turn came through.
@@ -265,7 +264,3 @@ def _raise_for(response: httpx.Response) -> None:
     if isinstance(message, dict):
         message = message.get("message", str(message))
     raise ERRORS.get(response.status_code, CoveError)(f"server: {message}")
-
-
-def _fits(remote: RemoteCove) -> Backend:
-    return remote  # the type checker holds RemoteCove to the Backend interface here
