@@ -549,3 +549,19 @@ async def test_pull_failing_unexpectedly_is_never_a_success(
     assert events[-1] == {"error": "internal error (OSError); see the server log"}
     assert str(cove.settings.home) not in whole.text + streamed.text
     assert any("OSError" in (r.exc_text or "") for r in caplog.records)
+
+
+async def test_blob_upload_waits_for_another_writer_of_the_same_blob(fake_cove: Cove, gguf: bytes) -> None:
+    digest = sha(gguf)
+    blobs = fake_cove.store.blobs
+    async with client(make_app(fake_cove)) as c:
+        with blobs.writing(digest[7:]):  # a pull or import of the same blob, here or in another process
+            upload = asyncio.ensure_future(c.post(f"/api/blobs/{digest}", content=gguf, headers=OCTETS))
+            await asyncio.sleep(0.3)
+            assert not upload.done()  # it waits, rather than truncating the other writer's partial
+            partial = blobs.partial(digest[7:], resume=False)
+            partial.write(gguf)
+            partial.finish()
+        r = await asyncio.wait_for(upload, 10)
+    assert r.status_code == 200  # the other writer stored it; nothing written twice
+    assert blobs.path(digest[7:]).read_bytes() == gguf

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -18,6 +19,7 @@ from starlette.routing import Route
 from ..errors import BadRequest, CoveError, DigestMismatch
 from ..recipe import Recipe
 from ..store import catalog
+from ..store.blobs import Blobs
 from ..store.gguf import ArraySummary
 from ..store.models import Manifest
 from ..store.names import parse_digest
@@ -285,7 +287,7 @@ async def blob_upload(request: Request) -> Response:
     digest = parse_digest(request.path_params["digest"])
     state = state_of(request)
     blobs = state.cove.store.blobs
-    async with state.uploads.setdefault(digest, asyncio.Lock()):
+    async with state.uploads.setdefault(digest, asyncio.Lock()), _writing(blobs, digest):
         if blobs.exists(digest):
             return Response(status_code=200)
         partial = blobs.partial(digest, resume=False)
@@ -299,6 +301,20 @@ async def blob_upload(request: Request) -> Response:
             partial.abandon(keep=False)
             raise
     return Response(status_code=201)
+
+
+@contextlib.asynccontextmanager
+async def _writing(blobs: Blobs, digest: str) -> AsyncIterator[None]:
+    """The OS lock every writer of this blob takes (a pull or import, here or in another process),
+    so an upload never truncates their partial file. Polled: the event loop never blocks on it."""
+    with contextlib.ExitStack() as held:
+        while True:
+            try:
+                held.enter_context(blobs.writing(digest, wait=False))
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.1)
+        yield
 
 
 routes = [

@@ -106,13 +106,15 @@ class Blobs:
         return PartialBlob(self._final(expected, key), expected, resume)
 
     @contextmanager
-    def writing(self, expected: str | None, key: str = "") -> Iterator[None]:
+    def writing(self, expected: str | None, key: str = "", *, wait: bool = True) -> Iterator[None]:
         """Hold the OS lock for one blob's partial file (other threads and processes wait).
 
         After taking it, check `exists(expected)` again: the holder before may have finished it.
+        With `wait=False` a lock held elsewhere raises BlockingIOError at once (for the event
+        loop, which must not block, and must not leave a lock taken by a thread it gave up on).
         """
         final = self._final(expected, key)
-        with exclusive(final.with_name(final.name + ".lock")):
+        with exclusive(final.with_name(final.name + ".lock"), wait=wait):
             yield
 
     def add_stream(self, chunks: Iterable[bytes], expected: str | None = None) -> str:
@@ -155,7 +157,7 @@ class Blobs:
 
 
 @contextmanager
-def exclusive(path: Path) -> Iterator[None]:
+def exclusive(path: Path, *, wait: bool = True) -> Iterator[None]:
     """An flock on `path`, removed on release. flock (unlike lockf) also excludes threads.
 
     The holder deletes the file before unlocking, so a waiter checks it locked the file still
@@ -164,7 +166,7 @@ def exclusive(path: Path) -> Iterator[None]:
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             if _same_file(fd, path):
                 break
         except BaseException:
