@@ -113,3 +113,23 @@ def test_process_announces_the_real_port_and_stops_on_ctrl_c() -> None:
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_start_that_fails_after_binding_frees_the_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_bind = run_module.bind
+    bound: list[socket.socket] = []
+
+    def recording_bind(host: str, port: int) -> socket.socket:
+        bound.append(real_bind(host, port))
+        return bound[-1]
+
+    def broken_store(settings: Settings) -> None:
+        raise CoveError("the store cannot be opened")
+
+    monkeypatch.setattr(run_module, "bind", recording_bind)
+    monkeypatch.setattr(run_module, "Cove", broken_store)
+    with pytest.raises(CoveError, match="cannot be opened"):
+        run_module.serve(Settings(home=tmp_path, host="127.0.0.1", port=0))
+    assert len(bound) == 1 and bound[0].fileno() == -1  # closed, so the port is free again

@@ -32,7 +32,7 @@ def check_bind(host: str, api_keys: tuple[str, ...], insecure: bool) -> None:
 
 def bind(host: str, port: int) -> socket.socket:
     """A socket listening on host:port, or a CoveError saying in one line why it cannot be."""
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    where = f"{_bracketed(host)}:{port}"
     if not 0 <= port <= 65535:  # getaddrinfo would quietly wrap 99999 round to 34463
         raise CoveError(f"cannot listen on {where}: a port is a number from 0 to 65535")
     try:
@@ -79,28 +79,32 @@ def serve(settings: Settings, *, insecure: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     check_bind(settings.host, settings.api_keys, insecure)
-    sock = bind(settings.host, settings.port)
     policy = Policy(
         bind_host=settings.host,
         api_keys=settings.api_keys,
         extra_origins=settings.origins,
         max_body=settings.max_body,
     )
-    cove = Cove(settings)
-    app = build_app(cove, policy)
-    port = sock.getsockname()[1]  # the real one when port 0 asked for any free port
-    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
-    log.info("cove is listening on http://%s:%d (web chat at /)", shown, port)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=port,
-        access_log=False,
-        log_level="warning",
-        timeout_graceful_shutdown=3,
-    )
-    try:
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        sock.close()
-        cove.close()
+    # The socket is closed however start-up ends: a store that cannot open must not keep the port.
+    with bind(settings.host, settings.port) as sock:
+        cove = Cove(settings)
+        try:
+            app = build_app(cove, policy)
+            port = sock.getsockname()[1]  # the real one when port 0 asked for any free port
+            log.info("cove is listening on http://%s:%d (web chat at /)", _bracketed(settings.host), port)
+            config = uvicorn.Config(
+                app,
+                host=settings.host,
+                port=port,
+                access_log=False,
+                log_level="warning",
+                timeout_graceful_shutdown=3,
+            )
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            cove.close()
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address as it goes before `:port`."""
+    return f"[{host}]" if ":" in host else host
