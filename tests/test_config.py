@@ -160,3 +160,30 @@ def test_cove_config_reports_a_bad_setting_in_one_line(
     code, out, err = run_main(monkeypatch, capsys, "config")
     assert code == 1 and out == ""
     assert err.strip() == "Error: COVE_HOST has port 65536, outside 0-65535: '127.0.0.1:65536'"
+
+
+@pytest.mark.parametrize("keys", [("",), ("good", "  ")])
+def test_an_empty_api_key_is_refused_not_a_key_that_matches_no_key(
+    cove_home: Path, keys: tuple[str, ...]
+) -> None:
+    # `cove serve --api-key "$UNSET"`: an empty key would accept requests that send none.
+    with pytest.raises(InvalidSetting, match="COVE_API_KEYS holds an empty key"):
+        Settings(home=cove_home).replace(api_keys=keys)
+    assert Settings(home=cove_home).replace(api_keys=(" k ",)).api_keys == ("k",)
+
+
+def test_cove_local_is_a_setting_the_cli_obeys(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], cove_home: Path
+) -> None:
+    import cove.cli.main as cli_main
+
+    def no_server_wanted(settings: Settings) -> None:
+        raise AssertionError("COVE_LOCAL=1 must not look for a server")
+
+    monkeypatch.setattr(cli_main, "find_server", no_server_wanted)
+    monkeypatch.setenv("COVE_LOCAL", "1")
+    code, out, err = run_main(monkeypatch, capsys, "list")
+    assert code == 0, err
+    code, out, err = run_main(monkeypatch, capsys, "config", "--json")
+    local = next(row for row in json.loads(out) if row["name"] == "local")
+    assert local["env"] == "COVE_LOCAL" and local["value"] is True and local["source"] == "environment"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import BeforeValidator, Field, ValidationError, create_model, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, create_model, model_validator
 from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
@@ -51,6 +51,16 @@ def _comma_list(value: Any) -> Any:
     return value
 
 
+def _no_empty_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
+    # An empty key matches a request that sends none, so `--api-key "$UNSET"` would open the
+    # server to anyone (and let a network bind pass as protected). Clients strip header values,
+    # so spaces around a key could never match either.
+    stripped = tuple(key.strip() for key in keys)
+    if not all(stripped):
+        raise ValueError("holds an empty key; give every key (COVE_API_KEYS or --api-key) some text")
+    return stripped
+
+
 def _url(value: Any) -> Any:
     if isinstance(value, str):
         value = value.strip().rstrip("/")
@@ -65,6 +75,7 @@ def _lower(value: Any) -> Any:
 
 Duration = Annotated[float, BeforeValidator(_duration)]
 CommaList = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
+ApiKeys = Annotated[CommaList, AfterValidator(_no_empty_keys)]
 Url = Annotated[str, BeforeValidator(_url)]
 
 
@@ -113,7 +124,7 @@ class Settings:
     hf_token: str | None = setting(
         None, env="HF_TOKEN", description="Hugging Face token, sent only to COVE_HF_ENDPOINT's host"
     )
-    api_keys: CommaList = setting(
+    api_keys: ApiKeys = setting(
         (), env="COVE_API_KEYS", description="comma-separated keys the server requires"
     )
     origins: CommaList = setting(
@@ -123,6 +134,9 @@ class Settings:
         16 << 20, env="COVE_MAX_BODY", description="largest request body, in bytes", ge=1024
     )
     debug: bool = setting(False, env="COVE_DEBUG", description="debug logging and tracebacks")
+    local: bool = setting(
+        False, env="COVE_LOCAL", description="the CLI runs models in-process even when `cove serve` is up"
+    )
     context_policy: Annotated[Literal["summarize", "refuse"], BeforeValidator(_lower)] = setting(
         "summarize",
         env="COVE_CONTEXT_POLICY",

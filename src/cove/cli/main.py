@@ -54,7 +54,8 @@ class Context:
     def backend(self) -> Backend:
         """A server answering at COVE_HOST keeps models loaded between calls; else in-process."""
         if self._backend is None:
-            remote = None if self.local else find_server(Settings.from_env())
+            settings = Settings.from_env()
+            remote = None if self.local or settings.local else find_server(settings)
             self.through_server = remote is not None
             self._backend = remote or self.cove
         return self._backend
@@ -74,7 +75,7 @@ pass_ctx = click.make_pass_decorator(Context)
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks and engine details on errors.")
-@click.option("--local", is_flag=True, envvar="COVE_LOCAL", help="Run in-process even if a server is up.")
+@click.option("--local", is_flag=True, help="Run in-process even if a server is up (or COVE_LOCAL).")
 @click.version_option(package_name="cove")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, local: bool) -> None:
@@ -99,7 +100,7 @@ def list_models(ctx: Context, as_json: bool, available: bool) -> None:
             return print_json(entries)
         table = Table("NAME", "SIZE", "RAM", "LICENSE", "DESCRIPTION", box=None)
         for e in entries:
-            size = human_size(e["size_mb"] * 1_000_000)
+            size = human_size(e["size"])
             table.add_row(e["name"], size, f"{e['ram_gb']} GB", e["license"], e["description"])
         return out.print(table)
     models = ctx.backend.models()

@@ -110,9 +110,9 @@ class ModelStore:
 
     def not_found(self, name: str) -> str:
         """Why `name` is not here and what would work: the stored or catalog name it resembles."""
-        stored = {m.name for m in self._iter()}
         if catalog.find(name) is not None:
             return f"model '{name}' is not in the store yet: `cove pull {name}` fetches it"
+        stored = {m.name for m in self._iter()}
         guess = closest(name, stored | set(catalog.names()))
         if guess in stored:
             return f"model '{name}' not found; did you mean '{guess}'? (see `cove list`)"
