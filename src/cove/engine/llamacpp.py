@@ -162,7 +162,11 @@ class Tokenizer:
     def __init__(self, address: str, secret: str) -> None:
         base = address if address.startswith("http") else f"http://{address}"
         self._client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=60)
-        self.specials = self.tokenize("")
+        try:
+            self.specials = self.tokenize("")
+        except BaseException:
+            self._client.close()  # nobody else holds it: a failed start must not leak its connections
+            raise
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         """Token ids as the engine makes them (for an embedding: special tokens added)."""
