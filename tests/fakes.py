@@ -30,6 +30,8 @@ class FakeEngine:
 class FakeModel:
     """Answers "You said: <last user message>" one word per token."""
 
+    alive = True
+
     def __init__(self, engine: FakeEngine, spec: LoadSpec) -> None:
         self.engine = engine
         self.spec = spec

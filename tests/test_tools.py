@@ -288,3 +288,16 @@ def test_a_model_that_cannot_take_tools_says_so(gemma: LlamaCppModel) -> None:
         assert model.chat({"messages": ASK, "max_tokens": 2})["choices"]  # plain chat still works
     finally:
         model.close()
+
+
+def test_tool_choice_none_needs_no_tool_support() -> None:
+    """Tools offered with tool_choice "none" are not to be used: a model that cannot use tools answers."""
+    from cove.engine.llamacpp import LlamaCppModel
+
+    sent: list[dict[str, Any]] = []
+    model = object.__new__(LlamaCppModel)
+    model.no_tools = "its template cannot show tool calls"
+    model._call = lambda kind, body, on_chunk: sent.append(body) or {"choices": []}  # type: ignore[method-assign]
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    model.chat({"messages": [], "tools": [tool], "tool_choice": "none"})
+    assert sent == [{"messages": []}]

@@ -142,6 +142,12 @@ class Settings:
         env="COVE_CONTEXT_POLICY",
         description="when a conversation outgrows the context: summarize the oldest turns, or refuse",
     )
+    engine: Annotated[Literal["auto", "process", "in-process"], BeforeValidator(_lower)] = setting(
+        "auto",
+        env="COVE_ENGINE",
+        description="where models run: each in its own engine process (a crash costs only its "
+        "requests), or inside cove's own; auto: processes under `cove serve`, in-process elsewhere",
+    )
 
     @model_validator(mode="wrap")
     @classmethod

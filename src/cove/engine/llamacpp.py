@@ -17,6 +17,8 @@ from .embedding import fit_to_context
 from .memory import default_threads
 from .tool_choice import ForcedCallStream, as_tool_call_result, forced_request, forced_tools
 
+#: The in-process engine's call for each kind of request.
+HANDLERS = {"chat": "handle_chat_completions", "complete": "handle_completions", "embed": "handle_embeddings"}
 #: llama.cpp's default batch; an embedder's batch grows to its context so a whole input fits.
 DEFAULT_BATCH = 512
 
@@ -24,18 +26,34 @@ DEFAULT_BATCH = 512
 class LlamaCppModel:
     """One `xllamacpp.Server`: continuous batching over `num_parallel` slots, prompt cache on."""
 
-    def __init__(self, spec: LoadSpec) -> None:
+    def __init__(self, spec: LoadSpec, listen: str | None = None) -> None:
+        """`listen`: a Unix socket path for the engine's own listener (an engine process's), else
+        a random loopback port."""
         self.spec = spec
         #: Why this model cannot take `tools`, or None when it can.
         self.no_tools: str | None = None
         self._secret = secrets.token_urlsafe(32)
         params = self._params(spec)
+        if listen:
+            params.hostnames = [listen]
         if spec.embedding:
             self._server = _start(spec, params)
         else:
             self._server = self._start_chat(spec, params)
         self._tokenizer: Tokenizer | None = None
         self._tokenizer_lock = threading.Lock()
+
+    #: An in-process engine lives as long as this process; an engine process can die on its own.
+    alive = True
+
+    @property
+    def address(self) -> str:
+        """The engine's own loopback listener (tokenizer, template, and engine/process.py's API)."""
+        return str(self._server.listening_address)
+
+    @property
+    def secret(self) -> str:
+        return self._secret
 
     def _params(self, spec: LoadSpec) -> Any:
         params = xllamacpp.CommonParams()
@@ -78,20 +96,22 @@ class LlamaCppModel:
             return _start(spec, params)
 
     def chat(self, body: dict[str, Any], on_chunk: ChunkCallback | None = None) -> dict[str, Any]:
+        if body.get("tool_choice") == "none":  # tools offered but not to be used: none is needed
+            body = {k: v for k, v in body.items() if k not in ("tools", "tool_choice", "parallel_tool_calls")}
         if not body.get("tools"):
-            return self._call(self._server.handle_chat_completions, body, on_chunk)
+            return self._call("chat", body, on_chunk)
         if self.no_tools:
             raise BadRequest(f"{self.spec.name} cannot use tools: {self.no_tools}")
         forced = forced_tools(body)
         if forced is None:
-            return self._call(self._server.handle_chat_completions, body, on_chunk)
+            return self._call("chat", body, on_chunk)
         request = forced_request(body, forced)
         if on_chunk is not None:
-            return self._call(self._server.handle_chat_completions, request, ForcedCallStream(on_chunk))
-        return as_tool_call_result(self._call(self._server.handle_chat_completions, request, None))
+            return self._call("chat", request, ForcedCallStream(on_chunk))
+        return as_tool_call_result(self._call("chat", request, None))
 
     def complete(self, body: dict[str, Any], on_chunk: ChunkCallback | None = None) -> dict[str, Any]:
-        return self._call(self._server.handle_completions, body, on_chunk)
+        return self._call("complete", body, on_chunk)
 
     def embed(self, body: dict[str, Any]) -> dict[str, Any]:
         """OpenAI's embeddings body plus cove's `truncate` (default on): inputs longer than a
@@ -109,7 +129,7 @@ class LlamaCppModel:
             model=self.spec.name,
         )
         request["input"] = fitted.inputs
-        result = self._call(self._server.handle_embeddings, request, None)
+        result = self._call("embed", request, None)
         return {**result, "truncated": fitted.truncated}
 
     def prompt_tokens(self, messages: list[dict[str, Any]], *, continuing: bool) -> list[int]:
@@ -126,10 +146,12 @@ class LlamaCppModel:
     def _tokens(self) -> Tokenizer:
         with self._tokenizer_lock:
             if self._tokenizer is None:
-                self._tokenizer = Tokenizer(self._server.listening_address, self._secret)
+                self._tokenizer = Tokenizer(self.address, self._secret)
             return self._tokenizer
 
-    def _call(self, handler: Any, body: dict[str, Any], on_chunk: ChunkCallback | None) -> dict[str, Any]:
+    def _call(self, kind: str, body: dict[str, Any], on_chunk: ChunkCallback | None) -> dict[str, Any]:
+        """One engine request ("chat", "complete" or "embed"); engine/process.py sends it over HTTP."""
+        handler = getattr(self._server, HANDLERS[kind])
         last: dict[str, Any] = {}
 
         def relay(chunk: dict[str, Any]) -> bool:
@@ -155,13 +177,23 @@ class LlamaCppModel:
         del server
 
 
+def engine_client(address: str, secret: str, timeout: httpx.Timeout | float) -> httpx.Client:
+    """An HTTP client for the engine's own listener: `host:port`, or `unix:///path` (a socket file,
+    which skips TCP, and with it the Nagle delay its small streamed writes would meet)."""
+    headers = {"Authorization": f"Bearer {secret}"}
+    if address.startswith("unix://"):
+        transport = httpx.HTTPTransport(uds=address.removeprefix("unix://"))
+        return httpx.Client(transport=transport, base_url="http://engine", headers=headers, timeout=timeout)
+    base = address if address.startswith("http") else f"http://{address}"
+    return httpx.Client(base_url=base, headers=headers, timeout=timeout)
+
+
 class Tokenizer:
     """The loaded model's own tokenizer, through the engine's loopback listener (the in-process
     API has no tokenize call). Used only for inputs long enough to maybe not fit."""
 
     def __init__(self, address: str, secret: str) -> None:
-        base = address if address.startswith("http") else f"http://{address}"
-        self._client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=60)
+        self._client = engine_client(address, secret, timeout=60)
         try:
             self.specials = self.tokenize("")
         except BaseException:

@@ -128,7 +128,12 @@ class Scheduler:
             return runner
 
     def _find(self, spec: LoadSpec) -> Runner | None:
-        return self._runners.get(spec.key)
+        """The loaded model for `spec`; one whose engine process died is dropped, to load afresh."""
+        runner = self._runners.get(spec.key)
+        if runner is not None and not getattr(runner.model, "alive", True):
+            self._unload(spec.key)  # requests still on it fail with the engine's own error
+            return None
+        return runner
 
     def _find_or_load(self, request: ModelRequest) -> Runner:
         """Called with the lock held. Loading itself happens with the lock released, so a slow
@@ -199,7 +204,7 @@ class Scheduler:
             if runner.active == 0:
                 keep = FOREVER if keep_alive < 0 else keep_alive
                 runner.expires_at = self._clock() + keep
-                if keep == 0 and runner.spec.key in self._runners:
+                if keep == 0 and self._runners.get(runner.spec.key) is runner:
                     self._unload(runner.spec.key)
             self._cond.notify_all()
 

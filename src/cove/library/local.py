@@ -11,7 +11,7 @@ from typing import Any
 
 from ..chat.service import ChatService, TurnRequest, TurnStream
 from ..config import Settings
-from ..engine.base import EngineFactory, LoadSpec
+from ..engine.base import EngineFactory, LoadedModel, LoadSpec
 from ..engine.embedding import Embeddings
 from ..engine.events import Assembler, ChatAnswer, ChatChunk, LoadedInfo, answer_of, events_of
 from ..engine.options import checked_options, context_size, with_recipe
@@ -29,10 +29,23 @@ from ..store.pull import pull
 DEFAULT_MODEL = "gemma3:270m"
 
 
-def _default_factory(spec: LoadSpec) -> Any:
-    from ..engine.llamacpp import LlamaCppModel  # the engine loads only when a model is used
+def engine_factory(settings: Settings) -> EngineFactory:
+    """COVE_ENGINE: each model in its own engine process, or in this one ("auto" is resolved to
+    "process" by `cove serve`, and means this process for the CLI and the library).
 
-    return LlamaCppModel(spec)
+    The engine's modules load only when a model does: `cove list` never imports them.
+    """
+
+    def load(spec: LoadSpec) -> LoadedModel:
+        if settings.engine != "process":
+            from ..engine.llamacpp import LlamaCppModel
+
+            return LlamaCppModel(spec)
+        from ..engine.process import IsolatedModel
+
+        return IsolatedModel(spec)
+
+    return load
 
 
 class Cove:
@@ -42,7 +55,7 @@ class Cove:
         self.settings = settings or Settings.from_env()
         self.store = ModelStore(self.settings.home)
         self.scheduler = Scheduler(
-            factory or _default_factory,
+            factory or engine_factory(self.settings),
             max_loaded=self.settings.max_loaded,
             num_parallel=self.settings.num_parallel,
             max_queue=self.settings.max_queue,
@@ -217,14 +230,12 @@ class Cove:
         started = time.perf_counter()
         with self.scheduler.use(request, keep_alive, cancel) as model:
             ready = time.perf_counter()
-            call = model.complete if completion else model.chat
+            as_text = completion or context is not None
             if context is not None:
-                # The recipe's system prompt is in the earlier context already; only new turns follow it.
-                prompt = context + model.prompt_tokens(
-                    body["messages"] if context else full["messages"], continuing=bool(context)
-                )
-                full = {**{k: v for k, v in full.items() if k != "messages"}, "prompt": prompt}
-                call = model.complete
+                full = _with_context(model, body, full, context)
+            if as_text:
+                full = as_completion(full)
+            call = model.complete if as_text else model.chat
             if on_event is None:
                 answer = answer_of(call(full, None))
             else:
@@ -343,6 +354,31 @@ class Cove:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _with_context(
+    model: LoadedModel, body: dict[str, Any], full: dict[str, Any], context: list[int]
+) -> dict[str, Any]:
+    """The request as a completion of the earlier context's tokens and the templated new messages.
+
+    The recipe's system prompt is in an earlier context already: then only the new turns follow.
+    """
+    messages = body["messages"] if context else full["messages"]
+    prompt = context + model.prompt_tokens(messages, continuing=bool(context))
+    return {**{k: v for k, v in full.items() if k != "messages"}, "prompt": prompt}
+
+
+def as_completion(body: dict[str, Any]) -> dict[str, Any]:
+    """A completion takes its output format as `json_schema`; OpenAI's `response_format` is for chat."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict):
+        return body
+    rest = {k: v for k, v in body.items() if k != "response_format"}
+    if fmt.get("type") == "json_object":
+        return {**rest, "json_schema": {"type": "object"}}
+    if fmt.get("type") == "json_schema":
+        return {**rest, "json_schema": (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}}
+    return rest
 
 
 def _streamed(call: Any, body: dict[str, Any], on_event: EventCallback, started: float) -> ChatAnswer:

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from .. import __version__
 from ..chat.service import TurnRequest
 from ..engine.events import ChatAnswer, ChatChunk, Choice, ToolCallDelta, Usage, call_id
-from ..engine.options import parse_keep_alive
+from ..engine.options import OPTION_FIELDS, parse_keep_alive
 from ..errors import BadRequest, CoveError
 from . import conversations
 from .bodies import parse
@@ -25,28 +25,15 @@ from .schemas import OAIChatRequest, OAICompletionRequest
 from .state import state_of
 from .streams import primed
 
-#: OpenAI sampling fields that are Ollama options by another name: kept with a stored conversation.
-AS_OPTIONS = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "repeat_penalty": "repeat_penalty",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-    "seed": "seed",
-    "stop": "stop",
-}
 #: Fields handed to the engine as they are.
 CHAT_FIELDS = ("tools", "tool_choice", "parallel_tool_calls", "response_format", "logprobs", "top_logprobs")
 
 
 def _options(req: OAIChatRequest | OAICompletionRequest, limit: int | None) -> dict[str, Any]:
-    options = {
-        name: getattr(req, field)
-        for field, name in AS_OPTIONS.items()
-        if getattr(req, field, None) is not None
-    }
+    # OpenAI's sampling fields are Ollama's options by the same names (its max_tokens is num_predict),
+    # so a stored conversation keeps them like any option.
+    named = (name for name in OPTION_FIELDS if name != "num_predict")
+    options = {name: getattr(req, name) for name in named if getattr(req, name, None) is not None}
     if isinstance(options.get("stop"), str):
         options["stop"] = [options["stop"]]
     if limit:

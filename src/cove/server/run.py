@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -87,7 +88,9 @@ def serve(settings: Settings, *, insecure: bool = False) -> None:
     )
     # The socket is closed however start-up ends: a store that cannot open must not keep the port.
     with bind(settings.host, settings.port) as sock:
-        cove = Cove(settings)
+        # A server answers many people: a model's crash must cost only its own requests.
+        engine = "process" if settings.engine == "auto" else settings.engine
+        cove = Cove(dataclasses.replace(settings, engine=engine))
         try:
             app = build_app(cove, policy)
             port = sock.getsockname()[1]  # the real one when port 0 asked for any free port

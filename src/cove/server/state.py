@@ -37,9 +37,8 @@ class ServerState:
         return message
 
     async def blocking(self, fn: Any, *args: Any) -> Any:
-        """Store work (hashing, copying) off the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.generator.pool, fn, *args)
+        """Store work (hashing, copying) off the event loop, on the engine calls' own threads."""
+        return await self.generator.blocking(fn, *args)
 
 
 def state_of(request: Request) -> ServerState:

@@ -1,0 +1,168 @@
+"""A model in its own engine process, spoken to over the engine's loopback OpenAI-compatible API.
+
+What llama.cpp does to itself (an assert on a hostile model file, an abort, a hang) it does to
+that process only: the requests on that model fail with "the engine for NAME stopped: …", the
+scheduler drops the dead model, and the next request starts a fresh process. Every other model
+and stream carries on. The request logic (tools, forced calls, embedding fit) is the in-process
+engine's own, inherited; only the transport differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from ..errors import EngineError
+from .base import ChunkCallback, LoadSpec
+from .child import spec_to_json
+from .llamacpp import LlamaCppModel, engine_client, raise_engine_error
+
+#: How long a model may take to load before its process is given up on.
+LOAD_TIMEOUT_S = 600.0
+PATHS = {"chat": "/v1/chat/completions", "complete": "/v1/completions", "embed": "/v1/embeddings"}
+
+
+class IsolatedModel(LlamaCppModel):
+    """LlamaCppModel's requests, sent to a child process that holds the engine."""
+
+    def __init__(self, spec: LoadSpec) -> None:
+        self.spec = spec
+        self.alive = True
+        self._tokenizer = None
+        self._tokenizer_lock = threading.Lock()
+        self._errors: deque[str] = deque(maxlen=40)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "cove.engine.child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            # On an assert ggml would attach gdb for a backtrace: seconds of output nobody reads.
+            env={**os.environ, "GGML_NO_BACKTRACE": "1"},
+        )
+        self._log = threading.Thread(target=self._keep_errors, name="cove-engine-log", daemon=True)
+        self._log.start()
+        hello = self._handshake()
+        self.no_tools: str | None = hello.get("no_tools")
+        self._address = str(hello["address"])
+        self._secret = str(hello["secret"])
+        self._http = engine_client(self._address, self._secret, httpx.Timeout(None, connect=10))
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    @property
+    def secret(self) -> str:
+        return self._secret
+
+    def _handshake(self) -> dict[str, Any]:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(spec_to_json(self.spec) + "\n")
+        self._process.stdin.flush()
+        ready, _, _ = select.select([self._process.stdout], [], [], LOAD_TIMEOUT_S)
+        line = self._process.stdout.readline() if ready else ""
+        if not line:
+            self._stop_process()
+            raise EngineError(f"the engine for {self.spec.name} stopped while loading: {self._why()}")
+        hello: dict[str, Any] = json.loads(line)
+        if "error" in hello:
+            self._stop_process()
+            raise EngineError(str(hello["error"]))
+        return hello
+
+    def _keep_errors(self) -> None:
+        assert self._process.stderr is not None
+        for line in self._process.stderr:
+            if line.strip():
+                self._errors.append(line.strip())
+
+    def _call(self, kind: str, body: dict[str, Any], on_chunk: ChunkCallback | None) -> dict[str, Any]:
+        try:
+            if on_chunk is None:
+                return _result(self._http.post(PATHS[kind], json=body))
+            with self._http.stream("POST", PATHS[kind], json={**body, "stream": True}) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    return _result(response)
+                return _relayed(response.iter_lines(), on_chunk)
+        except httpx.TransportError as exc:
+            raise self._stopped() from exc
+
+    def _stopped(self) -> EngineError:
+        """Why the engine failed us: its process ended (and how), or it stopped answering."""
+        try:
+            self._process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return EngineError(f"the engine for {self.spec.name} stopped answering")
+        self.alive = False
+        return EngineError(f"the engine for {self.spec.name} stopped: {self._why()}")
+
+    def _why(self) -> str:
+        code = self._process.poll()
+        if code is not None:
+            self._log.join(timeout=1)  # what it said before it ended is still in the pipe
+        if code is None:
+            how = "it did not answer"
+        elif code < 0:
+            how = f"it was killed by {signal.Signals(-code).name}"
+        else:
+            how = f"it exited with status {code}"
+        said = [line for line in self._errors if "assert" in line.lower() or "error" in line.lower()]
+        return f"{how} ({said[-1][:300]})" if said else how
+
+    def _stop_process(self) -> None:
+        if self._process.stdin is not None and not self._process.stdin.closed:
+            with contextlib.suppress(OSError):  # a child that died has closed it already
+                self._process.stdin.close()  # the child exits when its stdin ends
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def close(self) -> None:
+        self._http.close()
+        if self._tokenizer is not None:
+            self._tokenizer.close()
+        self._stop_process()
+        self.alive = False
+
+
+def _result(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = response.json()
+    except ValueError as exc:
+        raise EngineError(f"the engine answered {response.status_code} with something not JSON") from exc
+    if response.status_code >= 400 and "error" not in data:
+        data = {"error": {"code": response.status_code, "message": response.text[:300]}}
+    raise_engine_error(data)
+    return data
+
+
+def _relayed(lines: Iterator[str], on_chunk: ChunkCallback) -> dict[str, Any]:
+    """Hand each server-sent chunk on; stopping early closes the stream, which the engine cancels."""
+    last: dict[str, Any] = {}
+    for line in lines:
+        if not line.startswith("data: "):
+            continue
+        payload = line.removeprefix("data: ")
+        if payload == "[DONE]":
+            break
+        chunk: dict[str, Any] = json.loads(payload)
+        raise_engine_error(chunk)
+        last = chunk
+        if on_chunk(chunk):
+            break
+    return last

@@ -1,0 +1,124 @@
+"""A model in its own engine process: a hostile model file or an engine crash costs that model's
+requests, never the process that serves everything else."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import struct
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from server_fixtures import RealServer, _real_servers, real_server
+
+from cove.config import Settings
+from cove.engine.process import IsolatedModel
+from cove.errors import CoveError, EngineError
+from cove.library.local import Cove
+
+__all__ = ["_real_servers", "real_server"]
+pytestmark = pytest.mark.model
+
+MODEL = "gemma3:270m"
+HI = [{"role": "user", "content": "Hi"}]
+SHORT = {"num_predict": 4, "temperature": 0}
+
+
+def patched_copy(source: Path, target: Path, key: str, value: int) -> Path:
+    """The bundled model with one uint32 metadata value changed in place: structurally valid,
+    so cove's validator accepts it, but a value llama.cpp asserts on."""
+    shutil.copyfile(source, target)
+    with target.open("r+b") as f:
+        head = f.read(8 << 20)
+        name = key.encode()
+        at = head.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
+        (kind,) = struct.unpack("<I", head[at : at + 4])
+        assert kind == 4, f"{key} is not a uint32 here"  # GGUF type 4: UINT32
+        f.seek(at + 4)
+        f.write(struct.pack("<I", value))
+    return target
+
+
+@pytest.fixture
+def isolated(real_home: Path) -> Iterator[Cove]:
+    with Cove(Settings.from_env(), factory=IsolatedModel) as cove:
+        yield cove
+
+
+def hostile(cove: Cove, tmp_path: Path, name: str, key: str, value: int) -> str:
+    source = cove.store.model_path(cove.model(MODEL))
+    path = patched_copy(source, tmp_path / f"{name}.gguf", key, value)
+    cove.store.import_gguf(path, name, source="test")
+    cove.create(name, f"FROM {name}\nTEMPLATE gemma\n")
+    return name
+
+
+def test_an_isolated_model_answers_as_the_in_process_one_does(isolated: Cove, real_home: Path) -> None:
+    whole = isolated.chat(MODEL, HI, options=SHORT)
+    streamed = list(isolated.stream_chat(MODEL, HI, options=SHORT))
+    assert whole.content and whole.completion_tokens == 4
+    assert "".join(c.content for c in streamed) == whole.content
+    with Cove(Settings.from_env()) as in_process:
+        assert in_process.chat(MODEL, HI, options=SHORT).content == whole.content
+
+
+def test_a_model_that_aborts_at_load_fails_alone(isolated: Cove, tmp_path: Path) -> None:
+    name = hostile(isolated, tmp_path, "no-blocks", "gemma3.block_count", 0)
+    with pytest.raises(EngineError, match=r"the engine for no-blocks:latest stopped while loading"):
+        isolated.chat(name, HI, options=SHORT)
+    assert isolated.chat(MODEL, HI, options=SHORT).content  # this process is alive and well
+
+
+def test_a_crash_mid_request_spares_the_other_stream(isolated: Cove, tmp_path: Path) -> None:
+    """context_length 0 loads, then llama.cpp aborts at the first request (SIGABRT)."""
+    name = hostile(isolated, tmp_path, "no-context", "gemma3.context_length", 0)
+    healthy = iter(isolated.stream_chat(MODEL, HI, options={"num_predict": 40, "temperature": 0}))
+    first = next(healthy)
+    failures: list[BaseException] = []
+
+    def ask_the_hostile_one() -> None:
+        try:
+            isolated.chat(name, HI, options=SHORT)
+        except CoveError as exc:
+            failures.append(exc)
+
+    worker = threading.Thread(target=ask_the_hostile_one)
+    worker.start()
+    rest = list(healthy)
+    worker.join(timeout=120)
+    assert rest and rest[-1].done and rest[-1].completion_tokens == 40  # the healthy stream finished
+    assert "".join(c.content for c in [first, *rest])
+    (failure,) = failures
+    assert isinstance(failure, EngineError)
+    assert str(failure).startswith("the engine for no-context:latest stopped: it was killed by SIGABRT")
+
+
+def test_a_killed_engine_is_restarted_on_the_next_request(isolated: Cove) -> None:
+    assert isolated.chat(MODEL, HI, options=SHORT).content
+    (runner,) = isolated.scheduler.loaded()
+    model = runner.model
+    assert isinstance(model, IsolatedModel)
+    os.kill(model._process.pid, signal.SIGKILL)
+    with pytest.raises(EngineError, match=r"the engine for gemma3:270m stopped: it was killed by SIGKILL"):
+        isolated.chat(MODEL, HI, options=SHORT)
+    assert isolated.chat(MODEL, HI, options=SHORT).content  # a fresh engine process
+    (again,) = isolated.scheduler.loaded()
+    assert again.model is not model
+
+
+def test_cove_serve_runs_each_model_in_its_own_process(real_server: RealServer) -> None:
+    """COVE_ENGINE=auto: under `cove serve` the server process holds no engine, its children do."""
+    reply = httpx.post(
+        real_server.url + "/api/chat",
+        json={"model": MODEL, "messages": HI, "stream": False, "options": SHORT},
+        timeout=120,
+    )
+    assert reply.status_code == 200, reply.text
+    children = psutil.Process(real_server.process.pid).children(recursive=True)
+    engines = [c for c in children if "cove.engine.child" in " ".join(c.cmdline())]
+    assert len(engines) == 1
