@@ -20,7 +20,6 @@ from ..errors import CoveError
 from ..library.backend import Backend
 from ..library.local import Cove
 from ..library.remote import find_server
-from ..recipe import parse_recipe
 from ..store import catalog
 from ..store.names import parse_name
 from ..store.progress import PullProgress
@@ -200,9 +199,7 @@ def create(ctx: Context, name: str, file: Path) -> None:
         text = file.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CoveError(f"cannot read recipe {file.name}: {exc.__class__.__name__}") from exc
-    # Checked here first so that a missing file or model is reported with its line.
-    parse_recipe(text, source=file.name, folder=file.parent, lookup=ctx.cove.model)
-    m = ctx.cove.create(name, text, file.parent)
+    m = ctx.cove.create(name, text, file.parent, source=file.name)  # errors name the file's line
     click.echo(f"created '{m.name}' from {file.name}")
 
 

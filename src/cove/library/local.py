@@ -19,7 +19,7 @@ from ..engine.scheduler import ModelRequest, Scheduler
 from ..engine.streaming import EventCallback, stream_events
 from ..errors import BadRequest, InvalidRecipe, ModelNotFound
 from ..history import History, db_path
-from ..recipe import Recipe, parse_recipe
+from ..recipe import Recipe, looks_like_path, parse_recipe
 from ..store import catalog
 from ..store.models import Manifest, ModelStore, describe, validate_gguf
 from ..store.names import parse_name
@@ -107,11 +107,13 @@ class Cove:
         target = name or path.stem.lower().replace(" ", "-")
         return self.store.import_gguf(path, target, source=f"file {path.name}")
 
-    def create(self, name: str, recipe_text: str, folder: Path | None = None) -> Manifest:
+    def create(
+        self, name: str, recipe_text: str, folder: Path | None = None, source: str = "recipe"
+    ) -> Manifest:
         """Store a recipe under `name`; FROM names a stored model or a GGUF file beside the recipe."""
         where = folder or Path.cwd()
         # Checked against the folder and the store first, so every error names its recipe line.
-        recipe = parse_recipe(recipe_text, folder=where, lookup=self.model)
+        recipe = parse_recipe(recipe_text, source=source, folder=where, lookup=self.model)
         base = self._recipe_base(recipe, where)
         return self._save_recipe(name, recipe, base, self._recipe_adapter(recipe, where))
 
@@ -123,7 +125,7 @@ class Cove:
         if blob:
             base = self._blob_model(name, blob)
             parsed.base = base.name = str(parse_name(name))
-        elif parsed.base.endswith(".gguf") or parsed.base.startswith(("/", ".", "~", "\\")):
+        elif looks_like_path(parsed.base, slash_is_path=False):
             # Never look at the server's disk for it: even "exists or not" would leak.
             raise BadRequest("FROM a file path works only from the CLI; upload it with /api/blobs")
         else:
