@@ -58,13 +58,12 @@ def test_a_name_that_is_nowhere_is_not_pulled(
 
 def test_ctrl_c_in_a_one_shot_answer_exits_130_and_keeps_what_came(
     on_fake: list[str],
+    fake_cove: Cove,  # stores `tiny`
     cove_home: Path,
     engine: FakeEngine,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with Cove(Settings.from_env(), factory=engine) as cove:
-        cove.store.import_gguf(write_gguf(cove_home.parent / "tiny.gguf"), "tiny", source="test")
     engine.token_delay = 0.05
     written: list[str] = []
 
@@ -94,13 +93,12 @@ def test_set_alone_says_how_to_use_it(history: History, capsys: pytest.CaptureFi
 
 def test_the_repl_sends_a_new_system_prompt_once(
     on_fake: list[str],
+    fake_cove: Cove,  # stores `tiny`
     cove_home: Path,
     engine: FakeEngine,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with Cove(Settings.from_env(), factory=engine) as cove:
-        cove.store.import_gguf(write_gguf(cove_home.parent / "tiny.gguf"), "tiny", source="test")
     feed(monkeypatch, ["hi", "/set system Be brief.", "/set parameter temperature 0.3", "again", "more"])
     code, _, err = run_main(monkeypatch, capsys, "run", "tiny")
     assert code == 0, err
