@@ -160,7 +160,12 @@ def _to_int(name: str, value: Any) -> int:
 def _to_float(name: str, value: Any) -> float:
     number: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float: not a sampling value anyone means
+            raise InvalidRecipe(
+                f"{name} must be a finite number, got an integer of {len(str(value))} digits"
+            ) from None
     elif isinstance(value, str):
         try:
             number = float(value)

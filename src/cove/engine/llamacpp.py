@@ -164,7 +164,10 @@ class LlamaCppModel:
 
         try:
             result = handler(body, relay) if on_chunk else handler(body)
-        except ValueError as exc:  # the engine's own request validation
+        except (
+            ValueError,
+            RuntimeError,
+        ) as exc:  # the engine's own request parsing ("Failed to parse tools")
             raise BadRequest(str(exc)) from exc
         result = result if isinstance(result, dict) else last
         raise_engine_error(result)

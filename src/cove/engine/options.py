@@ -122,9 +122,11 @@ def parse_keep_alive(value: float | str | None) -> float | None:
     for unit in sorted(_UNITS, key=len, reverse=True):
         if text.endswith(unit):
             try:
-                return float(text[: -len(unit)]) * _UNITS[unit]
+                amount = float(text[: -len(unit)])
             except ValueError:
                 break
+            # "nanm" or "1e999h" would become a duration that breaks every later comparison.
+            return _finite(amount * _UNITS[unit], value)
     raise BadRequest(f"keep_alive {value!r} is not a duration like 5m, 30s or -1")
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import EngineError
+from ..errors import BadRequest, EngineError
 from .base import ChunkCallback, LoadSpec
 from .child import spec_to_json
 from .llamacpp import LlamaCppModel, engine_client, raise_engine_error
@@ -147,6 +147,11 @@ def _result(response: httpx.Response) -> dict[str, Any]:
         raise EngineError(f"the engine answered {response.status_code} with something not JSON") from exc
     if response.status_code >= 400 and "error" not in data:
         data = {"error": {"code": response.status_code, "message": response.text[:300]}}
+    error = data.get("error")
+    if response.status_code == 500 and isinstance(error, dict):
+        # A live engine answers 500 when its request parser throws: the error the in-process
+        # engine raises as RuntimeError, which is the request's fault (a 400), not the engine's.
+        raise BadRequest(str(error.get("message") or "the engine refused the request"))
     raise_engine_error(data)
     return data
 

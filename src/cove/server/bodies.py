@@ -1,8 +1,9 @@
-"""Reading request bodies: strict UTF-8 JSON, no lone surrogates, validated into a schema."""
+"""Reading request bodies: strict UTF-8 JSON, no lone surrogates, finite numbers, validated into a schema."""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -27,25 +28,31 @@ async def read_json(request: Request) -> Any:
         raise BadRequest(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
     except RecursionError as exc:  # "[[[[..." within the size limit would otherwise be a 500
         raise BadRequest("the request JSON is nested too deeply") from exc
-    _refuse_surrogates(data)
+    except ValueError as exc:  # Python refuses integers of more than 4,300 digits
+        raise BadRequest("the request holds a number too long to read (more than 4,300 digits)") from exc
+    _refuse_unreadable(data)
     return data
 
 
-def _refuse_surrogates(value: Any) -> None:
-    """JSON may spell a lone surrogate (\\ud800) that no UTF-8 text can hold; the engine would choke."""
-    stack = [value]
+def _refuse_unreadable(value: Any) -> None:
+    """What JSON can spell but no engine field can hold: a lone surrogate (\\ud800), which no
+    UTF-8 text can carry, and NaN, Infinity or 1e400 (read as infinity), which no field takes
+    and which JSON cannot carry on to an engine process. The error names where it was."""
+    stack: list[tuple[str, Any]] = [("body", value)]
     while stack:
-        item = stack.pop()
+        where, item = stack.pop()
         if isinstance(item, str):
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError as exc:
-                raise BadRequest("the request holds a lone UTF-16 surrogate, which is not text") from exc
+                raise BadRequest(f"{where}: a lone UTF-16 surrogate, which is not text") from exc
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise BadRequest(f"{where}: {item} is not a finite number")
         elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
+            stack.extend(("body", key) for key in item)
+            stack.extend((key if where == "body" else f"{where}.{key}", v) for key, v in item.items())
         elif isinstance(item, list):
-            stack.extend(item)
+            stack.extend((where, v) for v in item)
 
 
 async def parse(request: Request, schema: type[Model]) -> Model:
