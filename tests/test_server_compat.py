@@ -35,11 +35,7 @@ class LogprobModel(FakeModel):
     def chat(self, body: dict[str, Any], on_chunk: ChunkCallback | None = None) -> dict[str, Any]:
         if not body.get("logprobs"):
             return super().chat(body, on_chunk)
-        if on_chunk is None:
-            result = super().chat(body, None)
-            text = result["choices"][0]["message"]["content"]
-            result["choices"][0]["logprobs"] = {"content": [entry(w) for w in text.split(" ")]}
-            return result
+        assert on_chunk is not None  # the server always streams from the engine, whole answers too
 
         def with_logprobs(chunk: dict[str, Any]) -> bool:
             for choice in chunk.get("choices") or []:
@@ -106,12 +102,13 @@ async def test_ollama_logprobs_whole_and_streamed(fake_cove: Cove) -> None:
         generated = (
             await c.post("/api/generate", json={"model": "tiny", "prompt": "hi", "logprobs": True})
         ).text
-    assert [e["token"] for e in whole["logprobs"]] == ["You", "said:", "hi"]
+    # A whole answer is made streamed too (so a client that leaves stops it): one entry a piece.
+    assert [e["token"] for e in whole["logprobs"]] == ["You ", "said: ", "hi"]
     assert whole["logprobs"][0] == {
-        "token": "You",
+        "token": "You ",
         "logprob": -0.5,
-        "bytes": list(b"You"),
-        "top_logprobs": [{"token": "You", "logprob": -0.5, "bytes": list(b"You")}],
+        "bytes": list(b"You "),
+        "top_logprobs": [{"token": "You ", "logprob": -0.5, "bytes": list(b"You ")}],
     }
     pieces = [line for line in streamed if not line["done"]]
     assert all(len(line["logprobs"]) == 1 for line in pieces)
@@ -168,7 +165,7 @@ async def test_openai_logprobs(fake_cove: Cove) -> None:
     async with client(make_app(fake_cove)) as c:
         whole = (await c.post("/v1/chat/completions", json=chat)).json()
     tokens = [e["token"] for e in whole["choices"][0]["logprobs"]["content"]]
-    assert tokens == ["You", "said:", "hi"]
+    assert tokens == ["You ", "said: ", "hi"]
 
 
 async def test_several_prompts_stream_one_choice_each(fake_cove: Cove) -> None:

@@ -193,3 +193,29 @@ def test_disconnect_stops_generation_and_frees_the_slot(
         assert r.json()["message"]["content"] == "You said: hello"
         metrics = samples(http.get("/metrics").text)
     assert metrics[("cove_queue_depth", ())] == 0
+
+
+WHOLE: list[tuple[str, dict[str, Any]]] = [
+    ("/api/chat", {"model": "tiny", "messages": [{"role": "user", "content": words(200)}], "stream": False}),
+    ("/v1/chat/completions", {**OAI, "messages": [{"role": "user", "content": words(200)}]}),
+    ("/v1/completions", {"model": "tiny", "prompt": words(200)}),
+    ("/v1/responses", {"model": "tiny", "input": words(200), "store": False}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), WHOLE, ids=[p for p, _ in WHOLE])
+def test_a_client_that_leaves_a_whole_answer_frees_the_slot(
+    no_queue: tuple[Cove, TrackingEngine], path: str, body: dict[str, Any]
+) -> None:
+    """Not streamed, the answer is still stopped when the client hangs up (BAD-INPUTS 16)."""
+    cove, engine = no_queue
+    with LiveServer(make_app(cove)) as url:
+        with httpx.Client(base_url=url, timeout=0.5) as impatient, pytest.raises(httpx.ReadTimeout):
+            impatient.post(path, json=body)  # 200 words at 20 ms each: it gives up long before
+        wait_for(lambda: len(engine.outcomes) == 1, timeout=3, what="the generation to stop")
+        (outcome,) = engine.outcomes
+        assert outcome.finish_reason == "cancelled" and outcome.sent < 150
+        wait_for(lambda: active(cove) == 0, timeout=2, what="the slot to be released")
+        with httpx.Client(base_url=url, timeout=30) as http:
+            r = http.post("/api/chat", json=CHAT)
+        assert r.status_code == 200, r.text

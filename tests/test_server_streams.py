@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import FakeEngine, FakeModel
+from fakes import BOS, FakeEngine, FakeModel, detokenize
 from server_fixtures import add_embedder, anyio_backend, client, make_app, tiny_cove
 
 from cove.engine.base import ChunkCallback, LoadSpec
@@ -115,11 +115,15 @@ async def test_ollama_generate_stream_and_whole(fake_cove: Cove, engine: FakeEng
         raw = await c.post(
             "/api/generate", json={"model": "tiny", "prompt": "Once", "raw": True, "stream": False}
         )
-    last = check_stream_lines(ndjson(streamed.text), "response", "You said: tell me")
+    # A templated generate runs as a completion of the templated prompt's tokens (so that its
+    # `context` can be given back); the fake engine continues it with "after: <what it read>".
+    templated = "<system>Be kind.<user>tell me<assistant>"
+    last = check_stream_lines(ndjson(streamed.text), "response", f"after: {templated}")
     assert last["done_reason"] == "stop"
-    assert engine.requests[0]["messages"][0] == {"role": "system", "content": "Be kind."}
+    first = engine.requests[0]["prompt"]
+    assert first[0] == BOS and detokenize(first) == templated
     body = whole.json()
-    assert body["response"] == "You said: tell me" and body["done"] is True
+    assert body["response"] == "after: <user>tell me<assistant>" and body["done"] is True
     assert set(body) >= STATS | {"done_reason", "model", "created_at"}
     assert raw.json()["response"] == "after: Once"
     assert engine.requests[-1]["prompt"] == "Once"
@@ -156,7 +160,8 @@ async def test_ollama_format_and_tools_reach_the_engine(fake_cove: Cove, engine:
     call = chat["messages"][1]["tool_calls"][0]
     assert call["function"] == {"name": "add", "arguments": '{"a": 1}'}
     assert chat["messages"][2]["role"] == "tool" and chat["messages"][2]["name"] == "add"
-    assert generate["response_format"] == {"type": "json_object"}
+    # A completion takes its output format as a JSON schema.
+    assert generate["json_schema"] == {"type": "object"} and "response_format" not in generate
 
 
 # -- OpenAI --------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from starlette.requests import Request
+
 from ..chat.service import ChatService, Turn, TurnRequest
 from ..engine.events import ChatAnswer, ChatChunk, Usage
 from ..engine.streaming import final_event
@@ -32,8 +34,20 @@ class Generator:
         turn: Turn = await self.blocking(self.service.prepare, request)
         return turn
 
-    async def once(self, turn: Turn) -> ChatAnswer:
-        answer: ChatAnswer = await self.blocking(self.service.run, turn)
+    async def once(self, turn: Turn, client: Request | None = None) -> ChatAnswer:
+        """A whole answer. It is made streamed all the same, so that when `client` goes away
+        before it is done the engine stops and the slot is free within a second."""
+        cancel = threading.Event()
+
+        def work() -> ChatAnswer:
+            return self.service.run(turn, lambda _: cancel.is_set(), cancel)
+
+        watching = asyncio.create_task(_watch(client, cancel)) if client is not None else None
+        try:
+            answer: ChatAnswer = await asyncio.get_running_loop().run_in_executor(self.pool, work)
+        finally:
+            if watching is not None:
+                watching.cancel()
         self._count(turn.model, answer.usage)
         if answer.time_to_first_token_s is not None:
             self.metrics.ttft.labels(turn.model).observe(answer.time_to_first_token_s)
@@ -93,3 +107,12 @@ class Generator:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _watch(client: Request, cancel: threading.Event, every_s: float = 0.25) -> None:
+    """Set `cancel` once the client has hung up (its request body is read already)."""
+    while not cancel.is_set():
+        if await client.is_disconnected():
+            cancel.set()
+            return
+        await asyncio.sleep(every_s)

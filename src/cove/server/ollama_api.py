@@ -145,7 +145,7 @@ async def answer(request: Request, wanted: TurnRequest, stream: bool, field: str
     started = time.perf_counter()
     turn = await generator.prepare(wanted)
     if not stream:
-        result = await generator.once(turn)
+        result = await generator.once(turn, request)
         return JSONResponse(whole(result, wanted.model, field, started), headers=conversations.headers(turn))
     events = await primed(generator.stream(turn))
     return StreamingResponse(

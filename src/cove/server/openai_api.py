@@ -105,7 +105,7 @@ async def answer(
     turn = await generator.prepare(wanted)
     reply = Reply(shape, wanted.model)
     if not stream:
-        result = await generator.once(turn)
+        result = await generator.once(turn, request)
         return JSONResponse(reply.whole(result), headers=conversations.headers(turn))
     events = await primed(generator.stream(turn))
     return StreamingResponse(

@@ -241,7 +241,7 @@ async def create(request: Request) -> Response:
     turn = await state.generator.prepare(turn_request(req, request))
     outcome = Outcome(req, turn.conversation_id)
     if not req.stream:
-        answer = await state.generator.once(turn)
+        answer = await state.generator.once(turn, request)
         body = outcome.body("completed", outcome.output(answer), answer.usage, answer.finish_reason)
         return JSONResponse(body, headers=conversations.headers(turn))
     events = await primed(state.generator.stream(turn))  # an engine that fails at once gets a real status
