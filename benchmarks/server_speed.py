@@ -4,8 +4,10 @@
         [--no-peer]
 
 Single stream: decode tokens/s and time to first token through /v1/chat/completions streaming,
-beside the same request handed straight to xllamacpp in this process. Then aggregate tokens/s at
-1, 2, 4 and 8 concurrent streams for each. llama-cpp-python (the peer a Python user would pick)
+beside the same request handed straight to xllamacpp in this process, turn about: `cove serve`
+twice, with each model in its own engine process (its default) and with the engine in its own
+process (COVE_ENGINE=in-process), which prices the isolation. Then aggregate tokens/s at 1, 2, 4
+and 8 concurrent streams for each. llama-cpp-python (the peer a Python user would pick)
 is installed into .bench/llama-cpp-python on first use; it compiles for several minutes.
 """
 
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,11 @@ from cove.library.local import Cove
 
 PEER_VENV = Path(".bench/llama-cpp-python")
 LEVELS = (1, 2, 4, 8)
+#: The two ways cove serve can run a model (COVE_ENGINE): its default, and the engine in its own process.
+COVE_SERVERS = {
+    "cove serve /v1 (engine processes)": "process",
+    "cove serve /v1 (engine in-process)": "in-process",
+}
 # One client kept open, as the openai SDK keeps one: a new httpx client per request would add its
 # own set-up (an SSL context, a connection) to every time to first token measured here.
 CLIENT = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=16))
@@ -101,15 +109,26 @@ def aggregate(run_one: Any, level: int) -> float:
     return produced / (time.perf_counter() - started)
 
 
-def single(name: str, stream: Any, runs: int) -> dict[str, float]:
-    figures = [stream() for _ in range(runs)]
-    ttfts = [f[0] for f in figures]
-    return {"ttft_p50": percentile(ttfts, 0.5), "speed": median([f[1] for f in figures]), "name": name}  # type: ignore[dict-item]
+def singles(streams: dict[str, Any], runs: int) -> list[dict[str, Any]]:
+    """Each stream `runs` times, turn about (A, B, C, A, B, C, ...), so load on this shared
+    machine falls on all of them alike."""
+    figures: dict[str, list[tuple[float, float, int]]] = {name: [] for name in streams}
+    for _ in range(runs):
+        for name, stream in streams.items():
+            figures[name].append(stream())
+    return [
+        {
+            "name": name,
+            "ttft_p50": percentile([f[0] for f in found], 0.5),
+            "speed": median([f[1] for f in found]),
+        }
+        for name, found in figures.items()
+    ]
 
 
-def start_cove(model: str) -> tuple[str, subprocess.Popen[bytes]]:
+def start_cove(model: str, engine: str) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
-    env = {**os.environ, "COVE_HOST": f"127.0.0.1:{port}", "COVE_NUM_PARALLEL": "8"}
+    env = {**os.environ, "COVE_HOST": f"127.0.0.1:{port}", "COVE_NUM_PARALLEL": "8", "COVE_ENGINE": engine}
     cove = str(Path(sys.executable).with_name("cove"))
     proc = subprocess.Popen([cove, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
@@ -153,34 +172,43 @@ def measure_cove(args: argparse.Namespace) -> list[dict[str, Any]]:
     request, recipe, _ = cove.prepare(args.model)
     cove.close()
     direct = direct_server(path, recipe.template, request.spec.num_ctx, 8)
-    base, proc = start_cove(args.model)
+    # cove serve's default (each model in its own engine process) and the engine in its process.
+    servers = {name: start_cove(args.model, engine) for name, engine in COVE_SERVERS.items()}
     body = {
         "messages": [{"role": "user", "content": PROMPT}],
         "max_tokens": args.tokens,
         "temperature": 0,
         "stream": True,
     }
-    try:
-        engine_row = single(
-            "xllamacpp in-process",
-            lambda: timed_stream(lambda cb: direct.handle_chat_completions(dict(body), cb)),
-            args.runs,
+    streams: dict[str, Any] = {
+        "xllamacpp in-process": lambda: timed_stream(
+            lambda cb: direct.handle_chat_completions(dict(body), cb)
         )
-        cove_row = single("cove serve /v1", lambda: http_stream(base, args.model, args.tokens), args.runs)
+    }
+    for name, (base, _) in servers.items():
+        streams[name] = partial(http_stream, base, args.model, args.tokens)
+    try:
+        rows = singles(streams, args.runs)
         for level in LEVELS:
-            engine_row[f"agg{level}"] = aggregate(lambda i: direct_once(direct, args.tokens, i), level)
-            cove_row[f"agg{level}"] = aggregate(lambda i: http_once(base, args.model, args.tokens, i), level)
+            rows[0][f"agg{level}"] = aggregate(lambda i: direct_once(direct, args.tokens, i), level)
+            for row, (base, _) in zip(rows[1:], servers.values(), strict=True):
+                row[f"agg{level}"] = aggregate(
+                    lambda i, b=base: http_once(b, args.model, args.tokens, i), level
+                )
     finally:
-        proc.terminate()
-        proc.wait()
-    return [engine_row, cove_row]
+        for _, proc in servers.values():
+            proc.terminate()
+            proc.wait()
+    return rows
 
 
 def measure_peer(args: argparse.Namespace) -> dict[str, Any]:
     path = ensure_model(Cove(), args.model)
     base, peer = start_peer(path)
     try:
-        row = single("llama-cpp-python server", lambda: http_stream(base, args.model, args.tokens), args.runs)
+        (row,) = singles(
+            {"llama-cpp-python server": lambda: http_stream(base, args.model, args.tokens)}, args.runs
+        )
         for level in LEVELS:
             row[f"agg{level}"] = aggregate(lambda i: http_once(base, args.model, args.tokens, i), level)
     finally:
@@ -217,8 +245,10 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
             + " | ".join(f"{r[f'agg{n}']:.1f}" for n in LEVELS)
             + f" | {r['agg8'] / r['agg1']:.2f}x |"
         )
-    added = (rows[1]["ttft_p50"] - base["ttft_p50"]) * 1000
-    print(f"\ncove serve adds {added:.1f} ms to time to first token at p50")
+    print()
+    for row in rows[1:]:
+        added = (row["ttft_p50"] - base["ttft_p50"]) * 1000
+        print(f"{row['name']} adds {added:.1f} ms to time to first token at p50")
 
 
 if __name__ == "__main__":
