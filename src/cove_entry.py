@@ -7,10 +7,22 @@ Ctrl-C would otherwise print a long traceback.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 
+def _interrupt_again(unraisable: sys.UnraisableHookArgs) -> None:
+    """A Ctrl-C that lands in one of the import system's own callbacks is "ignored": printed as a
+    traceback and dropped. Send it again, so it ends the command as any Ctrl-C does."""
+    if issubclass(unraisable.exc_type, KeyboardInterrupt) and "--debug" not in sys.argv[1:]:
+        os.kill(os.getpid(), signal.SIGINT)
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main() -> None:
+    sys.unraisablehook = _interrupt_again
     try:
         from cove.cli.main import main as cove_main
     except KeyboardInterrupt:
