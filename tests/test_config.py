@@ -172,6 +172,18 @@ def test_an_empty_api_key_is_refused_not_a_key_that_matches_no_key(
     assert Settings(home=cove_home).replace(api_keys=(" k ",)).api_keys == ("k",)
 
 
+@pytest.mark.parametrize("key", ["clé-secrète", "tab\there", "snow☃"])
+def test_a_key_no_client_can_send_is_refused(
+    cove_home: Path, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(InvalidSetting, match="beyond printable ASCII") as caught:
+        Settings(home=cove_home).replace(api_keys=(key,))
+    assert key not in str(caught.value)  # a key is never echoed, not even a bad one
+    monkeypatch.setenv("COVE_API_KEYS", key)
+    with pytest.raises(InvalidSetting, match="COVE_API_KEYS holds a key"):
+        Settings.from_env()
+
+
 def test_cove_local_is_a_setting_the_cli_obeys(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], cove_home: Path
 ) -> None:

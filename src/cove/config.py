@@ -58,6 +58,9 @@ def _no_empty_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
     stripped = tuple(key.strip() for key in keys)
     if not all(stripped):
         raise ValueError("holds an empty key; give every key (COVE_API_KEYS or --api-key) some text")
+    if not all(key.isascii() and key.isprintable() for key in stripped):
+        # Headers travel as Latin-1 bytes: a key with other characters could never authenticate.
+        raise ValueError("holds a key with characters beyond printable ASCII, which no client can send")
     return stripped
 
 
