@@ -225,12 +225,12 @@ async def test_a_body_that_is_not_json_is_a_400_whatever_its_type(fake_cove: Cov
         {"Origin": "http://127.0.0.1:11435", "Sec-Fetch-Site": "same-origin"},  # cove's own page
         {"Sec-Fetch-Site": "same-origin"},
         {"Sec-Fetch-Site": "none"},  # typed into the address bar
-        {"Origin": "http://localhost:3000", "Sec-Fetch-Site": "cross-site"},  # a trusted dev server
+        {"Origin": "http://localhost:3000", "Sec-Fetch-Site": "cross-site"},  # a dev server the user listed
         {"Origin": "http://localhost:3000", "Sec-Fetch-Site": "same-site"},
     ],
 )
 async def test_trusted_browser_requests_pass(fake_cove: Cove, headers: dict[str, str]) -> None:
-    async with client(make_app(fake_cove)) as c:
+    async with client(make_app(fake_cove, extra_origins=("http://localhost:3000",))) as c:
         r = await c.post("/api/chat", json=CHAT, headers={"Host": "127.0.0.1:11435", **headers})
     assert r.status_code == 200, r.text
 
@@ -253,13 +253,26 @@ async def test_json_with_charset_is_accepted(fake_cove: Cove) -> None:
 
 
 @pytest.mark.parametrize("origin", ["http://localhost:3000", "http://127.0.0.1:8080", "http://[::1]:5173"])
-async def test_preflight_from_loopback_origin(fake_cove: Cove, origin: str) -> None:
+async def test_a_loopback_page_is_trusted_only_when_listed(fake_cove: Cove, origin: str) -> None:
+    """Any local program can serve a page on a loopback port: being on this machine is not trust."""
+    ask = {"Origin": origin, "Access-Control-Request-Method": "POST"}
+    async with client(make_app(fake_cove)) as c:
+        assert_ollama_error(await c.options("/api/copy", headers=ask), 403)
+        r = await c.post(
+            "/api/copy", json={"source": "tiny", "destination": "taken"}, headers={"Origin": origin}
+        )
+        assert_ollama_error(r, 403)
+    assert not fake_cove.store.has("taken")
+
+
+@pytest.mark.parametrize("origin", ["http://localhost:3000", "http://127.0.0.1:8080", "http://[::1]:5173"])
+async def test_preflight_from_a_listed_origin(fake_cove: Cove, origin: str) -> None:
     headers = {
         "Origin": origin,
         "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "content-type",
     }
-    async with client(make_app(fake_cove, api_keys=(KEY,))) as c:
+    async with client(make_app(fake_cove, api_keys=(KEY,), extra_origins=(origin,))) as c:
         r = await c.options("/api/chat", headers=headers)
         assert r.status_code == 204
         assert r.headers["access-control-allow-origin"] == origin

@@ -559,7 +559,8 @@ async def test_a_cross_origin_delete_is_refused(fake_cove: Cove) -> None:
         assert_ollama_error(await c.get("/api/cove/export", headers=evil), 403)
         assert [f["id"] for f in await listed(c)] == [cid]
         assert len((await stored(c, cid))["messages"]) == 2
-        # A page served from this machine may still use them.
+    # A page the user listed in COVE_ORIGINS may still use them.
+    async with client(make_app(fake_cove, extra_origins=("http://localhost:3000",))) as c:
         local = {"Origin": "http://localhost:3000"}
         r = await c.delete(f"/api/cove/conversations/{cid}", headers=local)
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:3000"

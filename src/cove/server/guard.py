@@ -60,10 +60,10 @@ class Policy:
         return bool(host) and (is_loopback(host) or host in self.own_names)
 
     def origin_allowed(self, origin: str) -> bool:
-        if origin in self.extra_origins or ("*" in self.extra_origins and not self.api_keys):
-            return True
-        scheme = origin.partition(":")[0].lower()
-        return scheme in ("http", "https") and is_loopback(_hostname(origin))
+        """Another page's origin is trusted only when the user listed it (COVE_ORIGINS). Being on
+        this machine is not enough: any local program can serve a page on a loopback port, and a
+        browser tab showing `http://localhost:3000` or `http://evil.localhost` may be anyone's."""
+        return origin in self.extra_origins or ("*" in self.extra_origins and not self.api_keys)
 
     def key_ok(self, headers: dict[str, str]) -> bool:
         if not self.api_keys:
