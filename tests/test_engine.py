@@ -9,13 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
+from engine_helpers import load_gemma
 
 from cove.config import Settings
-from cove.engine.base import LoadSpec
 from cove.engine.llamacpp import LlamaCppModel, raise_engine_error
 from cove.errors import BadRequest, EngineError
 from cove.library.local import Cove
-from cove.store.models import ModelStore
 
 HELLO = [{"role": "user", "content": "Hello"}]
 
@@ -23,16 +22,7 @@ HELLO = [{"role": "user", "content": "Hello"}]
 @pytest.fixture(scope="module")
 def gemma(model_home: Path) -> Iterator[LlamaCppModel]:
     """One loaded engine for the module: loading is the slow part."""
-    store = ModelStore(model_home)
-    manifest = store.get("gemma3:270m")
-    spec = LoadSpec(
-        name=manifest.name,
-        model_path=store.model_path(manifest),
-        digest=manifest.digest,
-        num_ctx=256,
-        template=manifest.recipe_obj().template,
-    )
-    model = LlamaCppModel(spec)
+    model = load_gemma(model_home, num_ctx=256)
     yield model
     model.close()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_helpers import load_gemma
 
 from cove.config import Settings
 from cove.engine.base import LoadSpec
@@ -20,7 +21,6 @@ from cove.engine.tool_choice import (
 )
 from cove.errors import BadRequest, CoveError
 from cove.library.local import Cove
-from cove.store.models import ModelStore
 from cove.templates import GEMMA_TEMPLATE, TOOL_CALLS_PREFIX, render_template, tool_template
 
 WEATHER = {
@@ -200,16 +200,7 @@ def test_a_cut_off_stream_says_what_was_written() -> None:
 
 @pytest.fixture(scope="module")
 def gemma(model_home: Path) -> Iterator[LlamaCppModel]:
-    store = ModelStore(model_home)
-    manifest = store.get("gemma3:270m")
-    spec = LoadSpec(
-        name=manifest.name,
-        model_path=store.model_path(manifest),
-        digest=manifest.digest,
-        num_ctx=1024,
-        template=manifest.recipe_obj().template,
-    )
-    model = LlamaCppModel(spec)
+    model = load_gemma(model_home, num_ctx=1024)
     yield model
     model.close()
 
