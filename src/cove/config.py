@@ -140,6 +140,11 @@ class Settings:
     local: bool = setting(
         False, env="COVE_LOCAL", description="the CLI runs models in-process even when `cove serve` is up"
     )
+    offline: bool = setting(
+        False,
+        env="COVE_OFFLINE",
+        description="refuse every connection off this machine, even a `cove pull` (see `cove privacy`)",
+    )
     context_policy: Annotated[Literal["summarize", "refuse"], BeforeValidator(_lower)] = setting(
         "summarize",
         env="COVE_CONTEXT_POLICY",

@@ -92,8 +92,32 @@ def m003_personas(conn: apsw.Connection) -> None:
     )
 
 
+def m004_egress(conn: apsw.Connection) -> None:
+    # The privacy ledger: one row per outbound attempt, allowed or refused. Never prompt text:
+    # only where it went, for what, how many bytes, and why it was let through or not.
+    conn.execute(
+        """
+        CREATE TABLE egress (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            feature TEXT NOT NULL,
+            host TEXT NOT NULL,
+            port INTEGER,
+            address TEXT,
+            loopback INTEGER NOT NULL DEFAULT 0,
+            decision TEXT NOT NULL CHECK (decision IN ('allowed', 'refused')),
+            reason TEXT NOT NULL,
+            bytes_sent INTEGER NOT NULL DEFAULT 0,
+            bytes_received INTEGER NOT NULL DEFAULT 0,
+            ended_at TEXT
+        );
+        CREATE INDEX egress_by_time ON egress (at);
+        """
+    )
+
+
 Step = Callable[[apsw.Connection], None]
-STEPS: tuple[Step, ...] = (m001_conversations, m002_fts, m003_personas)
+STEPS: tuple[Step, ...] = (m001_conversations, m002_fts, m003_personas, m004_egress)
 
 
 def applied(db: Database) -> list[str]:

@@ -1,0 +1,113 @@
+"""What may leave the machine: the egress policy as data, and `decide`, its one pure function.
+
+Features are named strings: "pull" (a model the user asked for by name), "tool:NAME" (a tool
+the user switched on; a bare NAME that has a rule is read the same), "mcp:SERVER" (an MCP
+server's HTTP URL), "engine:remote" (the cove server the user pointed COVE_HOST at). Everything
+else is refused. Loopback is never egress. The tools' switches and allow-lists are the tools'
+own file (`cove.tools.policy`, COVE_HOME/tools.json); this module only reads them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PULL = "pull"
+REMOTE_ENGINE = "engine:remote"
+
+
+@dataclass(frozen=True)
+class ToolRule:
+    """One tool's switch and the hosts it may reach (`cove tools enable NAME --allow HOST`).
+
+    The gate reaches only hosts on the list: a network tool with an empty list reaches nothing.
+    """
+
+    enabled: bool = False
+    allow: tuple[str, ...] = ()
+
+    def permits(self, host: str) -> bool:
+        return any(host_matches(pattern, host) for pattern in self.allow)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "allow": list(self.allow)}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Everything `decide` needs; built from Settings and the rules file by `load`."""
+
+    offline: bool = False
+    tools: Mapping[str, ToolRule] = field(default_factory=dict)
+    #: host:port of the `cove serve` the CLI talks to (COVE_HOST), which the user named.
+    remote_host: str | None = None
+    remote_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str
+
+
+def decide(policy: Policy, feature: str, host: str, port: int | None) -> Decision:
+    """Whether `feature` may connect to host:port, and why, in words `cove privacy log` shows."""
+    host = normal_host(host)
+    if is_loopback_host(host):
+        return Decision(True, "loopback: never leaves this machine")
+    if policy.offline:
+        return Decision(False, "offline (COVE_OFFLINE=1 or --offline): nothing leaves this machine")
+    if feature == PULL:
+        return Decision(True, "a model you asked for by name (cove pull)")
+    if feature == REMOTE_ENGINE:
+        if policy.remote_host and host == normal_host(policy.remote_host) and port == policy.remote_port:
+            return Decision(True, "the cove server you named in COVE_HOST")
+        return Decision(False, "not the cove server named in COVE_HOST")
+    if feature.startswith(("tool:", "mcp:")):
+        return _decide_tool(policy, feature, host)
+    return Decision(False, f"{feature!r} is not something cove may reach the network for")
+
+
+def _decide_tool(policy: Policy, feature: str, host: str) -> Decision:
+    name = feature.split(":", 1)[1]
+    rule = policy.tools.get(name)
+    if rule is None or not rule.enabled:
+        return Decision(False, f"tool {name} is off (turn it on with `cove tools enable {name}`)")
+    if not rule.permits(host):
+        hosts = ", ".join(rule.allow)
+        return Decision(False, f"{host} is not on {name}'s allow-list ({hosts}); add it with --allow {host}")
+    return Decision(True, f"tool {name} is on" + (f", {host} is on its allow-list" if rule.allow else ""))
+
+
+def normal_host(host: str) -> str:
+    """Lower-case, no brackets, no trailing dot: the form hosts are compared in."""
+    return host.strip().strip("[]").rstrip(".").lower()
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """`example.com` matches itself only; `*.example.com` matches its sub-domains and itself."""
+    pattern, host = normal_host(pattern), normal_host(host)
+    if pattern.startswith("*."):
+        base = pattern[2:]
+        return host == base or host.endswith("." + base)
+    return host == pattern
+
+
+def is_loopback_host(host: str) -> bool:
+    """A loopback literal (127/8, ::1, ::ffff:127.x) or `localhost` / `*.localhost` (RFC 6761)."""
+    host = normal_host(host)
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    return is_loopback_address(host)
+
+
+def is_loopback_address(text: str) -> bool:
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
