@@ -8,6 +8,7 @@ import shutil
 import signal
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from server_fixtures import RealServer, _real_servers, real_server
 
 from cove.config import Settings
 from cove.engine.process import IsolatedModel
-from cove.errors import CoveError, EngineError
+from cove.errors import CoveError, EngineBackingOff, EngineCrashed, EngineError, ModelBroken
 from cove.library.local import Cove
 
 __all__ = ["_real_servers", "real_server"]
@@ -72,6 +73,29 @@ def test_a_model_that_aborts_at_load_fails_alone(isolated: Cove, tmp_path: Path)
     with pytest.raises(EngineError, match=r"the engine for no-blocks:latest stopped while loading"):
         isolated.chat(name, HI, options=SHORT)
     assert isolated.chat(MODEL, HI, options=SHORT).content  # this process is alive and well
+
+
+def test_a_model_that_crashes_at_load_backs_off_then_stays_off_until_its_file_changes(
+    isolated: Cove, tmp_path: Path
+) -> None:
+    name = hostile(isolated, tmp_path, "no-blocks", "gemma3.block_count", 0)
+    with pytest.raises(EngineCrashed, match=r"stopped while loading: it was killed by SIGABRT"):
+        isolated.chat(name, HI, options=SHORT)
+    started = time.monotonic()
+    with pytest.raises(EngineBackingOff, match=r"no-blocks:latest: its engine crashed loading it"):
+        isolated.chat(name, HI, options=SHORT)
+    assert time.monotonic() - started < 0.5  # refused at once: no process was started
+    time.sleep(1.1)
+    with pytest.raises(EngineCrashed):
+        isolated.chat(name, HI, options=SHORT)
+    broken = r"^no-blocks:latest: the engine crashed loading this model file \(it was killed by SIGABRT"
+    with pytest.raises(ModelBroken, match=broken):
+        isolated.chat(name, HI, options=SHORT)
+    blob = isolated.store.model_path(isolated.model(name))
+    os.utime(blob)  # the file changed (as far as cove can tell): it gets a fresh try
+    with pytest.raises(EngineCrashed):
+        isolated.chat(name, HI, options=SHORT)
+    assert isolated.chat(MODEL, HI, options=SHORT).content
 
 
 def test_a_crash_mid_request_spares_the_other_stream(isolated: Cove, tmp_path: Path) -> None:

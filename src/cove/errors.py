@@ -64,10 +64,31 @@ class EngineError(CoveError):
     status = 500
 
 
+class EngineCrashed(EngineError):
+    """An engine process that ended on its own (an assert, an abort, a kill) or hung."""
+
+    def __init__(self, message: str, *, why: str = "", loading: bool = False) -> None:
+        super().__init__(message)
+        #: How it ended, as "it was killed by SIGABRT (the engine's last error line)".
+        self.why = why or message
+        #: True when it never finished loading the model: the file is the likely cause.
+        self.loading = loading
+
+
+class ModelBroken(EngineError):
+    """A model whose engine crashed loading its file more than once: it stays off until the file
+    changes. A 500: the request is fine, what the server holds cannot serve it."""
+
+
 class Busy(CoveError):
     """The queue for a model is full; the client should retry later."""
 
     status = 503
+
+
+class EngineBackingOff(Busy):
+    """A model whose engine just crashed: it is not started again until its back-off has passed
+    (a 503 with Retry-After, as for a full queue)."""
 
 
 class Cancelled(CoveError):

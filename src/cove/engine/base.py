@@ -33,8 +33,10 @@ class LoadSpec:
 class LoadedModel(Protocol):
     """A model held in memory. Requests are OpenAI-shaped dicts; calls may come from many threads."""
 
-    #: False once the engine behind it is gone (its process died): the scheduler loads it again.
-    alive: bool
+    @property
+    def alive(self) -> bool:
+        """False once the engine behind it is gone (its process died): the scheduler loads it again."""
+        ...
 
     def chat(self, body: dict[str, Any], on_chunk: ChunkCallback | None = None) -> dict[str, Any]:
         """Chat completion; with on_chunk, streams chunks and returns the final usage/timings."""

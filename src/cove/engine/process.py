@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import BadRequest, EngineError
+from ..errors import BadRequest, EngineCrashed, EngineError
 from .base import ChunkCallback, LoadSpec
 from .child import spec_to_json
 from .llamacpp import LlamaCppModel, engine_client, raise_engine_error
@@ -38,7 +38,7 @@ class IsolatedModel(LlamaCppModel):
 
     def __init__(self, spec: LoadSpec) -> None:
         self.spec = spec
-        self.alive = True
+        self._closed = False
         self._tokenizer = None
         self._tokenizer_lock = threading.Lock()
         self._errors: deque[str] = deque(maxlen=40)
@@ -59,6 +59,11 @@ class IsolatedModel(LlamaCppModel):
         self._secret = str(hello["secret"])
         self._http = engine_client(self._address, self._secret, httpx.Timeout(None, connect=10))
 
+    @property  # LlamaCppModel's plain `alive = True` cannot change; this one asks the process
+    def alive(self) -> bool:  # type: ignore[override]
+        """Its process is running (it may have died since the last request, with none on it)."""
+        return not self._closed and self._process.poll() is None
+
     @property
     def address(self) -> str:
         return self._address
@@ -74,8 +79,10 @@ class IsolatedModel(LlamaCppModel):
         ready, _, _ = select.select([self._process.stdout], [], [], LOAD_TIMEOUT_S)
         line = self._process.stdout.readline() if ready else ""
         if not line:
-            self._stop_process()
-            raise EngineError(f"the engine for {self.spec.name} stopped while loading: {self._why()}")
+            self._stop_process()  # so that how it ended is known
+            why = self._why() if ready else f"it did not load within {LOAD_TIMEOUT_S:.0f} s"
+            message = f"the engine for {self.spec.name} stopped while loading: {why}"
+            raise EngineCrashed(message, why=why, loading=True)
         hello: dict[str, Any] = json.loads(line)
         if "error" in hello:
             self._stop_process()
@@ -106,8 +113,12 @@ class IsolatedModel(LlamaCppModel):
             self._process.wait(timeout=2)
         except subprocess.TimeoutExpired:
             return EngineError(f"the engine for {self.spec.name} stopped answering")
-        self.alive = False
-        return EngineError(f"the engine for {self.spec.name} stopped: {self._why()}")
+        why = self._why()
+        return EngineCrashed(f"the engine for {self.spec.name} stopped: {why}", why=why)
+
+    def why_stopped(self) -> str:
+        """How its process ended (for the scheduler's crash record)."""
+        return self._why()
 
     def _why(self) -> str:
         code = self._process.poll()
@@ -136,8 +147,8 @@ class IsolatedModel(LlamaCppModel):
         self._http.close()
         if self._tokenizer is not None:
             self._tokenizer.close()
+        self._closed = True
         self._stop_process()
-        self.alive = False
 
 
 def _result(response: httpx.Response) -> dict[str, Any]:

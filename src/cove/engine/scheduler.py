@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import Busy, Cancelled
+from ..errors import Busy, Cancelled, EngineCrashed
 from .base import EngineFactory, LoadedModel, LoadSpec
+from .crashes import CrashLog
 from .memory import available_bytes, estimate, plan_parallel
 
 
@@ -79,6 +80,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._reaper: threading.Thread | None = None
         self._closed = False
+        self.crashes = CrashLog(clock)
 
     @contextmanager
     def use(
@@ -129,11 +131,17 @@ class Scheduler:
 
     def _find(self, spec: LoadSpec) -> Runner | None:
         """The loaded model for `spec`; one whose engine process died is dropped, to load afresh."""
-        runner = self._runners.get(spec.key)
-        if runner is not None and not getattr(runner.model, "alive", True):
-            self._unload(spec.key)  # requests still on it fail with the engine's own error
-            return None
-        return runner
+        self._drop_dead()
+        return self._runners.get(spec.key)
+
+    def _drop_dead(self) -> None:
+        """Called with the lock held: forget engines whose process ended, and note the crash.
+        Requests still on one fail with the engine's own error."""
+        for key, runner in list(self._runners.items()):
+            if not runner.model.alive:
+                why = getattr(runner.model, "why_stopped", None)
+                self.crashes.crashed_running(runner.spec, why() if callable(why) else "it stopped")
+                self._unload(key)
 
     def _find_or_load(self, request: ModelRequest) -> Runner:
         """Called with the lock held. Loading itself happens with the lock released, so a slow
@@ -146,15 +154,21 @@ class Scheduler:
             if spec.key not in self._pending:
                 break
             self._cond.wait(timeout=1.0)  # someone else is loading this very model
+        self.crashes.check(spec)  # a model that just crashed is not started again at once
         sized = self._make_room(request)
         self._pending.add(spec.key)
         self._cond.release()
         try:
             model = self._factory(sized)
+        except EngineCrashed as exc:
+            if exc.loading:
+                self.crashes.crashed_loading(spec, exc.why)
+            raise
         finally:
             self._cond.acquire()
             self._pending.discard(spec.key)
             self._cond.notify_all()
+        self.crashes.loaded(spec)
         return self._register(sized, model, request)
 
     def _make_room(self, request: ModelRequest) -> LoadSpec:
@@ -199,6 +213,8 @@ class Scheduler:
         self._cond.notify_all()
 
     def _release(self, runner: Runner, keep_alive: float) -> None:
+        if runner.model.alive:
+            self.crashes.served(runner.spec)
         with self._cond:
             runner.active -= 1
             if runner.active == 0:
@@ -230,7 +246,9 @@ class Scheduler:
             return bool(keys)
 
     def loaded(self) -> list[Runner]:
+        """The models loaded now: never one whose engine has died."""
         with self._cond:
+            self._drop_dead()
             return list(self._runners.values())
 
     def queue_depth(self) -> int:
@@ -252,3 +270,5 @@ class Scheduler:
         while not self._closed:
             time.sleep(1.0)
             self.unload_expired()
+            with self._cond:
+                self._drop_dead()  # so memory is freed for others' loads, and counted right
