@@ -135,6 +135,16 @@ def test_a_killed_engine_is_restarted_on_the_next_request(isolated: Cove) -> Non
     assert again.model is not model
 
 
+def test_an_engine_killed_while_idle_is_not_listed_as_loaded(isolated: Cove) -> None:
+    assert isolated.chat(MODEL, HI, options=SHORT).content
+    (runner,) = isolated.scheduler.loaded()
+    assert isinstance(runner.model, IsolatedModel)
+    runner.model._process.kill()
+    runner.model._process.wait(timeout=10)
+    assert isolated.loaded() == []  # what /api/ps answers from
+    assert isolated.chat(MODEL, HI, options=SHORT).content  # a killed engine restarts at once
+
+
 def test_cove_serve_runs_each_model_in_its_own_process(real_server: RealServer) -> None:
     """COVE_ENGINE=auto: under `cove serve` the server process holds no engine, its children do."""
     reply = httpx.post(
