@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple, TypeGuard
@@ -26,6 +27,23 @@ _DEFAULT_ALIGNMENT = 32
 _MAX_DIMS = 4
 _MAX_ELEMENTS = 1 << 62
 _FTYPE_GUESSED = 1024  # llama.cpp ORs this in when it guessed the file type
+
+# The work one check may do, so a bulky but well-formed file (millions of keys) is refused in
+# milliseconds instead of holding a CPU for seconds. Real models stay far below: the bundled
+# gemma3:270m has 33 keys, 236 tensors and 262,144 tokens; big vocabularies with their merges
+# are under a million strings, the largest tensor tables a few thousand entries.
+_MAX_KEYS = 1 << 16
+_MAX_TENSORS = 1 << 16
+# Each entry walked costs units, weighted by its CPU time (a key or tensor takes 10-20 times a
+# vocabulary string): about a second of CPU at most, ten times what the largest vocabularies
+# with their merges (about 400,000 units) need.
+_WORK_BUDGET = 4 << 20
+_KEY_WORK = 8
+_TENSOR_WORK = 16
+_ARRAY_WORK = 4
+# A backstop in seconds of wall time, for whatever the units miss (a machine far overloaded).
+_TIME_BUDGET_S = 10.0
+_CLOCK_EVERY = 1 << 16  # units between looks at the clock
 
 # The fewest bytes an entry can take; counts that need more than the file holds are lies.
 _MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, one-byte value
@@ -277,7 +295,7 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
     """
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        r = _Reader(f, size)
+        r = _Reader(f, size, _Budget(_WORK_BUDGET, _TIME_BUDGET_S))
         version, tensor_count, kv_count = _read_header(r)
         metadata = _read_metadata(r, kv_count)
         alignment = _alignment(metadata)
@@ -295,12 +313,39 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
     )
 
 
+class _Budget:
+    """Work units and wall time a check may spend; past either the file is refused as too bulky."""
+
+    def __init__(self, units: int, seconds: float) -> None:
+        self.left = units
+        self.limit = units
+        self._deadline = time.monotonic() + seconds
+        self._seconds = seconds
+        self._next_look = units - _CLOCK_EVERY
+
+    def spend(self, units: int) -> None:
+        self.left -= units
+        if self.left < 0:
+            raise InvalidModelFile(
+                f"GGUF metadata is too bulky to check (over {self.limit:,} units of work; real models "
+                "need a tenth of that): this file is not one cove will load"
+            )
+        if self.left <= self._next_look:
+            self._next_look = self.left - _CLOCK_EVERY
+            if time.monotonic() > self._deadline:
+                raise InvalidModelFile(
+                    f"GGUF check took over {self._seconds:g} s (real models take well under one): "
+                    "this file is not one cove will load"
+                )
+
+
 class _Reader:
     """Little-endian reads from a file, refilled a bounded chunk at a time."""
 
-    def __init__(self, f: BinaryIO, size: int) -> None:
+    def __init__(self, f: BinaryIO, size: int, budget: _Budget) -> None:
         self._f = f
         self.size = size
+        self.budget = budget
         self._buf = b""
         self._start = 0  # file offset of _buf[0]
         self._pos = 0  # index into _buf; may point past its end after a skip
@@ -352,14 +397,20 @@ class _Reader:
     def skip_strings(self, count: int, what: str) -> None:
         # Vocabularies hold ~10^5 strings, so this walks the buffer with locals
         # instead of a method call per string.
+        unpack, size = _U64.unpack_from, self.size
+        buf, pos, start = self._buf, self._pos, self._start
+        last = len(buf) - 8  # the last index a length can be read from without a refill
         for _ in range(count):
-            if self._pos + 8 > len(self._buf):
+            if pos > last:
+                self._pos = pos
                 self._need(8, what)
-            buf, pos = self._buf, self._pos
-            (n,) = _U64.unpack_from(buf, pos)
-            if n > self.size - (self._start + pos + 8):
-                raise _truncated(what, self._start + pos)
-            self._pos = pos + 8 + n
+                buf, pos, start = self._buf, self._pos, self._start
+                last = len(buf) - 8
+            (n,) = unpack(buf, pos)
+            if n > size - (start + pos + 8):
+                raise _truncated(what, start + pos)
+            pos += 8 + n
+        self._pos = pos
 
 
 def _truncated(what: str, at: int) -> InvalidModelFile:
@@ -420,7 +471,23 @@ def _read_header(r: _Reader) -> tuple[int, int, int]:
         raise InvalidModelFile(
             f"GGUF header declares a tensor count of {_n(tensor_count)}, more than the file can hold"
         )
+    _check_counts(tensor_count, kv_count)
+    r.budget.spend(kv_count * _KEY_WORK + tensor_count * _TENSOR_WORK)
     return version, tensor_count, kv_count
+
+
+def _check_counts(tensor_count: int, kv_count: int) -> None:
+    """Refuse, before reading them, more keys or tensors than any real model has by far."""
+    if kv_count > _MAX_KEYS:
+        raise InvalidModelFile(
+            f"GGUF header declares {_n(kv_count)} metadata entries, over the {_MAX_KEYS:,} cove "
+            "checks (real models have under a hundred)"
+        )
+    if tensor_count > _MAX_TENSORS:
+        raise InvalidModelFile(
+            f"GGUF header declares {_n(tensor_count)} tensors, over the {_MAX_TENSORS:,} cove "
+            "checks (real models have a few thousand at most)"
+        )
 
 
 def _read_str(r: _Reader, what: str) -> str:
@@ -482,6 +549,11 @@ def _array_head(r: _Reader, key: str, depth: int) -> tuple[int, int]:
             f"GGUF metadata array {_q(key)} at byte {at} declares {_n(count)} elements, "
             "more than the rest of the file can hold"
         )
+    # Scalars are skipped or unpacked in one step; strings and arrays are walked one by one.
+    if item_type == _ARRAY:
+        r.budget.spend(count * _ARRAY_WORK)
+    elif item_type == _STRING:
+        r.budget.spend(count)
     return item_type, count
 
 
