@@ -1,10 +1,20 @@
-"""Shared fixtures: every test gets its own COVE_HOME; the real model is imported once a session."""
+"""Shared fixtures: every test gets its own COVE_HOME; the real model is imported once a session.
+
+The whole session runs under the egress audit hook in strict mode (cove.net.audit): a test that
+makes any connection off this machine that no gate permit allowed fails, and the session fails
+at its end if anything but a named pull (a `network` test's pip download) was let out, here or
+in a cove process a test started. That is the check behind the README's "does it phone home?".
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes import FakeEngine
@@ -12,6 +22,54 @@ from gguf_writer import write_gguf
 
 from cove.config import Settings
 from cove.library.local import Cove
+from cove.net import audit
+from cove.net import gate as egress_gate
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "egress_exempt(*targets): test networks or names the egress audit hook lets through"
+    )
+    # Cove processes that tests start (cove serve, the CLI) report what their hook saw here.
+    fd, report = tempfile.mkstemp(prefix="cove-egress-", suffix=".jsonl")
+    os.close(fd)
+    os.environ[audit.REPORT_ENV] = report
+    audit.install("strict")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if anything but a named pull left the machine, in any cove process."""
+    report = os.environ.get(audit.REPORT_ENV, "")
+    theirs = [audit.Seen.from_dict(line) for line in _reported(report) if line.get("pid") != os.getpid()]
+    leaks = audit.outside_named_pulls([*audit.STATE.seen, *theirs])
+    if report:
+        Path(report).unlink(missing_ok=True)
+    if leaks:
+        print(f"\negress check: {len(leaks)} connection(s) off this machine outside named pulls:")
+        for leak in leaks:
+            print(f"  {leak}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _reported(path: str) -> list[dict[str, Any]]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+@pytest.fixture(autouse=True)
+def no_egress(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that reaches another machine without a gate permit fails; the gate it installed goes."""
+    marker = request.node.get_closest_marker("egress_exempt")
+    start = len(audit.STATE.violations)
+    with audit.exempt(*(marker.args if marker else ())):
+        yield
+    egress_gate.uninstall()
+    new = audit.STATE.violations[start:]
+    if new:
+        pytest.fail(f"the test reached the network outside the egress gate: {new}", pytrace=False)
 
 
 @pytest.fixture(autouse=True)

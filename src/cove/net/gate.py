@@ -38,6 +38,8 @@ from .ledger import Ledger
 from .policy import Decision, Policy, ToolRule, decide, is_loopback_host, normal_host
 
 _TRANSPORT_OPTIONS = ("verify", "cert", "http1", "http2", "limits", "trust_env", "retries")
+#: safe_transport's own options (tool and MCP features only): see cove.net.safe_transport.
+_SAFE_OPTIONS = ("resolver", "allow_private", "trusted_hosts")
 
 
 class EgressRefused(CoveError):
@@ -340,11 +342,12 @@ class AsyncGatedTransport(httpx.AsyncBaseTransport):
             self._hosts.close()
 
 
-def _split(kwargs: dict[str, Any]) -> dict[str, Any]:
+def _split(feature: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Take the options that belong to the transport out of httpx.Client's keyword arguments."""
     if "transport" in kwargs:
         raise TypeError("gate.client builds its own transport; pass transport options instead")
-    return {key: kwargs.pop(key) for key in _TRANSPORT_OPTIONS if key in kwargs}
+    names = _TRANSPORT_OPTIONS + (_SAFE_OPTIONS if _checks_addresses(feature) else ())
+    return {key: kwargs.pop(key) for key in names if key in kwargs}
 
 
 def _checks_addresses(feature: str) -> bool:
@@ -353,32 +356,32 @@ def _checks_addresses(feature: str) -> bool:
 
 
 def _inner_transport(feature: str, options: dict[str, Any]) -> httpx.BaseTransport:
-    # SEAM (safe-url): tool and MCP features connect through the transport in
-    # cove.net.safe_transport that resolves once, checks every address and pins the connection.
+    # Tool and MCP features connect through safe-url's transport (cove.net.safe_transport): it
+    # resolves once, checks every address and pins the connection to the checked one.
     if _checks_addresses(feature):
-        from . import safe_transport  # type: ignore[attr-defined,unused-ignore]
+        from .safe_transport import SafeTransport
 
-        return safe_transport.SafeTransport(**options)  # type: ignore[no-any-return,unused-ignore]
+        return SafeTransport(**options)
     return httpx.HTTPTransport(**options)
 
 
 def _inner_async_transport(feature: str, options: dict[str, Any]) -> httpx.AsyncBaseTransport:
     if _checks_addresses(feature):
-        from . import safe_transport  # type: ignore[attr-defined,unused-ignore]
+        from .safe_transport import AsyncSafeTransport
 
-        return safe_transport.AsyncSafeTransport(**options)  # type: ignore[no-any-return,unused-ignore]
+        return AsyncSafeTransport(**options)
     return httpx.AsyncHTTPTransport(**options)
 
 
 def client(feature: str, *, gate: Gate | None = None, **httpx_kwargs: Any) -> httpx.Client:
     """An httpx.Client for `feature` whose every request (and redirect hop) asks the gate first."""
-    options = _split(httpx_kwargs)
+    options = _split(feature, httpx_kwargs)
     transport = GatedTransport(gate or current(), feature, _inner_transport(feature, options))
     return httpx.Client(transport=transport, **httpx_kwargs)
 
 
 def async_client(feature: str, *, gate: Gate | None = None, **httpx_kwargs: Any) -> httpx.AsyncClient:
     """The async twin of `client`."""
-    options = _split(httpx_kwargs)
+    options = _split(feature, httpx_kwargs)
     transport = AsyncGatedTransport(gate or current(), feature, _inner_async_transport(feature, options))
     return httpx.AsyncClient(transport=transport, **httpx_kwargs)

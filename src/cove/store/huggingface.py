@@ -12,6 +12,8 @@ from urllib.parse import quote
 import httpx
 
 from ..errors import DigestMismatch, InvalidName, ModelNotFound, PullError
+from ..net import gate
+from ..net.policy import PULL
 from .blobs import Blobs, PartialBlob
 from .progress import ProgressCallback, PullProgress, ignore_progress
 
@@ -168,7 +170,8 @@ class HuggingFace:
         self._origin = _origin(self.endpoint)
         self._token = token or None
         self._own_client = client is None
-        self._client = client or httpx.Client(timeout=timeout, follow_redirects=False)
+        # The egress gate judges every request (each redirect hop too) and records its bytes.
+        self._client = client or gate.client(PULL, timeout=timeout, follow_redirects=False)
         self.retry_delay = retry_delay
 
     def close(self) -> None:

