@@ -156,6 +156,20 @@ class Settings:
         description="where models run: each in its own engine process (a crash costs only its "
         "requests), or inside cove's own; auto: processes under `cove serve`, in-process elsewhere",
     )
+    tool_timeout_s: float = setting(
+        30.0, env="COVE_TOOL_TIMEOUT", description="seconds one tool call may run before it is stopped", gt=0
+    )
+    tool_consent_s: float = setting(
+        120.0,
+        env="COVE_TOOL_CONSENT_TIMEOUT",
+        description="seconds a tool call waits for the person's yes before it counts as a no",
+        gt=0,
+    )
+    mcp_servers: Path | None = setting(
+        None,
+        env="COVE_MCP_SERVERS",
+        description="JSON file declaring MCP servers whose tools cove offers (default COVE_HOME/mcp.json)",
+    )
 
     @model_validator(mode="wrap")
     @classmethod

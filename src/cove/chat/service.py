@@ -7,11 +7,16 @@ call, and the answer recorded with its figures. A request without a conversation
 nothing is stored, but the same persona and model rules apply.
 
 Retrieval from the user's documents belongs in `prepare` (after the context is fitted, before
-the engine call); the tool loop wraps the engine call in `run`.
+the engine call); the tool loop wraps the engine call in `run`: when the turn offers cove's tools
+(`cove_tools` on the API; the enabled ones from the CLI and the web chat), `run` hands the call
+to `ToolLoop` (see `cove.chat.tool_loop`), which runs the model's tool calls and calls it again.
+Turns from the CLI and the web ask the person before each call; on the API, naming a tool that
+the user's policy has switched on is the consent.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,13 +29,21 @@ from ..errors import BadRequest
 from ..history import Conversation, History
 from ..history.records import ROLES
 from ..store.models import Manifest
+from ..tools.catalog import ToolCatalog
+from ..tools.consent import ConsentBroker
+from ..tools.policy import ToolPolicy
+from ..tools.policy import load as load_policy
+from ..tools.registry import Registry, ToolError
 from .context import ContextNotice, fit_context
+from .tool_loop import ToolLoop, ToolRun, history_line
 
 if TYPE_CHECKING:
     from ..library.local import Cove
 
 #: Where a conversation was started, as `cove history` and `cove stats` show it.
 SOURCES = ("cli", "api", "web", "import")
+#: The doors where a person watches the answer come, and so is asked before each tool call.
+ASKING_SOURCES = ("cli", "web")
 TITLE_CHARS = 60
 
 
@@ -56,6 +69,8 @@ class TurnRequest:
     think: bool | str | None = None
     #: Ollama's /api/generate `context`: earlier tokens to continue ([] starts one); None: not asked.
     context: list[int] | None = None
+    #: cove's own tools this turn may call; None: the enabled ones from the CLI and web, none on the API.
+    cove_tools: list[str] | None = None
 
 
 @dataclass
@@ -70,6 +85,16 @@ class Turn:
     conversation_id: str | None = None
     notice: ContextNotice | None = None
     context: list[int] | None = None
+    #: cove's tools offered to the model, whether each call asks the person first, and for "always".
+    tools: list[str] = field(default_factory=list)
+    ask_consent: bool = False
+    consent_scope: str = ""
+    #: Filled by the tool loop as it runs: what ran (the answer's `cove_tools_used`).
+    tools_used: list[ToolRun] = field(default_factory=list)
+
+    def tools_used_names(self) -> list[str]:
+        """The tools that ran this turn, in order (refused and malformed calls are not counted)."""
+        return [run.name for run in self.tools_used if run.ran]
 
 
 class TurnStream:
@@ -95,6 +120,16 @@ class ChatService:
 
     def __init__(self, cove: Cove) -> None:
         self.cove = cove
+        #: Tool calls waiting for the person's yes or no (the web dialog, the terminal prompt).
+        self.consents = ConsentBroker()
+        self._tools = ToolCatalog(cove.settings)
+
+    def tool_registry(self) -> Registry:
+        """Every tool this cove knows: the built-in ones and those of its MCP servers."""
+        return self._tools.registry()
+
+    def tool_policy(self) -> ToolPolicy:
+        return load_policy(self.cove.settings.home)
 
     @property
     def history(self) -> History:
@@ -118,13 +153,44 @@ class ChatService:
         if request.completion:
             if request.conversation:
                 raise BadRequest("a raw completion cannot be kept in a conversation; use chat")
+            if request.cove_tools:
+                raise BadRequest("cove_tools need a chat; a raw completion cannot call tools")
             return Turn(model, fields, options, request.keep_alive, completion=True)
+        tools = self._offered_tools(request)  # checked before the first write
         if request.conversation is None:
             body = {**fields, "messages": self._with_persona(messages, request.persona)}
-            return Turn(model, body, options, request.keep_alive, context=request.context)
-        if request.context is not None:
+            turn = Turn(model, body, options, request.keep_alive, context=request.context)
+        elif request.context is not None:
             raise BadRequest("context and a stored conversation are two memories; send one of them")
-        return self._stored(request, model, options, messages, fields)
+        else:
+            turn = self._stored(request, model, options, messages, fields)
+        if tools:
+            if turn.context is not None:
+                raise BadRequest("cove_tools need a chat; a generate context cannot call tools")
+            turn.tools = tools
+            turn.ask_consent = request.source in ASKING_SOURCES
+            turn.consent_scope = turn.conversation_id or secrets.token_hex(8)
+        return turn
+
+    def _offered_tools(self, request: TurnRequest) -> list[str]:
+        """The cove tools a turn offers; one named that is unknown or switched off is an error."""
+        policy = self.tool_policy()
+        if request.cove_tools is None:
+            if request.source not in ASKING_SOURCES or not policy.enabled_names():
+                return []
+            known = set(self.tool_registry().names())
+            return [name for name in policy.enabled_names() if name in known]
+        names = list(dict.fromkeys(str(n) for n in request.cove_tools))
+        if not names:
+            return []
+        registry = self.tool_registry()
+        for name in names:
+            registry.get(name)  # unknown: ToolError naming the known ones
+            if not policy.enabled(name):
+                raise ToolError(
+                    f"the tool {name!r} is switched off; `cove tools enable {name}` switches it on"
+                )
+        return names
 
     def run(
         self,
@@ -141,18 +207,22 @@ class ChatService:
 
         streaming = on_event is not None
         try:
-            answer = self.cove.run_chat(
-                turn.model,
-                turn.body,
-                options=turn.options,
-                keep_alive=turn.keep_alive,
-                on_event=relay if streaming else None,
-                completion=turn.completion,
-                cancel=cancel,
-                context=turn.context,
-            )
+            if turn.tools:
+                loop = ToolLoop(self, turn, self.tool_registry(), relay if streaming else None, cancel)
+                answer = loop.run()
+            else:
+                answer = self.cove.run_chat(
+                    turn.model,
+                    turn.body,
+                    options=turn.options,
+                    keep_alive=turn.keep_alive,
+                    on_event=relay if streaming else None,
+                    completion=turn.completion,
+                    cancel=cancel,
+                    context=turn.context,
+                )
         except BaseException:
-            if turn.conversation_id and arrived.text:
+            if turn.conversation_id and (arrived.text or turn.tools_used):
                 self._record(turn, arrived.answer())
             raise
         if turn.conversation_id:
@@ -232,6 +302,8 @@ class ChatService:
     def _record(self, turn: Turn, answer: ChatAnswer) -> None:
         """Keep the answer with its figures, so `cove stats` can show them later."""
         assert turn.conversation_id is not None
+        for run in turn.tools_used:  # what the tools said is part of the conversation
+            self.history.add_message(turn.conversation_id, "tool", history_line(run))
         ttft = answer.time_to_first_token_s
         self.history.add_message(
             turn.conversation_id,

@@ -47,7 +47,8 @@ class ToolContext:
     settings: Settings | None = None
     #: Hosts from the tool's allow-list (`cove tools enable NAME --allow HOST`).
     allow: tuple[str, ...] = ()
-    #: The egress gate's feature name for this tool's connections ("web_search", "mcp:NAME").
+    #: The egress gate's feature for this tool's connections ("tool:web_search", "mcp:NAME"):
+    #: pass it to `cove.net.gate.client(context.feature)`.
     feature: str = ""
     #: Set when the run is no longer wanted (the chat was stopped, the time cap passed).
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -77,8 +78,8 @@ class Tool:
 
     @property
     def feature(self) -> str:
-        """The gate feature its connections are recorded under."""
-        return self.source if self.source.startswith("mcp:") else self.name
+        """The egress gate's feature for its connections: "tool:NAME", or "mcp:SERVER"."""
+        return self.source if self.source.startswith("mcp:") else f"tool:{self.name}"
 
     def schema(self) -> dict[str, Any]:
         """The OpenAI `tools` entry sent to the model."""
