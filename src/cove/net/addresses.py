@@ -12,6 +12,7 @@ Hosts are read the way libc reads them: `2130706433`, `0177.0.0.1`, `0x7f.1` and
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SCHEMES = frozenset({"http", "https"})
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
 
 
 class UnsafeUrl(CoveError):
@@ -237,13 +239,17 @@ def url_target(url: str | httpx.URL) -> Target:
         raise UnsafeUrl(f"only http:// and https:// URLs can be fetched, not {scheme} ({_shown(url)})")
     if parsed.userinfo:
         raise UnsafeUrl(f"a URL with a user name or password in it is not fetched ({_shown(url)})")
-    host = parsed.host.lower()
+    host = parsed.raw_host.decode("ascii", "replace").lower()  # IDNA-encoded: what DNS is asked
     if not host:
         raise UnsafeUrl(f"{_shown(url)} names no host")
+    address = parse_ip(host)
+    if address is None and not _HOST_NAME.fullmatch(host):
+        # httpx lets %20 and other escapes through into the host; no resolver should see them
+        raise UnsafeUrl(f"{_shown(url)} is not a valid URL (its host has characters no host name has)")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     if not 0 < port < 65536:
         raise UnsafeUrl(f"{_shown(url)} has port {port}, outside 1-65535")
-    return Target(parsed.scheme, host, port, parse_ip(host))
+    return Target(parsed.scheme, host, port, address)
 
 
 def check_address(address: IPAddress, host: str, allow: Collection[IPAddress | IPNetwork] = ()) -> None:
@@ -251,7 +257,12 @@ def check_address(address: IPAddress, host: str, allow: Collection[IPAddress | I
     reason = refusal(address)
     if reason is None or allowed(address, allow):
         return
-    what = f"{address} is" if parse_ip(host) == address else f"{host} resolves to {address}, which is"
+    if parse_ip(host) != address:
+        what = f"{host} resolves to {address}, which is"
+    elif host.strip("[]") != str(address):
+        what = f"{host} is {address}, which is"  # 2130706433, 0x7f.1: say what the number means
+    else:
+        what = f"{address} is"
     raise UnsafeUrl(f"{what} {reason}: URL tools reach only public internet addresses")
 
 

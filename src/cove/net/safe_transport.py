@@ -43,6 +43,8 @@ from .addresses import IPAddress, IPNetwork, Target, UnsafeUrl, check_address, u
 Resolver = Callable[[str, int], Sequence[str]]
 #: Redirect hops a safe client follows before giving up.
 MAX_REDIRECTS = 5
+#: httpx.HTTPTransport options a safe transport passes on (the client helpers take them too).
+TRANSPORT_OPTIONS = ("verify", "cert", "http1", "http2", "limits", "retries")
 _REFUSED_OPTIONS = ("proxy", "uds", "local_address", "socket_options")
 
 
@@ -220,8 +222,15 @@ def safe_client(
     trusted_hosts: Collection[str] = (),
     **kwargs: Any,
 ) -> httpx.Client:
-    """An httpx.Client on a SafeTransport that follows at most MAX_REDIRECTS redirects."""
-    transport = SafeTransport(resolver=resolver, allow_private=allow_private, trusted_hosts=trusted_hosts)
+    """An httpx.Client on a SafeTransport that follows at most MAX_REDIRECTS redirects.
+
+    Transport options (TRANSPORT_OPTIONS: verify, cert, ...) go to the transport, the rest to
+    httpx.Client; the environment's proxies and .netrc are never used.
+    """
+    options = {key: kwargs.pop(key) for key in TRANSPORT_OPTIONS if key in kwargs}
+    transport = SafeTransport(
+        resolver=resolver, allow_private=allow_private, trusted_hosts=trusted_hosts, **options
+    )
     kwargs.setdefault("follow_redirects", True)
     kwargs.setdefault("max_redirects", MAX_REDIRECTS)
     return httpx.Client(transport=transport, trust_env=False, **kwargs)
@@ -235,8 +244,9 @@ def async_safe_client(
     **kwargs: Any,
 ) -> httpx.AsyncClient:
     """The async twin of `safe_client`."""
+    options = {key: kwargs.pop(key) for key in TRANSPORT_OPTIONS if key in kwargs}
     transport = AsyncSafeTransport(
-        resolver=resolver, allow_private=allow_private, trusted_hosts=trusted_hosts
+        resolver=resolver, allow_private=allow_private, trusted_hosts=trusted_hosts, **options
     )
     kwargs.setdefault("follow_redirects", True)
     kwargs.setdefault("max_redirects", MAX_REDIRECTS)
@@ -251,6 +261,7 @@ def _as_allowed(entry: str | IPAddress | IPNetwork) -> IPAddress | IPNetwork:
 
 __all__ = [
     "MAX_REDIRECTS",
+    "TRANSPORT_OPTIONS",
     "AddressPolicy",
     "AsyncSafeTransport",
     "Resolver",
