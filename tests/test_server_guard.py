@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -45,53 +46,103 @@ def assert_openai_error(response: httpx.Response, status: int) -> str:
 # -- Host: the DNS-rebinding defence -------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "host",
-    [
-        "evil.example",
-        "evil.example:11435",
-        "localhost.evil.example",
-        "127.0.0.1.nip.io",
-        "[::1",
-        "a]b",
-        "[evil]",
-        "",
-    ],
-)
-async def test_foreign_host_is_refused(fake_cove: Cove, engine: FakeEngine, host: str) -> None:
+# What a browser can send passes; a foreign name is refused 403 (DNS rebinding); anything no
+# browser sends (userinfo, a path, spaces, a bad port, a broken bracket) is malformed: 400.
+HOSTS = [
+    ("localhost", 200),
+    ("localhost:11435", 200),
+    ("LOCALHOST:11435", 200),
+    ("localhost.:11435", 200),
+    ("app.localhost:8080", 200),
+    ("127.0.0.1", 200),
+    ("127.0.0.1:11435", 200),
+    ("127.0.0.1:1", 200),
+    ("127.0.0.1:65535", 200),
+    ("[::1]", 200),
+    ("[::1]:11435", 200),
+    ("[0:0:0:0:0:0:0:1]:11435", 200),
+    ("evil.example", 403),
+    ("evil.example:11435", 403),
+    ("localhost.evil.example", 403),
+    ("127.0.0.1.nip.io", 403),
+    ("192.168.1.20:11435", 403),
+    ("[2001:db8::1]:11435", 403),
+    ("evil.example@127.0.0.1", 400),
+    ("evil.example@127.0.0.1:11435", 400),
+    ("user:secret@localhost", 400),
+    ("127.0.0.1@evil.example", 400),
+    ("127.0.0.1/evil", 400),
+    ("localhost:11435/path", 400),
+    ("localhost?x=1", 400),
+    ("localhost#x", 400),
+    ("local host", 400),
+    (" localhost", 400),
+    ("localhost\t", 400),
+    ("127.0.0.1:0", 400),
+    ("127.0.0.1:65536", 400),
+    ("127.0.0.1:99999", 400),
+    ("127.0.0.1:", 400),
+    ("127.0.0.1:80:80", 400),
+    ("127.0.0.1:http", 400),
+    ("127.0.0.1:+80", 400),
+    ("127.1", 400),
+    ("2130706433", 400),
+    ("256.0.0.1", 400),
+    ("[::1", 400),
+    ("::1", 400),
+    ("a]b", 400),
+    ("[evil]", 400),
+    ("[::1]x", 400),
+    ("[fe80::1%25eth0]:11435", 400),
+    ("-localhost", 400),
+    ("local..host", 400),
+    ("http://localhost", 400),
+    ("l" + "o" * 300, 400),
+    ("", 400),
+]
+
+
+@pytest.mark.parametrize(("host", "status"), HOSTS)
+async def test_host_header(fake_cove: Cove, engine: FakeEngine, host: str, status: int) -> None:
     async with client(make_app(fake_cove)) as c:
         r = await c.post("/api/chat", json=CHAT, headers={"Host": host})
-        assert_ollama_error(r, 403)
-        r = await c.post("/v1/chat/completions", json=OAI_CHAT, headers={"Host": host})
-        assert_openai_error(r, 403)
-        r = await c.get("/api/tags", headers={"Host": host})
-        assert_ollama_error(r, 403)
+        if status == 200:
+            assert r.status_code == 200, r.text
+            assert r.json()["message"]["content"] == "You said: hi"
+            return
+        assert_ollama_error(r, status)
+        assert_openai_error(
+            await c.post("/v1/chat/completions", json=OAI_CHAT, headers={"Host": host}), status
+        )
+        assert_ollama_error(await c.get("/api/tags", headers={"Host": host}), status)
+        assert_ollama_error(await c.get("/", headers={"Host": host}), status)  # the page too
     assert engine.requests == []
 
 
-@pytest.mark.parametrize(
-    "host",
-    [
-        "localhost:11435",
-        "localhost",
-        "LOCALHOST:11435",
-        "127.0.0.1",
-        "127.0.0.1:11435",
-        "[::1]",
-        "[::1]:11435",
-    ],
-)
-async def test_loopback_host_names_pass(fake_cove: Cove, host: str) -> None:
+@pytest.mark.parametrize("host", ["cove.lan", "my-pc.local", socket.gethostname()])
+async def test_own_names_pass(fake_cove: Cove, host: str) -> None:
+    """The machine's own name always, and any name the server is told is its own."""
+    async with client(make_app(fake_cove, own_names={host.lower()})) as c:
+        r = await c.post("/api/chat", json=CHAT, headers={"Host": f"{host.upper()}:11435"})
+        assert r.status_code == 200, r.text
+        r = await c.post("/api/chat", json=CHAT, headers={"Host": f"evil.example@{host}:11435"})
+        assert_ollama_error(r, 400)
+
+
+async def test_machine_name_passes_without_being_configured(fake_cove: Cove) -> None:
     async with client(make_app(fake_cove)) as c:
-        r = await c.post("/api/chat", json=CHAT, headers={"Host": host})
+        r = await c.get("/api/tags", headers={"Host": f"{socket.gethostname()}:11435"})
     assert r.status_code == 200, r.text
-    assert r.json()["message"]["content"] == "You said: hi"
 
 
 async def test_public_bind_answers_any_host(fake_cove: Cove) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
     async with client(make_app(fake_cove, bind_host="0.0.0.0", api_keys=(KEY,))) as c:
-        r = await c.get("/api/tags", headers={"Host": "cove.lan:11435", "Authorization": f"Bearer {KEY}"})
-    assert r.status_code == 200
+        r = await c.get("/api/tags", headers={"Host": "cove.lan:11435", **auth})
+        assert r.status_code == 200
+        # Any name, but still only what a browser can send.
+        r = await c.get("/api/tags", headers={"Host": "evil.example@cove.lan", **auth})
+        assert_ollama_error(r, 400)
 
 
 # -- Origin, CORS and the no-preflight CSRF case ---------------------------------------------------

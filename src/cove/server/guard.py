@@ -9,11 +9,11 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import re
 import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,6 +27,13 @@ FOREIGN_FETCH = {"cross-site", "same-site"}
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 # Uploads of model files may be large and are not JSON; they are still checked for Origin and key.
 BINARY_PATHS = ("/api/blobs/",)
+# What a browser puts in Host: a DNS name (labels of letters, digits, `-` and `_`, the last one
+# not all digits unless the whole is a dotted IPv4 address), or `[IPv6]`, then an optional port.
+# No userinfo (`evil.example@127.0.0.1`), path, query, space or zone id: a browser sends none.
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_NAME = rf"(?P<name>{_LABEL}(?:\.{_LABEL})*\.?)"
+_HOST_HEADER = re.compile(rf"(?:{_NAME}|\[(?P<ip6>[0-9a-f:.]+)\])(?::(?P<port>[0-9]{{1,5}}))?")
+_MAX_HOST = 255
 
 
 def is_loopback(host: str) -> bool:
@@ -52,12 +59,24 @@ class Policy:
     def __post_init__(self) -> None:
         self.own_names |= {socket.gethostname().lower(), self.bind_host.strip("[]").lower()}
 
+    def host_problem(self, host_header: str) -> tuple[int, str] | None:
+        """Why the Host is refused (400 malformed, 403 foreign), or None when it may pass.
+
+        Loopback listeners answer only to loopback names: the defence against DNS rebinding.
+        """
+        loopback = is_loopback(self.bind_host)
+        if not host_header:
+            # HTTP/1.0 clients may leave it out; a page in a browser never does.
+            return (400, "a Host header is required") if loopback else None
+        host = browser_host(host_header)
+        if host is None:
+            return 400, f"malformed Host header {host_header[:100]!r}: expected a name or address and a port"
+        if loopback and not (is_loopback(host) or host in self.own_names):
+            return 403, "this server answers only to its own host names"
+        return None
+
     def host_allowed(self, host_header: str) -> bool:
-        """Loopback listeners answer only to loopback names: the defence against DNS rebinding."""
-        if not is_loopback(self.bind_host):
-            return True
-        host = _hostname(f"//{host_header}")
-        return bool(host) and (is_loopback(host) or host in self.own_names)
+        return self.host_problem(host_header) is None
 
     def origin_allowed(self, origin: str) -> bool:
         """Another page's origin is trusted only when the user listed it (COVE_ORIGINS). Being on
@@ -75,12 +94,27 @@ class Policy:
         return any(matches)
 
 
-def _hostname(url: str) -> str:
-    """The lower-cased host of a URL; "" when there is none or it is malformed ("[::1", "[evil]")."""
-    try:
-        return (urlsplit(url).hostname or "").lower()
-    except ValueError:  # a header is attacker-controlled text: refuse it, never crash on it
-        return ""
+def browser_host(value: str) -> str | None:
+    """The lower-cased host name of a Host header a browser could send; None for anything else."""
+    match = _HOST_HEADER.fullmatch(value.lower()) if len(value) <= _MAX_HOST else None
+    if match is None:
+        return None
+    port = match["port"]
+    if port is not None and not 0 < int(port) < 65536:
+        return None
+    if match["ip6"] is not None:
+        try:
+            return str(ipaddress.IPv6Address(match["ip6"]))
+        except ValueError:
+            return None
+    name = str(match["name"]).rstrip(".")
+    if name.rsplit(".", 1)[-1].isdigit():
+        # Only a dotted IPv4 address may end in a number; "127.1" and "2130706433" are not names.
+        try:
+            return str(ipaddress.IPv4Address(name))
+        except ValueError:
+            return None
+    return name
 
 
 OPENAI_CODES = {
@@ -127,8 +161,9 @@ class Guard:
         self, scope: Scope, headers: dict[str, str]
     ) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
         policy = self.policy
-        if not policy.host_allowed(headers.get("host", "")):
-            return 403, "this server answers only to its own host names", []
+        host_problem = policy.host_problem(headers.get("host", ""))
+        if host_problem:
+            return *host_problem, []
         page = scope["method"] in ("GET", "HEAD") and _is_page(scope["path"])
         refused = self._foreign_page(headers, page)
         if refused:
