@@ -169,7 +169,7 @@ def test_a_conversation_keeps_the_tool_runs_in_history(cove: Cove, script: ToolS
     assert [(m.role, m.content) for m in chat.messages] == [
         ("user", "nine?"),
         ("tool", 'calculator({"expression": "3*3"}) → 9'),
-        ("assistant", "Tool said: 9 "),
+        ("assistant", "Tool said: 9"),
     ]
 
 

@@ -58,9 +58,11 @@ class ScriptedModel(FakeModel):
             if calls:
                 message["tool_calls"] = calls
             return {"choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}
-        for word in text.split(" ") if text else []:
+        words = text.split(" ") if text else []
+        for i, word in enumerate(words):
             time.sleep(self.engine.token_delay)
-            if on_chunk({"choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}):
+            piece = word if i == len(words) - 1 else word + " "
+            if on_chunk({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}):
                 finish = "cancelled"
                 break
         for i, call in enumerate(calls):

@@ -128,6 +128,10 @@ class ChatService:
         """Every tool this cove knows: the built-in ones and those of its MCP servers."""
         return self._tools.registry()
 
+    def tool_problems(self) -> dict[str, str]:
+        """The MCP servers whose tools could not be listed, and why."""
+        return self._tools.problems()
+
     def tool_policy(self) -> ToolPolicy:
         return load_policy(self.cove.settings.home)
 

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from ..errors import Busy, CoveError
 from ..library.local import Cove
-from . import embeddings, history_api, ollama_api, openai_api, responses_api, web
+from . import embeddings, history_api, ollama_api, openai_api, privacy_api, responses_api, tools_api, web
 from .failures import CatchAll
 from .generation import Generator
 from .guard import BodyTooLarge, Guard, Policy, Receive, Scope, Send, error_body
@@ -45,6 +45,8 @@ def build_app(cove: Cove, policy: Policy) -> Callable[[Scope, Receive, Send], Aw
         *responses_api.routes,
         *embeddings.routes,
         *history_api.routes,
+        *tools_api.routes,
+        *privacy_api.routes,
     ]
     handlers: dict[Any, Any] = {
         HTTPException: on_http_error,

@@ -17,6 +17,7 @@ from ..chat.service import TurnRequest
 from ..engine.events import Assembler, ChatAnswer, ChatChunk, ToolCall, Usage
 from ..engine.options import parse_keep_alive
 from ..errors import BadRequest, CoveError
+from ..tools.events import ToolEvent
 from . import conversations
 from .bodies import parse
 from .ollama_models import routes as model_routes
@@ -89,6 +90,7 @@ def chat_request(req: OllamaChatRequest, request: Request) -> TurnRequest:
         source=conversations.source(request),
         keep_alive=parse_keep_alive(req.keep_alive),
         think=req.think,
+        cove_tools=req.cove_tools,
     )
 
 
@@ -146,7 +148,10 @@ async def answer(request: Request, wanted: TurnRequest, stream: bool, field: str
     turn = await generator.prepare(wanted)
     if not stream:
         result = await generator.once(turn, request)
-        return JSONResponse(whole(result, wanted.model, field, started), headers=conversations.headers(turn))
+        body = whole(result, wanted.model, field, started)
+        if turn.tools:
+            body["cove_tools_used"] = turn.tools_used_names()
+        return JSONResponse(body, headers=conversations.headers(turn))
     events = await primed(generator.stream(turn))
     return StreamingResponse(
         ndjson(events, wanted.model, field, started, state.scrub),
@@ -179,8 +184,14 @@ async def ndjson(
     scrub: Callable[[str], str],
 ) -> AsyncIterator[bytes]:
     calls = Assembler()  # Ollama sends tool calls whole, in the last line; they stream in pieces
+    used: list[str] | None = None
     try:
         async for event in events:
+            if isinstance(event, ToolEvent):  # a line of its own: the web chat and the CLI show it
+                used = [*(used or []), *([event.name] if event.kind == "ran" else [])]
+                note = {"model": model, "created_at": now(), "cove_tool": event.to_dict(), "done": False}
+                yield _line(note)
+                continue
             if event.done:
                 # Ollama clients wait for `done: true`; it comes once, with the figures.
                 so_far = calls.answer()
@@ -194,6 +205,8 @@ async def ndjson(
                 }
                 if event.context is not None and field == "response":
                     final["context"] = event.context
+                if used is not None:
+                    final["cove_tools_used"] = used
                 yield _line(final)
                 return
             calls.add(event)

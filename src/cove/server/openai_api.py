@@ -18,6 +18,7 @@ from ..chat.service import TurnRequest
 from ..engine.events import ChatAnswer, ChatChunk, Choice, ToolCallDelta, Usage, call_id
 from ..engine.options import OPTION_FIELDS, parse_keep_alive
 from ..errors import BadRequest, CoveError
+from ..tools.events import ToolEvent
 from . import conversations
 from .bodies import parse
 from .guard import error_body
@@ -65,6 +66,7 @@ def chat_request(req: OAIChatRequest, request: Request) -> TurnRequest:
         persona=req.persona,
         source=conversations.source(request),
         keep_alive=parse_keep_alive(req.keep_alive),
+        cove_tools=req.cove_tools,
     )
 
 
@@ -106,7 +108,10 @@ async def answer(
     reply = Reply(shape, wanted.model)
     if not stream:
         result = await generator.once(turn, request)
-        return JSONResponse(reply.whole(result), headers=conversations.headers(turn))
+        body = reply.whole(result)
+        if turn.tools:
+            body["cove_tools_used"] = turn.tools_used_names()
+        return JSONResponse(body, headers=conversations.headers(turn))
     events = await primed(generator.stream(turn))
     return StreamingResponse(
         _sse(events, reply, include_usage, state.scrub),
@@ -123,7 +128,9 @@ async def _sse(
             opening = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None}
             yield _event(reply.chunk([{**opening, "finish_reason": None}]))
         async for event in events:
-            if not event.done:
+            if isinstance(event, ToolEvent):  # cove's own field, in a chunk with no choices
+                yield _event({**reply.chunk([]), "cove_tool": event.to_dict()})
+            elif not event.done:
                 yield _event(reply.chunk([reply.delta(event)]))
             elif include_usage and event.usage:
                 # OpenAI clients expect usage only when asked, alone in a final chunk with no choices.

@@ -128,6 +128,8 @@ class OAIChatRequest(Strict):
     num_ctx: int | None = Field(None, ge=16, le=10_000_000)
     conversation_id: str | None = None
     persona: str | None = Field(None, max_length=100)
+    #: cove's own tools this request lets the model call (each must be switched on by the user).
+    cove_tools: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=64)
 
 
 class OAICompletionRequest(Strict):
@@ -198,6 +200,8 @@ class OllamaChatRequest(Strict):
     top_logprobs: int | None = Field(None, ge=0, le=20)
     conversation_id: str | None = None
     persona: str | None = Field(None, max_length=100)
+    #: cove's own tools this request lets the model call (each must be switched on by the user).
+    cove_tools: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=64)
 
 
 class OllamaGenerateRequest(Strict):
