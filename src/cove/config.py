@@ -170,6 +170,11 @@ class Settings:
         env="COVE_MCP_SERVERS",
         description="JSON file declaring MCP servers whose tools cove offers (default COVE_HOME/mcp.json)",
     )
+    searxng_url: Url | None = setting(
+        None,
+        env="COVE_SEARXNG_URL",
+        description="the SearXNG instance web_search asks (its JSON format on), e.g. http://localhost:8888",
+    )
 
     @model_validator(mode="wrap")
     @classmethod
