@@ -25,6 +25,7 @@ from ..store.names import parse_name
 from ..store.progress import PullProgress
 from .confirm import confirm, yes_option
 from .format import human_age, human_size
+from .privacy import privacy, start_egress
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -75,10 +76,12 @@ pass_ctx = click.make_pass_decorator(Context)
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks and engine details on errors.")
 @click.option("--local", is_flag=True, help="Run in-process even if a server is up (or COVE_LOCAL).")
+@click.option("--offline", is_flag=True, help="Connect to nothing off this machine, not even to pull.")
 @click.version_option(package_name="cove")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool, local: bool) -> None:
+def cli(ctx: click.Context, debug: bool, local: bool, offline: bool) -> None:
     """cove: a private, offline AI assistant on your own computer."""
+    start_egress(offline)  # before any command can open a connection
     ctx.obj = Context(debug, local)
     ctx.call_on_close(ctx.obj.close)
 
@@ -322,6 +325,7 @@ def _fail(message: str, debug: bool) -> NoReturn:
     is_flag=True,
     help="Allow a non-loopback address without an API key (dangerous).",
 )
+@click.option("--offline", is_flag=True, help="Refuse every connection off this machine, pulls too.")
 @pass_ctx
 def serve(
     ctx: Context,
@@ -329,6 +333,7 @@ def serve(
     port: int | None,
     api_keys: tuple[str, ...],
     insecure_no_api_key: bool,
+    offline: bool,
 ) -> None:
     """Serve the Ollama (/api) and OpenAI (/v1) APIs."""
     from ..server.run import serve as run_server
@@ -340,5 +345,13 @@ def serve(
         port=settings.port if port is None else port,
         api_keys=settings.api_keys + api_keys,
         debug=ctx.debug or settings.debug,
+        offline=offline or settings.offline,
     )
     run_server(settings, insecure=insecure_no_api_key)
+
+
+cli.add_command(privacy)
+
+from .tools import tools  # noqa: E402  (imports this module's names; registered last)
+
+cli.add_command(tools)

@@ -170,8 +170,9 @@ def _on_lookup(host: Any, port: Any) -> None:
     permits = permits_in_force()
     if permits:
         return _pass("socket.getaddrinfo", name, port_number, permits[-1].feature)
-    if host_in_force(name):
-        return _pass("socket.getaddrinfo", name, port_number, "(permitted host)")
+    permit = host_in_force(name)
+    if permit is not None:
+        return _pass("socket.getaddrinfo", name, port_number, permit.feature)
     if _named_server(name, None):
         return _pass("socket.getaddrinfo", name, port_number, REMOTE_ENGINE)
     _refuse("socket.getaddrinfo", name, port_number, "a name lookup the egress gate did not allow")

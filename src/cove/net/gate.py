@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ import httpx
 from ..config import Settings
 from ..errors import CoveError
 from .ledger import Ledger
-from .policy import Decision, Policy, ToolRule, decide, is_loopback_host, normal_host
+from .policy import PULL, REMOTE_ENGINE, Decision, Policy, ToolRule, decide, is_loopback_host, normal_host
 
 _TRANSPORT_OPTIONS = ("verify", "cert", "http1", "http2", "limits", "trust_env", "retries")
 #: safe_transport's own options (tool and MCP features only): see cove.net.safe_transport.
@@ -48,7 +47,7 @@ class EgressRefused(CoveError):
     status = 403
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: two permits for one host are still two
 class Permit:
     """One allowed feature→host:port, and the bytes it has moved; a context manager."""
 
@@ -100,13 +99,14 @@ class Permit:
 # -- what the audit hook reads: permits in force, by context and by host --------------------
 
 _scope: contextvars.ContextVar[tuple[Permit, ...]] = contextvars.ContextVar("cove_egress_permits", default=())
-_active_hosts: Counter[str] = Counter()
+#: host → the permits active for it, in any context or thread.
+_active_hosts: dict[str, list[Permit]] = {}
 _registry_lock = threading.Lock()
 
 
 def _activate(permit: Permit) -> contextvars.Token[tuple[Permit, ...]]:
     with _registry_lock:
-        _active_hosts[normal_host(permit.host)] += 1
+        _active_hosts.setdefault(normal_host(permit.host), []).append(permit)
     return _scope.set((*_scope.get(), permit))
 
 
@@ -114,9 +114,11 @@ def _deactivate(permit: Permit, token: contextvars.Token[tuple[Permit, ...]]) ->
     _scope.reset(token)
     with _registry_lock:
         key = normal_host(permit.host)
-        _active_hosts[key] -= 1
-        if _active_hosts[key] <= 0:
-            del _active_hosts[key]
+        active = _active_hosts.get(key, [])
+        if permit in active:
+            active.remove(permit)
+        if not active:
+            _active_hosts.pop(key, None)
 
 
 def permits_in_force() -> tuple[Permit, ...]:
@@ -124,10 +126,11 @@ def permits_in_force() -> tuple[Permit, ...]:
     return _scope.get()
 
 
-def host_in_force(host: str) -> bool:
-    """A permit for this host is active somewhere (name resolution may run in a worker thread)."""
+def host_in_force(host: str) -> Permit | None:
+    """A permit active for this host anywhere (name resolution may run in a worker thread)."""
     with _registry_lock:
-        return _active_hosts.get(normal_host(host), 0) > 0
+        active = _active_hosts.get(normal_host(host))
+        return active[-1] if active else None
 
 
 # -- the gate -------------------------------------------------------------------------------
@@ -351,8 +354,12 @@ def _split(feature: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _checks_addresses(feature: str) -> bool:
-    """Tools and MCP servers reach hosts that text (a model, a page) chose: check their addresses."""
-    return feature.startswith(("tool:", "mcp:"))
+    """Tools and MCP servers reach hosts that text (a model, a page) chose: check their addresses.
+
+    Everything but a pull and the named remote server counts as such, so a feature spelled
+    without its "tool:" prefix still goes through the address checks.
+    """
+    return feature not in (PULL, REMOTE_ENGINE)
 
 
 def _inner_transport(feature: str, options: dict[str, Any]) -> httpx.BaseTransport:

@@ -37,7 +37,7 @@ class ToolRule:
 
 @dataclass(frozen=True)
 class Policy:
-    """Everything `decide` needs; built from Settings and the rules file by `load`."""
+    """Everything `decide` needs; the gate builds one from Settings and the tools' file."""
 
     offline: bool = False
     tools: Mapping[str, ToolRule] = field(default_factory=dict)
@@ -55,6 +55,8 @@ class Decision:
 def decide(policy: Policy, feature: str, host: str, port: int | None) -> Decision:
     """Whether `feature` may connect to host:port, and why, in words `cove privacy log` shows."""
     host = normal_host(host)
+    if policy.offline and feature == PULL:  # offline means no downloads at all, even from a mirror here
+        return Decision(False, "offline (COVE_OFFLINE=1 or --offline): cove pull fetches nothing")
     if is_loopback_host(host):
         return Decision(True, "loopback: never leaves this machine")
     if policy.offline:
@@ -65,20 +67,31 @@ def decide(policy: Policy, feature: str, host: str, port: int | None) -> Decisio
         if policy.remote_host and host == normal_host(policy.remote_host) and port == policy.remote_port:
             return Decision(True, "the cove server you named in COVE_HOST")
         return Decision(False, "not the cove server named in COVE_HOST")
-    if feature.startswith(("tool:", "mcp:")):
+    if feature.startswith(("tool:", "mcp:")) or feature in policy.tools:
         return _decide_tool(policy, feature, host)
     return Decision(False, f"{feature!r} is not something cove may reach the network for")
 
 
+def tool_name(feature: str) -> str:
+    """The rule a tool feature is judged by: "tool:web_search" → "web_search"; "mcp:X" stays."""
+    return feature.removeprefix("tool:")
+
+
 def _decide_tool(policy: Policy, feature: str, host: str) -> Decision:
-    name = feature.split(":", 1)[1]
+    name = tool_name(feature)
     rule = policy.tools.get(name)
+    if rule is None and name.startswith("mcp:"):
+        rule = policy.tools.get(name.removeprefix("mcp:"))
     if rule is None or not rule.enabled:
         return Decision(False, f"tool {name} is off (turn it on with `cove tools enable {name}`)")
     if not rule.permits(host):
-        hosts = ", ".join(rule.allow)
-        return Decision(False, f"{host} is not on {name}'s allow-list ({hosts}); add it with --allow {host}")
-    return Decision(True, f"tool {name} is on" + (f", {host} is on its allow-list" if rule.allow else ""))
+        listed = f" ({', '.join(rule.allow)})" if rule.allow else " (empty)"
+        return Decision(
+            False,
+            f"{host} is not on {name}'s allow-list{listed}; "
+            f"add it with `cove tools enable {name} --allow {host}`",
+        )
+    return Decision(True, f"tool {name} is on and {host} is on its allow-list")
 
 
 def normal_host(host: str) -> str:

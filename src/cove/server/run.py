@@ -13,6 +13,8 @@ import uvicorn
 from ..config import Settings
 from ..errors import CoveError
 from ..library.local import Cove
+from ..net import audit
+from ..net import gate as egress_gate
 from .app import build_app
 from .guard import Policy, is_loopback
 
@@ -80,6 +82,9 @@ def serve(settings: Settings, *, insecure: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     check_bind(settings.host, settings.api_keys, insecure)
+    # Every connection off this machine asks the gate (with --offline: refused) and is recorded.
+    egress_gate.install(settings)
+    audit.install("enforce")
     policy = Policy(
         bind_host=settings.host,
         api_keys=settings.api_keys,

