@@ -100,16 +100,26 @@ class Turn:
 class TurnStream:
     """The events of one turn as they come; `conversation_id` and `notice` are known at once."""
 
-    def __init__(self, conversation_id: str | None, notice: str | None, events: Iterator[ChatChunk]) -> None:
+    def __init__(
+        self,
+        conversation_id: str | None,
+        notice: str | None,
+        events: Iterator[ChatChunk],
+        cancel: threading.Event | None = None,
+    ) -> None:
         self.conversation_id = conversation_id
         #: Said to the person when older turns were summarised to make room.
         self.notice = notice
         self._events = events
+        #: Set on close, so a turn waiting on something other than the engine (a consent) stops too.
+        self._cancel = cancel
 
     def __iter__(self) -> Iterator[ChatChunk]:
         return self._events
 
     def close(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
         close = getattr(self._events, "close", None)
         if close:
             close()
@@ -122,15 +132,11 @@ class ChatService:
         self.cove = cove
         #: Tool calls waiting for the person's yes or no (the web dialog, the terminal prompt).
         self.consents = ConsentBroker()
-        self._tools = ToolCatalog(cove.settings)
+        self.tool_catalog = ToolCatalog(cove.settings)
 
     def tool_registry(self) -> Registry:
         """Every tool this cove knows: the built-in ones and those of its MCP servers."""
-        return self._tools.registry()
-
-    def tool_problems(self) -> dict[str, str]:
-        """The MCP servers whose tools could not be listed, and why."""
-        return self._tools.problems()
+        return self.tool_catalog.registry()
 
     def tool_policy(self) -> ToolPolicy:
         return load_policy(self.cove.settings.home)
@@ -143,7 +149,9 @@ class ChatService:
         """Prepare a turn and stream its answer; closing the stream stops it (what came is kept)."""
         turn = self.prepare(request)
         notice = str(turn.notice) if turn.notice else None
-        return TurnStream(turn.conversation_id, notice, stream_events(lambda relay: self.run(turn, relay)))
+        cancel = threading.Event()
+        events = stream_events(lambda relay: self.run(turn, relay, cancel))
+        return TurnStream(turn.conversation_id, notice, events, cancel)
 
     def prepare(self, request: TurnRequest) -> Turn:
         """Everything before the engine call (blocking: reads and writes the history)."""

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from ..chat.service import TurnRequest
 from ..engine.events import ChatChunk
 from ..errors import CoveError, ModelNotFound
 from ..history import History, db_path
+from ..library.local import Cove
 from ..recipe import Recipe, check_parameter
 from ..store import catalog
 from ..store.names import parse_name
+from ..tools.events import ToolEvent
 from .main import Backend, Context, cli, err, pass_ctx, pull_progress
 
 SET_USAGE = "Usage: /set system TEXT, or /set parameter NAME VALUE (e.g. /set parameter temperature 0.2)"
@@ -47,6 +51,8 @@ class Session:
     conversation_id: str | None = None
     #: Whether the stored conversation already has `system` (so it need not be sent again).
     system_sent: bool = False
+    #: Tools the person answered "always" for: they run without asking for the rest of this session.
+    always: set[str] = field(default_factory=set)
 
     def request(self, text: str) -> TurnRequest:
         messages: list[dict[str, Any]] = []
@@ -79,6 +85,9 @@ def answer(cove: Backend, session: Session, text: str, verbose: bool) -> bool:
     stopped = False
     try:
         for chunk in stream:
+            if isinstance(chunk, ToolEvent):
+                tool_step(cove, session, chunk)
+                continue
             if chunk.content:
                 parts.append(chunk.content)
                 sys.stdout.write(chunk.content)
@@ -95,6 +104,44 @@ def answer(cove: Backend, session: Session, text: str, verbose: bool) -> bool:
     if verbose and last is not None:
         report_speed(last)
     return stopped
+
+
+def tool_step(cove: Backend, session: Session, event: ToolEvent) -> None:
+    """Show a tool step; a consent is asked on the terminal: yes, no, or always (this session)."""
+    if event.kind != "consent":
+        shown = {"ran": "ran", "error": "failed", "refused": "not run", "limit": "stopped"}[event.kind]
+        detail = f": {event.message[:200]}" if event.kind in ("error", "limit") else ""
+        err.print(f"[dim]({event.name or 'tools'} {shown}{detail})[/dim]", markup=True, highlight=False)
+        return
+    assert event.consent_id is not None
+    if event.name in session.always:
+        return send_consent(cove, event.consent_id, "yes")
+    arguments = json.dumps(event.arguments, ensure_ascii=False)
+    sys.stdout.write("\n")
+    err.print(f"The model wants to run the tool [bold]{escape(event.name)}[/bold] with {escape(arguments)}")
+    send_consent(cove, event.consent_id, ask_consent(event.name, session))
+
+
+def ask_consent(name: str, session: Session) -> str:
+    """yes / no / always from the terminal; anything else (or end of input) is a no."""
+    try:
+        reply = input("Run it? [y]es, [n]o, [a]lways for this tool: ").strip().lower()
+    except EOFError:
+        return "no"
+    if reply in ("a", "always"):
+        session.always.add(name)
+        return "always"
+    return "yes" if reply in ("y", "yes") else "no"
+
+
+def send_consent(cove: Backend, consent_id: str, answer: str) -> None:
+    """Answer the waiting call: in this process, or on the server that runs the turn."""
+    if isinstance(cove, Cove):
+        cove.conversations.consents.answer(consent_id, answer)
+        return
+    http = getattr(cove, "http", None)  # RemoteCove's client of the running server
+    if http is not None:
+        http.post("/api/cove/tools/consent", json={"consent_id": consent_id, "answer": answer})
 
 
 def report_speed(chunk: ChatChunk) -> None:

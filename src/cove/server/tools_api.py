@@ -42,7 +42,7 @@ async def list_tools(request: Request) -> Response:
     from ..tools.listing import tool_rows
 
     state = state_of(request)
-    rows = await state.blocking(tool_rows, state.cove.conversations)
+    rows = await state.blocking(tool_rows, state.cove.conversations.tool_catalog)
     return JSONResponse({"tools": rows})
 
 

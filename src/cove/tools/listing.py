@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .mcp_config import SEPARATOR
+from .policy import load
 
 if TYPE_CHECKING:
-    from ..chat.service import ChatService
+    from .catalog import ToolCatalog
 
 
-def tool_rows(service: ChatService) -> list[dict[str, Any]]:
+def tool_rows(catalog: ToolCatalog) -> list[dict[str, Any]]:
     """One row per known tool (built-in and MCP), then one per MCP server that could not be listed."""
-    policy = service.tool_policy()
+    policy = load(catalog.settings.home)
     rows: list[dict[str, Any]] = []
-    for tool in service.tool_registry().all():
+    for tool in catalog.registry().all():
         state = policy.state(tool.name)
         rows.append(
             {
@@ -27,6 +28,6 @@ def tool_rows(service: ChatService) -> list[dict[str, Any]]:
                 "parameters": tool.parameters,
             }
         )
-    for server, problem in service.tool_problems().items():
+    for server, problem in catalog.problems().items():
         rows.append({"name": f"{server}{SEPARATOR}*", "source": f"mcp:{server}", "error": problem})
     return rows
