@@ -146,7 +146,7 @@ def test_a_crash_after_a_good_load_restarts_at_once_then_backs_off(
     first = use(scheduler, good)
     first.alive = False  # killed once (kill -9): the next request gets a fresh engine at once
     with scheduler.use(good) as second:
-        assert second is not first
+        assert isinstance(second, FakeModel) and second is not first
         second.alive = False  # and this request's engine dies too, before it is served
     with pytest.raises(EngineBackingOff, match=r"good:latest: its engine crashed 2 times in a row"):
         use(scheduler, good)

@@ -5,14 +5,26 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from fakes import FakeEngine
 
 from cove.engine.base import LoadSpec
-from cove.engine.memory import GIB, estimate, kv_bytes_per_token
+from cove.engine.child import engine_class
+from cove.engine.memory import (
+    GIB,
+    MIB,
+    OVERHEAD_BYTES,
+    PROMPT_CACHE_CAP,
+    estimate,
+    kv_bytes_per_token,
+    process_limit,
+    prompt_cache_mib,
+)
 from cove.engine.scheduler import ModelRequest, Scheduler
 from cove.errors import Busy, Cancelled, DoesNotFit
 
@@ -334,3 +346,42 @@ def test_parallel_slots_run_together(make: SchedulerFactory) -> None:
     for t in threads:
         t.join(WAIT)
     assert errors == []
+
+
+# -- what the engine process may hold ----------------------------------------------------------
+
+
+def test_the_prompt_cache_is_capped_to_the_model_and_counted(
+    make: SchedulerFactory, engine: FakeEngine
+) -> None:
+    """llama.cpp keeps evicted prompts in up to 8 GiB of host RAM by default, whatever the model:
+    cove caps it at one slot's context of KV cache, and counts it in the size it reports."""
+    scheduler = make(num_parallel=2)
+    use(scheduler, request("a", num_ctx=8192))
+    (spec,) = engine.loads
+    one_slot = kv_bytes_per_token(INFO) * 8192
+    assert spec.cache_ram_mib * MIB == one_slot  # 2 MiB here, not 8192
+    (runner,) = scheduler.loaded()
+    assert runner.size == WEIGHTS + 2 * one_slot + one_slot + OVERHEAD_BYTES
+    assert spec.memory_limit == process_limit(estimate(INFO, WEIGHTS, 8192, 2))
+    assert spec.memory_limit > 2 * runner.size
+
+
+def test_the_prompt_cache_is_never_turned_off_nor_unbounded() -> None:
+    assert prompt_cache_mib(INFO, 16) == 1  # 4 KiB rounds up: 0 would disable it
+    huge = {"block_count": 80, "head_count": 64, "head_count_kv": 8, "embedding_length": 8192}
+    assert prompt_cache_mib(huge, 131072) * MIB == PROMPT_CACHE_CAP
+    assert prompt_cache_mib(INFO, 8192, embedding=True) == 0
+    assert estimate(INFO, WEIGHTS, 8192, 1, embedding=True).prompt_cache == 0
+
+
+def test_the_engine_process_loads_with_the_cap() -> None:
+    """engine/child.py hands the scheduler's cap to llama.cpp's cache_ram_mib."""
+
+    class Base:
+        def _params(self, spec: LoadSpec) -> Any:
+            return SimpleNamespace(cache_ram_mib=8192)
+
+    model = engine_class(Base)  # type: ignore[arg-type]
+    spec = replace(request("a").spec, cache_ram_mib=3)
+    assert model._params(model.__new__(model), spec).cache_ram_mib == 3

@@ -24,6 +24,11 @@ class LoadSpec:
     template: str | None = None
     adapter_path: Path | None = None
     embedding: bool = False
+    #: Host RAM for prompts kept after they leave a slot (llama.cpp's cache_ram_mib; its default
+    #: until the scheduler sizes it to the model, see memory.prompt_cache_mib).
+    cache_ram_mib: int = 8192
+    #: A cap on the engine process's writable memory (bytes; 0: none), see memory.process_limit.
+    memory_limit: int = 0
 
     @property
     def key(self) -> tuple[object, ...]:

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import LoadSpec
+
+if TYPE_CHECKING:
+    from .llamacpp import LlamaCppModel
 
 
 def spec_to_json(spec: LoadSpec) -> str:
@@ -55,16 +59,40 @@ def main() -> None:
     from .llamacpp import LlamaCppModel
 
     spec = spec_from_json(sys.stdin.readline())
+    bound_memory(spec.memory_limit)
     # The listener is a socket file in a folder only this user can enter, locked by a secret too.
     folder = tempfile.mkdtemp(prefix="cove-engine-")
     try:
-        model = LlamaCppModel(spec, listen=os.path.join(folder, "engine.sock"))
+        model = engine_class(LlamaCppModel)(spec, listen=os.path.join(folder, "engine.sock"))
     except CoveError as exc:
         _say(channel, {"error": str(exc)})
         _leave(folder, 3)
     _say(channel, {"address": model.address, "secret": model.secret, "no_tools": model.no_tools})
     sys.stdin.read()
     _leave(folder, 0)
+
+
+def bound_memory(limit: int) -> None:
+    """Cap this process's writable memory (RLIMIT_DATA): past it an allocation fails and the
+    engine ends, alone. The weights are a read-only map of the file and do not count."""
+    if limit <= 0:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+def engine_class(base: type[LlamaCppModel]) -> type[LlamaCppModel]:
+    """The in-process engine, with the prompt cache held to what the scheduler counted for it."""
+
+    class EngineModel(base):  # type: ignore[misc, valid-type]
+        def _params(self, spec: LoadSpec) -> Any:
+            params = super()._params(spec)
+            params.cache_ram_mib = spec.cache_ram_mib
+            return params
+
+    return EngineModel
 
 
 def _leave(folder: str, status: int) -> None:

@@ -6,13 +6,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import Busy, Cancelled, EngineCrashed
 from .base import EngineFactory, LoadedModel, LoadSpec
 from .crashes import CrashLog
-from .memory import available_bytes, estimate, plan_parallel
+from .memory import available_bytes, estimate, plan_parallel, process_limit, prompt_cache_mib
 
 
 @dataclass
@@ -179,14 +179,22 @@ class Scheduler:
             if not self._evict_idle():
                 self._cond.wait(timeout=1.0)
         free = self._free_memory()
+        info, weights, embedding = request.info, request.weights, spec.embedding
         parallel = plan_parallel(
-            spec.name, request.info, request.weights, spec.num_ctx, self.num_parallel, free
+            spec.name, info, weights, spec.num_ctx, self.num_parallel, free, embedding=embedding
         )
-        return LoadSpec(**{**spec.__dict__, "num_parallel": parallel})
+        need = estimate(info, weights, spec.num_ctx, parallel, embedding=embedding)
+        return replace(
+            spec,
+            num_parallel=parallel,
+            cache_ram_mib=prompt_cache_mib(info, spec.num_ctx, embedding),
+            memory_limit=process_limit(need),
+        )
 
     def _register(self, sized: LoadSpec, model: LoadedModel, request: ModelRequest) -> Runner:
         parallel = sized.num_parallel
-        size = estimate(request.info, request.weights, sized.num_ctx, parallel).total
+        need = estimate(request.info, request.weights, sized.num_ctx, parallel, embedding=sized.embedding)
+        size = need.total
         now = self._clock()
         runner = Runner(sized, model, size, now, FOREVER, info=request.info)
         runner.slots = threading.Semaphore(parallel)
