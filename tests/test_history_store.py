@@ -264,7 +264,16 @@ def test_migrations_are_recorded_once(cove_home: Path) -> None:
     names = [
         row[0] for row in apsw.Connection(str(path)).execute("SELECT name FROM _migrations ORDER BY rowid")
     ]
-    assert names == [step.__name__ for step in STEPS] == ["m001_conversations", "m002_fts", "m003_personas"]
+    assert (
+        names
+        == [step.__name__ for step in STEPS]
+        == [
+            "m001_conversations",
+            "m002_fts",
+            "m003_personas",
+            "m004_egress",
+        ]
+    )
     assert migrate(Database(path)) == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import apsw
+
+from ..errors import DiskFull
 
 # Long enough that two processes writing at once queue behind each other instead of failing.
 BUSY_TIMEOUT_MS = 10_000
@@ -43,14 +46,49 @@ def db_path(home: Path) -> Path:
 
 
 def connect(path: Path) -> apsw.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _create_private(path)
+    with disk_full_is_reported(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
     conn = apsw.Connection(str(path))
     # Before the pragmas: switching to WAL may itself wait for another process's lock.
     conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-    for pragma in PRAGMAS:
-        _patiently(conn, pragma)
+    try:
+        with disk_full_is_reported(path, conn):  # WAL and its index are made here: they need room
+            for pragma in PRAGMAS:
+                _patiently(conn, pragma)
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException, path: Path, conn: apsw.Connection | None = None) -> DiskFull | None:
+    """The one-line DiskFull for SQLite's "database or disk is full", or an I/O error (growing
+    the WAL index, say) or OS error whose cause was ENOSPC; None for any other error."""
+    if isinstance(exc, apsw.IOError):
+        full = conn is not None and conn.system_errno in _FULL_ERRNOS
+    else:
+        full = isinstance(exc, apsw.FullError) or (isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS)
+    if not full:
+        return None
+    return DiskFull(
+        f"disk full: the history in {path.parent} could not be saved (what was saved before is "
+        "kept); free some space on that disk, or set COVE_HOME to a bigger one, and try again"
+    )
+
+
+@contextmanager
+def disk_full_is_reported(path: Path, conn: apsw.Connection | None = None) -> Iterator[None]:
+    try:
+        yield
+    except (apsw.FullError, apsw.IOError, OSError) as exc:
+        full = disk_full(exc, path, conn)
+        if full is None:
+            raise
+        raise full from exc
 
 
 def _patiently(conn: apsw.Connection, pragma: str) -> None:
@@ -91,15 +129,15 @@ class Database:
         fail at once with SQLITE_BUSY when another process committed in between, instead of
         waiting for the busy timeout.
         """
-        with self._lock:
+        with self._lock, disk_full_is_reported(self.path, self.conn):
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
                 self.conn.execute("COMMIT")
             except BaseException:
-                if not self.conn.in_transaction:
-                    raise
-                self.conn.execute("ROLLBACK")
+                # SQLite may already have rolled back (it does for some SQLITE_FULL errors).
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
                 raise
 
     @contextmanager
@@ -114,12 +152,12 @@ class Database:
 
     def checkpoint(self) -> None:
         """Copy the WAL into the main file and empty it, so deleted text does not linger there."""
-        with self._lock:
+        with self._lock, disk_full_is_reported(self.path, self.conn):
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def reclaim(self) -> None:
         """Rebuild the file without its free pages, then shrink it; for after deleting a lot."""
-        with self._lock:
+        with self._lock, disk_full_is_reported(self.path, self.conn):
             self.conn.execute("VACUUM")
         self.checkpoint()
 
