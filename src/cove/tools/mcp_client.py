@@ -55,7 +55,8 @@ def server_tools(server: McpServer, settings: Settings | None = None) -> list[To
 
 def _caller(server: McpServer, tool_name: str) -> Callable[[dict[str, Any], ToolContext], str]:
     def run(arguments: dict[str, Any], context: ToolContext) -> str:
-        timeout = context.settings.tool_timeout_s if context.settings else TIME_CAP_S
+        cap = context.settings.tool_timeout_s if context.settings else TIME_CAP_S
+        timeout = max(1.0, cap * 0.9)  # inside the run's own cap, so the server is stopped first
         result = _session(server, lambda client: client.call_tool(tool_name, arguments), timeout)
         text = "\n".join(_text(part) for part in result.content)
         if result.is_error:
