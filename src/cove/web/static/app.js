@@ -1,6 +1,8 @@
 // cove's browser chat: one module, no libraries. Model text is only ever inserted as text, or as the
 // HTML the server's /api/cove/render returned after sanitising it.
 
+import { loadPrivacy } from "/static/privacy.js";
+
 const $ = (sel) => document.querySelector(sel);
 const KEY_STORE = "cove-api-key";
 const RENDER_EVERY_MS = 250;
@@ -150,9 +152,10 @@ function show(view) {
     if (button.dataset.view === view) button.setAttribute("aria-current", "page");
     else button.removeAttribute("aria-current");
   }
-  for (const name of ["chat", "models", "usage"]) $(`#view-${name}`).hidden = name !== view;
+  for (const name of ["chat", "models", "usage", "privacy"]) $(`#view-${name}`).hidden = name !== view;
   if (view === "models") loadModels().catch((e) => notice(explain(e), "#models-notice"));
   if (view === "usage") loadUsage().catch((e) => { $("#usage-summary").textContent = explain(e); });
+  if (view === "privacy") loadPrivacy(getJSON).catch((e) => { $("#privacy-summary").textContent = explain(e); });
 }
 
 async function loadConversations() {
@@ -280,6 +283,48 @@ function addAssistant() {
   return bubble;
 }
 
+// -- tool calls: the server waits for a yes before it runs one ----------------------------------
+
+const alwaysTools = new Set(); // tools answered "always" on this page
+
+async function toolStep(bubble, step, signal) {
+  if (step.kind !== "consent") {
+    const said = { ran: "ran", error: "failed", refused: "not run", limit: "stopped" }[step.kind] || step.kind;
+    const detail = step.kind === "error" || step.kind === "limit" ? `: ${step.message || ""}` : "";
+    bubble.node.insertBefore(el("div", { class: "tool-note", text: `${step.name || "tools"} ${said}${detail}` }),
+      bubble.body);
+    return;
+  }
+  const answer = alwaysTools.has(step.name) ? "yes" : await askTool(step, signal);
+  if (answer === "always") alwaysTools.add(step.name);
+  await api("/api/cove/tools/consent", { method: "POST", body: { consent_id: step.consent_id, answer } })
+    .catch(() => {}); // answered already, or timed out: the stream says what happened
+}
+
+function askTool(step, signal) {
+  // Everything here is text (textContent): a model's arguments cannot become markup.
+  const dialog = el("dialog", { class: "tool-dialog", "aria-label": "Allow a tool call" });
+  const form = el("form", { method: "dialog" },
+    el("p", { text: `The model wants to run the tool ${step.name} with:` }),
+    el("pre", { text: JSON.stringify(step.arguments ?? {}, null, 2) }),
+    el("div", { class: "tool-buttons" },
+      el("button", { value: "yes", text: "Run it" }),
+      el("button", { value: "no", text: "Don't run" }),
+      el("button", { value: "always", text: `Always run ${step.name}` })));
+  dialog.append(form);
+  document.body.append(dialog);
+  return new Promise((resolve) => {
+    const stop = () => dialog.close("no");
+    signal.addEventListener("abort", stop, { once: true });
+    dialog.addEventListener("close", () => {
+      signal.removeEventListener("abort", stop);
+      dialog.remove();
+      resolve(["yes", "no", "always"].includes(dialog.returnValue) ? dialog.returnValue : "no");
+    }, { once: true });
+    dialog.showModal();
+  });
+}
+
 function footer(bubble, { ttft, tps, stopped }) {
   const parts = [];
   if (ttft != null) parts.push(`first token ${Math.round(ttft)} ms`);
@@ -358,6 +403,10 @@ async function stream(body, persona) {
     if (context) notice(`Older messages were summarised to fit the context: ${context}`);
     for await (const chunk of ndjson(res)) {
       if (chunk.error) throw new Error(chunk.error);
+      if (chunk.cove_tool) {
+        await toolStep(bubble, chunk.cove_tool, controller.signal);
+        continue;
+      }
       const piece = chunk.message?.content || "";
       if (piece && ttft === null) ttft = performance.now() - started;
       bubble.text += piece;
