@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -58,6 +59,10 @@ class LoopbackServer:
         class Server(http.server.ThreadingHTTPServer):
             address_family = family
             daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up is fine
+                    super().handle_error(request, client_address)
 
         self._server = Server((host, 0), Handler)
         if tls is not None:
