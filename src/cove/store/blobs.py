@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +19,11 @@ from .atomic import disk_error, fsync_dir
 from .names import parse_digest
 
 CHUNK = 1 << 20
+#: A partial file no writer holds and untouched this long is garbage, not a resume in waiting.
+STALE_PARTIAL_S = 3600.0
+PARTIAL_SUFFIX = "-partial"
+LOCK_SUFFIX = ".lock"
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class PartialBlob:
@@ -24,7 +32,7 @@ class PartialBlob:
     def __init__(self, final: Path, expected: str | None, resume: bool) -> None:
         self.final = final
         self.expected = expected
-        self.path = final.with_name(final.name + "-partial")
+        self.path = final.with_name(final.name + PARTIAL_SUFFIX)
         self._hash = hashlib.sha256()
         self.size = 0
         if resume and self.path.exists():
@@ -48,7 +56,14 @@ class PartialBlob:
         try:
             self._file.write(data)
         except OSError as exc:
-            raise disk_error(exc, self.final.name) from exc
+            if exc.errno not in _FULL:
+                raise
+            # Kept, the partial would hold the disk full: give its space back at once.
+            self.abandon(keep=False)
+            raise DiskFull(
+                f"disk full while writing {self.final.name}: the partial file was removed to free "
+                "its space; free some more, or set COVE_HOME to a bigger disk, and try again"
+            ) from exc
         self._hash.update(data)
         self.size += len(data)
 
@@ -73,9 +88,15 @@ class PartialBlob:
         return digest
 
     def abandon(self, keep: bool = True) -> None:
-        """Close; keep the bytes for a later resume unless told otherwise."""
+        """Close; keep the bytes for a later resume unless told otherwise, or the disk is full.
+
+        It runs while another error is on its way, so it never raises one of its own.
+        """
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()  # flushes the last buffered bytes
+            except OSError as exc:
+                keep = keep and exc.errno not in _FULL
         if not keep:
             self.path.unlink(missing_ok=True)
 
@@ -114,7 +135,7 @@ class Blobs:
         loop, which must not block, and must not leave a lock taken by a thread it gave up on).
         """
         final = self._final(expected, key)
-        with exclusive(final.with_name(final.name + ".lock"), wait=wait):
+        with exclusive(final.with_name(final.name + LOCK_SUFFIX), wait=wait):
             yield
 
     def add_stream(self, chunks: Iterable[bytes], expected: str | None = None) -> str:
@@ -154,6 +175,33 @@ class Blobs:
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
+
+    def remove_stale(self, older_than_s: float = STALE_PARTIAL_S) -> list[str]:
+        """Remove partial files no writer holds that are older than `older_than_s`, and lock
+        files left by writers that died; returns the names removed.
+
+        A pull, import or upload holds its blob's lock for as long as it writes the partial, so
+        taking the lock without waiting tells a live download from a leftover one.
+        """
+        removed = []
+        for partial in self.root.glob(f"*{PARTIAL_SUFFIX}"):
+            final = partial.with_name(partial.name.removesuffix(PARTIAL_SUFFIX))
+            if self._remove_unheld(partial, final.with_name(final.name + LOCK_SUFFIX), older_than_s):
+                removed.append(partial.name)
+        for lock in self.root.glob(f"*{LOCK_SUFFIX}"):
+            with contextlib.suppress(BlockingIOError, FileNotFoundError), exclusive(lock, wait=False):
+                pass  # released at once: exclusive() removes the file it held
+        return removed
+
+    def _remove_unheld(self, partial: Path, lock: Path, older_than_s: float) -> bool:
+        try:
+            with exclusive(lock, wait=False):
+                if time.time() - partial.stat().st_mtime < older_than_s:
+                    return False  # a pull stopped a moment ago may still be resumed
+                partial.unlink()
+                return True
+        except (BlockingIOError, FileNotFoundError):  # being written now, or already gone
+            return False
 
 
 @contextmanager

@@ -170,7 +170,8 @@ class ModelStore:
         return self.save(replace(manifest, name=str(parse_name(destination)), modified=""))
 
     def collect_garbage(self) -> None:
-        """Remove blobs no manifest points at (after `rm`)."""
+        """Remove blobs no manifest points at (after `rm`), and partial downloads no pull is
+        writing that were left alone for an hour (a failed or abandoned pull's)."""
         used = set()
         for manifest in self._iter():
             used.add(manifest.digest)
@@ -178,6 +179,7 @@ class ModelStore:
                 used.add(manifest.adapter_digest)
         for digest in self.blobs.all_digests() - used:
             self.blobs.remove(digest)
+        self.blobs.remove_stale()
 
     def model_path(self, manifest: Manifest) -> Path:
         return self.blobs.path(manifest.digest)
