@@ -22,7 +22,7 @@ import httpx
 
 from ..errors import CoveError
 from ..net.addresses import url_target
-from ..net.safe_transport import MAX_REDIRECTS, SafeTransport
+from ..net.safe_transport import MAX_REDIRECTS
 from .registry import Tool, ToolContext, ToolError
 
 
@@ -80,15 +80,14 @@ def open_client(
     """
     from ..net import gate
 
-    inner = SafeTransport(trusted_hosts=trusted_hosts, allow_private=allow_private)
-    transport = gate.GatedTransport(gate.current(), context.feature or "tool:fetch_url", inner)
     timeout = httpx.Timeout(limits.read_s, connect=limits.connect_s)
-    return httpx.Client(
-        transport=transport,
+    return gate.client(
+        context.feature or "tool:fetch_url",
+        trusted_hosts=trusted_hosts,
+        allow_private=allow_private,
         follow_redirects=True,
         max_redirects=MAX_REDIRECTS,
-        timeout=timeout,
-        trust_env=False,
+        timeout=timeout,  # environment proxies: httpx mounts none on a client given its transport
         headers=HEADERS,
     )
 
