@@ -147,3 +147,17 @@ def test_the_session_check_counts_only_what_left_outside_named_pulls() -> None:
         audit.Seen("socket.connect", "9.9.9.9", 443, "refused", "", ""),
     ]
     assert [s.host for s in audit.outside_named_pulls(seen)] == ["5.6.7.8", "9.9.9.9"]
+
+
+def test_the_cove_server_named_in_cove_host_is_reached_through_the_gate(cove_home: Path) -> None:
+    """The CLI talking to a `cove serve` on another machine: the user named it in COVE_HOST."""
+    egress = gate.install(Settings.from_env().replace(host=TEST_NET, port=11435))
+    with socket.socket() as sock, audit.expect_refusals():
+        audit._hook("socket.connect", (sock, (TEST_NET, 11435)))  # judged, nothing sent
+        with pytest.raises(EgressRefused):
+            audit._hook("socket.connect", (sock, (TEST_NET, 22)))
+    allowed = [e for e in egress.ledger.entries() if e.decision == "allowed"]
+    assert [(e.feature, e.host, e.port) for e in allowed] == [("engine:remote", TEST_NET, 11435)]
+    gate.install(Settings.from_env().replace(host=TEST_NET, port=11435, offline=True))
+    with socket.socket() as sock, audit.expect_refusals(), pytest.raises(EgressRefused):
+        audit._hook("socket.connect", (sock, (TEST_NET, 11435)))

@@ -201,3 +201,20 @@ def test_offline_refuses_pip_before_it_starts(cove_home: Path, monkeypatch: pyte
 def test_the_gate_refuses_transport_override() -> None:
     with pytest.raises(TypeError, match="builds its own transport"):
         gate.client("pull", transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+
+
+def test_a_client_given_offline_settings_is_offline_without_an_installed_gate(cove_home: Path) -> None:
+    from cove.store.huggingface import HuggingFace, parse_hf_ref
+
+    offline = Settings.from_env().replace(offline=True)
+    assert gate.installed() is None
+    with FakeHF() as hub:
+        hub.add_file("acme", "Tiny-GGUF", "tiny-Q4_K_M.gguf", make_gguf({"general.architecture": "llama"}))
+        ref = parse_hf_ref("hf.co/acme/Tiny-GGUF")
+        assert ref is not None
+        with HuggingFace(hub.url, egress=gate.for_settings(offline)) as hf, pytest.raises(EgressRefused):
+            hf.resolve(ref)
+        assert hub.requests == []
+    installed = gate.install(offline)
+    assert gate.for_settings(offline) is installed
+    assert gate.for_settings(Settings.from_env()) is not installed

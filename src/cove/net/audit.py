@@ -50,7 +50,7 @@ class Seen:
     decision: str  # "allowed", "refused" or "exempt"
     feature: str  # the permit's feature, or "" when none was in force
     reason: str
-    #: A refusal a test provoked on purpose (inside `expect_refusals`).
+    #: Provoked by a test on purpose (inside `expect_refusals`).
     expected: bool = False
 
     @classmethod
@@ -116,7 +116,8 @@ def exempt(*targets: str) -> Iterator[None]:
 
 @contextmanager
 def expect_refusals() -> Iterator[list[Seen]]:
-    """Test-only: refusals inside are what the test checks for, not violations; yields them."""
+    """Test-only: what the hook judges inside is what the test provokes on purpose, so neither a
+    violation nor counted by the session's check; yields the refusals among it."""
     start = len(STATE.seen)
     found: list[Seen] = []
     STATE.expecting += 1
@@ -243,7 +244,7 @@ def _named_server(host: str, port: int | None) -> bool:
 
 
 def _pass(event: str, host: str, port: int | None, feature: str) -> None:
-    _note(Seen(event, host, port, "allowed", feature, "inside a gate permit"))
+    _note(Seen(event, host, port, "allowed", feature, "inside a gate permit", expected=STATE.expecting > 0))
 
 
 def _refuse(event: str, host: str, port: int | None, reason: str) -> None:
@@ -284,7 +285,7 @@ def outside_named_pulls(seen: list[Seen]) -> list[Seen]:
     return [
         s
         for s in seen
-        if (s.decision == "refused" and not s.expected) or (s.decision == "allowed" and s.feature != PULL)
+        if not s.expected and (s.decision == "refused" or (s.decision == "allowed" and s.feature != PULL))
     ]
 
 

@@ -224,6 +224,17 @@ def current() -> Gate:
     return _installed if _installed is not None else Gate(Settings.from_env())
 
 
+def for_settings(settings: Settings) -> Gate:
+    """The gate for these settings: the installed one when it has them, else a new one.
+
+    For code handed a Settings (the library's `Cove(settings).pull`), so an offline Settings
+    is offline even when no CLI or server installed a gate.
+    """
+    if _installed is not None and _installed.settings == settings:
+        return _installed
+    return Gate(settings)
+
+
 def allow(feature: str, host: str, port: int | None) -> Permit:
     """`Gate.allow` on the process's gate; see the module docstring."""
     return current().allow(feature, host, port)

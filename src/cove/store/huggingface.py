@@ -165,13 +165,15 @@ class HuggingFace:
         client: httpx.Client | None = None,
         timeout: float = 30.0,
         retry_delay: float = 0.5,
+        egress: gate.Gate | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._origin = _origin(self.endpoint)
         self._token = token or None
         self._own_client = client is None
         # The egress gate judges every request (each redirect hop too) and records its bytes.
-        self._client = client or gate.client(PULL, timeout=timeout, follow_redirects=False)
+        # `egress`: the gate of the caller's settings (`gate.for_settings`); else the process's.
+        self._client = client or gate.client(PULL, gate=egress, timeout=timeout, follow_redirects=False)
         self.retry_delay = retry_delay
 
     def close(self) -> None:
