@@ -188,3 +188,12 @@ def test_a_name_that_re_resolves_to_loopback_stays_on_the_checked_address(netns:
         assert calls == ["rebind.test"]  # once: the connection went to the address that was checked
         with pytest.raises(UnsafeUrl, match=r"rebind\.test resolves to 127\.0\.0\.1, which is loopback"):
             client.get(f"http://rebind.test:{PORT}/")
+
+
+def test_an_allowed_ipv6_address_is_reached_pinned_with_the_name_kept(netns: Namespace) -> None:
+    def resolver(host: str, port: int) -> list[str]:
+        return [f"{V6}:2"]
+
+    with safe_client(resolver=resolver, allow_private={f"{V6}:/64"}, timeout=5) as client:
+        assert client.get(f"http://six.test:{PORT}/").text == f"inside {V6}:2 for six.test:{PORT}"
+        assert client.get(f"http://[{V6}:2]:{PORT}/").text == f"inside {V6}:2 for [{V6}:2]:{PORT}"

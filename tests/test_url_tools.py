@@ -355,3 +355,22 @@ def test_a_hanging_instance_times_out(site: LoopbackServer, monkeypatch: pytest.
 def test_an_empty_query_is_refused() -> None:
     outcome = run_tool(search_module.TOOL, {"query": "   "}, ToolContext(settings=Settings.from_env()))
     assert not outcome.ok and "give a query" in outcome.text
+
+
+def test_the_tools_go_through_the_egress_gate(cove_home: Path) -> None:
+    # fetch_url is off until the user enables it: the gate refuses before any connection.
+    outcome = run_tool(fetch_module.TOOL, {"url": "http://93.184.215.14/"}, _context())
+    assert not outcome.ok and "tool fetch_url is off" in outcome.text
+    tool_policy.enable(cove_home, "fetch_url", allow=("example.org",))
+    outcome = run_tool(fetch_module.TOOL, {"url": "http://93.184.215.14/"}, _context())
+    assert not outcome.ok and "not on fetch_url's allow-list" in outcome.text
+
+
+def test_environment_proxies_do_not_carry_a_tool_past_the_checks(
+    site: LoopbackServer, loopback_fakes: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with LoopbackServer({}) as proxy:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy"):
+            monkeypatch.setenv(name, proxy.url("/"))
+        assert "densest fur" in _fetch(site.url("/article"))
+        assert proxy.seen == []
