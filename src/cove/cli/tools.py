@@ -57,14 +57,17 @@ def tools(ctx: click.Context, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--allow", "hosts", multiple=True, metavar="HOST", help="A host it may reach (repeatable).")
 def enable(name: str, hosts: tuple[str, ...]) -> None:
-    """Switch the tool NAME on (or an MCP server's connections, by the server's name)."""
+    """Switch the tool NAME on; `mcp:SERVER` lets an HTTP MCP server's connections through the gate."""
     settings = Settings.from_env()
     catalog = ToolCatalog(settings)
     tool = catalog.registry().find(name)
     servers = {s.name: s for s in load_servers(settings)}
-    if tool is None and name not in servers:
-        known = ", ".join(catalog.registry().names())
-        raise ToolError(f"there is no tool or MCP server named {name!r} (tools: {known})")
+    if tool is None:
+        server = name.removeprefix("mcp:")
+        if server not in servers:
+            known = ", ".join([*catalog.registry().names(), *(f"mcp:{s}" for s in servers)])
+            raise ToolError(f"there is no tool or MCP server named {name!r} (known: {known})")
+        name = f"mcp:{server}"  # the egress gate's feature for that server's connections
     state = policy.enable(settings.home, name, hosts)
     where = f" for {', '.join(state.allow)}" if state.allow else ""
     click.echo(f"{name} is on{where}.")
