@@ -171,8 +171,9 @@ async def test_api_privacy_in_process(cove_home: Path, engine: FakeEngine) -> No
 def offline_server(tmp_path: Path) -> Iterator[RealServer]:
     """`cove serve --offline` on an empty store: no model is needed to answer about privacy."""
     home = tmp_path / "served-home"
+    # Not COVE_*, so EGRESS_AUDIT_REPORT stays: the server's hook reports to this session's check.
     env = {k: v for k, v in os.environ.items() if not k.startswith("COVE_") and k != "HF_TOKEN"}
-    env.update({"COVE_HOME": str(home), "COVE_EGRESS_REPORT": os.environ.get("COVE_EGRESS_REPORT", "")})
+    env["COVE_HOME"] = str(home)
     port = free_port()
     log = tmp_path / "serve.log"
     with log.open("wb") as out:

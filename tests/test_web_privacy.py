@@ -34,8 +34,9 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
     folder = tmp_path_factory.mktemp("privacy-web")
     home = folder / "home"
+    # Not COVE_*, so EGRESS_AUDIT_REPORT stays: the server's hook reports to this session's check.
     env = {k: v for k, v in os.environ.items() if not k.startswith("COVE_") and k != "HF_TOKEN"}
-    env.update({"COVE_HOME": str(home), "COVE_EGRESS_REPORT": os.environ.get("COVE_EGRESS_REPORT", "")})
+    env["COVE_HOME"] = str(home)
     port = free_port()
     log = folder / "serve.log"
     with log.open("wb") as out:

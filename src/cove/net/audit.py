@@ -9,7 +9,7 @@ permitted host from a worker thread). Anything else to another machine is refuse
 An audit hook cannot be removed, so the hook only reads `STATE`, a module-level object: tests
 switch its mode, exempt test networks, and collect what it refused. Modes: "enforce" (refuse and
 record: the CLI and `cove serve`) and "strict" (the test suite: the same, and every refusal is a
-violation that fails the test unless the test expected it). With COVE_EGRESS_REPORT set to a
+violation that fails the test unless the test expected it). With EGRESS_AUDIT_REPORT set to a
 file, every refusal and every non-loopback connection let through is appended to it as a JSON
 line, so a test run can check the cove processes it started, too.
 """
@@ -36,7 +36,8 @@ Mode = Literal["off", "enforce", "strict"]
 NETWORK_PROGRAMS = frozenset(
     {"pip", "pip3", "uv", "curl", "wget", "git", "ssh", "scp", "sftp", "rsync", "nc", "ncat", "telnet", "ftp"}
 )
-REPORT_ENV = "COVE_EGRESS_REPORT"
+#: Not COVE_*: test helpers that start `cove serve` drop those from its environment, not this.
+REPORT_ENV = "EGRESS_AUDIT_REPORT"
 _INET = (socket.AF_INET, socket.AF_INET6)
 
 
@@ -55,7 +56,7 @@ class Seen:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Seen:
-        """One line of a COVE_EGRESS_REPORT file (other keys, such as the pid, are left out)."""
+        """One line of a EGRESS_AUDIT_REPORT file (other keys, such as the pid, are left out)."""
         names = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in names})
 
