@@ -131,7 +131,7 @@ def test_the_web_turn_waits_for_the_consent_post(cove: Cove, script: ToolScriptE
     seen: list[dict[str, Any]] = []
     with LiveServer(make_app(cove)) as url, httpx.Client(base_url=url, timeout=20) as http:
         body = {"model": "tiny", "messages": ASK}
-        headers = {"x-cove-source": "web"}
+        headers = {"x-cove-source": "web", "x-cove-consent": "ask"}
         with http.stream("POST", "/api/chat", json=body, headers=headers) as response:
             for line in response.iter_lines():
                 item = json.loads(line)
@@ -145,3 +145,15 @@ def test_the_web_turn_waits_for_the_consent_post(cove: Cove, script: ToolScriptE
     kinds = [x["cove_tool"]["kind"] for x in seen if "cove_tool" in x]
     assert kinds == ["consent", "ran"]
     assert seen[-1]["cove_tools_used"] == ["calculator"]
+
+
+async def test_only_a_client_that_can_ask_is_offered_the_enabled_tools(
+    cove: Cove, script: ToolScriptEngine
+) -> None:
+    """Without `X-Cove-Consent: ask` nobody could answer a consent, so nothing is offered unnamed."""
+    async with client(make_app(cove)) as http:
+        body = {"model": "tiny", "messages": ASK, "stream": False}
+        await http.post("/api/chat", json=body, headers={"x-cove-source": "cli"})
+        await http.post("/api/chat", json=body, headers={"x-cove-source": "cli", "x-cove-consent": "ask"})
+    assert "tools" not in script.requests[0]
+    assert [t["function"]["name"] for t in script.requests[1]["tools"]] == ["calculator"]

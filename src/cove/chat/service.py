@@ -8,10 +8,10 @@ nothing is stored, but the same persona and model rules apply.
 
 Retrieval from the user's documents belongs in `prepare` (after the context is fitted, before
 the engine call); the tool loop wraps the engine call in `run`: when the turn offers cove's tools
-(`cove_tools` on the API; the enabled ones from the CLI and the web chat), `run` hands the call
-to `ToolLoop` (see `cove.chat.tool_loop`), which runs the model's tool calls and calls it again.
-Turns from the CLI and the web ask the person before each call; on the API, naming a tool that
-the user's policy has switched on is the consent.
+(`cove_tools` on the API; the enabled ones from a door that can ask the person, as the CLI and
+the web chat do), `run` hands the call to `ToolLoop` (see `cove.chat.tool_loop`), which runs the
+model's tool calls and calls it again. A door that asks gets a consent event before each call;
+on the API, naming a tool that the user's policy has switched on is the consent.
 """
 
 from __future__ import annotations
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 
 #: Where a conversation was started, as `cove history` and `cove stats` show it.
 SOURCES = ("cli", "api", "web", "import")
-#: The doors where a person watches the answer come, and so is asked before each tool call.
-ASKING_SOURCES = ("cli", "web")
 TITLE_CHARS = 60
 
 
@@ -69,8 +67,11 @@ class TurnRequest:
     think: bool | str | None = None
     #: Ollama's /api/generate `context`: earlier tokens to continue ([] starts one); None: not asked.
     context: list[int] | None = None
-    #: cove's own tools this turn may call; None: the enabled ones from the CLI and web, none on the API.
+    #: cove's own tools this turn may call; None: the enabled ones when the door can ask, else none.
     cove_tools: list[str] | None = None
+    #: The door shows the person each tool call and sends back yes or no (the terminal, the web
+    #: chat; on HTTP the `X-Cove-Consent: ask` header). Otherwise naming a tool is the consent.
+    asks_consent: bool = False
 
 
 @dataclass
@@ -180,7 +181,7 @@ class ChatService:
             if turn.context is not None:
                 raise BadRequest("cove_tools need a chat; a generate context cannot call tools")
             turn.tools = tools
-            turn.ask_consent = request.source in ASKING_SOURCES
+            turn.ask_consent = request.asks_consent
             turn.consent_scope = turn.conversation_id or secrets.token_hex(8)
         return turn
 
@@ -188,7 +189,7 @@ class ChatService:
         """The cove tools a turn offers; one named that is unknown or switched off is an error."""
         policy = self.tool_policy()
         if request.cove_tools is None:
-            if request.source not in ASKING_SOURCES or not policy.enabled_names():
+            if not request.asks_consent or not policy.enabled_names():
                 return []
             known = set(self.tool_registry().names())
             return [name for name in policy.enabled_names() if name in known]

@@ -66,6 +66,7 @@ class Session:
             conversation=self.conversation_id or "new",
             persona=self.persona if self.conversation_id is None else None,
             source="cli",
+            asks_consent=True,  # the terminal asks before each tool call (see `tool_step`)
         )
 
 

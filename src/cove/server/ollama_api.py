@@ -26,6 +26,8 @@ from .state import state_of
 from .streams import primed
 
 NDJSON = "application/x-ndjson"
+#: A client that shows each tool call to the person and posts the answer says so with "ask".
+CONSENT_HEADER = "X-Cove-Consent"
 
 
 def now() -> str:
@@ -91,6 +93,7 @@ def chat_request(req: OllamaChatRequest, request: Request) -> TurnRequest:
         keep_alive=parse_keep_alive(req.keep_alive),
         think=req.think,
         cove_tools=req.cove_tools,
+        asks_consent=request.headers.get(CONSENT_HEADER, "").strip().lower() == "ask",
     )
 
 

@@ -86,6 +86,7 @@ async function api(path, { method = "GET", body, signal } = {}) {
     if (key) headers.Authorization = `Bearer ${key}`;
     if (body !== undefined) headers["Content-Type"] = "application/json";
     headers["X-Cove-Source"] = "web"; // conversations started here are kept as the web chat's
+    headers["X-Cove-Consent"] = "ask"; // this page asks before each tool call (see toolStep)
     const res = await fetch(path, {
       method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body),
     });
