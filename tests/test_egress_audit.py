@@ -53,8 +53,21 @@ def test_ipv6_udp_and_name_lookups_are_refused_too(cove_home: Path) -> None:
             sock.sendto(b"q", (TEST_NET, 53))
         with pytest.raises(EgressRefused, match="a name lookup the egress gate did not allow"):
             socket.getaddrinfo("phone-home.example", 443)
-    assert [s.event for s in refused] == ["socket.connect", "socket.sendto", "socket.getaddrinfo"]
-    assert len(gate.current().ledger.entries()) == 3
+        with pytest.raises(EgressRefused):
+            socket.gethostbyname("phone-home.example")
+        with pytest.raises(EgressRefused):
+            socket.gethostbyaddr(TEST_NET)  # a reverse lookup sends the address to a name server
+    events = [
+        "socket.connect",
+        "socket.sendto",
+        "socket.getaddrinfo",
+        "socket.gethostbyname",
+        "socket.gethostbyaddr",
+    ]
+    assert [s.event for s in refused] == events
+    assert len(gate.current().ledger.entries()) == 5
+    assert socket.gethostbyname("localhost")  # this machine's own names still resolve
+    socket.getfqdn()
 
 
 def test_a_network_program_starts_only_inside_a_permit(cove_home: Path) -> None:

@@ -1,10 +1,11 @@
 """The backstop: an audit hook that refuses and records any connection the gate did not allow.
 
-`sys.addaudithook` sees every `socket.connect`, `socket.sendto`, `socket.getaddrinfo` and
-`subprocess.Popen` in this process, third-party libraries included. Unix sockets and loopback
-always pass; so does anything inside a gate `Permit` (in the same context, or a name lookup for a
-permitted host from a worker thread). Anything else to another machine is refused with
-`EgressRefused` before a packet leaves, recorded in the ledger, and remembered here.
+`sys.addaudithook` sees every `socket.connect`, `socket.sendto`, name lookup (`getaddrinfo`,
+`gethostbyname`, `gethostbyaddr`) and `subprocess.Popen` in this process, third-party libraries
+included. Unix sockets and loopback always pass; so does anything inside a gate `Permit` (in
+the same context, or a name lookup for a permitted host from a worker thread). Anything else to
+another machine is refused with `EgressRefused` before a packet leaves, recorded in the ledger,
+and remembered here.
 
 An audit hook cannot be removed, so the hook only reads `STATE`, a module-level object: tests
 switch its mode, exempt test networks, and collect what it refused. Modes: "enforce" (refuse and
@@ -39,6 +40,8 @@ NETWORK_PROGRAMS = frozenset(
 #: Not COVE_*: test helpers that start `cove serve` drop those from its environment, not this.
 REPORT_ENV = "EGRESS_AUDIT_REPORT"
 _INET = (socket.AF_INET, socket.AF_INET6)
+#: The older name lookups: each may ask a name server too.
+_BY_NAME = frozenset({"socket.gethostbyname", "socket.gethostbyname_ex", "socket.gethostbyaddr"})
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,8 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         _on_connect(event, args[0], args[1])
     elif event == "socket.getaddrinfo":
         _on_lookup(args[0], args[1])
+    elif event in _BY_NAME:
+        _on_lookup(args[0], None, event)
     elif event == "subprocess.Popen":
         _on_program(args[0], args[1])
 
@@ -160,24 +165,26 @@ def _on_connect(event: str, sock: Any, address: Any) -> None:
     _refuse(event, host, port, "a connection the egress gate did not allow")
 
 
-def _on_lookup(host: Any, port: Any) -> None:
+def _on_lookup(host: Any, port: Any, event: str = "socket.getaddrinfo") -> None:
     if host is None:
         return
     name = host.decode("idna", "replace") if isinstance(host, bytes) else str(host)
-    if is_loopback_host(name) or _is_literal(name) or name.lower() == socket.gethostname().lower():
+    # A literal asks no name server, except in a reverse lookup (which sends the address out).
+    literal = _is_literal(name) and event != "socket.gethostbyaddr"
+    if is_loopback_host(name) or literal or name.lower() == socket.gethostname().lower():
         return  # no name server is asked (or only about this machine itself)
     port_number = port if isinstance(port, int) else None
     if name.lower() in STATE.exempt_names:
-        return _note(Seen("socket.getaddrinfo", name, port_number, "exempt", "", "a test host"))
+        return _note(Seen(event, name, port_number, "exempt", "", "a test host"))
     permits = permits_in_force()
     if permits:
-        return _pass("socket.getaddrinfo", name, port_number, permits[-1].feature)
+        return _pass(event, name, port_number, permits[-1].feature)
     permit = host_in_force(name)
     if permit is not None:
-        return _pass("socket.getaddrinfo", name, port_number, permit.feature)
+        return _pass(event, name, port_number, permit.feature)
     if _named_server(name, None):
-        return _pass("socket.getaddrinfo", name, port_number, REMOTE_ENGINE)
-    _refuse("socket.getaddrinfo", name, port_number, "a name lookup the egress gate did not allow")
+        return _pass(event, name, port_number, REMOTE_ENGINE)
+    _refuse(event, name, port_number, "a name lookup the egress gate did not allow")
 
 
 def _on_program(executable: Any, argv: Any) -> None:
