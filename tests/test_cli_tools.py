@@ -220,3 +220,31 @@ def test_cove_run_asks_before_each_tool_call(
     else:
         assert told == ["42", "42"], screen
         assert b"Tool said: 42" in screen and b"(calculator ran)" in screen
+
+
+# -- `cove run` through a running server -------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="RemoteCove.chat_turn must send X-Cove-Consent: ask and yield the stream's cove_tool lines "
+    "as ToolEvents (cove.tools.events.tool_event); see issue #11's report",
+)
+def test_cove_run_through_a_server_asks_and_the_server_runs_the_tool(
+    cove_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli_helpers import feed
+    from server_fixtures import LiveServer, make_app, tiny_cove
+
+    policy.enable(cove_home, "calculator")
+    engine = ToolScriptEngine(script=[[("calculator", {"expression": "6*7"})]])
+    served = tiny_cove(cove_home, engine)
+    feed(monkeypatch, ["y"])  # the consent prompt's answer
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    with LiveServer(make_app(served)) as url:
+        monkeypatch.setenv("COVE_HOST", url.removeprefix("http://"))
+        code, out, err = run_main(monkeypatch, capsys, "run", "tiny", "what is 6*7?")
+    served.close()
+    assert code == 0, err
+    assert "The model wants to run the tool calculator" in err
+    assert out.strip() == "Tool said: 42"

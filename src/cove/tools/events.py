@@ -48,7 +48,7 @@ class ToolEvent(ChatChunk):
         return out
 
 
-def tool_events(value: Any) -> ToolEvent | None:
+def tool_event(value: Any) -> ToolEvent | None:
     """The event a stream line's `cove_tool` field describes (for clients of a running server)."""
     if not isinstance(value, dict) or value.get("kind") not in KINDS:
         return None
