@@ -26,9 +26,9 @@ run: $(BIN)/cove
 test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest -q
 
-# The inner loop: no model, no browser, no registry.
+# The inner loop: no model, no browser, no registry, no fuzz run.
 test-fast: $(VENV)/.test-deps
-	$(BIN)/python -m pytest -q -m "not model and not browser and not network"
+	$(BIN)/python -m pytest -q -m "not model and not browser and not network and not fuzz"
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check src tests benchmarks
