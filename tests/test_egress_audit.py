@@ -174,3 +174,22 @@ def test_the_cove_server_named_in_cove_host_is_reached_through_the_gate(cove_hom
     gate.install(Settings.from_env().replace(host=TEST_NET, port=11435, offline=True))
     with socket.socket() as sock, audit.expect_refusals(), pytest.raises(EgressRefused):
         audit._hook("socket.connect", (sock, (TEST_NET, 11435)))
+
+
+def test_a_cove_server_named_by_host_name_is_known_by_its_addresses(
+    cove_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate.install(Settings.from_env().replace(host="cove.lan", port=11435))
+    answers = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (TEST_NET, 0))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *_args, **_kw: answers)  # no name server here
+    with socket.socket() as sock, audit.expect_refusals() as refused:
+        audit._hook("socket.getaddrinfo", ("cove.lan", 11435, 0, 0, 0, 0))
+        audit._hook("socket.connect", (sock, (TEST_NET, 11435)))
+    assert refused == []
+    (entry,) = gate.current().ledger.entries()
+    assert (entry.feature, entry.host, entry.address, entry.decision) == (
+        "engine:remote",
+        "cove.lan",
+        TEST_NET,
+        "allowed",
+    )

@@ -78,6 +78,8 @@ class HookState:
     #: Refusals no test expected (strict mode fails the test that caused one).
     violations: list[Seen] = field(default_factory=list)
     expecting: int = 0
+    #: The addresses the COVE_HOST name resolved to, by name (see `_named_server`).
+    named_addresses: dict[str, frozenset[str]] = field(default_factory=dict)
     report: str | None = None
 
 
@@ -237,18 +239,38 @@ def _exempted(host: str) -> bool:
 def _named_server(host: str, port: int | None) -> bool:
     """The cove server the user named in COVE_HOST (the CLI talks to it): the gate decides."""
     gate = installed()
-    if gate is None or normal_host(host) != normal_host(gate.settings.host):
+    if gate is None:
         return False
+    named = normal_host(gate.settings.host)
     if port is None:  # a name lookup, or listening on that name (`cove serve --host NAME`)
-        return not gate.settings.offline
+        if normal_host(host) != named or gate.settings.offline:
+            return False
+        _remember_addresses(named)
+        return True
+    if normal_host(host) != named and normal_host(host) not in STATE.named_addresses.get(named, ()):
+        return False
     _busy.on = True
     try:
-        gate.allow(REMOTE_ENGINE, host, port).close()
+        permit = gate.allow(REMOTE_ENGINE, gate.settings.host, port)  # judged by the name given
+        permit.address = host
+        permit.close()
     except EgressRefused:
         return False
     finally:
         _busy.on = False
     return True
+
+
+def _remember_addresses(name: str) -> None:
+    """What the named server's name resolves to, so the connect to that address is known as it."""
+    _busy.on = True
+    try:
+        found = {str(info[4][0]) for info in socket.getaddrinfo(name, None)}
+    except OSError:
+        found = set()
+    finally:
+        _busy.on = False
+    STATE.named_addresses[name] = frozenset(normal_host(a) for a in found)
 
 
 def _pass(event: str, host: str, port: int | None, feature: str) -> None:
