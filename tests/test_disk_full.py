@@ -4,9 +4,11 @@ everything committed before; the kept-open connection carries on."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import http.client
 import io
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,3 +166,23 @@ def test_opening_a_history_on_a_full_disk_is_disk_full(small_disk: Path) -> None
 )
 def test_what_counts_as_disk_full(exc: BaseException, full: bool) -> None:
     assert (disk_full(exc, Path("/x/cove.db")) is not None) is full
+
+
+def test_an_upload_that_fills_the_disk_answers_507_and_leaves_no_partial(
+    full_home: Cove, small_disk: Path
+) -> None:
+    data = os.urandom(600_000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    blobs = full_home.store.blobs
+    before = sorted(p.name for p in blobs.root.iterdir())
+    fill(small_disk, leave=100_000)
+    with LiveServer(make_app(full_home)) as url:
+        conn = Connection(url)
+        try:
+            conn.http.request("POST", f"/api/blobs/{digest}", body=data)
+            response = conn.http.getresponse()
+            body = json.loads(response.read())
+            assert response.status == 507 and "disk full" in body["error"], body
+        finally:
+            conn.close()
+    assert sorted(p.name for p in blobs.root.iterdir()) == before  # no partial holds the space

@@ -51,6 +51,8 @@ class PullError(CoveError):
 
 
 class DiskFull(CoveError):
+    """No room left on the disk for a download, an upload or a history write (HTTP 507)."""
+
     status = 507
 
 
