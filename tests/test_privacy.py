@@ -205,3 +205,43 @@ def test_cli_asks_the_running_server(offline_server: RealServer, monkeypatch: py
     direct = httpx.get(offline_server.url + "/api/cove/privacy", timeout=10).json()
     assert direct["policy"]["offline"] is True
     assert direct["ledger"]["entries"][0]["host"] == "served.example"
+
+
+# -- the real command, end to end ---------------------------------------------------------------
+
+
+def cove_command(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("COVE_") and k != "HF_TOKEN"}
+    environment.update({"COVE_HOME": str(home), "COVE_HOST": "127.0.0.1:1", **env})
+    return subprocess.run(
+        [str(cove_script()), *args], env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cove_pull_is_in_the_ledger_and_offline_refuses_it(tmp_path: Path) -> None:
+    from fake_hf import FakeHF
+    from gguf_writer import make_gguf
+
+    home = tmp_path / "home"
+    data = make_gguf({"general.architecture": "llama"}) + bytes(50_000)
+    with FakeHF() as hub:
+        hub.add_file("acme", "Tiny-GGUF", "tiny-Q4_K_M.gguf", data)
+        pulled = cove_command(home, "pull", "hf.co/acme/Tiny-GGUF", COVE_HF_ENDPOINT=hub.url)
+        assert pulled.returncode == 0, pulled.stderr
+        offline = cove_command(
+            home, "pull", "hf.co/acme/Tiny-GGUF:Q8_0", COVE_HF_ENDPOINT=hub.url, COVE_OFFLINE="1"
+        )
+        asked = len(hub.requests)
+    assert offline.returncode == 1
+    error = [line for line in offline.stderr.splitlines() if line.startswith("Error:")]
+    assert error == [
+        "Error: cove did not connect to 127.0.0.1:"
+        f"{hub.url.rsplit(':', 1)[1]} for pull: offline (COVE_OFFLINE=1 or --offline): cove pull fetches nothing"
+    ]
+    log = json.loads(cove_command(home, "privacy", "log", "--json").stdout)
+    refused, *allowed = log["entries"]
+    assert (refused["feature"], refused["decision"]) == ("pull", "refused")
+    assert allowed and all(e["decision"] == "allowed" and e["loopback"] for e in allowed)
+    assert sum(e["bytes_received"] for e in allowed) >= len(data)
+    assert log["left_machine"] == 0  # a loopback mirror: nothing left the machine
+    assert asked == len(hub.requests)  # the offline pull sent nothing
