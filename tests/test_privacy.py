@@ -234,10 +234,9 @@ def test_cove_pull_is_in_the_ledger_and_offline_refuses_it(tmp_path: Path) -> No
         asked = len(hub.requests)
     assert offline.returncode == 1
     error = [line for line in offline.stderr.splitlines() if line.startswith("Error:")]
-    assert error == [
-        "Error: cove did not connect to 127.0.0.1:"
-        f"{hub.url.rsplit(':', 1)[1]} for pull: offline (COVE_OFFLINE=1 or --offline): cove pull fetches nothing"
-    ]
+    port = hub.url.rsplit(":", 1)[1]
+    reason = "offline (COVE_OFFLINE=1 or --offline): cove pull fetches nothing"
+    assert error == [f"Error: cove did not connect to 127.0.0.1:{port} for pull: {reason}"]
     log = json.loads(cove_command(home, "privacy", "log", "--json").stdout)
     refused, *allowed = log["entries"]
     assert (refused["feature"], refused["decision"]) == ("pull", "refused")
