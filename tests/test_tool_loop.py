@@ -258,3 +258,20 @@ def test_stopping_a_turn_that_waits_for_consent_ends_the_wait(cove: Cove, script
     cove.conversations.run(turn, on_event, cancel)
     assert time.monotonic() - started < 3
     assert cove.conversations.consents.waiting() == []
+
+
+def test_a_turn_stopped_while_a_tool_runs_makes_no_further_engine_call(
+    cove: Cove, script: ToolScriptEngine
+) -> None:
+    cancel = threading.Event()
+
+    def slow(_: dict[str, Any], __: Any) -> str:
+        cancel.set()  # the client hangs up while the tool runs
+        return "done"
+
+    cove.conversations.tool_registry().add(Tool("calculator", "slow", {"type": "object"}, slow))
+    script.script = [[("calculator", {})]]
+    turn = cove.conversations.prepare(ask(cove_tools=["calculator"]))
+    cove.conversations.run(turn, lambda _: cancel.is_set(), cancel)
+    assert len(script.requests) == 1
+    assert turn.tools_used_names() == ["calculator"]

@@ -42,3 +42,13 @@ def test_the_model_calls_current_time_and_answers_from_it(real_home: Path) -> No
         assert [m.role for m in chat.messages] == ["user", "tool", "assistant"]
         assert chat.messages[1].content.startswith("current_time(") and year in chat.messages[1].content
         assert chat.messages[2].content == text
+        # The kept tool run is part of the conversation: the next turn sends it, and the model goes on.
+        follow = TurnRequest(
+            "gemma3:270m",
+            [{"role": "user", "content": "And tomorrow?"}],
+            options={"temperature": 0, "num_predict": 16},
+            conversation=stream.conversation_id,
+        )
+        turn = cove.conversations.prepare(follow)
+        assert any(m["role"] == "tool" for m in turn.body["messages"])
+        assert cove.conversations.run(turn).content.strip()

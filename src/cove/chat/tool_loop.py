@@ -81,6 +81,8 @@ class ToolLoop:
         usages: list[Usage] = []
         step: _Step | None = None
         for number in range(MAX_STEPS + 1):
+            if step is not None and self.cancel.is_set():
+                break  # stopped while a tool ran: no further engine call
             last = number == MAX_STEPS
             step = self._step(self._body(messages, number, with_mine=not last))
             texts.append(step.answer.content)
@@ -92,7 +94,7 @@ class ToolLoop:
                 outcome = self._handle(call)
                 messages.append(_tool_message(call, outcome))
         assert step is not None
-        if number == MAX_STEPS and not step.stopped:
+        if number == MAX_STEPS and not step.stopped and not self.cancel.is_set():
             texts.append(("\n\n" if "".join(texts).strip() else "") + f"({LIMIT_NOTE})")
             self._emit(ToolEvent(kind="limit", message=LIMIT_NOTE))
             if self.on_event:
