@@ -1,0 +1,254 @@
+"""What this machine has for running models: CPU, memory, GPUs, disk, the engine's build, and
+the memory bandwidth that bounds decode speed on a CPU; recorded as plain data (`to_dict`)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+GB = 1_000_000_000
+#: Instruction sets llama.cpp's CPU kernels choose between, as /proc/cpuinfo spells them.
+SIMD_FLAGS = (
+    "sse3",
+    "ssse3",
+    "avx",
+    "avx2",
+    "f16c",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "asimddp",
+    "sve",
+    "i8mm",
+)
+BANDWIDTH_BUFFER = 64 << 20  # far larger than any CPU cache, so the copy measures RAM
+BANDWIDTH_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class GPU:
+    """One llama.cpp device that is not the CPU."""
+
+    name: str
+    description: str
+    total: int
+    free: int
+    kind: str = "gpu"  # "gpu" (its own memory) or "igpu" (shares the host's RAM)
+    #: Memory bandwidth in GB/s when known (a table of common chips, or a recorded figure).
+    bandwidth_gbs: float | None = None
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A description the planner reads; `describe()` builds it here, tests record others."""
+
+    cpu_model: str
+    physical_cores: int
+    logical_cores: int
+    cpu_flags: tuple[str, ...]
+    ram_total: int
+    ram_available: int
+    #: RAM that the operating system and other programs hold (total minus available).
+    ram_used_by_others: int
+    gpus: tuple[GPU, ...] = ()
+    #: The GPU works in the host's RAM (Apple silicon): weights there count once, not twice.
+    unified_memory: bool = False
+    disk_free: int | None = None
+    home: str | None = None
+    engine: dict[str, Any] = field(default_factory=dict)
+    #: Measured RAM read bandwidth in GB/s (None: not measured).
+    bandwidth_gbs: float | None = None
+    system: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["cpu_flags"] = list(self.cpu_flags)
+        data["gpus"] = [asdict(g) for g in self.gpus]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Machine:
+        """A recorded description (tests, `cove doctor --json` from another machine)."""
+        values = dict(data)
+        values["cpu_flags"] = tuple(values.get("cpu_flags") or ())
+        values["gpus"] = tuple(GPU(**g) for g in values.get("gpus") or ())
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def describe(home: Path | None = None, measure: bool = True) -> Machine:
+    """This machine now; `measure` spends about a second finding the memory bandwidth."""
+    memory = psutil.virtual_memory()
+    engine = engine_info()
+    gpus = tuple(engine.pop("gpus", ()))
+    return Machine(
+        cpu_model=cpu_model(),
+        physical_cores=psutil.cpu_count(logical=False) or os.cpu_count() or 1,
+        logical_cores=psutil.cpu_count() or os.cpu_count() or 1,
+        cpu_flags=cpu_flags(),
+        ram_total=int(memory.total),
+        ram_available=int(memory.available),
+        ram_used_by_others=int(memory.total - memory.available),
+        gpus=gpus,
+        unified_memory=any(g.kind == "igpu" or "apple" in g.description.lower() for g in gpus),
+        disk_free=disk_free(home) if home is not None else None,
+        home=str(home) if home is not None else None,
+        engine=engine,
+        bandwidth_gbs=measure_bandwidth() if measure else None,
+        system=f"{platform.system()} {platform.machine()}",
+    )
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text("utf-8", errors="replace")
+    except OSError:  # not Linux
+        return ""
+
+
+def cpu_model() -> str:
+    for line in _cpuinfo().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Hardware", "Model") and value.strip():
+            return value.strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_flags() -> tuple[str, ...]:
+    """The SIMD instruction sets the CPU reports (the first core's flags speak for all)."""
+    for line in _cpuinfo().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            have = set(value.split())
+            return tuple(flag for flag in SIMD_FLAGS if flag in have)
+    return ()
+
+
+def disk_free(home: Path) -> int | None:
+    """Free bytes where models would be stored (the nearest folder that exists)."""
+    folder = home
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return int(shutil.disk_usage(folder).free)
+    except OSError:
+        return None
+
+
+def engine_info() -> dict[str, Any]:
+    """The engine's build, the CPU features it was compiled for, and its devices (GPUs)."""
+    try:
+        import xllamacpp
+    except ImportError:
+        return {"available": False}
+    info: dict[str, Any] = {"available": True, "build": dict(getattr(xllamacpp, "BUILD_INFO", {}))}
+    system = xllamacpp.get_system_info() if hasattr(xllamacpp, "get_system_info") else ""
+    info["system_info"] = str(system).strip()
+    info["features"] = _engine_features(str(system))
+    devices = xllamacpp.get_device_info() if hasattr(xllamacpp, "get_device_info") else []
+    info["backends"] = sorted({_device_kind(d) for d in devices} | {"cpu"})
+    info["gpus"] = [_gpu(d) for d in devices if _device_kind(d) != "cpu"]
+    return info
+
+
+def _engine_features(system_info: str) -> list[str]:
+    """`CPU : AVX2 = 1 | FMA = 1 | ...` → ["AVX2", "FMA", ...] (the ones switched on)."""
+    found = []
+    for part in system_info.replace(":", "|").split("|"):
+        name, _, value = part.partition("=")
+        if value.strip() == "1":
+            found.append(name.strip())
+    return found
+
+
+def _device_kind(device: dict[str, Any]) -> str:
+    kind = str(device.get("type", "")).upper()
+    if "IGPU" in kind:
+        return "igpu"
+    if "GPU" in kind or "ACCEL" in kind:
+        return "gpu"
+    return "cpu"
+
+
+def _gpu(device: dict[str, Any]) -> GPU:
+    description = str(device.get("description") or device.get("name") or "")
+    return GPU(
+        name=str(device.get("name") or ""),
+        description=description,
+        total=int(device.get("memory_total") or 0),
+        free=int(device.get("memory_free") or 0),
+        kind=_device_kind(device),
+        bandwidth_gbs=known_gpu_bandwidth(description),
+    )
+
+
+#: Published memory bandwidth (GB/s) of common chips; the device list does not say it.
+_GPU_BANDWIDTH = (
+    ("H200", 4800.0),
+    ("H100", 3350.0),
+    ("A100", 1900.0),
+    ("RTX 5090", 1790.0),
+    ("RTX 4090", 1008.0),
+    ("RTX 4080", 717.0),
+    ("RTX 4070", 504.0),
+    ("RTX 4060", 272.0),
+    ("RTX 3090", 936.0),
+    ("RTX 3080", 760.0),
+    ("RTX 3070", 448.0),
+    ("RTX 3060", 360.0),
+    ("L40", 864.0),
+    ("A6000", 768.0),
+    ("T4", 320.0),
+    ("M1 Max", 400.0),
+    ("M1 Pro", 200.0),
+    ("M2 Max", 400.0),
+    ("M2 Pro", 200.0),
+    ("M3 Max", 400.0),
+    ("M3 Pro", 150.0),
+    ("M4 Max", 546.0),
+    ("M4 Pro", 273.0),
+    ("Ultra", 800.0),
+    ("Apple M", 100.0),
+)
+
+
+def known_gpu_bandwidth(description: str) -> float | None:
+    text = description.lower()
+    return next((gbs for name, gbs in _GPU_BANDWIDTH if name.lower() in text), None)
+
+
+def measure_bandwidth(seconds: float = BANDWIDTH_SECONDS, size: int = BANDWIDTH_BUFFER) -> float:
+    """RAM bandwidth in GB/s (bytes read plus bytes written per second), by copying a buffer
+    much larger than the caches for about `seconds`.
+
+    Why it matters: to make one token, a CPU reads every weight once, so decode can be no
+    faster than bandwidth / model size; the planner predicts from this figure. It is a
+    single-threaded copy, so it understates what all cores together draw (the planner's
+    efficiency factor accounts for that).
+    """
+    source = bytearray(os.urandom(1 << 16)) * (size >> 16)
+    target = bytearray(len(source))
+    src, dst = memoryview(source), memoryview(target)
+    dst[:] = src  # first touch: the pages are mapped before the clock starts
+    copies = 0
+    start = time.perf_counter()
+    while True:
+        dst[:] = src
+        copies += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            break
+    return round(2 * copies * len(source) / elapsed / GB, 1)
