@@ -110,3 +110,19 @@ def test_enabling_an_mcp_server_by_name_opens_the_gate_for_its_host(
     assert (code, out) == (0, "mcp:far is on for 192.0.2.7.\n")
     with gate.current().allow("mcp:far", "192.0.2.7", 80) as permit:  # allowed now: nothing connects
         assert "allow-list" in permit.reason
+
+
+def test_a_server_that_comes_up_later_is_listed_on_a_later_look(
+    cove_home: Path, http_mcp: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cove.tools import catalog as catalog_module
+
+    cove_home.mkdir(parents=True, exist_ok=True)
+    config = cove_home / "mcp.json"
+    config.write_text(json.dumps({"servers": {"facts": {"url": f"http://127.0.0.1:{free_port()}/mcp"}}}))
+    catalog = ToolCatalog(Settings.from_env())
+    assert "facts" in catalog.problems()
+    config.write_text(json.dumps({"servers": {"facts": {"url": http_mcp}}}))  # edited: read again
+    monkeypatch.setattr(catalog_module, "RETRY_S", 0.0)
+    assert "facts__capital" in catalog.registry().names()
+    assert catalog.problems() == {}

@@ -1,18 +1,24 @@
 """Every tool one cove knows: the built-in ones, and the tools of the MCP servers in its config.
 
-MCP servers are listed lazily (starting a stdio server costs a process), once per catalog; a
-server that cannot be reached is reported by `problems()` and its tools are simply absent.
+MCP servers are listed lazily (starting a stdio server costs a process) and the listing is kept:
+it is made again when the MCP config file changes, and, while some server could not be listed,
+at most every RETRY_S seconds, so a server that was down when cove started is picked up once it
+is up. A server that cannot be reached is reported by `problems()`; its tools are simply absent.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING
 
+from .mcp_config import config_path
 from .registry import Registry, Tool, builtin_tools
 
 if TYPE_CHECKING:
     from ..config import Settings
+
+RETRY_S = 30.0
 
 
 class ToolCatalog:
@@ -22,12 +28,19 @@ class ToolCatalog:
         self.settings = settings
         self._registry: Registry | None = None
         self._problems: dict[str, str] = {}
+        self._built_at = 0.0
+        self._config_stamp: float | None = None
         self._lock = threading.Lock()
 
     def registry(self) -> Registry:
         with self._lock:
-            if self._registry is None:
+            stamp = self._stamp()
+            stale = stamp != self._config_stamp or (
+                self._problems and time.monotonic() - self._built_at > RETRY_S
+            )
+            if self._registry is None or stale:
                 self._registry = Registry([*builtin_tools(), *self._mcp_tools()])
+                self._built_at, self._config_stamp = time.monotonic(), stamp
             return self._registry
 
     def refresh(self) -> Registry:
@@ -40,16 +53,22 @@ class ToolCatalog:
         self.registry()
         return dict(self._problems)
 
+    def _stamp(self) -> float | None:
+        try:
+            return config_path(self.settings).stat().st_mtime
+        except OSError:
+            return None
+
     def _mcp_tools(self) -> list[Tool]:
         from .mcp_config import load_servers
 
+        self._problems = {}
         servers = load_servers(self.settings)
         if not servers:
             return []
         from .mcp_client import server_tools
 
         tools: list[Tool] = []
-        self._problems = {}
         for server in servers:
             try:
                 tools.extend(server_tools(server, self.settings))
