@@ -42,6 +42,8 @@ def test_a_real_connect_off_the_machine_is_refused_before_any_packet(cove_home: 
     (entry,) = egress.ledger.entries()
     assert (entry.feature, entry.host, entry.port, entry.decision) == ("backstop", TEST_NET, 80, "refused")
     assert entry.address == TEST_NET
+    with socket.socket() as sock, audit.expect_refusals(), pytest.raises(OSError):
+        sock.connect((TEST_NET, 80))  # code that handles a network that is down handles this too
 
 
 def test_ipv6_udp_and_name_lookups_are_refused_too(cove_home: Path) -> None:
@@ -145,7 +147,7 @@ def test_a_cove_process_reports_what_its_hook_refused(tmp_path: Path) -> None:
     env = {**os.environ, audit.REPORT_ENV: str(report), "COVE_HOME": str(tmp_path / "home")}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
-    assert "EgressRefused: cove refused to reach 192.0.2.1:80" in done.stderr
+    assert "BackstopRefused: cove refused to reach 192.0.2.1:80" in done.stderr
     (line,) = [json.loads(line) for line in report.read_text().splitlines()]
     assert (line["host"], line["decision"], line["event"]) == (TEST_NET, "refused", "socket.connect")
     assert line["pid"] != os.getpid()
@@ -193,3 +195,11 @@ def test_a_cove_server_named_by_host_name_is_known_by_its_addresses(
         TEST_NET,
         "allowed",
     )
+
+
+def test_a_name_that_never_resolves_is_refused_as_a_lookup_failure_not_a_violation() -> None:
+    before = len(audit.STATE.violations)
+    with pytest.raises(OSError, match="a name lookup the egress gate did not allow"):
+        socket.getaddrinfo("no-such-host.invalid", 80)  # RFC 6761: tests pick it to fail
+    assert len(audit.STATE.violations) == before
+    assert audit.STATE.seen[-1].expected

@@ -4,8 +4,8 @@
 `gethostbyname`, `gethostbyaddr`) and `subprocess.Popen` in this process, third-party libraries
 included. Unix sockets and loopback always pass; so does anything inside a gate `Permit` (in
 the same context, or a name lookup for a permitted host from a worker thread). Anything else to
-another machine is refused with `EgressRefused` before a packet leaves, recorded in the ledger,
-and remembered here.
+another machine is refused with `BackstopRefused` (an EgressRefused and an OSError) before a
+packet leaves, recorded in the ledger, and remembered here.
 
 An audit hook cannot be removed, so the hook only reads `STATE`, a module-level object: tests
 switch its mode, exempt test networks, and collect what it refused. Modes: "enforce" (refuse and
@@ -42,6 +42,11 @@ REPORT_ENV = "EGRESS_AUDIT_REPORT"
 _INET = (socket.AF_INET, socket.AF_INET6)
 #: The older name lookups: each may ask a name server too.
 _BY_NAME = frozenset({"socket.gethostbyname", "socket.gethostbyname_ex", "socket.gethostbyaddr"})
+
+
+class BackstopRefused(EgressRefused, PermissionError):
+    """A connection the hook refused: an OSError too, so the code that tried it fails the way it
+    fails when a network is down (a bind, a client's retry loop), with this message."""
 
 
 @dataclass(frozen=True)
@@ -278,9 +283,11 @@ def _pass(event: str, host: str, port: int | None, feature: str) -> None:
 
 
 def _refuse(event: str, host: str, port: int | None, reason: str) -> None:
-    seen = Seen(event, host, port, "refused", "", reason, expected=STATE.expecting > 0)
+    # A name under .invalid (RFC 6761) is one a test picked to fail; refused, it sent nothing.
+    never_resolves = normal_host(host).endswith(".invalid") or normal_host(host) == "invalid"
+    seen = Seen(event, host, port, "refused", "", reason, expected=STATE.expecting > 0 or never_resolves)
     _note(seen)
-    if STATE.mode == "strict" and not STATE.expecting:
+    if STATE.mode == "strict" and not seen.expected:
         STATE.violations.append(seen)
     _busy.on = True
     gate = None
@@ -294,7 +301,7 @@ def _refuse(event: str, host: str, port: int | None, reason: str) -> None:
             gate.close()
         _busy.on = False
     where = f"{host}:{port}" if port else host
-    raise EgressRefused(f"cove refused to reach {where}: {reason} (see `cove privacy`)")
+    raise BackstopRefused(f"cove refused to reach {where}: {reason} (see `cove privacy`)")
 
 
 def _note(seen: Seen) -> None:
