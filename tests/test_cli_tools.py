@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import _workdir, run_main
+from server_fixtures import wait_for
 from tool_fakes import ToolScriptEngine
 
 from cove.cli import main as main_module
@@ -33,6 +34,13 @@ MCP_SERVER = textwrap.dedent(
     def lookup(word: str) -> str:
         """Look a word up in the notes."""
         return f"notes about {word}"
+
+    @app.tool()
+    def stall() -> str:
+        """Never answers."""
+        import time
+        time.sleep(600)
+        return "late"
 
     @app.tool()
     def vanish() -> str:
@@ -130,6 +138,30 @@ def test_an_mcp_server_that_exits_mid_call_is_a_tool_error_and_the_chat_goes_on(
         again = TurnRequest("tiny", hi, conversation=first.conversation_id, cove_tools=named)
         answer = cove.conversations.run(cove.conversations.prepare(again))
         assert answer.content == "Tool said: notes about a"
+
+
+def test_an_mcp_tool_that_hangs_is_stopped_and_its_server_with_it(
+    mcp_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import psutil
+
+    policy.enable(mcp_home, "notes__stall")
+    monkeypatch.setenv("COVE_TOOL_TIMEOUT", "3")
+    started = time.monotonic()
+    code, _, err = run_main(monkeypatch, capsys, "tools", "run", "notes__stall")
+    assert time.monotonic() - started < 15
+    assert code == 1 and ("notes__stall took longer than 3 s" in err or "did not answer within" in err)
+
+    def server_left() -> bool:
+        for child in psutil.Process().children(recursive=True):
+            try:
+                if "notes_server.py" in " ".join(child.cmdline()):
+                    return True
+            except psutil.Error:  # gone, or a zombie: stopped, not yet reaped
+                continue
+        return False
+
+    wait_for(lambda: not server_left(), timeout=10, what="the stalled MCP server to be stopped")
 
 
 def test_a_broken_mcp_config_says_which_line_to_fix(
