@@ -186,3 +186,26 @@ def test_an_upload_that_fills_the_disk_answers_507_and_leaves_no_partial(
         finally:
             conn.close()
     assert sorted(p.name for p in blobs.root.iterdir()) == before  # no partial holds the space
+
+
+@pytest.mark.parametrize(
+    "error", [OSError(errno.ENOSPC, "No space left on device"), apsw.FullError("database or disk is full")]
+)
+def test_a_full_disk_anywhere_answers_507_on_a_kept_connection(
+    fake_cove: Cove, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """A write cove did not map itself (a copy, say) still answers 507, never a 500."""
+
+    def no_room(*_: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(fake_cove, "copy", no_room)
+    with LiveServer(make_app(fake_cove)) as url:
+        conn = Connection(url)
+        try:
+            status, body, _ = conn.request("POST", "/api/copy", {"source": "tiny", "destination": "t2"})
+            assert status == 507 and body["error"].startswith("disk full"), body
+            status, body, _ = conn.request("GET", "/api/tags")  # the same connection carries on
+            assert status == 200
+        finally:
+            conn.close()

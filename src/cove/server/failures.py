@@ -8,12 +8,14 @@ on that kept-open connection fails. This middleware sits inside Starlette's, ans
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 from dataclasses import dataclass
 
+import apsw
 from starlette.requests import Request
 
-from ..errors import CoveError
+from ..errors import CoveError, DiskFull
 from .guard import ASGIApp, Message, Receive, Scope, Send, error_body
 from .state import state_of
 
@@ -63,9 +65,8 @@ class CatchAll:
         if progress.finished:
             log.exception("error on %s after its answer was sent", path)
             return
-        # Starlette wraps a typed error raised mid-stream; its own status and message still apply.
-        known = exc if isinstance(exc, CoveError) else exc.__cause__
-        if isinstance(known, CoveError):
+        known = _known(exc)
+        if known is not None:
             status, message = known.status, str(known)
         else:
             log.exception("unexpected error on %s", path)
@@ -73,6 +74,21 @@ class CatchAll:
         body = error_body(path, status, _scrub(scope, message))
         with contextlib.suppress(OSError):  # the client is gone; there is no one left to tell
             await _finish(send, progress, status, body)
+
+
+def _known(exc: BaseException) -> CoveError | None:
+    """The typed error behind `exc`; a full disk is one wherever the write was (a 507)."""
+    # Starlette wraps a typed error raised mid-stream; its own status and message still apply.
+    for candidate in (exc, exc.__cause__):
+        if isinstance(candidate, CoveError):
+            return candidate
+        full = isinstance(candidate, apsw.FullError) or (
+            isinstance(candidate, OSError) and candidate.errno in (errno.ENOSPC, errno.EDQUOT)
+        )
+        if full:
+            log.warning("disk full: %s", candidate)
+            return DiskFull("disk full on the server: free some space on its disk and try again")
+    return None
 
 
 async def _finish(send: Send, progress: Progress, status: int, body: bytes) -> None:
