@@ -34,6 +34,8 @@ SIMD_FLAGS = (
     "sve",
     "i8mm",
 )
+#: Linux names some flags otherwise ("pni" is SSE3).
+_FLAG_ALIASES = {"pni": "sse3"}
 BANDWIDTH_BUFFER = 64 << 20  # far larger than any CPU cache, so the copy measures RAM
 BANDWIDTH_SECONDS = 1.0
 
@@ -132,7 +134,7 @@ def cpu_flags() -> tuple[str, ...]:
     for line in _cpuinfo().splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
-            have = set(value.split())
+            have = {_FLAG_ALIASES.get(flag, flag) for flag in value.split()}
             return tuple(flag for flag in SIMD_FLAGS if flag in have)
     return ()
 

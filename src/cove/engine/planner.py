@@ -1,0 +1,335 @@
+"""The load plan, as a pure function of a model's figures and a machine's description: quant,
+context, slots, KV-cache type, layers on the GPU, the memory it takes, the speeds it should
+reach, and whether it fits now, fits once other programs free memory, or does not fit."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from ..errors import ModelNotFound
+from ..machine import GB, Machine
+from .memory import GIB, OVERHEAD_BYTES, estimate, kv_bytes_per_token
+from .options import DEFAULT_NUM_CTX
+
+#: Bytes a KV element takes, relative to f16 (q8_0: 34 bytes per block of 32).
+KV_TYPES = {"f16": 1.0, "q8_0": 34 / 64}
+FITS, FITS_IF_FREED, DOES_NOT_FIT = "fits", "fits if other programs free memory", "does not fit"
+VERDICTS = (FITS, FITS_IF_FREED, DOES_NOT_FIT)
+#: Decode reaches this share of the measured copy bandwidth: all cores read faster than the
+#: single-threaded copy measures, but dequantizing and the per-layer synchronisation cost more.
+CPU_DECODE_EFFICIENCY = 0.9
+GPU_DECODE_EFFICIENCY = 0.6
+#: Bandwidth assumed when none was measured (a dual-channel DDR4 laptop).
+DEFAULT_BANDWIDTH_GBS = 20.0
+DEFAULT_GPU_BANDWIDTH_GBS = 300.0
+#: Sustained GFLOPS per core for a quantized matrix-vector product (decode), by widest SIMD.
+DECODE_GFLOPS_PER_CORE = {"avx512f": 40.0, "avx2": 25.0, "asimddp": 25.0, "": 8.0}
+#: Prompt processing batches tokens into matrix products, which run closer to peak.
+PROMPT_GFLOPS_PER_CORE = {"avx512f": 80.0, "avx2": 40.0, "asimddp": 40.0, "": 10.0}
+#: Prompt FLOPs per byte of memory bandwidth a GPU sustains (tensor cores vs Apple's GPUs).
+GPU_PROMPT_FLOPS_PER_BYTE = {"apple": 15.0, "": 60.0}
+#: Depth at which decode reads the KV cache, for the speed figure: a conversation under way.
+TYPICAL_DEPTH = 1024
+VRAM_RESERVE = 512 << 20  # the display, the driver and fragmentation
+#: What the operating system keeps for itself however many programs are closed.
+OS_RESERVE_SHARE, OS_RESERVE_MIN = 0.1, 1 * GIB
+MIN_CTX = 512
+CTX_STEP = 256
+#: Bits per weight of common quants, for a quant whose file size is not known.
+BITS_PER_WEIGHT = {"Q2_K": 3.35, "Q3_K_M": 3.9, "Q4_0": 4.55, "Q4_1": 5.0, "Q4_K_M": 4.85}
+BITS_PER_WEIGHT |= {"Q5_K_M": 5.7, "Q6_K": 6.6, "Q8_0": 8.5, "F16": 16.0, "BF16": 16.0}
+
+
+@dataclass(frozen=True)
+class ModelFigures:
+    """What the planner knows of a model before (or after) it is on disk."""
+
+    name: str
+    #: The GGUF summary's shape keys (block_count, head_count_kv, key_length, ...).
+    info: dict[str, Any]
+    #: Quant → bytes of its GGUF; the first is the one a plain reference means.
+    quants: dict[str, int]
+    #: What to pull or load for each quant ("hf.co/…:Q8_0"); missing: the name itself.
+    refs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def default_quant(self) -> str:
+        return next(iter(self.quants))
+
+    @property
+    def layers(self) -> int:
+        return int(self.info.get("block_count") or 32)
+
+    @property
+    def trained_context(self) -> int | None:
+        value = self.info.get("context_length")
+        return int(value) if value else None
+
+    def params(self, quant: str) -> int:
+        """Parameters from the header, else from the file size and the quant's bits per weight."""
+        known = self.info.get("parameter_count")
+        if known:
+            return int(known)
+        return int(self.quants[quant] * 8 / BITS_PER_WEIGHT.get(quant.upper(), 5.0))
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str
+    quant: str
+    ref: str
+    weights: int
+    num_ctx: int
+    parallel: int
+    kv_type: str
+    layers: int
+    gpu_layers: int
+    #: Bytes: weights, kv_cache, prompt_cache, overhead, total; ram and vram are where they go.
+    memory: dict[str, int]
+    decode_tps: float
+    prompt_tps: float
+    verdict: str
+    reason: str
+    #: A way to fit when it does not: {"num_ctx": N} or {"quant": Q, "ref": ...}.
+    suggestion: dict[str, Any] = field(default_factory=dict)
+    params: int = 0
+    #: Why each lever was pulled ("1 slot instead of 8", "KV cache in q8_0").
+    levers: tuple[str, ...] = ()
+
+    @property
+    def fits(self) -> bool:
+        return self.verdict == FITS
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["levers"] = list(self.levers)
+        return data
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where one configuration's bytes go."""
+
+    ram: int
+    vram: int
+    gpu_layers: int
+    memory: dict[str, int]
+
+
+def plan(
+    model: ModelFigures,
+    machine: Machine,
+    *,
+    num_ctx: int | None = None,
+    quant: str | None = None,
+    parallel: int = 1,
+    kv_type: str | None = None,
+) -> Plan:
+    """The plan for `model` on `machine`: the asked settings, with fewer slots and then a q8_0
+    KV cache if that is what it takes to fit now; a suggestion when even that does not fit."""
+    quant = _pick_quant(model, quant)
+    ctx = num_ctx or _default_ctx(model)
+    levers: list[str] = []
+    chosen = (max(parallel, 1), kv_type or "f16")
+    for slots, kv in _configurations(max(parallel, 1), kv_type):
+        if _verdict(_layout(model, machine, quant, ctx, slots, kv), machine)[0] == FITS:
+            chosen = (slots, kv)
+            break
+    slots, kv = chosen
+    if slots < parallel:
+        levers.append(f"{slots} slot{'s' if slots > 1 else ''} instead of {parallel}")
+    if kv != (kv_type or "f16"):
+        levers.append(f"KV cache in {kv} (half the memory of f16)")
+    layout = _layout(model, machine, quant, ctx, slots, kv)
+    verdict, reason = _verdict(layout, machine)
+    result = _build(model, machine, quant, ctx, slots, kv, layout, verdict, reason, tuple(levers))
+    if verdict != FITS:
+        result = replace(result, suggestion=suggest(model, machine, quant, ctx))
+    return result
+
+
+def _pick_quant(model: ModelFigures, quant: str | None) -> str:
+    if quant is None:
+        return model.default_quant
+    found = next((q for q in model.quants if q.upper() == quant.upper()), None)
+    if found is None:
+        have = ", ".join(model.quants)
+        raise ModelNotFound(f"{model.name} has no {quant} file (it has {have})")
+    return found
+
+
+def _default_ctx(model: ModelFigures) -> int:
+    trained = model.trained_context
+    return min(DEFAULT_NUM_CTX, trained) if trained else DEFAULT_NUM_CTX
+
+
+def _configurations(parallel: int, kv_type: str | None) -> list[tuple[int, str]]:
+    """Levers in the order they cost the user least: slots first, then a q8_0 KV cache."""
+    kinds = [kv_type] if kv_type else ["f16", "q8_0"]
+    return [(slots, kv) for kv in kinds for slots in range(parallel, 0, -1)]
+
+
+def _layout(model: ModelFigures, machine: Machine, quant: str, ctx: int, slots: int, kv: str) -> _Layout:
+    weights = model.quants[quant]
+    need = estimate(model.info, weights, ctx, slots)
+    factor = KV_TYPES[kv]
+    kv_cache, prompt_cache = int(need.kv_cache * factor), int(need.prompt_cache * factor)
+    memory = {
+        "weights": weights,
+        "kv_cache": kv_cache,
+        "prompt_cache": prompt_cache,
+        "overhead": need.overhead,
+        "total": weights + kv_cache + prompt_cache + need.overhead,
+    }
+    gpu_layers = _gpu_layers(model, machine, weights, kv_cache)
+    share = gpu_layers / model.layers
+    # On the GPU: its share of the weights and KV cache, and the compute buffers. The prompt
+    # cache stays in host RAM. Unified memory counts everything in RAM (the GPU works there).
+    vram = int((weights + kv_cache) * share) + (need.overhead if gpu_layers else 0)
+    ram = memory["total"] - vram
+    if machine.unified_memory:
+        ram, vram = memory["total"], 0
+    return _Layout(ram, vram, gpu_layers, {**memory, "ram": ram, "vram": vram})
+
+
+def _gpu_layers(model: ModelFigures, machine: Machine, weights: int, kv_cache: int) -> int:
+    """Layers that go on the GPU: all of them with unified memory, else as many as its free
+    memory holds after the reserve and the compute buffers."""
+    if not machine.gpus:
+        return 0
+    if machine.unified_memory:
+        return model.layers
+    free = max(g.free for g in machine.gpus) - VRAM_RESERVE - OVERHEAD_BYTES
+    per_layer = (weights + kv_cache) / model.layers
+    return max(0, min(model.layers, int(free // per_layer))) if free > 0 else 0
+
+
+def os_reserve(machine: Machine) -> int:
+    return max(OS_RESERVE_MIN, int(machine.ram_total * OS_RESERVE_SHARE))
+
+
+def _verdict(layout: _Layout, machine: Machine) -> tuple[str, str]:
+    ram_free, ceiling = machine.ram_available, machine.ram_total - os_reserve(machine)
+    if machine.unified_memory and machine.gpus:
+        # Metal lets the GPU use only its working set (the device's total) of the shared RAM.
+        ram_free = min(ram_free, max(g.free for g in machine.gpus))
+        ceiling = min(ceiling, max(g.total for g in machine.gpus))
+    need = f"{layout.ram / GB:.1f} GB of RAM"
+    if layout.vram:
+        need += f" and {layout.vram / GB:.1f} GB on the GPU"
+    if layout.ram <= ram_free:
+        return FITS, f"needs {need}; {ram_free / GB:.1f} GB of RAM is free"
+    if layout.ram <= ceiling:
+        others = machine.ram_used_by_others / GB
+        return FITS_IF_FREED, (
+            f"needs {need} but {ram_free / GB:.1f} GB is free; other programs hold {others:.1f} GB"
+        )
+    return DOES_NOT_FIT, f"needs {need}; this machine has {machine.ram_total / GB:.1f} GB in all"
+
+
+def _build(
+    model: ModelFigures,
+    machine: Machine,
+    quant: str,
+    ctx: int,
+    slots: int,
+    kv: str,
+    layout: _Layout,
+    verdict: str,
+    reason: str,
+    levers: tuple[str, ...],
+) -> Plan:
+    decode, prompt = speeds(model, machine, quant, layout.gpu_layers, kv)
+    return Plan(
+        model=model.name,
+        quant=quant,
+        ref=model.refs.get(quant, model.name),
+        weights=model.quants[quant],
+        num_ctx=ctx,
+        parallel=slots,
+        kv_type=kv,
+        layers=model.layers,
+        gpu_layers=layout.gpu_layers,
+        memory=layout.memory,
+        decode_tps=decode,
+        prompt_tps=prompt,
+        verdict=verdict,
+        reason=reason,
+        params=model.params(quant),
+        levers=levers,
+    )
+
+
+# -- speeds ---------------------------------------------------------------------------------
+
+
+def _simd(machine: Machine) -> str:
+    return next((f for f in ("avx512f", "avx2", "asimddp") if f in machine.cpu_flags), "")
+
+
+def _gpu_bandwidth(machine: Machine) -> float:
+    known = [g.bandwidth_gbs for g in machine.gpus if g.bandwidth_gbs]
+    return max(known) if known else DEFAULT_GPU_BANDWIDTH_GBS
+
+
+def speeds(
+    model: ModelFigures, machine: Machine, quant: str, gpu_layers: int, kv: str
+) -> tuple[float, float]:
+    """Predicted (decode, prompt) tokens/s.
+
+    Decode reads every weight once per token (and the KV cache so far), so its time is bytes
+    over bandwidth, on each device for its share; a small model can instead be held up by the
+    arithmetic (2 FLOPs a parameter), whichever is slower. Prompt processing is arithmetic.
+    """
+    share = gpu_layers / model.layers
+    params = model.params(quant)
+    kv_read = kv_bytes_per_token(model.info) * KV_TYPES[kv] * TYPICAL_DEPTH
+    read = model.quants[quant] + kv_read
+    cores = machine.physical_cores
+    cpu_bw = (machine.bandwidth_gbs or DEFAULT_BANDWIDTH_GBS) * GB * CPU_DECODE_EFFICIENCY
+    cpu_flops = cores * DECODE_GFLOPS_PER_CORE[_simd(machine)] * 1e9
+    cpu_time = (1 - share) * max(read / cpu_bw, 2 * params / cpu_flops)
+    gpu_time = share * read / (_gpu_bandwidth(machine) * GB * GPU_DECODE_EFFICIENCY)
+    decode = 1 / (cpu_time + gpu_time)
+    cpu_prompt = cores * PROMPT_GFLOPS_PER_CORE[_simd(machine)] * 1e9
+    apple = any("apple" in g.description.lower() for g in machine.gpus)
+    gpu_prompt = _gpu_bandwidth(machine) * GB * GPU_PROMPT_FLOPS_PER_BYTE["apple" if apple else ""]
+    prompt_time = (1 - share) * 2 * params / cpu_prompt + share * 2 * params / gpu_prompt
+    return round(decode, 1), round(1 / prompt_time, 1)
+
+
+# -- what would fit -------------------------------------------------------------------------
+
+
+def suggest(model: ModelFigures, machine: Machine, quant: str, ctx: int) -> dict[str, Any]:
+    """The smallest quant that fits at this context, else the largest context that fits (one
+    slot, q8_0 KV cache); empty when nothing does."""
+    smaller = sorted(
+        (q for q in model.quants if model.quants[q] < model.quants[quant]), key=lambda q: model.quants[q]
+    )
+    for candidate in smaller:
+        if _fits(model, machine, candidate, ctx):
+            return {"quant": candidate, "ref": model.refs.get(candidate, model.name)}
+    best = 0
+    low, high = MIN_CTX // CTX_STEP, ctx // CTX_STEP  # in steps; fitting shrinks as ctx grows
+    while low <= high:
+        middle = (low + high) // 2
+        if _fits(model, machine, quant, middle * CTX_STEP):
+            best, low = middle * CTX_STEP, middle + 1
+        else:
+            high = middle - 1
+    return {"num_ctx": best} if best else {}
+
+
+def _fits(model: ModelFigures, machine: Machine, quant: str, ctx: int) -> bool:
+    return _verdict(_layout(model, machine, quant, ctx, 1, "q8_0"), machine)[0] == FITS
+
+
+def describe_suggestion(plan: Plan) -> str:
+    """The suggestion in words, for the CLI."""
+    if "quant" in plan.suggestion:
+        return f"the {plan.suggestion['quant']} file would fit: {plan.suggestion['ref']}"
+    if "num_ctx" in plan.suggestion:
+        return f"num_ctx {plan.suggestion['num_ctx']} would fit (with a q8_0 KV cache)"
+    return "try a smaller model"

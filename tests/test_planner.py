@@ -1,0 +1,188 @@
+"""The load planner as a pure function over recorded machine descriptions (tests/machines/*.json)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cove.engine import fitting
+from cove.engine.planner import (
+    DOES_NOT_FIT,
+    FITS,
+    FITS_IF_FREED,
+    KV_TYPES,
+    ModelFigures,
+    describe_suggestion,
+    plan,
+)
+from cove.errors import ModelNotFound
+from cove.machine import Machine
+from cove.store import catalog
+
+MACHINES = Path(__file__).parent / "machines"
+
+
+def machine(name: str) -> Machine:
+    return Machine.from_dict(json.loads((MACHINES / f"{name}.json").read_text()))
+
+
+def figures(name: str) -> ModelFigures:
+    entry = catalog.find(name)
+    assert entry is not None
+    found = fitting.entry_figures(entry)
+    assert found is not None
+    return found
+
+
+def test_recorded_descriptions_round_trip() -> None:
+    for path in MACHINES.glob("*.json"):
+        described = Machine.from_dict(json.loads(path.read_text()))
+        assert Machine.from_dict(described.to_dict()) == described
+
+
+def test_every_catalog_chat_entry_has_figures_and_quant_sizes() -> None:
+    for entry in catalog.CATALOG:
+        assert entry.arch is not None, entry.name
+        assert entry.quant in entry.sizes(), entry.name
+        assert entry.sizes()[entry.quant] == entry.size
+        for quant in entry.sizes():
+            ref = entry.ref_for(quant)
+            assert ref == entry.name or ref.endswith(f":{quant}")
+
+
+def test_a_4gb_laptop_cannot_hold_a_7b_and_is_told_to_pick_a_smaller_model() -> None:
+    laptop = machine("laptop-4gb")
+    p = plan(figures("qwen2.5:7b"), laptop)
+    assert p.verdict == DOES_NOT_FIT
+    assert p.suggestion == {}  # no smaller quant listed, and even 512 tokens leave no room
+    assert describe_suggestion(p) == "try a smaller model"
+    assert fitting.pick(laptop)[0] is not None
+    chosen = fitting.pick(laptop)[0]
+    assert chosen is not None and chosen.plan.params < 1_000_000_000
+
+
+def test_largest_context_suggested_is_the_largest_that_fits() -> None:
+    laptop = machine("laptop-4gb")
+    model = figures("llama3.2:3b")
+    p = plan(model, laptop)
+    assert p.verdict == DOES_NOT_FIT
+    ctx = p.suggestion["num_ctx"]
+    assert plan(model, laptop, num_ctx=ctx, kv_type="q8_0").verdict == FITS
+    assert plan(model, laptop, num_ctx=ctx + 256, kv_type="q8_0").verdict != FITS
+    assert f"num_ctx {ctx}" in describe_suggestion(p)
+
+
+def test_other_programs_holding_half_the_ram() -> None:
+    quiet, busy = machine("desktop-16gb"), machine("desktop-16gb-busy")
+    assert busy.ram_used_by_others == busy.ram_total // 2
+    model = figures("qwen2.5:14b")
+    assert plan(model, quiet).verdict == FITS
+    held = plan(model, busy)
+    assert held.verdict == FITS_IF_FREED
+    assert "other programs hold 8.6 GB" in held.reason
+    # Too big for the machine however much is freed.
+    assert plan(figures("mistral-small:24b"), busy).verdict == DOES_NOT_FIT
+
+
+def test_smaller_quant_suggested_when_the_asked_one_does_not_fit() -> None:
+    desktop = machine("desktop-16gb")
+    p = plan(figures("qwen2.5:14b"), desktop, quant="q8_0")
+    assert p.quant == "Q8_0" and p.verdict == DOES_NOT_FIT
+    assert p.ref == "hf.co/bartowski/Qwen2.5-14B-Instruct-GGUF:Q8_0"
+    assert p.suggestion == {"quant": "Q4_K_M", "ref": "qwen2.5:14b"}
+    assert plan(figures("qwen2.5:14b"), desktop, quant="Q4_K_M").verdict == FITS
+    with pytest.raises(ModelNotFound, match="has no Q2_K file"):
+        plan(figures("qwen2.5:14b"), desktop, quant="Q2_K")
+
+
+def test_kv_cache_in_q8_0_is_the_lever_when_f16_does_not_fit() -> None:
+    busy = machine("desktop-16gb-busy")
+    model = figures("llama3.1:8b")
+    f16 = plan(model, busy, num_ctx=16384, kv_type="f16")
+    assert f16.verdict != FITS
+    chosen = plan(model, busy, num_ctx=16384)
+    assert chosen.verdict == FITS and chosen.kv_type == "q8_0"
+    assert any("q8_0" in lever for lever in chosen.levers)
+    assert chosen.memory["kv_cache"] == pytest.approx(f16.memory["kv_cache"] * KV_TYPES["q8_0"], rel=1e-6)
+
+
+def test_fewer_slots_before_a_smaller_kv_cache() -> None:
+    busy = machine("desktop-16gb-busy")
+    p = plan(figures("llama3.1:8b"), busy, num_ctx=8192, parallel=8)
+    assert p.verdict == FITS and p.kv_type == "f16"
+    assert 1 <= p.parallel < 8
+    assert plan(
+        figures("llama3.1:8b"), busy, num_ctx=8192, parallel=p.parallel + 1, kv_type="f16"
+    ).parallel == (p.parallel)
+
+
+def test_a_24gb_gpu_takes_a_32b_whole_and_a_70b_in_part() -> None:
+    gpu = machine("workstation-24gb-gpu")
+    whole = plan(figures("qwen2.5:32b"), gpu)
+    assert whole.verdict == FITS and whole.gpu_layers == whole.layers
+    assert whole.memory["vram"] <= gpu.gpus[0].free
+    assert whole.memory["ram"] < 2 * 10**9  # only the prompt cache stays in RAM
+    part = plan(figures("llama3.3:70b"), gpu)
+    assert 0 < part.gpu_layers < part.layers
+    assert part.memory["vram"] <= gpu.gpus[0].free
+    assert part.decode_tps < whole.decode_tps / 5  # the CPU's share is what holds it up
+    chosen, why = fitting.pick(gpu)
+    assert chosen is not None and chosen.entry.name == "qwen2.5:32b"
+    assert "60%" in why
+
+
+def test_unified_memory_counts_the_weights_once() -> None:
+    mac = machine("mac-m2pro-16gb")
+    p = plan(figures("llama3.1:8b"), mac)
+    assert p.verdict == FITS and p.gpu_layers == p.layers
+    assert p.memory["ram"] == p.memory["total"] and p.memory["vram"] == 0
+    # Past the GPU's working set (three quarters of the RAM) it cannot be had, however freed.
+    assert plan(figures("mistral-small:24b"), mac).verdict == DOES_NOT_FIT
+    cpu_only = replace(mac, gpus=(), unified_memory=False)
+    assert plan(figures("llama3.1:8b"), cpu_only).decode_tps < p.decode_tps
+
+
+def test_decode_speed_follows_bandwidth_and_size() -> None:
+    desktop = machine("desktop-16gb")
+    small, big = plan(figures("llama3.2:3b"), desktop), plan(figures("llama3.1:8b"), desktop)
+    assert small.decode_tps > big.decode_tps
+    faster = replace(desktop, bandwidth_gbs=2 * (desktop.bandwidth_gbs or 0))
+    assert plan(figures("llama3.1:8b"), faster).decode_tps == pytest.approx(2 * big.decode_tps, rel=0.05)
+    assert big.prompt_tps > big.decode_tps
+
+
+def test_rank_puts_usable_models_first_largest_first() -> None:
+    ranked = fitting.rank(machine("desktop-16gb"))
+    verdicts = [r.plan.verdict for r in ranked]
+    assert verdicts == sorted(verdicts, key=[FITS, FITS_IF_FREED, DOES_NOT_FIT].index)
+    usable = [r for r in ranked if r.usable]
+    assert usable and ranked[: len(usable)] == usable
+    chat = [r.plan.params for r in usable if r.entry.kind == "chat"]
+    assert chat == sorted(chat, reverse=True)
+    assert all(r.plan.memory["ram"] <= fitting.PICK_RAM_SHARE * r.ram_free for r in usable)
+    assert all(r.plan.decode_tps >= fitting.PICK_MIN_DECODE_TPS for r in usable)
+
+
+def test_pick_with_a_fake_catalog_takes_the_largest_usable() -> None:
+    desktop = machine("desktop-16gb")
+    arch = catalog.Arch(layers=24, heads=8, kv_heads=8, head_dim=64, embedding=512, context=4096, params=0)
+    entries = [
+        catalog.CatalogEntry(
+            f"fake:{n}",
+            catalog.HFRepo(f"hf.co/fake/m{n}-GGUF:Q4_K_M"),
+            "",
+            size,
+            1.0,
+            "MIT",
+            arch=replace(arch, params=n * 10**9),
+            quants={"Q4_K_M": size},
+        )
+        for n, size in ((1, 600 * catalog.MB), (3, 1800 * catalog.MB), (20, 12_000 * catalog.MB))
+    ]
+    chosen, _ = fitting.pick(desktop, entries)
+    assert chosen is not None and chosen.entry.name == "fake:3"  # fake:20 is too slow and too big
+    nothing, why = fitting.pick(machine("laptop-4gb"), entries[2:])
+    assert nothing is None and "no catalog chat model fits" in why
