@@ -275,3 +275,17 @@ def test_a_turn_stopped_while_a_tool_runs_makes_no_further_engine_call(
     cove.conversations.run(turn, lambda _: cancel.is_set(), cancel)
     assert len(script.requests) == 1
     assert turn.tools_used_names() == ["calculator"]
+
+
+def test_a_tool_switched_off_during_the_turn_does_not_run(
+    cove: Cove, script: ToolScriptEngine, cove_home: Path
+) -> None:
+    def first(body: dict[str, Any]) -> Any:
+        policy.disable(cove_home, "calculator")  # the user switches it off while the model thinks
+        return [("calculator", {"expression": "1"})]
+
+    script.script = [first]
+    turn, _ = whole(cove, ask(cove_tools=["calculator"]))
+    assert [(r.ran, r.message) for r in turn.tools_used] == [
+        (False, "calculator was switched off; answer without it")
+    ]

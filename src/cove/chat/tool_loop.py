@@ -73,7 +73,9 @@ class ToolLoop:
         client_tools = turn.body.get("tools") or []
         self.client_names = {_tool_name(t) for t in client_tools} - {None}
         self.client_tools = list(client_tools)
-        self.offered = [registry.get(n) for n in turn.tools if n not in self.client_names]
+        # A tool gone since the turn was prepared (its MCP server re-listed) is simply not offered.
+        found = [registry.find(n) for n in turn.tools if n not in self.client_names]
+        self.offered = [tool for tool in found if tool is not None]
 
     def run(self) -> ChatAnswer:
         messages = list(self.turn.body["messages"])
@@ -163,13 +165,17 @@ class ToolLoop:
             parse_arguments(tool, call.arguments)
         except ToolError as exc:
             return self._done(call, arguments, ToolOutcome(tool.name, False, str(exc)), False)
+        rules = self.service.tool_policy()
+        if not rules.enabled(tool.name):  # switched off while the turn ran
+            off = ToolOutcome(tool.name, False, f"{tool.name} was switched off; answer without it")
+            return self._done(call, arguments, off, False)
         if not self._consented(tool, call, arguments):
             refusal = f"the user did not allow {tool.name} to run this time; answer without it"
             self._emit(ToolEvent(kind="refused", name=tool.name, arguments=arguments, call_id=call.id))
             return self._done(call, arguments, ToolOutcome(tool.name, False, refusal), False, event=False)
         context = ToolContext(
             settings=self.service.cove.settings,
-            allow=self.service.tool_policy().state(tool.name).allow,
+            allow=rules.state(tool.name).allow,
             feature=tool.feature,
         )
         cap = self.service.cove.settings.tool_timeout_s
