@@ -244,3 +244,13 @@ def test_cove_pull_is_in_the_ledger_and_offline_refuses_it(tmp_path: Path) -> No
     assert sum(e["bytes_received"] for e in allowed) >= len(data)
     assert log["left_machine"] == 0  # a loopback mirror: nothing left the machine
     assert asked == len(hub.requests)  # the offline pull sent nothing
+
+
+def test_a_tool_that_works_offline_is_shown_as_reaching_nothing(cove_home: Path) -> None:
+    cove_home.mkdir(parents=True, exist_ok=True)
+    rules = {"tools": {"current_time": {"enabled": True, "allow": []}, "fetch_url": {"enabled": True}}}
+    (cove_home / "tools.json").write_text(json.dumps(rules))
+    policy = json.loads(run("--local", "privacy", "--json").output)
+    shown = {r["feature"]: (r["allowed"], r["to"]) for r in policy["rules"]}
+    assert shown["tool:current_time"] == (False, "nothing")
+    assert shown["tool:fetch_url"] == (False, "no host (its allow-list is empty)")

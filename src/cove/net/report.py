@@ -72,9 +72,14 @@ def _tool_rules(gate: Gate) -> list[dict[str, Any]]:
         rules = tool_rules(gate.home)
     except CoveError as exc:
         return [{"feature": "tool:*", "allowed": False, "to": "nowhere", "why": str(exc)}]
+    local = _offline_tools()
     rows = []
     for name, rule in sorted(rules.items()):
         if name.startswith("mcp:"):
+            continue
+        if name in local:
+            why = "on; it works on this machine only" if rule.enabled else "off"
+            rows.append({"feature": f"tool:{name}", "allowed": False, "to": "nothing", "why": why})
             continue
         hosts = ", ".join(rule.allow) or "no host (its allow-list is empty)"
         why = "switched on with `cove tools enable`" if rule.enabled else "off"
@@ -98,6 +103,16 @@ def _tool_rules(gate: Gate) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _offline_tools() -> set[str]:
+    """The built-in tools that open no connection (the date, the calculator)."""
+    try:
+        from ..tools.registry import builtin_tools
+
+        return {tool.name for tool in builtin_tools() if not tool.network}
+    except Exception:  # the report stands without the tools' own list
+        return set()
 
 
 def _mcp_rules(gate: Gate) -> list[dict[str, Any]]:
