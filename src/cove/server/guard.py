@@ -75,9 +75,6 @@ class Policy:
             return 403, "this server answers only to its own host names"
         return None
 
-    def host_allowed(self, host_header: str) -> bool:
-        return self.host_problem(host_header) is None
-
     def origin_allowed(self, origin: str) -> bool:
         """Another page's origin is trusted only when the user listed it (COVE_ORIGINS). Being on
         this machine is not enough: any local program can serve a page on a loopback port, and a
