@@ -289,3 +289,13 @@ def test_a_tool_switched_off_during_the_turn_does_not_run(
     assert [(r.ran, r.message) for r in turn.tools_used] == [
         (False, "calculator was switched off; answer without it")
     ]
+
+
+def test_a_call_in_the_last_step_when_no_tool_is_offered_is_not_run(
+    cove: Cove, script: ToolScriptEngine
+) -> None:
+    script.after = lambda body: [("calculator", {"expression": "1+1"})]  # calls even with no tools offered
+    turn, answer = whole(cove, ask(cove_tools=["calculator"]))
+    assert len(script.requests) == MAX_STEPS + 1
+    assert turn.tools_used_names() == ["calculator"] * MAX_STEPS
+    assert answer.tool_calls == [] and answer.content == f"({LIMIT_NOTE})"

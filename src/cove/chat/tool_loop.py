@@ -89,8 +89,8 @@ class ToolLoop:
             step = self._step(self._body(messages, number, with_mine=not last))
             texts.append(step.answer.content)
             usages.append(step.answer.usage)
-            if step.stopped or step.theirs or not step.mine or self.cancel.is_set():
-                break
+            if last or step.stopped or step.theirs or not step.mine or self.cancel.is_set():
+                break  # (a call in the last step, to a tool no longer offered, is not run)
             messages.append(_assistant(step.answer.content, step.mine))
             for call in step.mine:
                 outcome = self._handle(call)
