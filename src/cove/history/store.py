@@ -52,7 +52,10 @@ def new_id() -> str:
 
 
 class History:
-    """Every conversation kept on this machine, in one SQLite file that several processes may share."""
+    """Every conversation kept on this machine, in one SQLite file that several processes may share.
+
+    A write on a full disk raises DiskFull (a 507 on the server) and leaves every committed turn.
+    """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
