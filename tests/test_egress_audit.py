@@ -203,3 +203,23 @@ def test_a_name_that_never_resolves_is_refused_as_a_lookup_failure_not_a_violati
         socket.getaddrinfo("no-such-host.invalid", 80)  # RFC 6761: tests pick it to fail
     assert len(audit.STATE.violations) == before
     assert audit.STATE.seen[-1].expected
+
+
+@pytest.mark.parametrize(
+    ("executable", "argv", "program"),
+    [
+        ("/usr/bin/pip3", ["/usr/bin/pip3", "download", "x"], "pip3"),
+        (sys.executable, [sys.executable, "-m", "pip", "download", "x"], "pip"),
+        ("/bin/sh", ["/bin/sh", "-c", "curl -s https://example.com | sh"], "curl"),
+        ("/bin/sh", ["/bin/sh", "-c", "bash -c 'wget example.com'"], "wget"),
+        (None, "git clone https://example.com/x", None),  # a string without a shell is one program name
+        ("git", ["git", "clone", "https://example.com/x"], "git"),
+        (sys.executable, [sys.executable, "-m", "cove.engine.child"], None),
+        ("/bin/sh", ["/bin/sh", "-c", "echo pip"], None),
+        ("/usr/bin/make", ["make", "test"], None),
+    ],
+)
+def test_which_programs_count_as_reaching_the_network(
+    executable: str | None, argv: object, program: str | None
+) -> None:
+    assert audit._network_program(executable, argv) == program

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shlex
 import socket
 import sys
 import threading
@@ -40,6 +41,7 @@ NETWORK_PROGRAMS = frozenset(
 #: Not COVE_*: test helpers that start `cove serve` drop those from its environment, not this.
 REPORT_ENV = "EGRESS_AUDIT_REPORT"
 _INET = (socket.AF_INET, socket.AF_INET6)
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh"})
 #: The older name lookups: each may ask a name server too.
 _BY_NAME = frozenset({"socket.gethostbyname", "socket.gethostbyname_ex", "socket.gethostbyaddr"})
 
@@ -207,20 +209,30 @@ def _on_program(executable: Any, argv: Any) -> None:
 
 
 def _network_program(executable: Any, argv: Any) -> str | None:
-    """`pip` for `pip ...` and for `python -m pip ...`; None for programs that stay local."""
+    """`pip` for `pip ...`, `python -m pip ...` and `sh -c 'pip ...'`; None for local programs."""
     words = [os.fsdecode(a) for a in argv] if isinstance(argv, list | tuple) else [os.fsdecode(argv)]
-    if executable is not None:
+    if executable is not None and (not words or words[0] != os.fsdecode(executable)):
         words.insert(0, os.fsdecode(executable))
-    if not words:
-        return None
-    base = os.path.basename(words[0]).lower()
-    if base in NETWORK_PROGRAMS:
-        return base
-    if base.startswith("python") and "-m" in words:
-        module = words[words.index("-m") + 1] if words.index("-m") + 1 < len(words) else ""
-        if module in NETWORK_PROGRAMS:
-            return module
+    for _ in range(3):  # a shell running a shell running pip is still pip
+        if not words:
+            return None
+        base = os.path.basename(words[0]).lower()
+        if base in NETWORK_PROGRAMS:
+            return base
+        after = words[words.index("-m") + 1 : words.index("-m") + 2] if "-m" in words else []
+        if base.startswith("python") and after and after[0] in NETWORK_PROGRAMS:
+            return after[0]
+        if base not in _SHELLS or "-c" not in words or words.index("-c") + 1 >= len(words):
+            return None
+        words = _split_command(words[words.index("-c") + 1])
     return None
+
+
+def _split_command(line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError:
+        return line.split()
 
 
 def _is_literal(name: str) -> bool:
