@@ -85,6 +85,8 @@ def serve(settings: Settings, *, insecure: bool = False) -> None:
     # Every connection off this machine asks the gate (with --offline: refused) and is recorded.
     egress_gate.install(settings)
     audit.install("enforce")
+    if settings.offline:
+        log.info("offline: cove connects to nothing off this machine, pulls included (cove privacy)")
     policy = Policy(
         bind_host=settings.host,
         api_keys=settings.api_keys,
