@@ -90,3 +90,17 @@ def test_always_is_not_asked_again_and_arguments_stay_text(page: Any, script: To
     second.locator(".msg-foot button").wait_for()
     assert "Tool said: 2" in second.inner_text()
     assert page.locator("dialog.tool-dialog").count() == 0
+
+
+def test_a_reopened_conversation_shows_its_tool_runs_as_text(page: Any, script: ToolScriptEngine) -> None:
+    script.script = [[("calculator", SNEAKY)]]
+    answer = ask(page, "go")
+    page.locator("dialog.tool-dialog button[value='yes']").click()
+    answer.locator(".msg-foot button").wait_for()
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    page.locator("#conversations .conv-open").first.click()
+    note = page.locator("#messages > .tool-note")
+    note.wait_for()
+    assert note.inner_text().startswith('calculator({"expression": "<img src=x onerror=alert(1)>"}) → ')
+    assert page.locator("#messages img").count() == 0

@@ -254,6 +254,8 @@ async function openConversation(id) {
       bubble.text = m.content;
       await renderInto(bubble.body, m.content);
       footer(bubble, { ttft: m.time_to_first_token_ms, tps: m.tokens_per_s });
+    } else if (m.role === "tool") {
+      box.append(el("div", { class: "tool-note", text: m.content })); // a kept tool run, as text
     }
   }
   if (chat.model && [...$("#model").options].some((o) => o.value === chat.model)) {
