@@ -102,7 +102,10 @@ def test_host_matches(pattern: str, host: str, matches: bool) -> None:
         ("x.localhost", True),
         ("localhost.evil.example", False),
         ("10.0.0.1", False),
-        ("0.0.0.0", False),
+        ("0.0.0.0", True),  # connecting to the unspecified address reaches this machine
+        ("::", True),
+        ("::ffff:0.0.0.0", True),
+        ("0.0.0.1", False),
         ("example.com", False),
     ],
 )

@@ -109,7 +109,7 @@ def host_matches(pattern: str, host: str) -> bool:
 
 
 def is_loopback_host(host: str) -> bool:
-    """A loopback literal (127/8, ::1, ::ffff:127.x) or `localhost` / `*.localhost` (RFC 6761)."""
+    """A loopback (or unspecified) literal, or `localhost` / `*.localhost` (RFC 6761)."""
     host = normal_host(host)
     if host == "localhost" or host.endswith(".localhost"):
         return True
@@ -117,10 +117,14 @@ def is_loopback_host(host: str) -> bool:
 
 
 def is_loopback_address(text: str) -> bool:
+    """Loopback, or unspecified (0.0.0.0, ::): a connection to either stays on this machine.
+
+    This is about egress only: URL tools refuse both anyway (cove.net.addresses).
+    """
     try:
         address = ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_unspecified
