@@ -218,3 +218,13 @@ def test_a_client_given_offline_settings_is_offline_without_an_installed_gate(co
     installed = gate.install(offline)
     assert gate.for_settings(offline) is installed
     assert gate.for_settings(Settings.from_env()) is not installed
+
+
+def test_a_long_lived_clients_row_is_current_before_it_closes(egress: Gate, web: str) -> None:
+    with gate.client("pull") as http:
+        http.get(web + "/a")
+        (entry,) = egress.ledger.entries()
+        assert entry.bytes_received >= len(BODY)
+        assert entry.ended_at is None  # still open
+    (entry,) = egress.ledger.entries()
+    assert entry.ended_at is not None

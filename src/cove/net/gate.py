@@ -11,11 +11,13 @@ Stable API (other modules call only these):
   transport asks the gate before every request, redirects included (each hop is a request), and
   counts the bytes each way. One ledger row per host:port the client reaches, finished when the
   client closes. Tool and MCP features go through safe-url's address-checking transport.
+  A row's bytes are written as each response is closed, so a long-lived client's row is current.
 - ``install(settings)`` / ``current()``: the process's gate (the CLI and `cove serve` install one
   at start so `--offline` holds everywhere); ``current()`` builds one from the environment if none
-  is installed.
+  is installed; ``for_settings(settings)`` is the gate for a Settings a caller was handed.
 
-Features: "pull", "tool:NAME", "mcp:NAME", "engine:remote" (see `cove.net.policy.decide`).
+Features: "pull", "tool:NAME" (a bare tool NAME is read the same), "mcp:NAME", "engine:remote"
+(see `cove.net.policy.decide`).
 """
 
 from __future__ import annotations
@@ -86,6 +88,11 @@ class Permit:
             yield self
         finally:
             _deactivate(self, token)
+
+    def flush(self) -> None:
+        """Write the bytes so far (a long-lived client's row is current before it closes)."""
+        if not self.closed and self.ledger is not None and self.row is not None:
+            self.ledger.finish(self.row, self.sent, self.received, self.address, ended=False)
 
     def close(self) -> None:
         """Write the bytes moved to the ledger (once)."""
@@ -292,7 +299,10 @@ class _CountedStream(httpx.SyncByteStream):
             yield chunk
 
     def close(self) -> None:
-        self._inner.close()
+        try:
+            self._inner.close()
+        finally:
+            self._permit.flush()
 
 
 class _AsyncCountedStream(httpx.AsyncByteStream):
@@ -305,7 +315,10 @@ class _AsyncCountedStream(httpx.AsyncByteStream):
             yield chunk
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        try:
+            await self._inner.aclose()
+        finally:
+            self._permit.flush()
 
 
 class GatedTransport(httpx.BaseTransport):

@@ -78,13 +78,16 @@ class Ledger:
             )
             return int(conn.last_insert_rowid())
 
-    def finish(self, row: int, sent: int, received: int, address: str | None = None) -> None:
-        """Write the bytes an allowed attempt moved, once it is over."""
+    def finish(
+        self, row: int, sent: int, received: int, address: str | None = None, *, ended: bool = True
+    ) -> None:
+        """Write the bytes an allowed attempt has moved (and, when `ended`, that it is over)."""
         with self._open().write() as conn:
             conn.execute(
-                "UPDATE egress SET bytes_sent = ?, bytes_received = ?, ended_at = ?, "
+                "UPDATE egress SET bytes_sent = ?, bytes_received = ?, "
+                "ended_at = CASE WHEN ? THEN ? ELSE ended_at END, "
                 "address = coalesce(?, address) WHERE id = ?",
-                (sent, received, now(), address, row),
+                (sent, received, int(ended), now(), address, row),
             )
 
     def entries(self, days: float | None = None, limit: int | None = None) -> list[Entry]:
