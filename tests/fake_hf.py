@@ -55,6 +55,8 @@ class FakeHF:
         self.require_token: str | None = None
         self.no_tree = False
         self.no_etag = False
+        #: Answer `Range: bytes=A-B` with only those bytes (off: from A to the end, as before).
+        self.honour_range_end = False
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, 0), _Handler)
         self._server.daemon_threads = True
@@ -156,8 +158,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_file(200, found.data, headers, send_body)
         if start >= total:
             return self._reply(416, b"", {"Content-Range": f"bytes */{total}"})
-        headers["Content-Range"] = f"bytes {start}-{total - 1}/{total}"
-        self._send_file(206, found.data[start:], headers, send_body)
+        last = min(self._range_end(), total - 1) if self.fake.honour_range_end else total - 1
+        headers["Content-Range"] = f"bytes {start}-{last}/{total}"
+        self._send_file(206, found.data[start : last + 1], headers, send_body)
 
     def _file_headers(self, found: FakeFile) -> dict[str, str]:
         headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
@@ -180,6 +183,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self.fake.ignore_range or not match:
             return None
         return int(match.group(1))
+
+    def _range_end(self) -> int:
+        """The B of `bytes=A-B` (a very large number when the range is open-ended)."""
+        match = re.fullmatch(r"bytes=\d+-(\d+)", self.headers.get("range", ""))
+        return int(match.group(1)) if match else 1 << 62
 
     def _send_file(self, code: int, body: bytes, headers: dict[str, str], send_body: bool) -> None:
         self.send_response(code)
