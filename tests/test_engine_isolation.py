@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -143,6 +144,34 @@ def test_an_engine_killed_while_idle_is_not_listed_as_loaded(isolated: Cove) -> 
     runner.model._process.wait(timeout=10)
     assert isolated.loaded() == []  # what /api/ps answers from
     assert isolated.chat(MODEL, HI, options=SHORT).content  # a killed engine restarts at once
+
+
+def limits_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/limits").read_text()
+
+
+def test_an_engine_process_runs_under_a_memory_bound(isolated: Cove) -> None:
+    """RLIMIT_DATA, sized from the estimate; the weights (a read-only map of the file) are not in it."""
+    assert isolated.chat(MODEL, HI, options=SHORT).content
+    (runner,) = isolated.scheduler.loaded()
+    assert isinstance(runner.model, IsolatedModel)
+    pid = runner.model._process.pid
+    limit = runner.spec.memory_limit
+    assert limit > 2 * runner.size
+    assert f"Max data size             {limit}" in limits_of(pid)
+    blob = str(isolated.store.model_path(isolated.model(MODEL)))
+    weights = [line.split()[1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if blob in line]
+    assert weights and all("w" not in perms for perms in weights)
+
+
+def test_an_engine_past_its_memory_bound_stops_alone(isolated: Cove) -> None:
+    request, _, _ = isolated.prepare(MODEL)
+    starved = replace(request.spec, num_parallel=1, memory_limit=64 << 20)
+    with pytest.raises(
+        EngineError, match=r"^the engine for gemma3:270m stopped while loading: it was killed by"
+    ):
+        IsolatedModel(starved)
+    assert isolated.chat(MODEL, HI, options=SHORT).content  # this process is alive and well
 
 
 def test_cove_serve_runs_each_model_in_its_own_process(real_server: RealServer) -> None:
