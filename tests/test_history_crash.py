@@ -11,6 +11,7 @@ from pathlib import Path
 import apsw
 
 from cove.history import History, db_path
+from cove.history.migrations import STEPS
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -112,4 +113,4 @@ def test_two_processes_creating_the_file_at_once(cove_home: Path) -> None:
 
     with History(path) as history:
         assert sorted((s.title, s.message_count) for s in history.list()) == [("left", 20), ("right", 20)]
-    assert raw(path).execute("SELECT count(*) FROM _migrations").fetchall() == [(3,)]
+    assert raw(path).execute("SELECT count(*) FROM _migrations").fetchall() == [(len(STEPS),)]
