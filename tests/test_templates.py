@@ -85,7 +85,7 @@ def test_nested_loop_is_stopped_by_the_deadline() -> None:
     assert time.monotonic() - started < 5
 
 
-def test_deadline_is_configurable_and_trace_restored() -> None:
+def test_deadline_is_configurable_and_leaves_the_trace_function_alone() -> None:
     def previous(*_: object) -> None:
         return None
 

@@ -6,11 +6,8 @@ import functools
 import json
 import re
 import string
-import sys
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
-from types import FrameType
 from typing import Any, NoReturn
 
 from jinja2 import Template, TemplateError, TemplateSyntaxError, nodes
@@ -23,6 +20,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import pass_environment
 
+from cove.deadline import run_within
 from cove.errors import InvalidTemplate
 
 #: Wall-clock budget for one render; chat templates normally take well under a millisecond.
@@ -160,7 +158,8 @@ _SAMPLE_CONVERSATION: list[dict[str, Any]] = [
 
 
 class _Timeout(BaseException):
-    """Raised by the trace function; a BaseException so no `except Exception` in Jinja eats it."""
+    """Raised in the rendering thread at the deadline; a BaseException so no `except Exception`
+    in Jinja eats it."""
 
 
 class _TooLarge(Exception):
@@ -229,10 +228,17 @@ def render_template(
     bos_token: str = "",
     eos_token: str = "",
     tools: list[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> str:
-    """Render a chat template over `messages`, within `timeout_s` and MAX_OUTPUT_CHARS."""
+    """Render a chat template over `messages`, within `timeout_s` and MAX_OUTPUT_CHARS.
+
+    `extra`: more variables for the template (a request's `chat_template_kwargs`, such as
+    `enable_thinking`); they cannot replace the ones above. Compiled templates are cached.
+    """
     variables = _variables(add_generation_prompt, bos_token, eos_token, tools)
+    if extra:
+        variables = {**{str(k): v for k, v in extra.items() if k != "messages"}, **variables}
     return _render_bounded(_compile(source), messages, variables, timeout_s)
 
 
@@ -278,7 +284,7 @@ def _render_bounded(
         return _collect(template.generate(messages=messages, **variables))
 
     try:
-        return _with_deadline(timeout_s, render)
+        return run_within(timeout_s, render, _Timeout)
     except _Timeout:
         raise InvalidTemplate(f"chat template does not finish within {timeout_s:g} s") from None
     except _TooLarge as e:
@@ -289,23 +295,6 @@ def _render_bounded(
         raise _RefusedConversation(f"chat template raised an error: {_one_line(e)}") from None
     except Exception as e:  # anything a hostile template can provoke becomes one line
         raise InvalidTemplate(f"chat template fails: {_one_line(e) or type(e).__name__}") from None
-
-
-def _with_deadline(timeout_s: float, fn: Callable[[], str]) -> str:
-    """Run fn with a line-level trace that aborts it once the deadline passes."""
-    deadline = time.monotonic() + timeout_s
-
-    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
-        if time.monotonic() > deadline:
-            raise _Timeout
-        return tracer
-
-    previous = sys.gettrace()
-    sys.settrace(tracer)
-    try:
-        return fn()
-    finally:
-        sys.settrace(previous)
 
 
 def _collect(chunks: Iterable[str]) -> str:

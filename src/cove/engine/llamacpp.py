@@ -15,6 +15,7 @@ from ..templates import is_builtin_template_name, tool_template
 from .base import ChunkCallback, LoadSpec
 from .embedding import fit_to_context
 from .memory import default_threads
+from .render_guard import RenderGuard
 from .tool_choice import ForcedCallStream, as_tool_call_result, forced_request, forced_tools
 
 #: The in-process engine's call for each kind of request.
@@ -45,6 +46,8 @@ class LlamaCppModel:
 
     #: An in-process engine lives as long as this process; an engine process can die on its own.
     alive = True
+    #: The engine's template and what it fills in, read from its /props on first use.
+    _guard: RenderGuard | None = None
 
     @property
     def address(self) -> str:
@@ -98,17 +101,27 @@ class LlamaCppModel:
     def chat(self, body: dict[str, Any], on_chunk: ChunkCallback | None = None) -> dict[str, Any]:
         if body.get("tool_choice") == "none":  # tools offered but not to be used: none is needed
             body = {k: v for k, v in body.items() if k not in ("tools", "tool_choice", "parallel_tool_calls")}
-        if not body.get("tools"):
-            return self._call("chat", body, on_chunk)
-        if self.no_tools:
+        if body.get("tools") and self.no_tools:
             raise BadRequest(f"{self.spec.name} cannot use tools: {self.no_tools}")
-        forced = forced_tools(body)
+        forced = forced_tools(body) if body.get("tools") else None
+        request = body if forced is None else forced_request(body, forced)
+        self.check_render(request.get("messages"), request.get("tools"), request.get("chat_template_kwargs"))
         if forced is None:
-            return self._call("chat", body, on_chunk)
-        request = forced_request(body, forced)
+            return self._call("chat", request, on_chunk)
         if on_chunk is not None:
             return self._call("chat", request, ForcedCallStream(on_chunk))
         return as_tool_call_result(self._call("chat", request, None))
+
+    def check_render(self, messages: Any, tools: Any = None, extra: Any = None) -> None:
+        """Render the engine's template in cove's bounded sandbox first (render_guard.py): a
+        template that runs away on this conversation is a 400 and never reaches the engine."""
+        if self._guard is None:
+            self._guard = RenderGuard.from_props(self.spec.name, self._tokens().props())
+        self._guard.check(
+            messages if isinstance(messages, list) else [],
+            tools if isinstance(tools, list) else None,
+            extra if isinstance(extra, dict) else None,
+        )
 
     def complete(self, body: dict[str, Any], on_chunk: ChunkCallback | None = None) -> dict[str, Any]:
         return self._call("complete", body, on_chunk)
@@ -133,6 +146,7 @@ class LlamaCppModel:
         return {**result, "truncated": fitted.truncated}
 
     def prompt_tokens(self, messages: list[dict[str, Any]], *, continuing: bool) -> list[int]:
+        self.check_render(messages)
         tokenizer = self._tokens()
         tokens = tokenizer.tokenize(tokenizer.render(messages), add_special=False)
         start = tokenizer.specials[:1]  # the begin-of-text token, when the model has one
@@ -212,11 +226,16 @@ class Tokenizer:
         """The model's chat template applied to `messages`, ready for the answer."""
         return str(self._ask("/apply-template", {"messages": messages}, "prompt"))
 
-    def _ask(self, path: str, body: dict[str, Any], key: str) -> Any:
+    def props(self) -> dict[str, Any]:
+        """The engine's /props: its chat template, the template's capabilities, BOS and EOS text."""
+        props: dict[str, Any] = self._ask("/props", None, None)
+        return props
+
+    def _ask(self, path: str, body: dict[str, Any] | None, key: str | None) -> Any:
         try:
-            reply = self._client.post(path, json=body)
+            reply = self._client.post(path, json=body) if body is not None else self._client.get(path)
             reply.raise_for_status()
-            return reply.json()[key]
+            return reply.json()[key] if key is not None else dict(reply.json())
         except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
             raise EngineError(f"the engine could not answer {path}: {exc}") from exc
 
