@@ -280,3 +280,27 @@ def test_cove_run_through_a_server_asks_and_the_server_runs_the_tool(
     assert code == 0, err
     assert "The model wants to run the tool calculator" in err
     assert out.strip() == "Tool said: 42"
+
+
+def test_tools_shows_each_mcp_server_and_whether_the_gate_covers_it(
+    mcp_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = json.loads((mcp_home / "mcp.json").read_text())
+    config["servers"]["far"] = {"url": "http://192.0.2.7/mcp"}
+    (mcp_home / "mcp.json").write_text(json.dumps(config))
+    code, out, _ = run_main(monkeypatch, capsys, "tools", "--json")
+    servers = {s["name"]: s for s in json.loads(out)["mcp_servers"]}
+    assert servers["mcp:notes"]["transport"] == "stdio" and servers["mcp:notes"]["gated"] is False
+    assert servers["mcp:far"]["gated"] is True and "cove tools enable mcp:far" in servers["mcp:far"]["error"]
+    code, _, err = run_main(monkeypatch, capsys, "tools")
+    assert code == 0 and "mcp:notes:" in err and "outside cove's gate" in err
+
+
+def test_tool_text_is_shown_as_it_is_on_the_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    """A tool's output or a model's arguments cannot restyle the terminal or turn into emoji."""
+    from cove.cli.chat import Session, tool_step
+
+    session = Session(model="tiny", history=None)  # type: ignore[arg-type]
+    failed = ToolEvent(kind="error", name="calc", message="[red]boom[/red] :smile:")
+    tool_step(None, session, failed)  # type: ignore[arg-type]  (shows it; needs no backend)
+    assert "(calc failed: [red]boom[/red] :smile:)" in capsys.readouterr().err

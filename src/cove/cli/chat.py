@@ -112,14 +112,16 @@ def tool_step(cove: Backend, session: Session, event: ToolEvent) -> None:
     if event.kind != "consent":
         shown = {"ran": "ran", "error": "failed", "refused": "not run", "limit": "stopped"}[event.kind]
         detail = f": {event.message[:200]}" if event.kind in ("error", "limit") else ""
-        err.print(f"[dim]({event.name or 'tools'} {shown}{detail})[/dim]", markup=True, highlight=False)
+        # Tool and model text is shown as it is: no markup, no :emoji: codes from it.
+        err.print(f"[dim]({escape(event.name or 'tools')} {shown}{escape(detail)})[/dim]", emoji=False)
         return
     assert event.consent_id is not None
     if event.name in session.always:
         return send_consent(cove, event.consent_id, "yes")
     arguments = json.dumps(event.arguments, ensure_ascii=False)
     sys.stdout.write("\n")
-    err.print(f"The model wants to run the tool [bold]{escape(event.name)}[/bold] with {escape(arguments)}")
+    name, shown_arguments = escape(event.name), escape(arguments)
+    err.print(f"The model wants to run the tool [bold]{name}[/bold] with {shown_arguments}", emoji=False)
     send_consent(cove, event.consent_id, ask_consent(event.name, session))
 
 

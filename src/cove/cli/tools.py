@@ -19,12 +19,12 @@ from ..config import Settings
 from ..errors import CoveError
 from ..tools import policy
 from ..tools.catalog import ToolCatalog
-from ..tools.listing import tool_rows
+from ..tools.listing import server_rows, tool_rows
 from ..tools.mcp_config import load_servers
 from ..tools.registry import ToolContext, ToolError, run_tool
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, emoji=False)
+err = Console(stderr=True, highlight=False, emoji=False)
 
 
 @click.group(invoke_without_command=True)
@@ -35,10 +35,10 @@ def tools(ctx: click.Context, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     catalog = ToolCatalog(Settings.from_env())
-    rows = [row for row in tool_rows(catalog) if "error" not in row]
-    problems = catalog.problems()
+    rows = tool_rows(catalog)
+    servers = server_rows(catalog)
     if as_json:
-        click.echo(json.dumps({"tools": rows, "mcp_errors": problems}, indent=2))
+        click.echo(json.dumps({"tools": rows, "mcp_servers": servers}, indent=2))
         return
     table = Table("NAME", "STATE", "SOURCE", "ALLOW", "DESCRIPTION", box=None)
     for row in rows:
@@ -47,8 +47,11 @@ def tools(ctx: click.Context, as_json: bool) -> None:
         about = escape(row["description"][:70])
         table.add_row(escape(row["name"]), state, row["source"], escape(hosts), about)
     out.print(table)
-    for server, problem in problems.items():
-        err.print(f"[yellow]MCP server {escape(server)}: {escape(problem)}[/yellow]")
+    for server in servers:
+        gate = "through the gate" if server["gated"] else "its own program, outside cove's gate"
+        err.print(f"[dim]{escape(server['name'])}: {escape(server['target'])} ({gate})[/dim]")
+        if "error" in server:
+            err.print(f"[yellow]  its tools could not be listed: {escape(server['error'])}[/yellow]")
     if not any(row["enabled"] for row in rows):
         err.print("[dim]Every tool is off. `cove tools enable NAME` switches one on.[/dim]")
 

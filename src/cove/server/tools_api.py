@@ -39,11 +39,13 @@ async def consent(request: Request) -> Response:
 
 async def list_tools(request: Request) -> Response:
     """Every tool with its state, as `cove tools --json` shows it."""
-    from ..tools.listing import tool_rows
+    from ..tools.listing import server_rows, tool_rows
 
     state = state_of(request)
-    rows = await state.blocking(tool_rows, state.cove.conversations.tool_catalog)
-    return JSONResponse({"tools": rows})
+    catalog = state.cove.conversations.tool_catalog
+    rows = await state.blocking(tool_rows, catalog)
+    servers = await state.blocking(server_rows, catalog)
+    return JSONResponse({"tools": rows, "mcp_servers": servers})
 
 
 routes = [

@@ -1,10 +1,10 @@
-"""Every tool with its state, as `cove tools` and `GET /api/cove/tools` show it."""
+"""Every tool with its state, as `cove tools` and `GET /api/cove/tools` show it, and the MCP servers."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .mcp_config import SEPARATOR
+from .mcp_config import load_servers
 from .policy import load
 
 if TYPE_CHECKING:
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 def tool_rows(catalog: ToolCatalog) -> list[dict[str, Any]]:
-    """One row per known tool (built-in and MCP), then one per MCP server that could not be listed."""
+    """One row per known tool (built-in and MCP)."""
     policy = load(catalog.settings.home)
     rows: list[dict[str, Any]] = []
     for tool in catalog.registry().all():
@@ -28,6 +28,26 @@ def tool_rows(catalog: ToolCatalog) -> list[dict[str, Any]]:
                 "parameters": tool.parameters,
             }
         )
-    for server, problem in catalog.problems().items():
-        rows.append({"name": f"{server}{SEPARATOR}*", "source": f"mcp:{server}", "error": problem})
+    return rows
+
+
+def server_rows(catalog: ToolCatalog) -> list[dict[str, Any]]:
+    """One row per declared MCP server: how it is reached, its gate switch, and any listing error."""
+    policy = load(catalog.settings.home)
+    problems = catalog.problems()
+    rows = []
+    for server in load_servers(catalog.settings):
+        state = policy.state(server.feature)
+        row: dict[str, Any] = {
+            "name": server.feature,
+            "transport": "http" if server.url else "stdio",
+            "target": server.describe(),
+            # A command runs as its own program: what it connects to is outside cove's gate.
+            "gated": bool(server.url),
+            "enabled": state.enabled,
+            "allow": list(state.allow),
+        }
+        if server.name in problems:
+            row["error"] = problems[server.name]
+        rows.append(row)
     return rows
