@@ -3,15 +3,19 @@ the memory bandwidth that bounds decode speed on a CPU; recorded as plain data (
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from .errors import CoveError
 
 GB = 1_000_000_000
 #: Instruction sets llama.cpp's CPU kernels choose between, as /proc/cpuinfo spells them.
@@ -254,3 +258,38 @@ def measure_bandwidth(seconds: float = BANDWIDTH_SECONDS, size: int = BANDWIDTH_
         if elapsed >= seconds:
             break
     return round(2 * copies * len(source) / elapsed / GB, 1)
+
+
+#: Where the last bandwidth measurement is kept, so `cove fit` and `cove list` need not wait.
+BANDWIDTH_FILE = "machine.json"
+BANDWIDTH_MAX_AGE_S = 7 * 86400
+
+
+def remembered_bandwidth(home: Path) -> float | None:
+    """The bandwidth measured here in the last week, if any."""
+    try:
+        data = json.loads((home / BANDWIDTH_FILE).read_text("utf-8"))
+        fresh = time.time() - float(data["measured_at"]) < BANDWIDTH_MAX_AGE_S
+        return float(data["bandwidth_gbs"]) if fresh and data["bandwidth_gbs"] > 0 else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remember_bandwidth(home: Path, gbs: float) -> None:
+    from .store.atomic import atomic_write_bytes
+
+    record = {"bandwidth_gbs": gbs, "measured_at": time.time()}
+    # A read-only or full store: measure again next time.
+    with contextlib.suppress(OSError, CoveError):
+        atomic_write_bytes(home / BANDWIDTH_FILE, json.dumps(record).encode())
+
+
+def this_machine(home: Path, fresh: bool = False) -> Machine:
+    """This machine now, with the remembered bandwidth unless `fresh` (then measured, and kept)."""
+    known = None if fresh else remembered_bandwidth(home)
+    described = describe(home, measure=known is None)
+    if known is not None:
+        return replace(described, bandwidth_gbs=known)
+    if described.bandwidth_gbs:
+        remember_bandwidth(home, described.bandwidth_gbs)
+    return described

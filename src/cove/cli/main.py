@@ -20,7 +20,6 @@ from ..errors import CoveError
 from ..library.backend import Backend
 from ..library.local import Cove
 from ..library.remote import find_server
-from ..store import catalog
 from ..store.names import parse_name
 from ..store.progress import PullProgress
 from .confirm import confirm, yes_option
@@ -92,19 +91,16 @@ def print_json(data: Any) -> None:
 
 @cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--available", is_flag=True, help="Show the built-in catalog instead.")
+@click.option(
+    "--available", is_flag=True, help="Show the catalog instead: what fits here and how fast, best first."
+)
 @pass_ctx
 def list_models(ctx: Context, as_json: bool, available: bool) -> None:
     """List stored models (or the catalog with --available)."""
     if available:
-        entries = [entry.to_dict() for entry in catalog.CATALOG]
-        if as_json:
-            return print_json(entries)
-        table = Table("NAME", "SIZE", "RAM", "LICENSE", "DESCRIPTION", box=None)
-        for e in entries:
-            size = human_size(e["size"])
-            table.add_row(e["name"], size, f"{e['ram_gb']} GB", e["license"], e["description"])
-        return out.print(table)
+        from .fit import available as show_available  # it imports this module
+
+        return show_available(as_json)
     models = ctx.backend.models()
     if as_json:
         return print_json([_model_row(m) for m in models])
@@ -355,3 +351,11 @@ cli.add_command(privacy)
 from .tools import tools  # noqa: E402  (imports this module's names; registered last)
 
 cli.add_command(tools)
+
+from .doctor import doctor  # noqa: E402  (as above)
+from .fit import fit  # noqa: E402
+from .pick import pick  # noqa: E402
+
+cli.add_command(doctor)
+cli.add_command(fit)
+cli.add_command(pick)

@@ -11,7 +11,7 @@ from ..machine import Machine
 from ..store import catalog
 from ..store.catalog import CatalogEntry
 from ..store.models import Manifest
-from .planner import FITS, VERDICTS, ModelFigures, Plan, plan
+from .planner import FITS, FITS_IF_FREED, VERDICTS, ModelFigures, Plan, plan
 
 #: The first-run rule: the largest (most parameters) catalog chat model whose plan fits now,
 #: takes at most this share of the RAM free now, and decodes at least this fast.
@@ -48,8 +48,19 @@ class Ranked:
         roomy = self.plan.memory["ram"] <= PICK_RAM_SHARE * self.ram_free
         return self.plan.fits and roomy and self.plan.decode_tps >= PICK_MIN_DECODE_TPS
 
+    @property
+    def label(self) -> str:
+        """The FIT column: yes, slow (under the usable speed), tight (over the RAM share),
+        if freed (needs memory other programs hold), or no."""
+        if self.plan.verdict != FITS:
+            return "if freed" if self.plan.verdict == FITS_IF_FREED else "no"
+        if self.plan.decode_tps < PICK_MIN_DECODE_TPS:
+            return "slow"
+        return "yes" if self.usable else "tight"
+
     def to_dict(self) -> dict[str, Any]:
-        return {**self.entry.to_dict(), "plan": self.plan.to_dict(), "usable": self.usable}
+        plan = self.plan.to_dict()
+        return {**self.entry.to_dict(), "fit": self.label, "usable": self.usable, "plan": plan}
 
 
 def rank(machine: Machine, entries: Iterable[CatalogEntry] | None = None, **options: Any) -> list[Ranked]:

@@ -94,6 +94,8 @@ class Plan:
     #: A way to fit when it does not: {"num_ctx": N} or {"quant": Q, "ref": ...}.
     suggestion: dict[str, Any] = field(default_factory=dict)
     params: int = 0
+    #: The context the model was trained for (a longer num_ctx answers worse), if known.
+    trained_ctx: int | None = None
     #: Why each lever was pulled ("1 slot instead of 8", "KV cache in q8_0").
     levers: tuple[str, ...] = ()
 
@@ -257,6 +259,7 @@ def _build(
         verdict=verdict,
         reason=reason,
         params=model.params(quant),
+        trained_ctx=model.trained_context,
         levers=levers,
     )
 

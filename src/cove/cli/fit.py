@@ -1,0 +1,159 @@
+"""`cove fit MODEL`: the plan cove would load a model with on this machine, the speeds it
+predicts, and whether it fits, before any download (`--json` for scripts)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..config import Settings
+from ..engine import fitting, planner
+from ..errors import InvalidName, ModelNotFound
+from ..machine import GB, Machine, this_machine
+from ..store import catalog, remote_header
+from ..store.huggingface import parse_hf_ref
+from ..store.models import ModelStore
+from .format import human_size
+
+out = Console(highlight=False)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.command()
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--ctx",
+    "num_ctx",
+    type=click.IntRange(min=planner.MIN_CTX),
+    help="Context length to plan for (default 4096, or the model's own if smaller).",
+)
+@click.option("--quant", help="Plan for another quantization of the model (Q8_0, Q4_K_M, ...).")
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Slots (`cove serve` uses 8).",
+)
+def fit(model: str, as_json: bool, num_ctx: int | None, quant: str | None, parallel: int) -> None:
+    """Will MODEL run here, and how fast? A stored model, a catalog name, or hf.co/ORG/REPO[:QUANT]
+    (only its header is read)."""
+    settings = Settings.from_env()
+    figures, source = model_figures(model, settings)
+    machine = this_machine(settings.home)
+    plan = planner.plan(figures, machine, num_ctx=num_ctx, quant=quant, parallel=parallel)
+    if as_json:
+        return print_json({"source": source, "plan": plan.to_dict(), "machine": machine.to_dict()})
+    out.print(plan_table(plan, machine, source))
+
+
+def model_figures(model: str, settings: Settings) -> tuple[planner.ModelFigures, str]:
+    """What the planner needs of MODEL, and where it came from: "store", "catalog" or "hf"."""
+    if parse_hf_ref(model) is not None:
+        remote = remote_header.read_remote(model, settings)
+        refs = {q: remote.pull_ref(q) for q in remote.quants}
+        refs[remote.quant] = model
+        name = f"{remote.ref.repo_id}:{remote.quant}"
+        return planner.ModelFigures(name, remote.info, remote.quants, refs), "hf"
+    store = ModelStore(settings.home)
+    try:
+        stored = store.get(model) if store.has(model) else None
+    except InvalidName:
+        stored = None
+    if stored is not None:
+        return fitting.manifest_figures(stored), "store"
+    entry = catalog.find(model)
+    figures = fitting.entry_figures(entry) if entry is not None else None
+    if figures is None:
+        raise ModelNotFound(
+            f"'{model}' is not in the store or the catalog: see `cove list` and `cove list --available`, "
+            "or name a Hugging Face repo as hf.co/OWNER/REPO[:QUANT]"
+        )
+    return figures, "catalog"
+
+
+def plan_table(plan: planner.Plan, machine: Machine, source: str) -> Table:
+    table = Table(box=None, show_header=False, title=f"{escape(plan.model)} ({source})", title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("file", f"{plan.quant}, {plan.weights / GB:.2f} GB: {escape(plan.ref)}")
+    table.add_row("plan", _settings(plan))
+    table.add_row("memory", _memory(plan))
+    table.add_row("speed", _speed(plan, machine))
+    style = {planner.FITS: "green", planner.FITS_IF_FREED: "yellow"}.get(plan.verdict, "red")
+    table.add_row("verdict", f"[{style}]{plan.verdict}[/{style}]: {escape(plan.reason)}")
+    if plan.levers:
+        table.add_row("to fit", "; ".join(plan.levers))
+    if plan.trained_ctx and plan.num_ctx > plan.trained_ctx:
+        table.add_row("note", f"num_ctx is past the {plan.trained_ctx} tokens the model was trained for")
+    if plan.verdict != planner.FITS:
+        table.add_row("instead", escape(planner.describe_suggestion(plan)))
+    return table
+
+
+def _settings(plan: planner.Plan) -> str:
+    slots = f"{plan.parallel} slot{'s' if plan.parallel > 1 else ''}"
+    if plan.gpu_layers == 0:
+        where = f"all {plan.layers} layers on the CPU"
+    else:
+        where = f"{plan.gpu_layers} of {plan.layers} layers on the GPU"
+    return f"num_ctx {plan.num_ctx}, {slots}, KV cache {plan.kv_type}, {where}"
+
+
+def _memory(plan: planner.Plan) -> str:
+    m = plan.memory
+    parts = (
+        f"weights {m['weights'] / GB:.2f}",
+        f"KV cache {m['kv_cache'] / GB:.2f}",
+        f"prompt cache {m['prompt_cache'] / GB:.2f}",
+        f"buffers {m['overhead'] / GB:.2f}",
+    )
+    where = f" ({m['vram'] / GB:.1f} GB of it on the GPU)" if m["vram"] else ""
+    return f"{m['total'] / GB:.1f} GB{where}: " + " + ".join(parts)
+
+
+def _speed(plan: planner.Plan, machine: Machine) -> str:
+    basis = f"RAM bandwidth {machine.bandwidth_gbs:.1f} GB/s" if machine.bandwidth_gbs else "a typical laptop"
+    return (
+        f"about {tps(plan.decode_tps)} tokens/s writing, {tps(plan.prompt_tps)} tokens/s reading the "
+        f"prompt (predicted from {basis})"
+    )
+
+
+def tps(value: float) -> str:
+    """A speed with the digits that mean something: 0.4, 7.5, 23, 1,200."""
+    return f"{value:.1f}" if value < 10 else f"{value:,.0f}"
+
+
+def available(as_json: bool) -> None:
+    """`cove list --available`: the catalog with a fit column and predicted speed, best here first."""
+    settings = Settings.from_env()
+    ranked = fitting.rank(this_machine(settings.home))
+    planned = {r.entry.name for r in ranked}
+    rest = [e for e in catalog.CATALOG if e.name not in planned]  # entries without figures
+    if as_json:
+        return print_json([r.to_dict() for r in ranked] + [e.to_dict() for e in rest])
+    table = Table("NAME", "SIZE", "RAM", "FIT", "SPEED", "LICENSE", "DESCRIPTION", box=None)
+    for r in ranked:
+        speed = f"{tps(r.plan.decode_tps)} tok/s"
+        ram = f"{r.plan.memory['total'] / GB:.1f} GB"
+        table.add_row(
+            r.entry.name, human_size(r.entry.size), ram, r.label, speed, r.entry.license, r.entry.description
+        )
+    for e in rest:
+        table.add_row(e.name, human_size(e.size), f"{e.ram_gb} GB", "?", "?", e.license, e.description)
+    out.print(table)
+    out.print(
+        f"FIT: 'yes' fits in {fitting.PICK_RAM_SHARE:.0%} of the free RAM at "
+        f"{fitting.PICK_MIN_DECODE_TPS:.0f}+ tokens/s; 'slow' fits but writes slower; 'tight' takes more "
+        "of the free RAM; 'if freed' needs memory other programs hold. SPEED: predicted writing speed."
+    )
