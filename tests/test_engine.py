@@ -7,12 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from engine_helpers import load_gemma
 
 from cove.config import Settings
-from cove.engine.llamacpp import LlamaCppModel, raise_engine_error
+from cove.engine.llamacpp import LlamaCppModel, engine_client, raise_engine_error
 from cove.errors import BadRequest, EngineError
 from cove.library.local import Cove
 
@@ -81,14 +80,13 @@ def test_completion(gemma: LlamaCppModel) -> None:
 
 @pytest.mark.model
 def test_engine_listener_needs_the_secret(gemma: LlamaCppModel) -> None:
-    address = httpx.URL(gemma._server.listening_address)
-    assert address.host in ("127.0.0.1", "::1", "localhost")
-    with httpx.Client(base_url=str(address), timeout=10) as client:
+    assert gemma.address.startswith("unix://")  # a socket file in a private folder, not a port
+    with engine_client(gemma.address, "guess", timeout=10) as client:
         assert client.get("/v1/models").status_code == 401
         posted = client.post("/v1/chat/completions", json=greedy(1))
         assert posted.status_code == 401
-        wrong = client.get("/v1/models", headers={"Authorization": "Bearer guess"})
-        assert wrong.status_code == 401
+        bare = client.get("/v1/models", headers={"Authorization": ""})
+        assert bare.status_code == 401
 
 
 @pytest.mark.model

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
+import tempfile
 import threading
 from typing import Any
 
@@ -28,19 +31,22 @@ class LlamaCppModel:
     """One `xllamacpp.Server`: continuous batching over `num_parallel` slots, prompt cache on."""
 
     def __init__(self, spec: LoadSpec, listen: str | None = None) -> None:
-        """`listen`: a Unix socket path for the engine's own listener (an engine process's), else
-        a random loopback port."""
+        """`listen`: a Unix socket path for the engine's own listener (an engine process's, in a
+        folder of its own), else one in a private folder made here and removed on close. The
+        engine always opens a listener; on a socket file nothing else can reach it: no TCP port
+        any local program (or page, through the browser) could try, only this user's folder."""
         self.spec = spec
         #: Why this model cannot take `tools`, or None when it can.
         self.no_tools: str | None = None
         self._secret = secrets.token_urlsafe(32)
+        self._folder = None if listen else tempfile.mkdtemp(prefix="cove-engine-")
         params = self._params(spec)
-        if listen:
-            params.hostnames = [listen]
-        if spec.embedding:
-            self._server = _start(spec, params)
-        else:
-            self._server = self._start_chat(spec, params)
+        params.hostnames = [listen or os.path.join(str(self._folder), "engine.sock")]
+        try:
+            self._server = _start(spec, params) if spec.embedding else self._start_chat(spec, params)
+        except BaseException:
+            self._remove_folder()
+            raise
         self._tokenizer: Tokenizer | None = None
         self._tokenizer_lock = threading.Lock()
 
@@ -51,7 +57,7 @@ class LlamaCppModel:
 
     @property
     def address(self) -> str:
-        """The engine's own loopback listener (tokenizer, template, and engine/process.py's API)."""
+        """The engine's own listener, `unix:///path` (tokenizer, template, and engine/process.py's API)."""
         return str(self._server.listening_address)
 
     @property
@@ -192,6 +198,12 @@ class LlamaCppModel:
             self._tokenizer.close()
         server, self._server = self._server, None
         del server
+        self._remove_folder()
+
+    def _remove_folder(self) -> None:
+        folder, self._folder = self._folder, None
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def engine_client(address: str, secret: str, timeout: httpx.Timeout | float) -> httpx.Client:
