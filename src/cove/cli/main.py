@@ -98,7 +98,7 @@ def print_json(data: Any) -> None:
 def list_models(ctx: Context, as_json: bool, available: bool) -> None:
     """List stored models (or the catalog with --available)."""
     if available:
-        from .fit import available as show_available  # it imports this module
+        from .fit import available as show_available  # beside `cove fit`, registered below
 
         return show_available(as_json)
     models = ctx.backend.models()

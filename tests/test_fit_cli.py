@@ -1,0 +1,259 @@
+"""`cove doctor`, `cove fit`, `cove list --available` and the first-run choice (`cove pick`),
+through click's runner on recorded machines and as the installed script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from fake_hf import FakeHF
+from gguf_writer import make_gguf
+from test_remote_header import DATA as BIG_GGUF
+
+from cove import machine as machine_module
+from cove.cli import fit as fit_module
+from cove.cli import pick as pick_module
+from cove.cli.main import cli
+from cove.library.local import Cove
+from cove.machine import Machine
+from cove.store import catalog
+from cove.store.models import ModelStore
+
+MACHINES = Path(__file__).parent / "machines"
+GIGA = 10**9
+COVE = Path(sys.executable).with_name("cove")
+TINY = make_gguf(
+    {
+        "general.architecture": "llama",
+        "general.name": "tiny chat",
+        "llama.context_length": 2048,
+        "llama.block_count": 2,
+        "llama.embedding_length": 64,
+        "llama.attention.head_count": 4,
+        "general.file_type": 15,
+        "tokenizer.ggml.tokens": ["a", "b"],
+    }
+)
+
+
+def recorded(name: str) -> Machine:
+    return Machine.from_dict(json.loads((MACHINES / f"{name}.json").read_text()))
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def on(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """`on("laptop-4gb")`: the commands see that recorded machine instead of this one."""
+
+    def use(name: str) -> Machine:
+        described = recorded(name)
+        for module in (fit_module, pick_module):
+            monkeypatch.setattr(module, "this_machine", lambda home, fresh=False: described)
+        return described
+
+    yield use
+
+
+# -- doctor ----------------------------------------------------------------------------------
+
+
+def test_doctor_json_describes_this_machine_and_remembers_the_bandwidth(cove_home: Path) -> None:
+    report = json.loads(invoke("doctor", "--json").stdout)
+    assert report["physical_cores"] >= 1 and report["logical_cores"] >= report["physical_cores"]
+    assert 0 < report["ram_available"] <= report["ram_total"]
+    assert report["ram_used_by_others"] == report["ram_total"] - report["ram_available"]
+    assert report["bandwidth_gbs"] > 0.1
+    assert report["disk_free"] > 0 and report["home"] == str(cove_home)
+    assert "cpu" in report["engine"]["backends"]
+    assert report["pick"]["model"] in catalog.names()
+    remembered = json.loads((cove_home / machine_module.BANDWIDTH_FILE).read_text())
+    assert remembered["bandwidth_gbs"] == report["bandwidth_gbs"]
+
+
+def test_fit_uses_the_remembered_bandwidth(cove_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    machine_module.remember_bandwidth(cove_home, 12.5)
+
+    def no_measuring(*_: object) -> float:
+        raise AssertionError("measured although a recent figure was kept")
+
+    monkeypatch.setattr(machine_module, "measure_bandwidth", no_measuring)
+    shown = json.loads(invoke("fit", "smollm2:135m", "--json").stdout)
+    assert shown["machine"]["bandwidth_gbs"] == 12.5
+    assert "12.5 GB/s" in invoke("fit", "smollm2:135m").stdout
+
+
+def test_doctor_screen() -> None:
+    screen = invoke("doctor").stdout
+    for label in ("CPU", "instruction sets", "memory", "bandwidth", "GPUs", "disk", "engine"):
+        assert label in screen
+    assert "cove run with no model would start with" in screen
+
+
+# -- fit -------------------------------------------------------------------------------------
+
+
+def test_fit_a_catalog_model_on_a_4gb_laptop(on: object) -> None:
+    on("laptop-4gb")  # type: ignore[operator]
+    plan = json.loads(invoke("fit", "qwen2.5:7b", "--json").stdout)["plan"]
+    assert plan["verdict"] == "does not fit" and plan["suggestion"] == {}
+    screen = invoke("fit", "qwen2.5:7b").stdout
+    assert "does not fit" in screen and "try a smaller model" in screen
+    small = json.loads(invoke("fit", "qwen2.5:0.5b", "--json", "--ctx", "2048").stdout)
+    assert small["source"] == "catalog" and small["plan"]["verdict"] == "fits"
+    assert small["plan"]["num_ctx"] == 2048
+
+
+def test_fit_another_quant_and_slots(on: object) -> None:
+    on("desktop-16gb")  # type: ignore[operator]
+    shown = json.loads(invoke("fit", "qwen2.5:14b", "--quant", "Q8_0", "--json").stdout)["plan"]
+    assert shown["quant"] == "Q8_0" and shown["verdict"] == "does not fit"
+    assert shown["suggestion"]["quant"] == "Q4_K_M"
+    screen = invoke("fit", "qwen2.5:14b", "--quant", "Q8_0").stdout
+    assert "the Q4_K_M file would fit" in screen
+    served = json.loads(invoke("fit", "llama3.2:3b", "--parallel", "4", "--json").stdout)["plan"]
+    assert served["parallel"] == 4
+
+
+def test_fit_a_stored_model(fake_cove: Cove, on: object) -> None:
+    on("desktop-16gb")  # type: ignore[operator]
+    shown = json.loads(invoke("fit", "tiny", "--json").stdout)
+    assert shown["source"] == "store"
+    assert shown["plan"]["weights"] == fake_cove.store.get("tiny").size
+    assert shown["plan"]["num_ctx"] == 256  # the model's own context is below the default
+
+
+def test_fit_a_hugging_face_repo_reads_only_the_header(
+    on: object, monkeypatch: pytest.MonkeyPatch, cove_home: Path
+) -> None:
+    on("desktop-16gb")  # type: ignore[operator]
+    with FakeHF() as fake:
+        fake.honour_range_end = True
+        fake.add_file("acme", "Big-GGUF", "big-Q4_K_M.gguf", BIG_GGUF)
+        monkeypatch.setenv("COVE_HF_ENDPOINT", fake.url)
+        shown = json.loads(invoke("fit", "hf.co/acme/Big-GGUF", "--json").stdout)
+        ranges = [s.headers.get("range") for s in fake.seen("GET", ".gguf")]
+    assert shown["source"] == "hf"
+    assert shown["plan"]["model"] == "hf.co/acme/Big-GGUF:Q4_K_M"
+    assert shown["plan"]["layers"] == 16 and shown["plan"]["weights"] == len(BIG_GGUF)
+    assert ranges and all(r and r.startswith("bytes=") for r in ranges)
+    assert ModelStore(cove_home).list() == []  # nothing was downloaded
+
+
+def test_fit_unknown_model_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = CliRunner().invoke(cli, ["fit", "nothing:1b"])
+    assert result.exit_code == 1
+    assert "not in the store or the catalog" in str(result.exception)
+
+
+# -- list --available ------------------------------------------------------------------------
+
+
+def test_list_available_has_fit_and_speed_best_first(on: object) -> None:
+    on("desktop-16gb")  # type: ignore[operator]
+    rows = json.loads(invoke("list", "--available", "--json").stdout)
+    assert {r["name"] for r in rows} == set(catalog.names())
+    labels = [r["fit"] for r in rows]
+    first_other = next(i for i, label in enumerate(labels) if label != "yes")
+    assert set(labels[:first_other]) == {"yes"} and "yes" not in labels[first_other:]
+    assert labels[-1] == "no"
+    assert all(r["plan"]["decode_tps"] > 0 for r in rows)
+    screen = CliRunner().invoke(cli, ["list", "--available"], env={"COLUMNS": "200"}).stdout
+    assert "FIT" in screen and "SPEED" in screen and "tok/s" in screen
+
+
+# -- the first-run choice --------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_catalog(monkeypatch: pytest.MonkeyPatch) -> catalog.CatalogEntry:
+    """A catalog of one small chat model on the fake hub, beside the two offline fallbacks."""
+    arch = catalog.Arch(
+        layers=2, heads=4, kv_heads=4, head_dim=16, embedding=64, context=2048, params=2 * 10**9
+    )
+    tiny = catalog.CatalogEntry(
+        "tiny:chat",
+        catalog.HFRepo("hf.co/acme/Tiny-GGUF:Q4_K_M"),
+        "a tiny chat model",
+        len(TINY),
+        0.1,
+        "MIT",
+        arch=arch,
+        quants={"Q4_K_M": len(TINY)},
+    )
+    fallbacks = tuple(e for e in catalog.CATALOG if e.name in ("smollm2:135m", "gemma3:270m"))
+    monkeypatch.setattr(catalog, "CATALOG", (tiny, *fallbacks))
+    return tiny
+
+
+def test_pick_says_what_and_why(on: object, fake_catalog: catalog.CatalogEntry) -> None:
+    on("desktop-16gb")  # type: ignore[operator]
+    said = invoke("pick").stdout
+    assert said.startswith("tiny:chat: the largest model that fits in at most 60% of the free RAM")
+    assert json.loads(invoke("pick", "--json").stdout)["model"] == "tiny:chat"
+
+
+def test_first_run_picks_and_pulls(
+    on: object, fake_catalog: catalog.CatalogEntry, monkeypatch: pytest.MonkeyPatch, cove_home: Path
+) -> None:
+    on("desktop-16gb")  # type: ignore[operator]
+    with FakeHF() as fake:
+        fake.add_file("acme", "Tiny-GGUF", "tiny-Q4_K_M.gguf", TINY)
+        monkeypatch.setenv("COVE_HF_ENDPOINT", fake.url)
+        result = invoke("pick", "--pull")
+    assert result.stdout.strip().splitlines()[-1] == "tiny:chat"
+    assert "cove picked tiny:chat for this machine" in result.stderr
+    assert [m.name for m in ModelStore(cove_home).list()] == ["tiny:chat"]
+
+
+def test_first_run_offline_falls_back_to_the_bundled_model(
+    on: object, fake_catalog: catalog.CatalogEntry, monkeypatch: pytest.MonkeyPatch, real_home: Path
+) -> None:
+    on("desktop-16gb")  # type: ignore[operator]
+    with FakeHF() as fake:
+        fake.add_file("acme", "Tiny-GGUF", "tiny-Q4_K_M.gguf", TINY)
+        monkeypatch.setenv("COVE_HF_ENDPOINT", fake.url)
+        monkeypatch.setenv("COVE_OFFLINE", "1")
+        result = invoke("pick", "--pull")
+        assert fake.seen() == []  # offline: not even the loopback hub
+    assert result.stdout.strip().splitlines()[-1] == "gemma3:270m"
+    told = result.stderr
+    assert "cove picked tiny:chat" in told
+    assert "could not pull tiny:chat" in told and "could not pull smollm2:135m" in told
+    assert told.count("offline") >= 2
+    assert "tiny:chat" not in [m.name for m in ModelStore(real_home).list()]
+
+
+# -- as the installed script -----------------------------------------------------------------
+
+
+def run_cove(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(COVE), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COVE_LOCAL": "1"},
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_doctor_and_fit_as_processes() -> None:
+    doctor = run_cove("doctor", "--json")
+    assert doctor.returncode == 0, doctor.stderr
+    assert json.loads(doctor.stdout)["bandwidth_gbs"] > 0
+    fit = run_cove("fit", "gemma3:270m", "--json")
+    assert fit.returncode == 0, fit.stderr
+    assert json.loads(fit.stdout)["plan"]["verdict"] in ("fits", "fits if other programs free memory")
+    missing = run_cove("fit", "nothing:1b")
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1
+    assert missing.stderr.startswith("Error: 'nothing:1b' is not in the store or the catalog")
