@@ -257,11 +257,6 @@ def test_cove_run_asks_before_each_tool_call(
 # -- `cove run` through a running server -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RemoteCove.chat_turn must send X-Cove-Consent: ask and yield the stream's cove_tool lines "
-    "as ToolEvents (cove.tools.events.tool_event); see issue #11's report",
-)
 def test_cove_run_through_a_server_asks_and_the_server_runs_the_tool(
     cove_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

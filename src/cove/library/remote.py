@@ -19,12 +19,15 @@ from ..store.huggingface import parse_hf_ref
 from ..store.models import Manifest
 from ..store.names import parse_name
 from ..store.progress import ProgressCallback, PullProgress, ignore_progress
+from ..tools.events import ToolEvent, tool_event
 
 #: cove's own headers on /api/chat (see server/conversations.py): the stored conversation, the context notice,
 #: and which door the turn came through.
 CONVERSATION_HEADER = "x-cove-conversation"
 CONTEXT_HEADER = "x-cove-context"
 SOURCE_HEADER = "x-cove-source"
+#: A client that can answer consent questions (the terminal, the web chat) sends `ask`.
+CONSENT_HEADER = "X-Cove-Consent"
 
 ERRORS: dict[int, type[CoveError]] = {400: BadRequest, 404: ModelNotFound, 503: Busy, 507: DoesNotFit}
 
@@ -102,9 +105,12 @@ class RemoteCove:
             body["persona"] = request.persona
         if request.keep_alive is not None:
             body["keep_alive"] = request.keep_alive
-        sent = self.http.build_request(
-            "POST", "/api/chat", json=body, headers={SOURCE_HEADER: request.source}
-        )
+        if request.cove_tools is not None:
+            body["cove_tools"] = request.cove_tools
+        headers = {SOURCE_HEADER: request.source}
+        if request.asks_consent:
+            headers[CONSENT_HEADER] = "ask"
+        sent = self.http.build_request("POST", "/api/chat", json=body, headers=headers)
         response = self.http.send(sent, stream=True)
         if response.status_code >= 400:
             response.read()
@@ -172,7 +178,7 @@ class RemoteCove:
         self.http.close()
 
 
-def _events(response: httpx.Response) -> Generator[ChatChunk, None, None]:
+def _events(response: httpx.Response) -> Generator[ChatChunk | ToolEvent, None, None]:
     """Ollama's NDJSON chat stream as cove's typed events; closing it closes the connection."""
     started = time.perf_counter()
     first: float | None = None
@@ -183,6 +189,11 @@ def _events(response: httpx.Response) -> Generator[ChatChunk, None, None]:
             data = json.loads(line)
             if "error" in data:
                 raise CoveError(f"server: {data['error']}")
+            if "cove_tool" in data:  # a tool step of the server's tool loop, or its consent question
+                step = tool_event(data["cove_tool"])
+                if step is not None:
+                    yield step
+                continue
             message = data.get("message") or {}
             text = message.get("content") or ""
             calls = [

@@ -17,6 +17,7 @@ from ..chat.service import TurnRequest
 from ..engine.events import Assembler, ChatAnswer, ChatChunk, ToolCall, Usage
 from ..engine.options import parse_keep_alive
 from ..errors import BadRequest, CoveError
+from ..library.remote import CONSENT_HEADER
 from ..tools.events import ToolEvent
 from . import conversations
 from .bodies import parse
@@ -27,7 +28,6 @@ from .streams import primed
 
 NDJSON = "application/x-ndjson"
 #: A client that shows each tool call to the person and posts the answer says so with "ask".
-CONSENT_HEADER = "X-Cove-Consent"
 
 
 def now() -> str:
