@@ -16,7 +16,6 @@ from rich.table import Table
 from ..config import Settings
 from ..errors import CoveError
 from ..net import audit, gate
-from ..net.report import privacy_report
 from .format import human_size
 
 out = Console(highlight=False)
@@ -53,6 +52,8 @@ def _report(days: float | None, limit: int | None) -> dict[str, Any]:
                     return report
             finally:
                 remote.close()
+    from ..net.report import privacy_report  # only for this command: not on every cove start
+
     report = privacy_report(gate.current(), days, limit)
     report["source"] = "this process"
     return report
