@@ -93,6 +93,12 @@ class EngineBackingOff(Busy):
     (a 503 with Retry-After, as for a full queue)."""
 
 
+class ShuttingDown(CoveError):
+    """cove is stopping: the request (or what was left of its answer) is not served."""
+
+    status = 503
+
+
 class Cancelled(CoveError):
     """The client went away before its request got a slot."""
 

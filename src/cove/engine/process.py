@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import BadRequest, EngineCrashed, EngineError
+from ..errors import BadRequest, CoveError, EngineCrashed, EngineError, ShuttingDown
 from .base import ChunkCallback, LoadSpec
 from .child import spec_to_json
 from .llamacpp import LlamaCppModel, engine_client, raise_engine_error
@@ -107,12 +107,14 @@ class IsolatedModel(LlamaCppModel):
         except httpx.TransportError as exc:
             raise self._stopped() from exc
 
-    def _stopped(self) -> EngineError:
+    def _stopped(self) -> CoveError:
         """Why the engine failed us: its process ended (and how), or it stopped answering."""
         try:
             self._process.wait(timeout=2)
         except subprocess.TimeoutExpired:
             return EngineError(f"the engine for {self.spec.name} stopped answering")
+        if self._closed:  # we ended it, with this request on it: cove is stopping
+            return ShuttingDown(f"the engine for {self.spec.name} was stopped: cove is shutting down")
         why = self._why()
         return EngineCrashed(f"the engine for {self.spec.name} stopped: {why}", why=why)
 
@@ -144,11 +146,11 @@ class IsolatedModel(LlamaCppModel):
             self._process.wait()
 
     def close(self) -> None:
+        self._closed = True
+        self._stop_process()  # first: a request still streaming sees its engine end, and says why
         self._http.close()
         if self._tokenizer is not None:
             self._tokenizer.close()
-        self._closed = True
-        self._stop_process()
 
 
 def _result(response: httpx.Response) -> dict[str, Any]:

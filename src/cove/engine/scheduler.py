@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import Busy, Cancelled, EngineCrashed
+from ..errors import Busy, Cancelled, EngineCrashed, ShuttingDown
 from .base import EngineFactory, LoadedModel, LoadSpec
 from .crashes import CrashLog
 from .memory import available_bytes, estimate, plan_parallel, process_limit, prompt_cache_mib
@@ -115,6 +115,8 @@ class Scheduler:
     def _acquire(self, request: ModelRequest) -> Runner:
         name = request.spec.name
         with self._cond:
+            if self._closed:
+                raise ShuttingDown(f"cove is shutting down; {name} is not started again")
             runner = self._find(request.spec)
             inflight = (runner.active if runner else 0) + self._loading.get(name, 0)
             slots = runner.spec.num_parallel if runner else self.num_parallel

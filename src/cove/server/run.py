@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import logging
 import os
+import signal
 import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from types import FrameType
 
 import uvicorn
 
@@ -19,6 +25,8 @@ from .app import build_app
 from .guard import Policy, is_loopback
 
 log = logging.getLogger("cove.server")
+#: On SIGTERM or Ctrl-C, how long answers in flight may take to finish before they are ended.
+STOP_GRACE_S = 2.0
 
 
 def check_bind(host: str, api_keys: tuple[str, ...], insecure: bool) -> None:
@@ -108,11 +116,54 @@ def serve(settings: Settings, *, insecure: bool = False) -> None:
                 port=port,
                 access_log=False,
                 log_level="warning",
-                timeout_graceful_shutdown=3,
+                timeout_graceful_shutdown=int(STOP_GRACE_S) + 3,
             )
-            uvicorn.Server(config).run(sockets=[sock])
+            server = _Server(config, on_stop=lambda: _end_engines(cove))
+            server.run(sockets=[sock])
         finally:
-            cove.close()
+            cove.close()  # ends the engine processes, closes the history
+        log.info("cove stopped")
+        if server.stopped_by == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C exits 130, as for every cove command; SIGTERM exits 0
+
+
+def _end_engines(cove: Cove) -> None:
+    """Answers still streaming get STOP_GRACE_S to finish; then their engines are ended, and
+    each ends with an error saying cove is shutting down, before uvicorn would cancel it (and
+    log a traceback for each)."""
+    time.sleep(STOP_GRACE_S)
+    cove.scheduler.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn sends itself the signal that stopped it again once it has shut down: for SIGTERM
+    that ends the process right there, before cove ends its engine processes and closes its
+    history. cove lets its own shutdown finish first."""
+
+    def __init__(self, config: uvicorn.Config, on_stop: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.stopped_by: int | None = None
+        self._on_stop = on_stop
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        first = self.stopped_by is None
+        self.stopped_by = self.stopped_by or sig
+        super().handle_exit(sig, frame)
+        if first:  # not in a signal handler, which may have interrupted a holder of a lock
+            threading.Thread(target=self._on_stop, name="cove-stop", daemon=True).start()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _bracketed(host: str) -> str:
