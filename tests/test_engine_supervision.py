@@ -16,7 +16,7 @@ from server_fixtures import client, make_app
 from cove.engine.base import LoadSpec
 from cove.engine.memory import GIB
 from cove.engine.scheduler import ModelRequest, Scheduler
-from cove.errors import EngineBackingOff, EngineCrashed, ModelBroken
+from cove.errors import EngineBackingOff, EngineCrashed, ModelBroken, ShuttingDown
 from cove.library.local import Cove
 
 INFO: dict[str, Any] = {"block_count": 1, "head_count": 1, "embedding_length": 64}
@@ -193,3 +193,14 @@ async def test_the_api_answers_a_crash_500_a_back_off_503_and_broken_500(
     assert "its engine crashed loading it" in backing_off.json()["error"]["message"]
     assert broken.status_code == 500
     assert "it stays off until the file changes" in broken.json()["error"]
+
+
+def test_no_model_is_started_once_the_scheduler_is_closing(
+    scheduler: Scheduler, crashing: CrashingEngine, tmp_path: Path
+) -> None:
+    """On SIGTERM the server closes the scheduler while requests may still come in on open
+    connections: they are answered 503, and no engine process is started to be left behind."""
+    scheduler.close()
+    with pytest.raises(ShuttingDown, match="cove is shutting down"):
+        use(scheduler, request(tmp_path, "good"))
+    assert crashing.attempts == []
