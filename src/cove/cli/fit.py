@@ -4,6 +4,7 @@ predicts, and whether it fits, before any download (`--json` for scripts)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -28,7 +29,7 @@ def print_json(data: Any) -> None:
 
 
 @click.command()
-@click.argument("model")
+@click.argument("model", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "--ctx",
@@ -44,10 +45,18 @@ def print_json(data: Any) -> None:
     show_default=True,
     help="Slots (`cove serve` uses 8).",
 )
-def fit(model: str, as_json: bool, num_ctx: int | None, quant: str | None, parallel: int) -> None:
+@click.option("--check", is_flag=True, help="Load stored models and compare the plan with what they take.")
+def fit(
+    model: str | None, as_json: bool, num_ctx: int | None, quant: str | None, parallel: int, check: bool
+) -> None:
     """Will MODEL run here, and how fast? A stored model, a catalog name, or hf.co/ORG/REPO[:QUANT]
-    (only its header is read)."""
+    (only its header is read). With --check: predicted against measured for the stored models
+    (or MODEL), each loaded and asked for 64 tokens."""
     settings = Settings.from_env()
+    if check:
+        return check_store(settings, model, as_json)
+    if not model:
+        raise click.UsageError("name a model (or use --check for the stored ones)")
     figures, source = model_figures(model, settings)
     machine = this_machine(settings.home)
     plan = planner.plan(figures, machine, num_ctx=num_ctx, quant=quant, parallel=parallel)
@@ -157,3 +166,34 @@ def available(as_json: bool) -> None:
         f"{fitting.PICK_MIN_DECODE_TPS:.0f}+ tokens/s; 'slow' fits but writes slower; 'tight' takes more "
         "of the free RAM; 'if freed' needs memory other programs hold. SPEED: predicted writing speed."
     )
+
+
+def check_store(settings: Settings, model: str | None, as_json: bool) -> None:
+    """`cove fit --check`: each stored chat or base model loaded once, plan beside measurement."""
+    from ..engine import calibration
+    from ..library.local import Cove
+
+    machine = this_machine(settings.home)
+    # Each model in its own engine process, so its memory is its own to measure.
+    with Cove(replace(settings, num_parallel=1, engine="process")) as cove:
+        manifests = [cove.model(model)] if model else [m for m in cove.models() if not m.is_embedding]
+        if not manifests:
+            raise ModelNotFound("no models in the store to check: `cove pull` one first")
+        checks = [calibration.check(cove, m, machine) for m in manifests]
+    if as_json:
+        return print_json([c.to_dict() for c in checks])
+    table = Table(
+        "MODEL", "MEMORY predicted", "measured", "error", "DECODE predicted", "measured", "error", box=None
+    )
+    for c in checks:
+        table.add_row(
+            escape(c.model),
+            f"{c.predicted_memory / GB:.2f} GB",
+            f"{c.measured_memory / GB:.2f} GB",
+            f"{c.memory_error:+.0%}",
+            f"{tps(c.predicted_decode_tps)} tok/s",
+            f"{tps(c.measured_decode_tps)} tok/s",
+            f"{c.decode_error:+.0%}",
+        )
+    out.print(table)
+    out.print("measured: the engine process's peak RSS, and the engine's own tokens/s over 64 tokens")

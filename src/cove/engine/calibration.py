@@ -1,0 +1,88 @@
+"""Predicted against measured (`cove fit --check`): load a stored model, answer a fixed prompt,
+and set the plan's memory and decode speed beside the engine process's peak RSS and the
+engine's own tokens/s."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from ..machine import Machine
+from ..store.models import Manifest
+from . import fitting, planner
+from .options import context_size
+
+if TYPE_CHECKING:
+    from ..library.local import Cove
+
+PROMPT = "Count from one to one hundred in words, separated by commas."
+ANSWER_TOKENS = 64
+
+
+@dataclass(frozen=True)
+class Check:
+    model: str
+    predicted_memory: int
+    measured_memory: int
+    predicted_decode_tps: float
+    measured_decode_tps: float
+    measured_tokens: int
+
+    @property
+    def memory_error(self) -> float:
+        """(predicted - measured) / measured: positive when cove over-estimates."""
+        return _error(self.predicted_memory, self.measured_memory)
+
+    @property
+    def decode_error(self) -> float:
+        return _error(self.predicted_decode_tps, self.measured_decode_tps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "memory_error": self.memory_error, "decode_error": self.decode_error}
+
+
+def _error(predicted: float, measured: float) -> float:
+    return round((predicted - measured) / measured, 3) if measured else float("inf")
+
+
+def check(cove: Cove, manifest: Manifest, machine: Machine) -> Check:
+    """Plan `manifest` as the library loads it (one slot, its recipe's context), then measure."""
+    recipe = manifest.recipe_obj()
+    num_ctx = context_size(recipe, {}, manifest.info.get("context_length"))
+    plan = planner.plan(fitting.manifest_figures(manifest), machine, num_ctx=num_ctx, kv_type="f16")
+    before = _engine_pids()
+    options = {"num_predict": ANSWER_TOKENS, "temperature": 0.0}
+    if manifest.info.get("chat_template") or recipe.template:
+        answer = cove.chat(manifest.name, [{"role": "user", "content": PROMPT}], options=options)
+    else:
+        answer = cove.generate(manifest.name, PROMPT, options=options)
+    engines = _engine_pids() - before
+    peak = sum(_peak_rss(pid) for pid in engines)
+    cove.stop(manifest.name)
+    return Check(
+        model=manifest.name,
+        predicted_memory=plan.memory["total"],
+        measured_memory=peak,
+        predicted_decode_tps=plan.decode_tps,
+        measured_decode_tps=round(answer.tokens_per_s or 0.0, 1),
+        measured_tokens=answer.completion_tokens,
+    )
+
+
+def _engine_pids() -> set[int]:
+    """The engine processes this process started (each model runs in its own)."""
+    return {child.pid for child in psutil.Process().children(recursive=True)}
+
+
+def _peak_rss(pid: int) -> int:
+    """The most RAM the process has held (VmHWM on Linux), else what it holds now."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return int(psutil.Process(pid).memory_info().rss)
+    except (OSError, psutil.Error, ValueError):
+        return 0
