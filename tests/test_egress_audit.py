@@ -97,6 +97,25 @@ def test_loopback_and_unix_sockets_always_pass(tmp_path: Path) -> None:
             client.connect(path)
 
 
+@pytest.mark.parametrize("host", ["2130706433", "0x7f.1", "127.1", "0177.0.0.1"])
+def test_loopback_spelled_as_libc_reads_it_passes_as_loopback(host: str) -> None:
+    """A lookup of `2130706433` asks no name server: libc reads it as 127.0.0.1."""
+    seen = len(audit.STATE.seen)
+    audit._hook("socket.getaddrinfo", (host, 80, 0, 0, 0, 0))
+    with socket.socket() as sock:
+        audit._hook("socket.connect", (sock, (host, 80)))
+    assert len(audit.STATE.seen) == seen  # neither judged nor refused: it is this machine
+    assert socket.getaddrinfo(host, 80)
+
+
+def test_a_lookup_of_another_machine_spelled_as_a_number_asks_no_name_server() -> None:
+    seen = len(audit.STATE.seen)
+    audit._hook("socket.getaddrinfo", ("3221225985", 80, 0, 0, 0, 0))  # 192.0.2.1: no lookup
+    assert len(audit.STATE.seen) == seen
+    with socket.socket() as sock, audit.expect_refusals(), pytest.raises(EgressRefused):
+        audit._hook("socket.connect", (sock, ("3221225985", 80)))  # the connect itself is judged
+
+
 def test_inside_a_permit_the_hook_lets_the_connection_through() -> None:
     """Judged without sending anything: the hook itself is asked, as socket.connect would ask it."""
     with socket.socket() as sock:

@@ -107,6 +107,15 @@ def test_host_matches(pattern: str, host: str, matches: bool) -> None:
         ("::ffff:0.0.0.0", True),
         ("0.0.0.1", False),
         ("example.com", False),
+        # libc's readings of 127.0.0.1: getaddrinfo and connect reach this machine with each
+        ("2130706433", True),
+        ("0x7f.1", True),
+        ("127.1", True),
+        ("0177.0.0.1", True),
+        ("0x7f000001", True),
+        ("127.1.", True),
+        ("10.1", False),
+        ("0x0a000001", False),
     ],
 )
 def test_is_loopback_host(host: str, loopback: bool) -> None:

@@ -30,8 +30,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from ..config import Settings
+from .addresses import parse_ip
 from .gate import EgressRefused, Gate, host_in_force, installed, permits_in_force
-from .policy import PULL, REMOTE_ENGINE, is_loopback_address, is_loopback_host, normal_host
+from .policy import PULL, REMOTE_ENGINE, is_loopback_host, normal_host
 
 Mode = Literal["off", "enforce", "strict"]
 #: Programs that reach the network by themselves: started only inside a gate permit.
@@ -236,21 +237,15 @@ def _split_command(line: str) -> list[str]:
 
 
 def _is_literal(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
+    """An address as libc reads one (`10.1`, `0x0a000001`): a lookup of it asks no name server."""
+    return parse_ip(name) is not None
 
 
 def _exempted(host: str) -> bool:
     if host.lower() in STATE.exempt_names:
         return True
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    return any(address in network for network in STATE.exempt_networks)
+    address = parse_ip(host)
+    return address is not None and any(address in network for network in STATE.exempt_networks)
 
 
 def _named_server(host: str, port: int | None) -> bool:
@@ -338,4 +333,4 @@ def outside_named_pulls(seen: list[Seen]) -> list[Seen]:
     ]
 
 
-__all__ = ["STATE", "exempt", "expect_refusals", "install", "is_loopback_address", "outside_named_pulls"]
+__all__ = ["STATE", "exempt", "expect_refusals", "install", "outside_named_pulls"]

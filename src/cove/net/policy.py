@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .addresses import parse_ip
+
 PULL = "pull"
 REMOTE_ENGINE = "engine:remote"
 
@@ -109,7 +111,11 @@ def host_matches(pattern: str, host: str) -> bool:
 
 
 def is_loopback_host(host: str) -> bool:
-    """A loopback (or unspecified) literal, or `localhost` / `*.localhost` (RFC 6761)."""
+    """A loopback (or unspecified) literal, or `localhost` / `*.localhost` (RFC 6761).
+
+    Literals are read as libc reads them (`cove.net.addresses.parse_ip`): `2130706433`, `0x7f.1`
+    and `127.1` are 127.0.0.1 to `getaddrinfo` and `connect`, so they are loopback here too.
+    """
     host = normal_host(host)
     if host == "localhost" or host.endswith(".localhost"):
         return True
@@ -121,9 +127,8 @@ def is_loopback_address(text: str) -> bool:
 
     This is about egress only: URL tools refuse both anyway (cove.net.addresses).
     """
-    try:
-        address = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
+    address = parse_ip(text)
+    if address is None:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
