@@ -166,7 +166,7 @@ def engine_info() -> dict[str, Any]:
     info["features"] = _engine_features(str(system))
     devices = xllamacpp.get_device_info() if hasattr(xllamacpp, "get_device_info") else []
     info["backends"] = sorted({_device_kind(d) for d in devices} | {"cpu"})
-    info["gpus"] = [_gpu(d) for d in devices if _device_kind(d) != "cpu"]
+    info["gpus"] = [_gpu(d) for d in devices if _device_kind(d) in ("gpu", "igpu")]
     return info
 
 
@@ -181,11 +181,11 @@ def _engine_features(system_info: str) -> list[str]:
 
 
 def _device_kind(device: dict[str, Any]) -> str:
+    """cpu, gpu, igpu (a GPU in the host's RAM), or accel (BLAS, AMX: helps the CPU, no memory)."""
     kind = str(device.get("type", "")).upper()
-    if "IGPU" in kind:
-        return "igpu"
-    if "GPU" in kind or "ACCEL" in kind:
-        return "gpu"
+    for name in ("IGPU", "GPU", "ACCEL"):
+        if kind.endswith(name) or f"TYPE_{name}" in kind:
+            return name.lower()
     return "cpu"
 
 

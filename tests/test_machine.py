@@ -1,0 +1,102 @@
+"""What cove.machine reads of this machine: CPU flags, llama.cpp's devices, disk, bandwidth."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import xllamacpp
+
+from cove import machine
+
+CPUINFO = """processor\t: 0
+model name\t: Example CPU 9000
+flags\t\t: fpu pni ssse3 fma avx avx2 f16c avx512f avx512bw bmi2
+
+processor\t: 1
+model name\t: Example CPU 9000
+flags\t\t: fpu pni
+"""
+
+
+class DevType:
+    """Stands in for xllamacpp's ggml_backend_dev_type enum (only its str() is read)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"ggml_backend_dev_type.GGML_BACKEND_DEVICE_TYPE_{self.name}"
+
+
+def device(name: str, description: str, kind: str, free: int = 0, total: int = 0) -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": description,
+        "type": DevType(kind),
+        "memory_free": free,
+        "memory_total": total,
+    }
+
+
+def test_cpu_model_and_flags_from_cpuinfo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: CPUINFO)
+    assert machine.cpu_model() == "Example CPU 9000"
+    # Linux calls SSE3 "pni"; only the SIMD sets llama.cpp picks kernels by are kept, in order.
+    assert machine.cpu_flags() == ("sse3", "ssse3", "avx", "avx2", "f16c", "fma", "avx512f", "avx512bw")
+
+
+def test_gpus_from_the_engines_device_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    devices = [
+        device("CPU", "AMD EPYC", "CPU", 64 << 30, 64 << 30),
+        device("BLAS", "OpenBLAS", "ACCEL"),
+        device("CUDA0", "NVIDIA GeForce RTX 4090", "GPU", 23 << 30, 24 << 30),
+    ]
+    monkeypatch.setattr(xllamacpp, "get_device_info", lambda: devices)
+    info = machine.engine_info()
+    assert info["backends"] == ["accel", "cpu", "gpu"]
+    (gpu,) = info["gpus"]  # the accelerator is no GPU: it has no memory of its own
+    assert (gpu.name, gpu.free, gpu.total, gpu.kind) == ("CUDA0", 23 << 30, 24 << 30, "gpu")
+    assert gpu.bandwidth_gbs == 1008.0  # from the table of common chips
+    described = machine.describe(measure=False)
+    assert described.gpus == (gpu,) and not described.unified_memory
+
+
+def test_apple_gpu_means_unified_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    devices = [
+        device("Metal", "Apple M2 Pro", "GPU", 12 << 30, 12 << 30),
+        device("CPU", "Apple M2 Pro", "CPU"),
+    ]
+    monkeypatch.setattr(xllamacpp, "get_device_info", lambda: devices)
+    described = machine.describe(measure=False)
+    assert described.unified_memory and described.gpus[0].bandwidth_gbs == 200.0
+
+
+def test_this_cpu_only_machine(tmp_path: Path) -> None:
+    described = machine.describe(tmp_path / "not" / "yet", measure=False)
+    assert described.disk_free and described.disk_free > 0  # of the nearest folder that exists
+    assert described.bandwidth_gbs is None
+    assert described.engine["available"] and "cpu" in described.engine["backends"]
+    # The engine's own list of what it was built for ("SSE3", "AVX2", ... on x86).
+    assert described.engine["features"] and all(f.isupper() for f in described.engine["features"])
+    assert json.loads(json.dumps(described.to_dict())) == described.to_dict()
+
+
+def test_bandwidth_is_measured_and_remembered_for_a_week(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert machine.measure_bandwidth(seconds=0.05, size=4 << 20) > 0.1
+    monkeypatch.setattr(machine, "measure_bandwidth", lambda: 9.5)
+    assert machine.this_machine(tmp_path).bandwidth_gbs == 9.5
+    monkeypatch.setattr(machine, "measure_bandwidth", lambda: 3.0)
+    assert machine.this_machine(tmp_path).bandwidth_gbs == 9.5  # remembered
+    assert machine.this_machine(tmp_path, fresh=True).bandwidth_gbs == 3.0  # doctor measures anew
+    record = tmp_path / machine.BANDWIDTH_FILE
+    old = {"bandwidth_gbs": 7.0, "measured_at": time.time() - machine.BANDWIDTH_MAX_AGE_S - 1}
+    record.write_text(json.dumps(old))
+    assert machine.remembered_bandwidth(tmp_path) is None
+    record.write_text("not json")
+    assert machine.this_machine(tmp_path).bandwidth_gbs == 3.0
