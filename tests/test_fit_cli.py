@@ -275,3 +275,17 @@ def test_fit_check_sets_the_plan_beside_the_real_model(
     assert check["measured_tokens"] > 0 and check["measured_decode_tps"] > 0
     screen = invoke("fit", "--check", "gemma3:270m").stdout
     assert "gemma3:270m" in screen and "peak RSS" in screen
+
+
+def test_a_stored_catalog_model_in_another_quant_is_planned_from_the_catalog(
+    on: object, cove_home: Path, tmp_path: Path
+) -> None:
+    on("desktop-16gb")  # type: ignore[operator]
+    path = tmp_path / "q.gguf"
+    path.write_bytes(TINY)
+    ModelStore(cove_home).import_gguf(path, "qwen2.5:0.5b", source="test")
+    stored = json.loads(invoke("fit", "qwen2.5:0.5b", "--json").stdout)
+    assert stored["source"] == "store" and stored["plan"]["weights"] == len(TINY)
+    other = json.loads(invoke("fit", "qwen2.5:0.5b", "--quant", "Q8_0", "--json").stdout)
+    assert other["source"] == "catalog" and other["plan"]["quant"] == "Q8_0"
+    assert other["plan"]["ref"] == "hf.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q8_0"

@@ -186,3 +186,25 @@ def test_pick_with_a_fake_catalog_takes_the_largest_usable() -> None:
     assert chosen is not None and chosen.entry.name == "fake:3"  # fake:20 is too slow and too big
     nothing, why = fitting.pick(machine("laptop-4gb"), entries[2:])
     assert nothing is None and "no catalog chat model fits" in why
+
+
+def test_fewer_threads_slow_a_compute_bound_model() -> None:
+    desktop = machine("desktop-16gb")  # 8 cores; smollm2 is small enough to be arithmetic-bound
+    all_cores = plan(figures("smollm2:135m"), desktop)
+    one = plan(figures("smollm2:135m"), desktop, threads=1)
+    assert one.decode_tps < all_cores.decode_tps / 2
+    assert one.prompt_tps == pytest.approx(all_cores.prompt_tps / 8, rel=0.01)
+    # A big model is held up by bandwidth, which more threads do not add.
+    big = figures("llama3.1:8b")
+    assert plan(big, desktop, threads=4).decode_tps == plan(big, desktop).decode_tps
+
+
+def test_a_pick_on_a_gpu_leaves_room_in_its_memory() -> None:
+    gpu = machine("workstation-24gb-gpu")
+    small_gpu = replace(gpu, gpus=(replace(gpu.gpus[0], free=int(21.5 * (1 << 30))),))
+    ranked = {r.entry.name: r for r in fitting.rank(small_gpu)}
+    tight = ranked["qwen2.5:32b"]
+    assert tight.plan.fits and tight.plan.memory["vram"] > fitting.PICK_VRAM_SHARE * tight.vram_free
+    assert not tight.usable and tight.label == "tight"
+    chosen, _ = fitting.pick(small_gpu)
+    assert chosen is not None and chosen.entry.name != "qwen2.5:32b"

@@ -57,16 +57,20 @@ def fit(
         return check_store(settings, model, as_json)
     if not model:
         raise click.UsageError("name a model (or use --check for the stored ones)")
-    figures, source = model_figures(model, settings)
+    figures, source = model_figures(model, settings, quant)
     machine = this_machine(settings.home)
-    plan = planner.plan(figures, machine, num_ctx=num_ctx, quant=quant, parallel=parallel)
+    threads = settings.num_threads or None
+    plan = planner.plan(figures, machine, num_ctx=num_ctx, quant=quant, parallel=parallel, threads=threads)
     if as_json:
         return print_json({"source": source, "plan": plan.to_dict(), "machine": machine.to_dict()})
     out.print(plan_table(plan, machine, source))
 
 
-def model_figures(model: str, settings: Settings) -> tuple[planner.ModelFigures, str]:
-    """What the planner needs of MODEL, and where it came from: "store", "catalog" or "hf"."""
+def model_figures(
+    model: str, settings: Settings, quant: str | None = None
+) -> tuple[planner.ModelFigures, str]:
+    """What the planner needs of MODEL, and where it came from: "store", "catalog" or "hf".
+    A stored model asked for in another quant is planned from the catalog's figures."""
     if parse_hf_ref(model) is not None:
         remote = remote_header.read_remote(model, settings)
         refs = {q: remote.pull_ref(q) for q in remote.quants}
@@ -78,9 +82,12 @@ def model_figures(model: str, settings: Settings) -> tuple[planner.ModelFigures,
         stored = store.get(model) if store.has(model) else None
     except InvalidName:
         stored = None
-    if stored is not None:
-        return fitting.manifest_figures(stored), "store"
     entry = catalog.find(model)
+    if stored is not None:
+        own = fitting.manifest_figures(stored)
+        other = quant is not None and quant.upper() != own.default_quant.upper()
+        if not (other and entry is not None):
+            return own, "store"
     figures = fitting.entry_figures(entry) if entry is not None else None
     if figures is None:
         raise ModelNotFound(

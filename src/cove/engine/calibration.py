@@ -49,10 +49,13 @@ def _error(predicted: float, measured: float) -> float:
 
 
 def check(cove: Cove, manifest: Manifest, machine: Machine) -> Check:
-    """Plan `manifest` as the library loads it (one slot, its recipe's context), then measure."""
+    """Plan `manifest` as the library loads it (one slot, its recipe's context, the engine's
+    threads), then measure."""
     recipe = manifest.recipe_obj()
     num_ctx = context_size(recipe, {}, manifest.info.get("context_length"))
-    plan = planner.plan(fitting.manifest_figures(manifest), machine, num_ctx=num_ctx, kv_type="f16")
+    figures = fitting.manifest_figures(manifest)
+    threads = cove.settings.num_threads or None
+    plan = planner.plan(figures, machine, num_ctx=num_ctx, kv_type="f16", threads=threads)
     before = _engine_pids()
     options = {"num_predict": ANSWER_TOKENS, "temperature": 0.0}
     if manifest.info.get("chat_template") or recipe.template:

