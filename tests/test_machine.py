@@ -11,6 +11,7 @@ import pytest
 import xllamacpp
 
 from cove import machine
+from cove.machine import Machine
 
 CPUINFO = """processor\t: 0
 model name\t: Example CPU 9000
@@ -100,3 +101,15 @@ def test_bandwidth_is_measured_and_remembered_for_a_week(
     assert machine.remembered_bandwidth(tmp_path) is None
     record.write_text("not json")
     assert machine.this_machine(tmp_path).bandwidth_gbs == 3.0
+
+
+def test_the_programs_holding_the_most_ram() -> None:
+    ballast = bytearray(300 << 20)  # this test's python now holds more than most programs
+    ballast[::4096] = b"x" * len(range(0, len(ballast), 4096))  # touched, so resident
+    programs = machine.largest_programs()
+    assert 1 <= len(programs) <= 3
+    held = [size for _, size in programs]
+    assert held == sorted(held, reverse=True) and held[0] >= 300 << 20
+    described = machine.describe(measure=False)
+    assert Machine.from_dict(json.loads(json.dumps(described.to_dict()))) == described
+    del ballast

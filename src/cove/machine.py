@@ -78,11 +78,14 @@ class Machine:
     #: Measured RAM read bandwidth in GB/s (None: not measured).
     bandwidth_gbs: float | None = None
     system: str = ""
+    #: The programs holding the most RAM: (name, bytes resident, summed over its processes).
+    programs: tuple[tuple[str, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["cpu_flags"] = list(self.cpu_flags)
         data["gpus"] = [asdict(g) for g in self.gpus]
+        data["programs"] = [list(p) for p in self.programs]
         return data
 
     @classmethod
@@ -91,6 +94,7 @@ class Machine:
         values = dict(data)
         values["cpu_flags"] = tuple(values.get("cpu_flags") or ())
         values["gpus"] = tuple(GPU(**g) for g in values.get("gpus") or ())
+        values["programs"] = tuple((str(n), int(b)) for n, b in values.get("programs") or ())
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -115,7 +119,20 @@ def describe(home: Path | None = None, measure: bool = True) -> Machine:
         engine=engine,
         bandwidth_gbs=measure_bandwidth() if measure else None,
         system=f"{platform.system()} {platform.machine()}",
+        programs=largest_programs(),
     )
+
+
+def largest_programs(count: int = 3) -> tuple[tuple[str, int], ...]:
+    """The programs (by name, all their processes together) holding the most RAM; shared
+    pages count in each, so the figures are upper bounds."""
+    held: dict[str, int] = {}
+    for process in psutil.process_iter(["name", "memory_info"]):
+        info = process.info
+        if info.get("memory_info") is None or not info.get("name"):
+            continue  # another user's process, or one that just ended
+        held[info["name"]] = held.get(info["name"], 0) + int(info["memory_info"].rss)
+    return tuple(sorted(held.items(), key=lambda item: -item[1])[:count])
 
 
 def _cpuinfo() -> str:

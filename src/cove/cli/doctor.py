@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..config import Settings
@@ -59,6 +60,8 @@ def _table(m: Machine) -> Table:
         f"{m.ram_total / GB:.1f} GB in all, {m.ram_available / GB:.1f} GB free; "
         f"the system and other programs hold {m.ram_used_by_others / GB:.1f} GB",
     )
+    if m.programs:
+        table.add_row("most RAM", ", ".join(f"{escape(name)} {held / GB:.1f} GB" for name, held in m.programs))
     table.add_row("bandwidth", _bandwidth(m))
     table.add_row("GPUs", _gpus(m))
     disk = "unknown" if m.disk_free is None else f"{m.disk_free / GB:.1f} GB free"
