@@ -208,3 +208,16 @@ def test_a_pick_on_a_gpu_leaves_room_in_its_memory() -> None:
     assert not tight.usable and tight.label == "tight"
     chosen, _ = fitting.pick(small_gpu)
     assert chosen is not None and chosen.entry.name != "qwen2.5:32b"
+
+
+def test_the_bundled_models_header_agrees_with_its_catalog_figures(real_home: Path) -> None:
+    from cove.store.models import ModelStore
+
+    info = ModelStore(real_home).get("gemma3:270m").info
+    entry = catalog.find("gemma3:270m")
+    assert entry is not None and entry.arch is not None
+    shape = entry.arch.info()
+    for key in ("block_count", "head_count", "head_count_kv", "key_length", "embedding_length"):
+        assert shape[key] == info[key], key
+    assert shape["context_length"] == info["context_length"]
+    assert abs(shape["parameter_count"] - info["parameter_count"]) < 0.01 * info["parameter_count"]
