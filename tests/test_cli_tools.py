@@ -299,3 +299,26 @@ def test_tool_text_is_shown_as_it_is_on_the_terminal(capsys: pytest.CaptureFixtu
     failed = ToolEvent(kind="error", name="calc", message="[red]boom[/red] :smile:")
     tool_step(None, session, failed)  # type: ignore[arg-type]  (shows it; needs no backend)
     assert "(calc failed: [red]boom[/red] :smile:)" in capsys.readouterr().err
+
+
+def test_allow_any_host_is_said_plainly_and_the_gate_lets_any_public_host_through(
+    cove_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cove.net import gate
+    from cove.tools.fetch_url import TOOL as FETCH
+    from cove.tools.registry import run_tool
+
+    code, out, _ = run_main(monkeypatch, capsys, "tools", "enable", "fetch_url", "--allow", "*")
+    assert (code, out) == (0, "fetch_url is on for any public internet host.\n")
+    code, out, _ = run_main(monkeypatch, capsys, "--local", "privacy", "--json")
+    (rule,) = [r for r in json.loads(out)["rules"] if r["feature"] == "tool:fetch_url"]
+    assert (rule["allowed"], rule["to"]) == (True, "any public internet host")
+    code, out, _ = run_main(monkeypatch, capsys, "--local", "privacy")
+    assert "any public internet host" in out
+    with gate.allow("tool:fetch_url", "news.example", 443) as permit:  # judged only: nothing is sent
+        assert "any host" in permit.reason
+    # The address checks still hold: a private address is refused before any connection.
+    outcome = run_tool(FETCH, {"url": "http://10.1.2.3/"})
+    assert not outcome.ok and "10.1.2.3 is private" in outcome.text
+    code, _, err = run_main(monkeypatch, capsys, "tools", "enable", "fetch_url", "--allow", "https://x.org/")
+    assert code == 1 and "not a URL" in err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cove.net.pip import PYPI_HOSTS, pip_hosts
-from cove.net.policy import Policy, ToolRule, decide, host_matches, is_loopback_host
+from cove.net.policy import NamedHost, Policy, ToolRule, decide, host_matches, is_loopback_host
 
 SEARCH = ToolRule(True, ("search.example.org",))
 FETCH = ToolRule(True, ("*.wikipedia.org",))
@@ -25,15 +25,22 @@ POLICY = Policy(
         ("tool:web_search", "search.example.org", 443, True, "on its allow-list"),
         ("tool:web_search", "SEARCH.Example.org.", 443, True, "on its allow-list"),
         ("tool:web_search", "evil.example", 443, False, "not on web_search's allow-list"),
-        ("web_search", "search.example.org", 443, True, "on its allow-list"),  # a bare tool name
+        ("web_search", "search.example.org", 443, False, "not something cove may reach"),  # no prefix
         ("tool:fetch_url", "en.wikipedia.org", 443, True, "on its allow-list"),
         ("tool:fetch_url", "wikipedia.org", 443, True, "on its allow-list"),
         ("tool:fetch_url", "wikipedia.org.evil.example", 443, False, "allow-list"),
         ("tool:fetch_url", "notwikipedia.org", 443, False, "allow-list"),
         ("tool:old", "example.com", 443, False, "is off"),
-        ("tool:never_enabled", "example.com", 443, False, "cove tools enable never_enabled"),
+        (
+            "tool:never_enabled",
+            "example.com",
+            443,
+            False,
+            "cove tools enable never_enabled --allow example.com",
+        ),
         ("tool:empty", "example.com", 443, False, "allow-list (empty)"),
-        ("mcp:notes", "mcp.example", 443, False, "is off"),
+        ("mcp:notes", "mcp.example", 443, False, "run `cove tools enable mcp:notes --allow mcp.example`"),
+        ("notes", "mcp.example", 443, False, "not something cove may reach"),
         ("engine:remote", "192.168.1.5", 11435, True, "COVE_HOST"),
         ("engine:remote", "192.168.1.5", 22, False, "not the cove server"),
         ("engine:remote", "10.0.0.9", 11435, False, "not the cove server"),
@@ -49,6 +56,30 @@ def test_decide(feature: str, host: str, port: int, allowed: bool, reason: str) 
     decision = decide(POLICY, feature, host, port)
     assert decision.allowed is allowed
     assert reason in decision.reason
+
+
+def test_any_host_is_every_host_for_the_gate() -> None:
+    """`--allow '*'`: the gate lets the tool reach any host; URL tools still reach public ones only."""
+    policy = Policy(tools={"fetch_url": ToolRule(True, ("*",))})
+    for host in ("example.com", "en.wikipedia.org", "93.184.215.14"):
+        decision = decide(policy, "tool:fetch_url", host, 443)
+        assert decision.allowed and "any host" in decision.reason
+    assert not decide(policy, "tool:web_search", "example.com", 443).allowed  # that tool only
+    assert host_matches("*", "anything.example")
+
+
+def test_a_host_named_in_a_setting_needs_no_allow_list_but_the_tool_must_be_on() -> None:
+    named = (NamedHost("tool:web_search", "searx.lan", "COVE_SEARXNG_URL"),)
+    on = Policy(tools={"web_search": ToolRule(True, ())}, named=named)
+    decision = decide(on, "tool:web_search", "SEARX.lan.", 8888)
+    assert decision.allowed and "you named in COVE_SEARXNG_URL" in decision.reason
+    assert not decide(on, "tool:web_search", "other.example", 443).allowed  # the name only
+    assert not decide(on, "tool:fetch_url", "searx.lan", 8888).allowed  # for that tool only
+    off = decide(Policy(named=named), "tool:web_search", "searx.lan", 8888)
+    assert not off.allowed and "run `cove tools enable web_search`" in off.reason
+    assert not decide(
+        Policy(offline=True, tools=on.tools, named=named), "tool:web_search", "searx.lan", 1
+    ).allowed
 
 
 def test_offline_refuses_everything_off_the_machine_and_every_pull() -> None:

@@ -197,3 +197,25 @@ def test_an_allowed_ipv6_address_is_reached_pinned_with_the_name_kept(netns: Nam
     with safe_client(resolver=resolver, allow_private={f"{V6}:/64"}, timeout=5) as client:
         assert client.get(f"http://six.test:{PORT}/").text == f"inside {V6}:2 for six.test:{PORT}"
         assert client.get(f"http://[{V6}:2]:{PORT}/").text == f"inside {V6}:2 for [{V6}:2]:{PORT}"
+
+
+def test_a_searxng_on_the_lan_is_reached_without_an_allow_list(netns: Namespace, cove_home: Path) -> None:
+    """The user named its address in COVE_SEARXNG_URL: switching web_search on is enough."""
+    from cove.config import Settings
+    from cove.net import gate
+    from cove.tools import policy
+    from cove.tools.registry import ToolContext, ToolError
+    from cove.tools.web_search import web_search
+
+    policy.enable(cove_home, "web_search")  # no --allow
+    settings = Settings.from_env().replace(searxng_url=f"http://{V4}.2:{PORT}")
+    gate.install(settings)
+    before = len(netns.requests())
+    # The fake answers text, not SearXNG's JSON: reaching it at all is what this shows.
+    with pytest.raises(ToolError, match="answered something that is not JSON"):
+        web_search({"query": "otters"}, ToolContext(settings=settings))
+    (seen,) = netns.requests()[before:]
+    assert seen.startswith(f"{V4}.2 /search?q=otters")
+    (entry,) = gate.current().ledger.entries()
+    assert (entry.feature, entry.host, entry.decision) == ("tool:web_search", f"{V4}.2", "allowed")
+    assert "you named in COVE_SEARXNG_URL" in entry.reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -136,14 +137,31 @@ def test_current_time_knows_the_day_and_zones() -> None:
     assert bad.text == "current_time: unknown time zone 'Mars/Base'; use an IANA name such as Europe/Paris"
 
 
+@pytest.mark.parametrize(
+    ("host", "words"),
+    [
+        ("https://example.org/page", "a host name such as example.org, not a URL"),
+        ("example.org/wiki", "a host name such as example.org, not a URL"),
+        ("ex*ample.org", "'*' alone (any host) or '*.example.org'"),
+        ("*example.org", "'*' alone (any host) or '*.example.org'"),
+        ("   ", "an empty host"),
+    ],
+)
+def test_an_allow_list_entry_that_is_no_host_is_refused_and_says_what_to_give(
+    cove_home: Path, host: str, words: str
+) -> None:
+    with pytest.raises(InvalidSetting, match=re.escape(words)):
+        policy.enable(cove_home, "fetch_url", (host,))
+    assert policy.load(cove_home).state("fetch_url") == policy.ToolState()
+
+
 def test_the_policy_file_keeps_switches_and_allow_lists(cove_home: Path) -> None:
     assert policy.load(cove_home).enabled_names() == []
     policy.enable(cove_home, "fetch_url", ("Example.org", "*.wiki.org"))
     policy.enable(cove_home, "fetch_url", ("example.org",))
     assert policy.load(cove_home).state("fetch_url") == policy.ToolState(True, ("example.org", "*.wiki.org"))
-    assert policy.allowed_hosts(cove_home, "tool:fetch_url") == ("example.org", "*.wiki.org")
     policy.disable(cove_home, "fetch_url")
-    assert policy.allowed_hosts(cove_home, "tool:fetch_url") == ()
+    assert policy.load(cove_home).state("fetch_url") == policy.ToolState(False, ("example.org", "*.wiki.org"))
     (cove_home / "tools.json").write_text("{broken")
     with pytest.raises(InvalidSetting, match=r"tools\.json is not readable JSON"):
         policy.load(cove_home)

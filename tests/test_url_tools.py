@@ -68,7 +68,7 @@ def loopback_fakes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _context(**settings: Any) -> ToolContext:
-    return ToolContext(settings=Settings.from_env().replace(**settings), feature="tool:fetch_url")
+    return ToolContext(settings=Settings.from_env().replace(**settings))
 
 
 def _fetch(url: str, limits: Limits = fetch_module.LIMITS) -> str:
@@ -78,7 +78,8 @@ def _fetch(url: str, limits: Limits = fetch_module.LIMITS) -> str:
 def test_both_tools_are_built_in_and_need_the_network() -> None:
     tools = {tool.name: tool for tool in builtin_tools()}
     assert tools["fetch_url"].network and tools["web_search"].network
-    assert tools["fetch_url"].feature == "tool:fetch_url"
+    assert tools["fetch_url"].feature == fetch_module.FEATURE == "tool:fetch_url"
+    assert tools["web_search"].feature == search_module.FEATURE == "tool:web_search"
 
 
 def test_a_page_gives_its_title_address_and_main_text_without_scripts(

@@ -173,11 +173,7 @@ class ToolLoop:
             refusal = f"the user did not allow {tool.name} to run this time; answer without it"
             self._emit(ToolEvent(kind="refused", name=tool.name, arguments=arguments, call_id=call.id))
             return self._done(call, arguments, ToolOutcome(tool.name, False, refusal), False, event=False)
-        context = ToolContext(
-            settings=self.service.cove.settings,
-            allow=rules.state(tool.name).allow,
-            feature=tool.feature,
-        )
+        context = ToolContext(settings=self.service.cove.settings)
         cap = self.service.cove.settings.tool_timeout_s
         outcome = run_tool(tool, call.arguments, context, time_cap_s=cap)
         return self._done(call, arguments, outcome, True)

@@ -1,7 +1,8 @@
 """`cove tools`: every tool (built-in and MCP) with its state; enable, disable, and run one directly.
 
 A tool is off until `cove tools enable NAME`; a tool that reaches the network also needs the
-hosts it may reach (`--allow HOST`, repeatable; `*.example.org` for a domain and its sub-domains).
+hosts it may reach (`--allow HOST`, repeatable; `*.example.org` for a domain and its sub-domains,
+`*` for any public internet host).
 `cove tools run NAME 'JSON-ARGS'` runs one as the model would, under the same caps and gate.
 """
 
@@ -17,6 +18,7 @@ from rich.table import Table
 
 from ..config import Settings
 from ..errors import CoveError
+from ..net.policy import ANY_HOST
 from ..tools import policy
 from ..tools.catalog import ToolCatalog
 from ..tools.listing import server_rows, tool_rows
@@ -42,7 +44,7 @@ def tools(ctx: click.Context, as_json: bool) -> None:
         return
     table = Table("NAME", "STATE", "SOURCE", "ALLOW", "DESCRIPTION", box=None)
     for row in rows:
-        hosts = ", ".join(row["allow"]) or ("(no host yet)" if row["network"] else "(offline)")
+        hosts = shown_hosts(row["allow"]) or ("(no host yet)" if row["network"] else "(offline)")
         state = "[green]on[/green]" if row["enabled"] else "off"
         about = escape(row["description"][:70])
         table.add_row(escape(row["name"]), state, row["source"], escape(hosts), about)
@@ -58,7 +60,9 @@ def tools(ctx: click.Context, as_json: bool) -> None:
 
 @tools.command()
 @click.argument("name")
-@click.option("--allow", "hosts", multiple=True, metavar="HOST", help="A host it may reach (repeatable).")
+@click.option(
+    "--allow", "hosts", multiple=True, metavar="HOST", help="A host it may reach (repeatable; '*': any)."
+)
 def enable(name: str, hosts: tuple[str, ...]) -> None:
     """Switch the tool NAME on; `mcp:SERVER` lets an HTTP MCP server's connections through the gate."""
     settings = Settings.from_env()
@@ -72,10 +76,15 @@ def enable(name: str, hosts: tuple[str, ...]) -> None:
             raise ToolError(f"there is no tool or MCP server named {name!r} (known: {known})")
         name = f"mcp:{server}"  # the egress gate's feature for that server's connections
     state = policy.enable(settings.home, name, hosts)
-    where = f" for {', '.join(state.allow)}" if state.allow else ""
+    where = f" for {shown_hosts(state.allow)}" if state.allow else ""
     click.echo(f"{name} is on{where}.")
     if tool is not None and tool.network and not state.allow:
         err.print(f"[yellow]{name} reaches the network: nothing until you add --allow HOST[/yellow]")
+
+
+def shown_hosts(allow: list[str] | tuple[str, ...]) -> str:
+    """An allow-list as a person reads it: `*` is said in words."""
+    return ", ".join("any public internet host" if host == ANY_HOST else host for host in allow)
 
 
 @tools.command()
@@ -96,7 +105,7 @@ def run_command(name: str, arguments: str) -> None:
     state = policy.load(settings.home).state(name)
     if not state.enabled:
         raise ToolError(f"the tool {name!r} is switched off; `cove tools enable {name}` switches it on")
-    context = ToolContext(settings=settings, allow=state.allow, feature=tool.feature)
+    context = ToolContext(settings=settings)
     outcome = run_tool(tool, arguments, context, time_cap_s=settings.tool_timeout_s)
     if not outcome.ok:
         raise CoveError(outcome.text)

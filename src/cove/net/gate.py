@@ -16,8 +16,7 @@ Stable API (other modules call only these):
   at start so `--offline` holds everywhere); ``current()`` builds one from the environment if none
   is installed; ``for_settings(settings)`` is the gate for a Settings a caller was handed.
 
-Features: "pull", "tool:NAME" (a bare tool NAME is read the same), "mcp:NAME", "engine:remote"
-(see `cove.net.policy.decide`).
+Features: "pull", "tool:NAME", "mcp:NAME", "engine:remote" (see `cove.net.policy.decide`).
 """
 
 from __future__ import annotations
@@ -30,13 +29,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from ..config import Settings
 from ..errors import CoveError
 from .ledger import Ledger
-from .policy import PULL, REMOTE_ENGINE, Decision, Policy, ToolRule, decide, is_loopback_host, normal_host
+from .policy import (
+    PULL,
+    REMOTE_ENGINE,
+    Decision,
+    NamedHost,
+    Policy,
+    ToolRule,
+    decide,
+    is_loopback_host,
+    normal_host,
+)
 
 _TRANSPORT_OPTIONS = ("verify", "cert", "http1", "http2", "limits", "trust_env", "retries")
 #: safe_transport's own options (tool and MCP features only): see cove.net.safe_transport.
@@ -159,20 +169,22 @@ class Gate:
         return Policy(
             offline=self.settings.offline,
             tools=tool_rules(self.settings.home),
+            named=named_hosts(self.settings),
             remote_host=self.settings.host,
             remote_port=self.settings.port,
         )
 
     def decide(self, feature: str, host: str, port: int | None) -> Decision:
-        return decide(self.policy(), feature, host, port)
+        """The policy's answer; an unreadable rules file refuses, and says so."""
+        try:
+            return decide(self.policy(), feature, host, port)
+        except CoveError as exc:
+            return Decision(False, str(exc))
 
     def allow(self, feature: str, host: str, port: int | None, *, record: bool = True) -> Permit:
         """A Permit for feature→host:port, recorded in the ledger; EgressRefused (recorded) if not."""
         loopback = is_loopback_host(host)
-        try:
-            decision = self.decide(feature, host, port)
-        except CoveError as exc:  # an unreadable rules file refuses, and says so
-            decision = Decision(False, str(exc))
+        decision = self.decide(feature, host, port)
         row = None
         if record:
             verdict = "allowed" if decision.allowed else "refused"
@@ -200,6 +212,12 @@ def tool_rules(home: Path) -> dict[str, ToolRule]:
 
     stored = tools_policy.load(home)
     return {name: ToolRule(state.enabled, tuple(state.allow)) for name, state in stored.tools.items()}
+
+
+def named_hosts(settings: Settings) -> tuple[NamedHost, ...]:
+    """Hosts a setting names for one tool, so they need no `--allow`: the user named them."""
+    host = urlsplit(settings.searxng_url).hostname if settings.searxng_url else None
+    return (NamedHost("tool:web_search", host, "COVE_SEARXNG_URL"),) if host else ()
 
 
 _installed: Gate | None = None
@@ -380,8 +398,8 @@ def _split(feature: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 def _checks_addresses(feature: str) -> bool:
     """Tools and MCP servers reach hosts that text (a model, a page) chose: check their addresses.
 
-    Everything but a pull and the named remote server counts as such, so a feature spelled
-    without its "tool:" prefix still goes through the address checks.
+    Everything but a pull and the named remote server counts as such (an unknown feature is
+    refused by the policy anyway).
     """
     return feature not in (PULL, REMOTE_ENGINE)
 

@@ -1,10 +1,10 @@
 """What may leave the machine: the egress policy as data, and `decide`, its one pure function.
 
 Features are named strings: "pull" (a model the user asked for by name), "tool:NAME" (a tool
-the user switched on; a bare NAME that has a rule is read the same), "mcp:SERVER" (an MCP
-server's HTTP URL), "engine:remote" (the cove server the user pointed COVE_HOST at). Everything
-else is refused. Loopback is never egress. The tools' switches and allow-lists are the tools'
-own file (`cove.tools.policy`, COVE_HOME/tools.json); this module only reads them.
+the user switched on), "mcp:SERVER" (an MCP server's HTTP URL), "engine:remote" (the cove
+server the user pointed COVE_HOST at). Everything else is refused. Loopback is never egress.
+The tools' switches and allow-lists are the tools' own file (`cove.tools.policy`,
+COVE_HOME/tools.json, keyed by tool name and by "mcp:SERVER"); this module only reads them.
 """
 
 from __future__ import annotations
@@ -20,11 +20,16 @@ PULL = "pull"
 REMOTE_ENGINE = "engine:remote"
 
 
+#: The allow-list entry that lets a tool reach any host (URL tools still reach public ones only).
+ANY_HOST = "*"
+
+
 @dataclass(frozen=True)
 class ToolRule:
     """One tool's switch and the hosts it may reach (`cove tools enable NAME --allow HOST`).
 
-    The gate reaches only hosts on the list: a network tool with an empty list reaches nothing.
+    The gate reaches only hosts on the list: a network tool with an empty list reaches nothing
+    but the hosts the user named for it in a setting (`NamedHost`).
     """
 
     enabled: bool = False
@@ -38,11 +43,22 @@ class ToolRule:
 
 
 @dataclass(frozen=True)
+class NamedHost:
+    """A host the user named in a setting for one feature: the SearXNG in COVE_SEARXNG_URL."""
+
+    feature: str
+    host: str
+    setting: str
+
+
+@dataclass(frozen=True)
 class Policy:
     """Everything `decide` needs; the gate builds one from Settings and the tools' file."""
 
     offline: bool = False
     tools: Mapping[str, ToolRule] = field(default_factory=dict)
+    #: Hosts on a tool's allow-list by themselves, because a setting names them.
+    named: tuple[NamedHost, ...] = ()
     #: host:port of the `cove serve` the CLI talks to (COVE_HOST), which the user named.
     remote_host: str | None = None
     remote_port: int | None = None
@@ -69,23 +85,25 @@ def decide(policy: Policy, feature: str, host: str, port: int | None) -> Decisio
         if policy.remote_host and host == normal_host(policy.remote_host) and port == policy.remote_port:
             return Decision(True, "the cove server you named in COVE_HOST")
         return Decision(False, "not the cove server named in COVE_HOST")
-    if feature.startswith(("tool:", "mcp:")) or feature in policy.tools:
+    if feature.startswith(("tool:", "mcp:")):
         return _decide_tool(policy, feature, host)
     return Decision(False, f"{feature!r} is not something cove may reach the network for")
 
 
-def tool_name(feature: str) -> str:
-    """The rule a tool feature is judged by: "tool:web_search" → "web_search"; "mcp:X" stays."""
+def rule_name(feature: str) -> str:
+    """The tools.json entry a feature is judged by: "tool:web_search" → "web_search"; "mcp:X" stays."""
     return feature.removeprefix("tool:")
 
 
 def _decide_tool(policy: Policy, feature: str, host: str) -> Decision:
-    name = tool_name(feature)
-    rule = policy.tools.get(name)
-    if rule is None and name.startswith("mcp:"):
-        rule = policy.tools.get(name.removeprefix("mcp:"))
-    if rule is None or not rule.enabled:
-        return Decision(False, f"tool {name} is off (turn it on with `cove tools enable {name}`)")
+    name = rule_name(feature)
+    rule = policy.tools.get(name) or ToolRule()
+    named = next((n for n in policy.named if n.feature == feature and host_matches(n.host, host)), None)
+    if not rule.enabled:
+        how = f"cove tools enable {name}" + ("" if named else f" --allow {host}")
+        return Decision(False, f"tool {name} is off; to let it reach {host}, run `{how}`")
+    if named is not None:
+        return Decision(True, f"tool {name} is on and {host} is the host you named in {named.setting}")
     if not rule.permits(host):
         listed = f" ({', '.join(rule.allow)})" if rule.allow else " (empty)"
         return Decision(
@@ -93,7 +111,9 @@ def _decide_tool(policy: Policy, feature: str, host: str) -> Decision:
             f"{host} is not on {name}'s allow-list{listed}; "
             f"add it with `cove tools enable {name} --allow {host}`",
         )
-    return Decision(True, f"tool {name} is on and {host} is on its allow-list")
+    if ANY_HOST in rule.allow:
+        return Decision(True, f"tool {name} is on for any host (--allow '*')")
+    return Decision(True, f"{name} is on and {host} is on its allow-list")
 
 
 def normal_host(host: str) -> str:
@@ -102,8 +122,10 @@ def normal_host(host: str) -> str:
 
 
 def host_matches(pattern: str, host: str) -> bool:
-    """`example.com` matches itself only; `*.example.com` matches its sub-domains and itself."""
+    """`example.com` matches itself only; `*.example.com` matches its sub-domains and itself; `*` all."""
     pattern, host = normal_host(pattern), normal_host(host)
+    if pattern == ANY_HOST:
+        return True
     if pattern.startswith("*."):
         base = pattern[2:]
         return host == base or host.endswith("." + base)

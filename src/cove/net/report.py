@@ -10,10 +10,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import CoveError
-from .gate import Gate, tool_rules
+from .gate import Gate, named_hosts, tool_rules
 from .ledger import Entry
 from .pip import pip_hosts
-from .policy import is_loopback_host
+from .policy import ANY_HOST, ToolRule, is_loopback_host
 
 
 def policy_report(gate: Gate) -> dict[str, Any]:
@@ -73,26 +73,11 @@ def _tool_rules(gate: Gate) -> list[dict[str, Any]]:
     except CoveError as exc:
         return [{"feature": "tool:*", "allowed": False, "to": "nowhere", "why": str(exc)}]
     local = _offline_tools()
-    rows = []
-    for name, rule in sorted(rules.items()):
-        if name.startswith("mcp:"):
-            continue
-        if name in local:
-            why = "on; it works on this machine only" if rule.enabled else "off"
-            rows.append({"feature": f"tool:{name}", "allowed": False, "to": "nothing", "why": why})
-            continue
-        hosts = ", ".join(rule.allow) or "no host (its allow-list is empty)"
-        why = "switched on with `cove tools enable`" if rule.enabled else "off"
-        if rule.enabled and gate.settings.offline:
-            why += "; refused: offline"
-        rows.append(
-            {
-                "feature": f"tool:{name}",
-                "allowed": rule.enabled and bool(rule.allow) and not gate.settings.offline,
-                "to": hosts,
-                "why": why,
-            }
-        )
+    rows = [
+        _tool_row(gate, name, rule, name in local)
+        for name, rule in sorted(rules.items())
+        if not name.startswith("mcp:")  # an MCP server's rule is shown with the server
+    ]
     if not rows:
         rows.append(
             {
@@ -103,6 +88,25 @@ def _tool_rules(gate: Gate) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _tool_row(gate: Gate, name: str, rule: ToolRule, local: bool) -> dict[str, Any]:
+    feature = f"tool:{name}"
+    if local:
+        why = "on; it works on this machine only" if rule.enabled else "off"
+        return {"feature": feature, "allowed": False, "to": "nothing", "why": why}
+    named = [f"{n.host} (named in {n.setting})" for n in named_hosts(gate.settings) if n.feature == feature]
+    listed = ["any public internet host"] if ANY_HOST in rule.allow else list(rule.allow)
+    hosts = [*named, *listed]
+    why = "switched on with `cove tools enable`" if rule.enabled else "off"
+    if rule.enabled and gate.settings.offline:
+        why += "; refused: offline"
+    return {
+        "feature": feature,
+        "allowed": rule.enabled and bool(hosts) and not gate.settings.offline,
+        "to": ", ".join(hosts) or "no host (its allow-list is empty)",
+        "why": why,
+    }
 
 
 def _offline_tools() -> set[str]:
@@ -125,23 +129,19 @@ def _mcp_rules(gate: Gate) -> list[dict[str, Any]]:
     rows = []
     for server in servers:
         if server.url:
-            host = urlsplit(server.url).hostname or server.url
-            rows.append(
-                {
-                    "feature": f"mcp:{server.name}",
-                    "allowed": is_loopback_host(host)
-                    or gate.decide(f"mcp:{server.name}", host, None).allowed,
-                    "to": host,
-                    "why": "an MCP server over HTTP, through the gate",
-                }
-            )
+            parts = urlsplit(server.url)
+            host = parts.hostname or server.url
+            decision = gate.decide(server.feature, host, parts.port)
+            why = f"an MCP server over HTTP, through the gate: {decision.reason}"
+            rows.append({"feature": server.feature, "allowed": decision.allowed, "to": host, "why": why})
         else:
             rows.append(
                 {
-                    "feature": f"mcp:{server.name}",
+                    "feature": server.feature,
                     "allowed": None,
-                    "to": "outside cove's process",
-                    "why": f"a command cove starts ({server.command}); what it connects to, cove cannot see",
+                    "to": f"its own program: {server.describe()}",
+                    "why": "a stdio MCP server is a program of its own: its network use is outside "
+                    "cove's process, so neither the gate nor the ledger sees it",
                 }
             )
     return rows

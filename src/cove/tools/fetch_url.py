@@ -66,14 +66,19 @@ class Page:
         return decode(self.body, self.charset, sniff_meta=self.media_type in HTML_TYPES)
 
 
+#: The egress gate's feature for this tool's connections (its `Tool.feature`).
+FEATURE = "tool:fetch_url"
+
+
 def open_client(
-    context: ToolContext,
+    feature: str,
     *,
     trusted_hosts: Collection[str] = (),
     allow_private: Collection[str] = (),
     limits: Limits = LIMITS,
 ) -> httpx.Client:
-    """The tool's client: the gate's transport (policy, ledger) over the address-checking one.
+    """A URL tool's client for `feature`: the gate's transport (policy, ledger) over the
+    address-checking one.
 
     `trusted_hosts` are hosts the user configured by name (their SearXNG), which may be private;
     `allow_private` is for tests only (their loopback fakes).
@@ -82,7 +87,7 @@ def open_client(
 
     timeout = httpx.Timeout(limits.read_s, connect=limits.connect_s)
     return gate.client(
-        context.feature or "tool:fetch_url",
+        feature,
         trusted_hosts=trusted_hosts,
         allow_private=allow_private,
         follow_redirects=True,
@@ -222,7 +227,7 @@ def fetch_url(arguments: dict[str, Any], context: ToolContext, limits: Limits = 
         url_target(url)  # scheme and credentials, in the clearest words; the transport checks addresses
     except CoveError as exc:
         raise ToolError(str(exc)) from None
-    with open_client(context, limits=limits) as client:
+    with open_client(FEATURE, limits=limits) as client:
         page = read_page(client, url, context, limits)
     if page.status >= 400:
         raise ToolError(f"{page.url} answered {page.status} {page.reason}".rstrip())

@@ -1,11 +1,14 @@
 """Which tools the user switched on, and the hosts each may reach: kept in COVE_HOME/tools.json.
 
 Every tool is off until `cove tools enable NAME [--allow HOST ...]`. A tool that reaches the
-network runs only for the hosts on its allow-list (the egress gate enforces that on each
-connection; `allowed_hosts` is what it reads). The file is small JSON, written atomically:
+network runs only for the hosts on its allow-list (the egress gate reads this file on each
+connection): `example.org`, `*.example.org` (and its sub-domains), or `*` (any host; URL tools
+still reach public addresses only). An HTTP MCP server's connections are the entry `mcp:SERVER`.
+The file is small JSON, written atomically:
 
     {"tools": {"current_time": {"enabled": true, "allow": []},
-               "fetch_url": {"enabled": true, "allow": ["example.org"]}}}
+               "fetch_url": {"enabled": true, "allow": ["example.org"]},
+               "mcp:notes": {"enabled": true, "allow": ["notes.lan"]}}}
 """
 
 from __future__ import annotations
@@ -89,11 +92,11 @@ def save(home: Path, policy: ToolPolicy) -> None:
 
 def enable(home: Path, name: str, allow: tuple[str, ...] = ()) -> ToolState:
     """Switch a tool on; hosts given are added to its allow-list (a host is a name, lower case)."""
+    given = [allow_entry(host) for host in allow]
     with _lock:
         policy = load(home)
         old = policy.state(name)
-        hosts = tuple(dict.fromkeys([*old.allow, *(h.strip().lower().rstrip(".") for h in allow)]))
-        state = ToolState(True, tuple(h for h in hosts if h))
+        state = ToolState(True, tuple(dict.fromkeys([*old.allow, *given])))
         save(home, ToolPolicy({**policy.tools, name: state}))
         return state
 
@@ -107,9 +110,15 @@ def disable(home: Path, name: str) -> ToolState:
         return state
 
 
-def allowed_hosts(home: Path, feature: str) -> tuple[str, ...]:
-    """The hosts a tool's feature may reach (none when it is off): what the egress gate checks."""
-    policy = load(home)
-    name = feature.removeprefix("tool:")
-    state = policy.state(name)
-    return state.allow if state.enabled else ()
+def allow_entry(text: str) -> str:
+    """One `--allow` value as stored (lower case, no trailing dot); InvalidSetting says what to give."""
+    host = text.strip().lower().rstrip(".")
+    if not host:
+        raise InvalidSetting("--allow was given an empty host; give a host name such as example.org")
+    if "/" in host:
+        raise InvalidSetting(f"--allow takes a host name such as example.org, not a URL ({text!r})")
+    if "*" in host and host != "*" and (not host.startswith("*.") or "*" in host[2:]):
+        raise InvalidSetting(
+            f"--allow {text!r}: a wildcard is '*' alone (any host) or '*.example.org' (a domain)"
+        )
+    return host

@@ -42,14 +42,12 @@ class ToolError(BadRequest):
 
 @dataclass(frozen=True)
 class ToolContext:
-    """What a run may use: the settings, and the hosts the user allowed this tool to reach."""
+    """What a run may use: the settings, and a flag to stop by.
+
+    Which hosts it may reach is the egress gate's to say, on each connection (`Tool.feature`).
+    """
 
     settings: Settings | None = None
-    #: Hosts from the tool's allow-list (`cove tools enable NAME --allow HOST`).
-    allow: tuple[str, ...] = ()
-    #: The egress gate's feature for this tool's connections ("tool:web_search", "mcp:NAME"):
-    #: pass it to `cove.net.gate.client(context.feature)`.
-    feature: str = ""
     #: Set when the run is no longer wanted (the chat was stopped, the time cap passed).
     cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -222,7 +220,7 @@ def run_tool(
     """Run one call under the caps; every failure is an outcome with a clear error, never a raise."""
     import time
 
-    context = context or ToolContext(feature=tool.feature)
+    context = context or ToolContext()
     cap = tool.time_cap_s if time_cap_s is None else time_cap_s
     started = time.perf_counter()
     try:

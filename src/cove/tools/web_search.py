@@ -21,6 +21,7 @@ DEFAULT_COUNT = 5
 MAX_COUNT = 10
 SNIPPET_CHARS = 300
 LIMITS = fetch_url.Limits(max_bytes=2 << 20, deadline_s=15.0)
+FEATURE = "tool:web_search"
 JSON_TYPES = frozenset({"application/json", "text/json", "text/javascript"})
 _NOT_JSON = "not JSON: is json in search.formats of the SearXNG's settings.yml?"
 _NO_INSTANCE = (
@@ -51,7 +52,7 @@ def web_search(arguments: dict[str, Any], context: ToolContext) -> str:
     base = (context.settings or Settings.from_env()).searxng_url
     if not base:
         raise ToolError(_NO_INSTANCE)
-    with fetch_url.open_client(context, trusted_hosts=[trusted_host(base)], limits=LIMITS) as client:
+    with fetch_url.open_client(FEATURE, trusted_hosts=[trusted_host(base)], limits=LIMITS) as client:
         url = search_url(base, query)
         page = fetch_url.read_page(client, url, context, LIMITS, JSON_TYPES, _NOT_JSON)
     if page.status == 403:
