@@ -1,18 +1,27 @@
-"""Embedding inputs fitted to the model's context (truncated, or refused), and what an embed call yields."""
+"""Embedding inputs fitted to the model's context (truncated, or refused), sent to the engine in
+batches a client can leave between, and what an embed call yields."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BadRequest
+from ..errors import BadRequest, Cancelled
 
 #: Tokens a tokenizer may add around any text (BOS, CLS, SEP, EOS); every other token takes a byte.
 SPECIALS_ALLOWANCE = 4
 
 #: Text (tokenized with the model's special tokens added) or token ids given by the caller.
 EmbedInput = str | list[int]
+
+#: How long one engine call of a batched embedding should take: a client that leaves is noticed
+#: between calls, so its slot is free within about this long (plus one input's time).
+BATCH_TARGET_S = 0.25
+FIRST_BATCH = 8
+MAX_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -77,3 +86,49 @@ def shorten(tokens: list[int], limit: int, specials: list[int]) -> list[int]:
         tail = []
     keep = max(limit - len(tail), 0)
     return tokens[:keep] + tail
+
+
+def embed_in_batches(
+    embed: Callable[[dict[str, Any]], dict[str, Any]],
+    inputs: list[Any],
+    *,
+    truncate: bool = True,
+    cancel: threading.Event | None = None,
+    target_s: float = BATCH_TARGET_S,
+) -> dict[str, Any]:
+    """`embed` (a loaded model's) over `inputs` a batch at a time, as one engine answer.
+
+    The engine's embedding call cannot be stopped half-way, so a big request is cut into
+    batches sized to take about `target_s` each (measured as they go: a few short inputs per
+    call for a slow model, up to MAX_BATCH for a quick one); a set `cancel` raises Cancelled
+    before the next batch. The vectors, their indexes, the tokens and the cut inputs add up.
+    """
+    items = [inputs] if _is_token_list(inputs) else list(inputs)
+    data: list[dict[str, Any]] = []
+    tokens = truncated = 0
+    size = FIRST_BATCH
+    start = 0
+    while start < len(items):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("the client went away during the embedding")
+        batch = items[start : start + size]
+        began = time.perf_counter()
+        result = embed({"input": batch, "truncate": truncate})
+        took = time.perf_counter() - began
+        data.extend({**item, "index": start + int(item["index"])} for item in result["data"])
+        tokens += int((result.get("usage") or {}).get("prompt_tokens", 0))
+        truncated += int(result.get("truncated") or 0)
+        start += len(batch)
+        size = _next_size(size, took, target_s)
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return {"data": data, "usage": usage, "truncated": truncated}
+
+
+def _next_size(size: int, took: float, target_s: float) -> int:
+    """The batch that should take `target_s`, at most twice the last one."""
+    wanted = int(size * target_s / max(took, 1e-4))
+    return max(1, min(wanted, 2 * size, MAX_BATCH))
+
+
+def _is_token_list(value: Sequence[Any]) -> bool:
+    return bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)

@@ -3,31 +3,90 @@
 Inputs longer than the model's context are cut to fit, as Ollama does by default. Ollama's
 `truncate: false` turns that into a 400 that says how long the input is; OpenAI's API has no such
 field, so /v1 truncates as Ollama's own OpenAI layer does. `dimensions` other than the model's own
-vector size is a 400: no model cove runs can shorten its vectors.
+vector size is a 400: no model cove runs can shorten its vectors. A client that leaves, queued
+or running, frees its slot within about a second (BAD-INPUTS 16).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import struct
+import threading
+import time
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..engine.embedding import Embeddings
+from ..engine.embedding import Embeddings, embed_in_batches
 from ..engine.options import checked_options, parse_keep_alive
+from ..errors import BadRequest
+from ..library.local import Cove
 from .bodies import parse
 from .schemas import EmbeddingsRequest, EmbedRequest, OAIEmbeddingRequest
-from .state import ServerState, state_of
+from .state import state_of
 
 
-async def run_embed(state: ServerState, model: str, inputs: list[Any], **kwargs: Any) -> Embeddings:
-    """Cove.embed off the event loop."""
-    result: Embeddings = await state.blocking(functools.partial(state.cove.embed, model, inputs, **kwargs))
+async def run_embed(request: Request, model: str, inputs: list[Any], **kwargs: Any) -> Embeddings:
+    """The embedding off the event loop; a client that leaves (queued or running) frees its slot
+    within about a second: it is dropped from the queue, or stopped before the next batch."""
+    state = state_of(request)
+    cancel = threading.Event()
+    watching = asyncio.create_task(_watch(request, cancel))
+    work = functools.partial(embed_cancellable, state.cove, model, inputs, cancel=cancel, **kwargs)
+    try:
+        result: Embeddings = await state.blocking(work)
+    finally:
+        cancel.set()  # also when this handler is itself cancelled: the thread stops too
+        watching.cancel()
     return result
+
+
+def embed_cancellable(
+    cove: Cove,
+    model: str,
+    inputs: list[Any],
+    *,
+    cancel: threading.Event,
+    keep_alive: float | None = None,
+    truncate: bool = True,
+    dimensions: int | None = None,
+) -> Embeddings:
+    """Cove.embed, giving up when `cancel` is set: while queued for a slot, or between batches."""
+    if not inputs:
+        raise BadRequest("nothing to embed: input is empty")
+    started = time.perf_counter()
+    request, _, _ = cove.prepare(model, embedding=True)
+    size = request.info.get("embedding_length")
+    if dimensions is not None and size and dimensions != size:
+        raise BadRequest(f"{request.spec.name} gives {size}-dimensional vectors and cannot shorten them")
+    with cove.scheduler.use(request, keep_alive, cancel) as loaded:
+        ready = time.perf_counter()
+        result = embed_in_batches(loaded.embed, inputs, truncate=truncate, cancel=cancel)
+    vectors = [item["embedding"] for item in sorted(result["data"], key=lambda d: d["index"])]
+    if dimensions is not None and vectors and len(vectors[0]) != dimensions:
+        raise BadRequest(
+            f"{request.spec.name} gives {len(vectors[0])}-dimensional vectors and cannot shorten them"
+        )
+    return Embeddings(
+        vectors=vectors,
+        prompt_tokens=int(result["usage"]["prompt_tokens"]),
+        load_duration_s=ready - started,
+        total_duration_s=time.perf_counter() - started,
+        truncated=int(result["truncated"]),
+    )
+
+
+async def _watch(client: Request, cancel: threading.Event, every_s: float = 0.2) -> None:
+    """Set `cancel` once the client has hung up (its body is read already)."""
+    while not cancel.is_set():
+        if await client.is_disconnected():
+            cancel.set()
+            return
+        await asyncio.sleep(every_s)
 
 
 def nanoseconds(seconds: float) -> int:
@@ -39,7 +98,7 @@ async def embed(request: Request) -> Response:
     checked_options(req.options)  # unused by embedders, but garbage is still a 400, as on /api/chat
     inputs = [req.input] if isinstance(req.input, str) else req.input
     result = await run_embed(
-        state_of(request),
+        request,
         req.model,
         inputs,
         keep_alive=parse_keep_alive(req.keep_alive),
@@ -61,16 +120,14 @@ async def embeddings(request: Request) -> Response:
     """Ollama's older single-prompt endpoint."""
     req = await parse(request, EmbeddingsRequest)
     checked_options(req.options)
-    result = await run_embed(
-        state_of(request), req.model, [req.prompt], keep_alive=parse_keep_alive(req.keep_alive)
-    )
+    result = await run_embed(request, req.model, [req.prompt], keep_alive=parse_keep_alive(req.keep_alive))
     return JSONResponse({"embedding": result.vectors[0]})
 
 
 async def openai_embeddings(request: Request) -> Response:
     req = await parse(request, OAIEmbeddingRequest)
     inputs = [req.input] if isinstance(req.input, str) or _is_tokens(req.input) else req.input
-    result = await run_embed(state_of(request), req.model, list(inputs), dimensions=req.dimensions)
+    result = await run_embed(request, req.model, list(inputs), dimensions=req.dimensions)
     data = [
         {
             "object": "embedding",
