@@ -135,12 +135,7 @@ def plan(
     quant = _pick_quant(model, quant)
     ctx = num_ctx or _default_ctx(model)
     levers: list[str] = []
-    chosen = (max(parallel, 1), kv_type or "f16")
-    for slots, kv in _configurations(max(parallel, 1), kv_type):
-        if _verdict(_layout(model, machine, quant, ctx, slots, kv), machine)[0] == FITS:
-            chosen = (slots, kv)
-            break
-    slots, kv = chosen
+    slots, kv = _lightest_that_fits(model, machine, quant, ctx, max(parallel, 1), kv_type)
     if slots < parallel:
         levers.append(f"{slots} slot{'s' if slots > 1 else ''} instead of {parallel}")
     if kv != (kv_type or "f16"):
@@ -153,6 +148,21 @@ def plan(
     if verdict != FITS:
         result = replace(result, suggestion=suggest(model, machine, quant, ctx))
     return result
+
+
+def _lightest_that_fits(
+    model: ModelFigures, machine: Machine, quant: str, ctx: int, parallel: int, kv_type: str | None
+) -> tuple[int, str]:
+    """The first configuration, in lever order, that fits now; else the first that would fit
+    once memory is freed; else the one asked for."""
+    freed = None
+    for slots, kv in _configurations(parallel, kv_type):
+        verdict = _verdict(_layout(model, machine, quant, ctx, slots, kv), machine)[0]
+        if verdict == FITS:
+            return slots, kv
+        if verdict == FITS_IF_FREED and freed is None:
+            freed = (slots, kv)
+    return freed or (parallel, kv_type or "f16")
 
 
 def _pick_quant(model: ModelFigures, quant: str | None) -> str:
@@ -179,8 +189,9 @@ def _configurations(parallel: int, kv_type: str | None) -> list[tuple[int, str]]
 def _layout(model: ModelFigures, machine: Machine, quant: str, ctx: int, slots: int, kv: str) -> _Layout:
     weights = model.quants[quant]
     need = estimate(model.info, weights, ctx, slots)
-    factor = KV_TYPES[kv]
-    kv_cache, prompt_cache = int(need.kv_cache * factor), int(need.prompt_cache * factor)
+    # The prompt cache is a budget in MiB the engine is given (memory.prompt_cache_mib), the
+    # same whatever the KV type; the KV cache itself shrinks with q8_0.
+    kv_cache, prompt_cache = int(need.kv_cache * KV_TYPES[kv]), need.prompt_cache
     memory = {
         "weights": weights,
         "kv_cache": kv_cache,
