@@ -233,3 +233,16 @@ def test_the_verdict_is_the_best_the_levers_reach() -> None:
     assert p.verdict == FITS_IF_FREED
     assert p.parallel == 1 and p.kv_type == "q8_0"
     assert p.levers == ("1 slot instead of 8", "KV cache in q8_0 (half the memory of f16)")
+
+
+def test_a_busy_cpu_slows_the_arithmetic_not_the_memory_reads() -> None:
+    laptop = machine("laptop-4gb")  # 2 cores without AVX2: a small model is arithmetic-bound there
+    quiet, busy = replace(laptop, load_average=0.5), replace(laptop, load_average=3.0)
+    small = figures("smollm2:135m")
+    assert plan(small, quiet).decode_tps == plan(small, laptop).decode_tps  # quiet: all its cores
+    # Three other runnable threads on two cores: the engine gets half of them.
+    assert plan(small, busy).decode_tps == pytest.approx(plan(small, quiet).decode_tps / 2, rel=0.02)
+    assert plan(small, busy).prompt_tps == pytest.approx(plan(small, quiet).prompt_tps / 2, rel=0.02)
+    desktop = machine("desktop-16gb")
+    big = figures("llama3.1:8b")  # bandwidth-bound: the measured bandwidth already saw the load
+    assert plan(big, replace(desktop, load_average=15.0)).decode_tps == plan(big, desktop).decode_tps

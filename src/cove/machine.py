@@ -80,6 +80,8 @@ class Machine:
     system: str = ""
     #: The programs holding the most RAM: (name, bytes resident, summed over its processes).
     programs: tuple[tuple[str, int], ...] = ()
+    #: Runnable threads over the last minute (None: not known); a busy machine decodes slower.
+    load_average: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -120,7 +122,15 @@ def describe(home: Path | None = None, measure: bool = True) -> Machine:
         bandwidth_gbs=measure_bandwidth() if measure else None,
         system=f"{platform.system()} {platform.machine()}",
         programs=largest_programs(),
+        load_average=load_average(),
     )
+
+
+def load_average() -> float | None:
+    try:
+        return round(psutil.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
 
 
 def largest_programs(count: int = 3) -> tuple[tuple[str, int], ...]:

@@ -54,6 +54,9 @@ def _table(m: Machine) -> Table:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("CPU", f"{m.cpu_model}: {m.physical_cores} physical cores, {m.logical_cores} logical")
+    if m.load_average is not None:
+        busy = "quiet" if m.load_average < 0.5 * m.logical_cores else "busy: answers come slower"
+        table.add_row("load", f"{m.load_average:.1f} runnable threads on {m.logical_cores} cores ({busy})")
     table.add_row("instruction sets", " ".join(f.upper() for f in m.cpu_flags) or "none that llama.cpp uses")
     table.add_row(
         "memory",
@@ -61,7 +64,9 @@ def _table(m: Machine) -> Table:
         f"the system and other programs hold {m.ram_used_by_others / GB:.1f} GB",
     )
     if m.programs:
-        table.add_row("most RAM", ", ".join(f"{escape(name)} {held / GB:.1f} GB" for name, held in m.programs))
+        table.add_row(
+            "most RAM", ", ".join(f"{escape(name)} {held / GB:.1f} GB" for name, held in m.programs)
+        )
     table.add_row("bandwidth", _bandwidth(m))
     table.add_row("GPUs", _gpus(m))
     disk = "unknown" if m.disk_free is None else f"{m.disk_free / GB:.1f} GB free"

@@ -286,6 +286,15 @@ def _simd(machine: Machine) -> str:
     return next((f for f in ("avx512f", "avx2", "asimddp") if f in machine.cpu_flags), "")
 
 
+def cpu_share(machine: Machine) -> float:
+    """The share of its cores the engine can expect now: other programs' runnable threads
+    (the load average) take their turns on the same cores. The measured bandwidth needs no
+    such share: it was measured among them."""
+    if machine.load_average is None:
+        return 1.0
+    return min(1.0, machine.logical_cores / (machine.load_average + 1))
+
+
 def _gpu_bandwidth(machine: Machine) -> float:
     known = [g.bandwidth_gbs for g in machine.gpus if g.bandwidth_gbs]
     return max(known) if known else DEFAULT_GPU_BANDWIDTH_GBS
@@ -304,7 +313,7 @@ def speeds(
     params = model.params(quant)
     kv_read = kv_bytes_per_token(model.info) * KV_TYPES[kv] * TYPICAL_DEPTH
     read = model.quants[quant] + kv_read
-    cores = machine.physical_cores
+    cores = machine.physical_cores * cpu_share(machine)
     cpu_bw = (machine.bandwidth_gbs or DEFAULT_BANDWIDTH_GBS) * GB * CPU_DECODE_EFFICIENCY
     cpu_flops = cores * DECODE_GFLOPS_PER_CORE[_simd(machine)] * 1e9
     cpu_time = (1 - share) * max(read / cpu_bw, 2 * params / cpu_flops)
