@@ -289,3 +289,19 @@ def test_a_stored_catalog_model_in_another_quant_is_planned_from_the_catalog(
     other = json.loads(invoke("fit", "qwen2.5:0.5b", "--quant", "Q8_0", "--json").stdout)
     assert other["source"] == "catalog" and other["plan"]["quant"] == "Q8_0"
     assert other["plan"]["ref"] == "hf.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q8_0"
+
+
+def test_pick_pull_as_a_process_prints_only_the_name_on_stdout(real_home: Path) -> None:
+    """`make run` reads the name with $(cove pick --pull): everything else goes to stderr."""
+    picked = subprocess.run(
+        [str(COVE), "pick", "--pull"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COVE_LOCAL": "1", "COVE_OFFLINE": "1", "COVE_HOME": str(real_home)},
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        check=False,
+    )
+    assert picked.returncode == 0, picked.stderr
+    assert picked.stdout == "gemma3:270m\n"
+    assert "cove picked" in picked.stderr and "offline" in picked.stderr
