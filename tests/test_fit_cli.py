@@ -305,3 +305,9 @@ def test_pick_pull_as_a_process_prints_only_the_name_on_stdout(real_home: Path) 
     assert picked.returncode == 0, picked.stderr
     assert picked.stdout == "gemma3:270m\n"
     assert "cove picked" in picked.stderr and "offline" in picked.stderr
+
+
+def test_fit_refuses_a_context_out_of_range() -> None:
+    for ctx in ("100", str(1 << 25), "-1", "lots"):
+        result = CliRunner().invoke(cli, ["fit", "smollm2:135m", "--ctx", ctx])
+        assert result.exit_code == 2 and "--ctx" in result.output

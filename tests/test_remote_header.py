@@ -11,7 +11,7 @@ from gguf_writer import GGML_F32, GGML_Q4_K, make_gguf
 
 from cove.config import Settings
 from cove.engine import planner
-from cove.errors import InvalidName, ModelNotFound, PullError
+from cove.errors import InvalidModelFile, InvalidName, ModelNotFound, PullError
 from cove.net.gate import EgressRefused
 from cove.store import remote_header
 
@@ -104,6 +104,23 @@ def test_missing_quant_and_bad_reference(fake: FakeHF) -> None:
 
 def test_a_header_that_is_not_a_gguf_is_refused(fake: FakeHF) -> None:
     fake.add_file("acme", "Bad-GGUF", "bad-Q4_K_M.gguf", b"NOPE" + bytes(100))
-    with pytest.raises(Exception, match="GGUF") as info:
+    with pytest.raises(InvalidModelFile, match="GGUF"):
         remote_header.read_remote("hf.co/acme/Bad-GGUF", settings(fake))
-    assert type(info.value).__name__ == "InvalidModelFile"
+
+
+def test_hostile_lengths_are_refused_without_fetching_them(fake: FakeHF) -> None:
+    from gguf_writer import header, u64
+
+    hostile = header(3, 0, 1) + u64(2**62) + b"k" * 64  # a key "2^62 bytes long"
+    fake.add_file("acme", "Evil-GGUF", "evil-Q4_K_M.gguf", hostile + bytes(1 << 20))
+    with pytest.raises(InvalidModelFile):
+        remote_header.read_remote("hf.co/acme/Evil-GGUF", settings(fake))
+    assert len(fake.seen("GET", "evil-Q4_K_M.gguf")) == 1  # one block, then the reader's checks
+
+
+def test_a_header_past_the_cap_is_not_read_on(fake: FakeHF, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(remote_header, "MAX_HEADER_BYTES", 2 << 20)  # below this header's 2.4 MB
+    with pytest.raises(InvalidModelFile, match="header runs past 2 MiB"):
+        remote_header.read_remote("hf.co/acme/Big-GGUF", settings(fake))
+    ranges = [g.headers["range"] for g in fake.seen("GET", "big-Q4_K_M.gguf")]
+    assert ranges == ["bytes=0-1048575", "bytes=1048576-2097151"]

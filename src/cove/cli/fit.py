@@ -34,7 +34,7 @@ def print_json(data: Any) -> None:
 @click.option(
     "--ctx",
     "num_ctx",
-    type=click.IntRange(min=planner.MIN_CTX),
+    type=click.IntRange(min=planner.MIN_CTX, max=planner.MAX_CTX),
     help="Context length to plan for (default 4096, or the model's own if smaller).",
 )
 @click.option("--quant", help="Plan for another quantization of the model (Q8_0, Q4_K_M, ...).")

@@ -35,6 +35,7 @@ VRAM_RESERVE = 512 << 20  # the display, the driver and fragmentation
 #: What the operating system keeps for itself however many programs are closed.
 OS_RESERVE_SHARE, OS_RESERVE_MIN = 0.1, 1 * GIB
 MIN_CTX = 512
+MAX_CTX = 1 << 24  # past any model's training; keeps the arithmetic in floats' range
 CTX_STEP = 256
 #: Bits per weight of common quants, for a quant whose file size is not known.
 BITS_PER_WEIGHT = {"Q2_K": 3.35, "Q3_K_M": 3.9, "Q4_0": 4.55, "Q4_1": 5.0, "Q4_K_M": 4.85}
