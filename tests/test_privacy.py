@@ -254,3 +254,25 @@ def test_a_tool_that_works_offline_is_shown_as_reaching_nothing(cove_home: Path)
     shown = {r["feature"]: (r["allowed"], r["to"]) for r in policy["rules"]}
     assert shown["tool:current_time"] == (False, "nothing")
     assert shown["tool:fetch_url"] == (False, "no host (its allow-list is empty)")
+
+
+def test_each_stdio_mcp_server_is_listed_as_a_program_of_its_own(cove_home: Path) -> None:
+    cove_home.mkdir(parents=True, exist_ok=True)
+    servers = {
+        "notes": {"command": "uv", "args": ["run", "notes.py"]},
+        "docs": {"command": "npx", "args": ["-y", "docs-server"]},
+        "far": {"url": "http://192.0.2.7/mcp"},
+    }
+    (cove_home / "mcp.json").write_text(json.dumps({"servers": servers}))
+    policy = json.loads(run("--local", "privacy", "--json").output)
+    rows = {r["feature"]: r for r in policy["rules"]}
+    assert rows["mcp:notes"]["to"] == "its own program: uv run notes.py"
+    assert rows["mcp:docs"]["to"] == "its own program: npx -y docs-server"
+    for name in ("mcp:notes", "mcp:docs"):
+        assert rows[name]["allowed"] is None
+        assert "network use is outside cove's process" in rows[name]["why"]
+    far = rows["mcp:far"]
+    assert (far["allowed"], far["to"]) == (False, "192.0.2.7")
+    assert "cove tools enable mcp:far --allow 192.0.2.7" in far["why"]
+    out = run("--local", "privacy").output
+    assert "its own program: uv run notes.py" in out

@@ -14,6 +14,8 @@ from ..chat.service import TurnRequest, TurnStream
 from ..config import Settings
 from ..engine.events import ChatChunk, LoadedInfo, ToolCallDelta, Usage
 from ..errors import BadRequest, Busy, CoveError, DoesNotFit, ModelNotFound
+from ..net import gate
+from ..net.policy import REMOTE_ENGINE, is_loopback_host
 from ..recipe import parse_recipe
 from ..store.huggingface import parse_hf_ref
 from ..store.models import Manifest
@@ -37,7 +39,7 @@ def find_server(settings: Settings) -> RemoteCove | None:
     remote = RemoteCove(settings)
     try:
         response = remote.http.get("/api/version", timeout=0.5)
-    except httpx.HTTPError:
+    except (httpx.HTTPError, gate.EgressRefused):  # offline: another machine's server is not asked
         remote.close()
         return None
     if response.status_code != 200 or "version" not in response.text:
@@ -53,7 +55,14 @@ class RemoteCove:
         self.settings = settings
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         headers = {"authorization": f"Bearer {settings.api_keys[0]}"} if settings.api_keys else {}
-        self.http = httpx.Client(base_url=f"http://{host}:{settings.port}", headers=headers, timeout=None)
+        base_url = f"http://{host}:{settings.port}"
+        if is_loopback_host(settings.host):
+            self.http = httpx.Client(base_url=base_url, headers=headers, timeout=None)
+        else:  # another machine: the gate judges each request and the ledger counts its bytes
+            egress = gate.for_settings(settings)
+            self.http = gate.client(
+                REMOTE_ENGINE, gate=egress, base_url=base_url, headers=headers, timeout=None
+            )
 
     def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         response = self.http.post(path, json=body)

@@ -5,7 +5,10 @@
 included. Unix sockets and loopback always pass; so does anything inside a gate `Permit` (in
 the same context, or a name lookup for a permitted host from a worker thread). Anything else to
 another machine is refused with `BackstopRefused` (an EgressRefused and an OSError) before a
-packet leaves, recorded in the ledger, and remembered here.
+packet leaves, recorded in the ledger, and remembered here. A program that reaches the network
+(pip, curl, `uv run`, `npx`) starts only inside a permit, or as the very command the user
+declared for a stdio MCP server (`declared_program`): that program's own network use is outside
+cove's process, and `cove privacy` says so.
 
 An audit hook cannot be removed, so the hook only reads `STATE`, a module-level object: tests
 switch its mode, exempt test networks, and collect what it refused. Modes: "enforce" (refuse and
@@ -17,6 +20,7 @@ line, so a test run can check the cove processes it started, too.
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import json
 import os
@@ -24,7 +28,7 @@ import shlex
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
@@ -37,7 +41,10 @@ from .policy import PULL, REMOTE_ENGINE, is_loopback_host, normal_host
 Mode = Literal["off", "enforce", "strict"]
 #: Programs that reach the network by themselves: started only inside a gate permit.
 NETWORK_PROGRAMS = frozenset(
-    {"pip", "pip3", "uv", "curl", "wget", "git", "ssh", "scp", "sftp", "rsync", "nc", "ncat", "telnet", "ftp"}
+    {
+        *("pip", "pip3", "pipx", "uv", "uvx", "npm", "npx", "curl", "wget", "git"),
+        *("ssh", "scp", "sftp", "rsync", "nc", "ncat", "telnet", "ftp"),
+    }
 )
 #: Not COVE_*: test helpers that start `cove serve` drop those from its environment, not this.
 REPORT_ENV = "EGRESS_AUDIT_REPORT"
@@ -92,6 +99,10 @@ class HookState:
 
 
 STATE = HookState()
+#: The commands (argv) the user declared as stdio MCP servers, while cove starts one of them.
+_declared: contextvars.ContextVar[tuple[tuple[str, ...], ...]] = contextvars.ContextVar(
+    "cove_declared_programs", default=()
+)
 _busy = threading.local()  # the hook's own work (writing the ledger) must not re-enter it
 _lock = threading.Lock()
 
@@ -126,6 +137,20 @@ def exempt(*targets: str) -> Iterator[None]:
         for network in networks:
             STATE.exempt_networks.remove(network)
         STATE.exempt_names.difference_update(names)
+
+
+@contextmanager
+def declared_program(argv: Sequence[str]) -> Iterator[None]:
+    """While inside (in this context), the backstop lets exactly this command start.
+
+    For a stdio MCP server the user declared (`uv run server.py`, `npx -y pkg`): the user named
+    that program, and what it connects to is its own business, outside cove's process.
+    """
+    token = _declared.set((*_declared.get(), tuple(argv)))
+    try:
+        yield
+    finally:
+        _declared.reset(token)
 
 
 @contextmanager
@@ -199,21 +224,25 @@ def _on_lookup(host: Any, port: Any, event: str = "socket.getaddrinfo") -> None:
 
 def _on_program(executable: Any, argv: Any) -> None:
     program = _network_program(executable, argv)
-    if program is None:
+    if program is None or _words(executable, argv) in _declared.get():
         return
     permits = permits_in_force()
     if permits:
         return _pass("subprocess.Popen", f"({program})", None, permits[-1].feature)
-    _refuse(
-        "subprocess.Popen", f"({program})", None, f"{program} reaches the network; only a pull may run it"
-    )
+    why = f"{program} reaches the network; only a pull, or an MCP server declared in mcp.json, may run it"
+    _refuse("subprocess.Popen", f"({program})", None, why)
+
+
+def _words(executable: Any, argv: Any) -> tuple[str, ...]:
+    words = [os.fsdecode(a) for a in argv] if isinstance(argv, list | tuple) else [os.fsdecode(argv)]
+    if executable is not None and (not words or words[0] != os.fsdecode(executable)):
+        words.insert(0, os.fsdecode(executable))
+    return tuple(words)
 
 
 def _network_program(executable: Any, argv: Any) -> str | None:
     """`pip` for `pip ...`, `python -m pip ...` and `sh -c 'pip ...'`; None for local programs."""
-    words = [os.fsdecode(a) for a in argv] if isinstance(argv, list | tuple) else [os.fsdecode(argv)]
-    if executable is not None and (not words or words[0] != os.fsdecode(executable)):
-        words.insert(0, os.fsdecode(executable))
+    words = list(_words(executable, argv))
     for _ in range(3):  # a shell running a shell running pip is still pip
         if not words:
             return None
@@ -333,4 +362,4 @@ def outside_named_pulls(seen: list[Seen]) -> list[Seen]:
     ]
 
 
-__all__ = ["STATE", "exempt", "expect_refusals", "install", "outside_named_pulls"]
+__all__ = ["STATE", "declared_program", "exempt", "expect_refusals", "install", "outside_named_pulls"]

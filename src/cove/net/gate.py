@@ -233,11 +233,16 @@ def install(settings: Settings) -> Gate:
 
 
 def uninstall() -> None:
-    """Forget the installed gate (tests: the next `current()` reads the environment again)."""
+    """Forget the installed gate and those made for settings (tests: the environment is read again)."""
     global _installed
     old, _installed = _installed, None
     if old is not None:
         old.close()
+    with _made_lock:
+        made = list(_made.values())
+        _made.clear()
+    for each in made:
+        each.close()
 
 
 def installed() -> Gate | None:
@@ -250,14 +255,35 @@ def current() -> Gate:
 
 
 def for_settings(settings: Settings) -> Gate:
-    """The gate for these settings: the installed one when it has them, else a new one.
+    """The gate for these settings, never laxer than the installed one.
 
-    For code handed a Settings (the library's `Cove(settings).pull`), so an offline Settings
-    is offline even when no CLI or server installed a gate.
+    For code handed a Settings (the library's `Cove(settings).pull`, an MCP call), so an offline
+    Settings is offline even when no CLI or server installed a gate, and a process started with
+    `--offline` stays offline for a Settings read from the environment. The installed gate serves
+    when it governs the same COVE_HOME and is as offline; otherwise a gate of these settings
+    (kept, so its ledger is opened once).
     """
-    if _installed is not None and _installed.settings == settings:
-        return _installed
-    return Gate(settings)
+    installed = _installed
+    offline = settings.offline or (installed is not None and installed.settings.offline)
+    if (
+        installed is not None
+        and installed.settings.home == settings.home
+        and installed.settings.offline == offline
+    ):
+        return installed
+    wanted = settings.replace(offline=offline) if offline != settings.offline else settings
+    with _made_lock:
+        made = _made.get(wanted)
+        if made is None:
+            if len(_made) >= _MADE_MAX:
+                _made.pop(next(iter(_made))).close()
+            made = _made[wanted] = Gate(wanted)
+        return made
+
+
+_made: dict[Settings, Gate] = {}
+_made_lock = threading.Lock()
+_MADE_MAX = 8
 
 
 def allow(feature: str, host: str, port: int | None) -> Permit:

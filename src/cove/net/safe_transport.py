@@ -19,7 +19,7 @@ Stable API:
 - ``safe_client(**kwargs)`` / ``async_safe_client``: an httpx client on that transport, with
   redirects followed (at most 5) and no environment proxies.
 - ``checked_addresses(host, port, ...)``: the same resolve-and-check, for a caller that opens
-  its own socket.
+  its own socket; ``host_port(url)``: the `trusted_hosts` entry for a URL the user configured.
 - Refusals raise `cove.net.addresses.UnsafeUrl` (a CoveError, HTTP 403); a name that does not
   resolve raises httpx.ConnectError.
 
@@ -96,6 +96,13 @@ class AddressPolicy:
         if not found:
             raise httpx.ConnectError(f"cannot resolve {target.host}: it has no addresses")
         return found
+
+
+def host_port(url: str | httpx.URL) -> str:
+    """The ``host:port`` that `trusted_hosts` takes, for a URL the user configured by name."""
+    target = url_target(url)
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    return f"{host}:{target.port}"
 
 
 def checked_addresses(
@@ -269,6 +276,7 @@ __all__ = [
     "UnsafeUrl",
     "async_safe_client",
     "checked_addresses",
+    "host_port",
     "pinned_request",
     "safe_client",
     "system_resolver",

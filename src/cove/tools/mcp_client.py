@@ -2,16 +2,22 @@
 
 Each list or call is its own short connection (a stdio server is started for it and stopped
 after), so a server that exits or hangs costs only that call: its step ends with a tool error
-and the chat goes on. An HTTP server is reached under an egress-gate permit for `mcp:NAME`.
+and the chat goes on.
+
+An HTTP server is reached through a gate client for `mcp:NAME` (`cove.net.httpx2_bridge`): every
+request the SDK sends, redirects included, is judged by the policy and counted in the ledger.
+The declared URL's host may be on this machine or the LAN (the user named it); it still needs
+`cove tools enable mcp:NAME --allow HOST` unless it is loopback. A stdio server is the command
+the user declared: the backstop lets exactly that command start (`uv run`, `npx` included), and
+its own network use is outside cove's process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from .mcp_config import SEPARATOR, McpServer
 from .registry import NAME, TIME_CAP_S, Tool, ToolContext, ToolError
@@ -33,7 +39,7 @@ def _mcp() -> Any:
 
 def server_tools(server: McpServer, settings: Settings | None = None) -> list[Tool]:
     """The server's tools as cove tools named SERVER__TOOL (raises when it cannot be listed)."""
-    listed = _session(server, lambda client: client.list_tools(), LIST_TIMEOUT_S)
+    listed = _session(server, lambda client: client.list_tools(), LIST_TIMEOUT_S, settings)
     tools = []
     for item in listed.tools:
         name = f"{server.name}{SEPARATOR}{item.name}"
@@ -57,7 +63,8 @@ def _caller(server: McpServer, tool_name: str) -> Callable[[dict[str, Any], Tool
     def run(arguments: dict[str, Any], context: ToolContext) -> str:
         cap = context.settings.tool_timeout_s if context.settings else TIME_CAP_S
         timeout = max(1.0, cap * 0.9)  # inside the run's own cap, so the server is stopped first
-        result = _session(server, lambda client: client.call_tool(tool_name, arguments), timeout)
+        call = lambda client: client.call_tool(tool_name, arguments)  # noqa: E731
+        result = _session(server, call, timeout, context.settings)
         text = "\n".join(_text(part) for part in result.content)
         if result.is_error:
             raise ToolError(f"{server.name} answered with an error: {text or 'no detail'}")
@@ -76,20 +83,25 @@ def _text(part: Any) -> str:
     return f"[{getattr(part, 'type', 'content')} not shown]"
 
 
-def _session(server: McpServer, action: Callable[[Any], Awaitable[Any]], timeout_s: float) -> Any:
+def _session(
+    server: McpServer,
+    action: Callable[[Any], Awaitable[Any]],
+    timeout_s: float,
+    settings: Settings | None = None,
+) -> Any:
     """Connect, do one thing, disconnect; every failure is one ToolError naming the server."""
     mcp = _mcp()
 
     async def main() -> Any:
-        target: Any = server.url or mcp.StdioServerParameters(
-            command=server.command or "", args=list(server.args), env=server.env or None
-        )
-        async with mcp.Client(target, raise_exceptions=True, read_timeout_seconds=timeout_s) as client:
+        async with contextlib.AsyncExitStack() as stack:
+            target = await _target(mcp, server, stack, timeout_s, settings)
+            client = mcp.Client(target, raise_exceptions=True, read_timeout_seconds=timeout_s)
+            await stack.enter_async_context(client)
             return await action(client)
 
     # A stdio server's own log lines go to cove's stderr (the package's default): they never reach
     # the model, and a person debugging a server wants them.
-    with _permit(server):
+    with _declared(server):
         try:
             return asyncio.run(asyncio.wait_for(main(), timeout_s))
         except ToolError:
@@ -102,6 +114,27 @@ def _session(server: McpServer, action: Callable[[Any], Awaitable[Any]], timeout
             raise ToolError(f"MCP server {server.name} failed: {_reason(exc)}") from None
 
 
+async def _target(
+    mcp: Any, server: McpServer, stack: contextlib.AsyncExitStack, timeout_s: float, settings: Settings | None
+) -> Any:
+    """What `mcp.Client` connects to: the stdio command, or the URL over a gate client."""
+    if not server.url:
+        return mcp.StdioServerParameters(
+            command=server.command or "", args=list(server.args), env=server.env or None
+        )
+    from mcp.client.streamable_http import streamable_http_client
+
+    from ..net import gate, httpx2_bridge
+    from ..net.safe_transport import host_port
+
+    egress = gate.for_settings(settings) if settings is not None else None
+    http = httpx2_bridge.async_client(
+        server.feature, gate=egress, trusted_hosts=[host_port(server.url)], timeout_s=timeout_s
+    )
+    await stack.enter_async_context(http)  # closed last: the ledger rows are finished then
+    return streamable_http_client(server.url, http_client=http)
+
+
 def _reason(exc: BaseException) -> str:
     """The first real cause inside anyio's exception groups."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
@@ -109,15 +142,10 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-@contextlib.contextmanager
-def _permit(server: McpServer) -> Iterator[None]:
-    """An HTTP server's connection goes through the gate (loopback passes and is not egress)."""
-    if not server.url:
-        yield
-        return
-    from ..net import gate
+def _declared(server: McpServer) -> contextlib.AbstractContextManager[None]:
+    """A stdio server's command may start though it may reach the network: the user declared it."""
+    if server.url or not server.command:
+        return contextlib.nullcontext()
+    from ..net import audit
 
-    parts = urlsplit(server.url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    with gate.allow(server.feature, parts.hostname or "", port):
-        yield
+    return audit.declared_program([server.command, *server.args])

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from ..config import Settings
+from ..net.safe_transport import host_port
 from . import fetch_url
 from .registry import Tool, ToolContext, ToolError
 
@@ -35,14 +36,6 @@ def search_url(base: str, query: str) -> httpx.URL:
     return httpx.URL(base.rstrip("/") + "/search", params={"q": query, "format": "json"})
 
 
-def trusted_host(base: str) -> str:
-    """The instance's host:port, which the user named and so may be a private address."""
-    url = httpx.URL(base)
-    host = url.raw_host.decode("ascii").lower()
-    port = url.port or (443 if url.scheme == "https" else 80)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def web_search(arguments: dict[str, Any], context: ToolContext) -> str:
     """Search the web through SearXNG; the top results as a numbered list."""
     query = " ".join(str(arguments.get("query", "")).split())
@@ -52,7 +45,7 @@ def web_search(arguments: dict[str, Any], context: ToolContext) -> str:
     base = (context.settings or Settings.from_env()).searxng_url
     if not base:
         raise ToolError(_NO_INSTANCE)
-    with fetch_url.open_client(FEATURE, trusted_hosts=[trusted_host(base)], limits=LIMITS) as client:
+    with fetch_url.open_client(FEATURE, trusted_hosts=[host_port(base)], limits=LIMITS) as client:
         url = search_url(base, query)
         page = fetch_url.read_page(client, url, context, LIMITS, JSON_TYPES, _NOT_JSON)
     if page.status == 403:
