@@ -156,6 +156,7 @@ def turn_request(req: ResponsesRequest, request: Request) -> TurnRequest:
         conversation=conversation,
         source=conversations.source(request),
         keep_alive=parse_keep_alive(req.keep_alive),
+        cove_tools=req.cove_tools,
     )
 
 
@@ -243,6 +244,8 @@ async def create(request: Request) -> Response:
     if not req.stream:
         answer = await state.generator.once(turn, request)
         body = outcome.body("completed", outcome.output(answer), answer.usage, answer.finish_reason)
+        if turn.tools:
+            body["cove_tools_used"] = turn.tools_used_names()
         return JSONResponse(body, headers=conversations.headers(turn))
     events = await primed(state.generator.stream(turn))  # an engine that fails at once gets a real status
     return StreamingResponse(

@@ -308,3 +308,5 @@ class ResponsesRequest(Strict):
     safety_identifier: str | None = None
     stream_options: dict[str, Any] | None = None
     keep_alive: float | str | None = None
+    #: cove's own tools this response may run (as on /v1/chat/completions).
+    cove_tools: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=64)
