@@ -104,3 +104,21 @@ def test_a_reopened_conversation_shows_its_tool_runs_as_text(page: Any, script: 
     note.wait_for()
     assert note.inner_text().startswith('calculator({"expression": "<img src=x onerror=alert(1)>"}) → ')
     assert page.locator("#messages img").count() == 0
+
+
+def test_a_tool_step_is_quiet_text_set_apart_and_a_long_one_wraps(
+    page: Any, script: ToolScriptEngine
+) -> None:
+    long_word = "1" * 450 + "+"  # not arithmetic: the error quotes it, one long word
+    script.script = [[("calculator", {"expression": long_word})]]
+    answer = ask(page, "go")
+    page.locator("dialog.tool-dialog button[value='yes']").click()
+    answer.locator(".msg-foot button").wait_for()
+    note = answer.locator(".tool-note")
+    assert "is not an arithmetic expression" in note.inner_text()
+    style = note.evaluate(
+        "n => { const s = getComputedStyle(n), b = getComputedStyle(document.body);"
+        " return [parseFloat(s.fontSize) < parseFloat(b.fontSize), s.borderLeftStyle, s.whiteSpace,"
+        " s.color !== b.color, n.scrollWidth <= n.parentElement.clientWidth]; }"
+    )
+    assert style == [True, "solid", "pre-wrap", True, True]
