@@ -20,7 +20,7 @@ from server_fixtures import RealServer, _real_servers, real_server
 
 from cove.config import Settings
 from cove.engine.process import IsolatedModel
-from cove.errors import CoveError, EngineBackingOff, EngineCrashed, EngineError, ModelBroken
+from cove.errors import CoveError, DoesNotFit, EngineBackingOff, EngineCrashed, EngineError, ModelBroken
 from cove.library.local import Cove
 
 __all__ = ["_real_servers", "real_server"]
@@ -172,6 +172,25 @@ def test_an_engine_past_its_memory_bound_stops_alone(isolated: Cove) -> None:
     ):
         IsolatedModel(starved)
     assert isolated.chat(MODEL, HI, options=SHORT).content  # this process is alive and well
+
+
+def test_a_request_past_the_engines_memory_bound_fails_alone(isolated: Cove) -> None:
+    """The bound tightened to 40 MiB above what the loaded engine holds: an 8 MiB message (the
+    engine copies it while parsing and rendering) fails with a clear error, and the engine lives."""
+    assert isolated.chat(MODEL, HI, options=SHORT).content
+    (runner,) = isolated.scheduler.loaded()
+    model = runner.model
+    assert isinstance(model, IsolatedModel)
+    engine = psutil.Process(model._process.pid)
+    held = int(Path(f"/proc/{engine.pid}/status").read_text().split("VmData:")[1].split()[0]) * 1024
+    engine.rlimit(psutil.RLIMIT_DATA, (held + (40 << 20), held + (40 << 20)))
+    huge = {"messages": [{"role": "user", "content": "x" * (8 << 20)}], "max_tokens": 1}
+    with pytest.raises(
+        DoesNotFit, match=r"^gemma3:270m: this request needs more memory than its engine may use"
+    ):
+        model._call("chat", huge, None)  # the engine's own transport: cove's checks would refuse it first
+    assert model.alive
+    assert isolated.chat(MODEL, HI, options=SHORT).content
 
 
 def test_cove_serve_runs_each_model_in_its_own_process(real_server: RealServer) -> None:

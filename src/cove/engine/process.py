@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import BadRequest, CoveError, EngineCrashed, EngineError, ShuttingDown
+from ..errors import BadRequest, CoveError, DoesNotFit, EngineCrashed, EngineError, ShuttingDown
 from .base import ChunkCallback, LoadSpec
 from .child import spec_to_json
 from .llamacpp import LlamaCppModel, engine_client, raise_engine_error
@@ -106,6 +106,15 @@ class IsolatedModel(LlamaCppModel):
                 return _relayed(response.iter_lines(), on_chunk)
         except httpx.TransportError as exc:
             raise self._stopped() from exc
+        except (BadRequest, EngineError) as exc:
+            if "bad_alloc" not in str(exc):
+                raise
+            # The engine hit its memory bound (child.py) and refused the request, not died of it.
+            limit = f" ({self.spec.memory_limit / (1 << 30):.1f} GiB)" if self.spec.memory_limit else ""
+            raise DoesNotFit(
+                f"{self.spec.name}: this request needs more memory than its engine may use{limit}; "
+                "send a shorter one"
+            ) from exc
 
     def _stopped(self) -> CoveError:
         """Why the engine failed us: its process ended (and how), or it stopped answering."""
