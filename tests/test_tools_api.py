@@ -1,4 +1,4 @@
-"""cove's tools on the API: `cove_tools` on /api/chat and /v1/chat/completions, the consent route."""
+"""cove's tools on the API: `cove_tools` on /api/chat, /v1/chat/completions and /v1/responses; consent."""
 
 from __future__ import annotations
 
@@ -157,3 +157,30 @@ async def test_only_a_client_that_can_ask_is_offered_the_enabled_tools(
         await http.post("/api/chat", json=body, headers={"x-cove-source": "cli", "x-cove-consent": "ask"})
     assert "tools" not in script.requests[0]
     assert [t["function"]["name"] for t in script.requests[1]["tools"]] == ["calculator"]
+
+
+# -- /v1/responses ---------------------------------------------------------------------------------
+
+
+async def test_responses_runs_a_named_cove_tool(cove: Cove, script: ToolScriptEngine) -> None:
+    body = {"model": "tiny", "input": "what is 6*7?", "store": False, "cove_tools": ["calculator"]}
+    async with client(make_app(cove)) as http:
+        script.script = [CALL]
+        reply = (await http.post("/v1/responses", json=body)).json()
+        script.script = [CALL]
+        stream = await http.post("/v1/responses", json={**body, "stream": True})
+    assert reply["output"][0]["content"][0]["text"] == "Tool said: 42"
+    assert [item["type"] for item in reply["output"]] == ["message"]  # cove ran it: no function_call
+    assert reply["cove_tools_used"] == ["calculator"]
+    events = [json.loads(x.split("data: ", 1)[1]) for x in stream.text.split("\n\n") if "data: " in x]
+    assert events[-1]["type"] == "response.completed"
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "Tool said: 42"
+
+
+async def test_responses_without_cove_tools_offers_none(cove: Cove, script: ToolScriptEngine) -> None:
+    async with client(make_app(cove)) as http:
+        reply = (
+            await http.post("/v1/responses", json={"model": "tiny", "input": "hi", "store": False})
+        ).json()
+    assert "cove_tools_used" not in reply
+    assert [request.get("tools") for request in script.requests] == [None]

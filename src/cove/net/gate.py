@@ -315,11 +315,26 @@ class _Hosts:
                 found = self._permits[key] = self.gate.allow(self.feature, url.host, port)
             return found
 
+    def begin(self, request: httpx.Request) -> Permit:
+        """The request's permit (EgressRefused, recorded, if the policy says no), its bytes counted."""
+        permit = self.permit(request.url)
+        permit.count(sent=_request_size(request))
+        return permit
+
     def close(self) -> None:
         with self._lock:
             permits, self._permits = list(self._permits.values()), {}
         for permit in permits:
             permit.close()
+
+
+def _counted(
+    response: httpx.Response, permit: Permit, body: httpx.SyncByteStream | httpx.AsyncByteStream
+) -> httpx.Response:
+    """The response with its head counted and its body counted as it is read."""
+    permit.count(received=_head_size(response))
+    response.stream = body
+    return response
 
 
 def _request_size(request: httpx.Request) -> int:
@@ -373,14 +388,11 @@ class GatedTransport(httpx.BaseTransport):
         self._inner = inner
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        permit = self._hosts.permit(request.url)
-        permit.count(sent=_request_size(request))
+        permit = self._hosts.begin(request)
         with permit.in_force():  # the connect happens inside the inner transport, in this thread
             response = self._inner.handle_request(request)
-        permit.count(received=_head_size(response))
         assert isinstance(response.stream, httpx.SyncByteStream)
-        response.stream = _CountedStream(response.stream, permit)
-        return response
+        return _counted(response, permit, _CountedStream(response.stream, permit))
 
     def close(self) -> None:
         try:
@@ -397,14 +409,11 @@ class AsyncGatedTransport(httpx.AsyncBaseTransport):
         self._inner = inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        permit = self._hosts.permit(request.url)
-        permit.count(sent=_request_size(request))
+        permit = self._hosts.begin(request)
         with permit.in_force():  # in this task's context, where asyncio calls connect
             response = await self._inner.handle_async_request(request)
-        permit.count(received=_head_size(response))
         assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _AsyncCountedStream(response.stream, permit)
-        return response
+        return _counted(response, permit, _AsyncCountedStream(response.stream, permit))
 
     async def aclose(self) -> None:
         try:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import anyio.to_thread
@@ -158,8 +158,10 @@ def _transport_options(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-class SafeTransport(httpx.BaseTransport):
-    """An httpx transport that connects only to addresses it resolved and checked itself."""
+class _Checked:
+    """What both transports share: the address policy, one pool per host name, the attempts."""
+
+    _pool_class: type[httpx.HTTPTransport] | type[httpx.AsyncHTTPTransport]
 
     def __init__(
         self,
@@ -170,18 +172,30 @@ class SafeTransport(httpx.BaseTransport):
         **options: Any,
     ) -> None:
         self.policy = AddressPolicy(resolver, allow_private, trusted_hosts)
-        options = _transport_options(options)
-        self._pools = _Pools(lambda: httpx.HTTPTransport(**options))
+        options, pool_class = _transport_options(options), self._pool_class
+        self._pools = _Pools(lambda: pool_class(**options))
+
+    def _attempts(
+        self, request: httpx.Request, target: Target, addresses: Sequence[IPAddress]
+    ) -> Iterator[tuple[Any, httpx.Request, bool]]:
+        """(pool, the request pinned to one checked address, whether it is the last address)."""
+        pool = self._pools.get(target.host)
+        for index, address in enumerate(addresses):
+            yield pool, pinned_request(request, address, target), index == len(addresses) - 1
+
+
+class SafeTransport(_Checked, httpx.BaseTransport):
+    """An httpx transport that connects only to addresses it resolved and checked itself."""
+
+    _pool_class = httpx.HTTPTransport
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         target = self.policy.target(request.url)
-        addresses = self.policy.addresses(target)
-        pool: httpx.HTTPTransport = self._pools.get(target.host)
-        for index, address in enumerate(addresses):
+        for pool, pinned, last in self._attempts(request, target, self.policy.addresses(target)):
             try:
-                return pool.handle_request(pinned_request(request, address, target))
+                return pool.handle_request(pinned)  # type: ignore[no-any-return]
             except (httpx.ConnectError, httpx.ConnectTimeout):
-                if index == len(addresses) - 1:  # the next address may answer; the last one's error stands
+                if last:  # the next address may answer; the last one's error stands
                     raise
         raise AssertionError("unreachable: addresses is never empty")
 
@@ -190,36 +204,42 @@ class SafeTransport(httpx.BaseTransport):
             pool.close()
 
 
-class AsyncSafeTransport(httpx.AsyncBaseTransport):
+class AsyncSafeTransport(_Checked, httpx.AsyncBaseTransport):
     """The async twin of SafeTransport (the lookup runs in a worker thread)."""
 
-    def __init__(
-        self,
-        *,
-        resolver: Resolver | None = None,
-        allow_private: Iterable[str | IPAddress | IPNetwork] = (),
-        trusted_hosts: Iterable[str] = (),
-        **options: Any,
-    ) -> None:
-        self.policy = AddressPolicy(resolver, allow_private, trusted_hosts)
-        options = _transport_options(options)
-        self._pools = _Pools(lambda: httpx.AsyncHTTPTransport(**options))
+    _pool_class = httpx.AsyncHTTPTransport
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         target = self.policy.target(request.url)
         addresses = await anyio.to_thread.run_sync(self.policy.addresses, target)
-        pool: httpx.AsyncHTTPTransport = self._pools.get(target.host)
-        for index, address in enumerate(addresses):
+        for pool, pinned, last in self._attempts(request, target, addresses):
             try:
-                return await pool.handle_async_request(pinned_request(request, address, target))
+                return await pool.handle_async_request(pinned)  # type: ignore[no-any-return]
             except (httpx.ConnectError, httpx.ConnectTimeout):
-                if index == len(addresses) - 1:
+                if last:
                     raise
         raise AssertionError("unreachable: addresses is never empty")
 
     async def aclose(self) -> None:
         for pool in self._pools.take_all():
             await pool.aclose()
+
+
+def _client_options(
+    transport_class: type[SafeTransport] | type[AsyncSafeTransport],
+    resolver: Resolver | None,
+    allow_private: Collection[str | IPAddress | IPNetwork],
+    trusted_hosts: Collection[str],
+    kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    """A safe client's keyword arguments: transport options to the transport, the rest kept."""
+    options = {key: kwargs.pop(key) for key in TRANSPORT_OPTIONS if key in kwargs}
+    transport = transport_class(
+        resolver=resolver, allow_private=allow_private, trusted_hosts=trusted_hosts, **options
+    )
+    kwargs.setdefault("follow_redirects", True)
+    kwargs.setdefault("max_redirects", MAX_REDIRECTS)
+    return {**kwargs, "transport": transport, "trust_env": False}
 
 
 def safe_client(
@@ -234,13 +254,7 @@ def safe_client(
     Transport options (TRANSPORT_OPTIONS: verify, cert, ...) go to the transport, the rest to
     httpx.Client; the environment's proxies and .netrc are never used.
     """
-    options = {key: kwargs.pop(key) for key in TRANSPORT_OPTIONS if key in kwargs}
-    transport = SafeTransport(
-        resolver=resolver, allow_private=allow_private, trusted_hosts=trusted_hosts, **options
-    )
-    kwargs.setdefault("follow_redirects", True)
-    kwargs.setdefault("max_redirects", MAX_REDIRECTS)
-    return httpx.Client(transport=transport, trust_env=False, **kwargs)
+    return httpx.Client(**_client_options(SafeTransport, resolver, allow_private, trusted_hosts, kwargs))
 
 
 def async_safe_client(
@@ -251,13 +265,8 @@ def async_safe_client(
     **kwargs: Any,
 ) -> httpx.AsyncClient:
     """The async twin of `safe_client`."""
-    options = {key: kwargs.pop(key) for key in TRANSPORT_OPTIONS if key in kwargs}
-    transport = AsyncSafeTransport(
-        resolver=resolver, allow_private=allow_private, trusted_hosts=trusted_hosts, **options
-    )
-    kwargs.setdefault("follow_redirects", True)
-    kwargs.setdefault("max_redirects", MAX_REDIRECTS)
-    return httpx.AsyncClient(transport=transport, trust_env=False, **kwargs)
+    options = _client_options(AsyncSafeTransport, resolver, allow_private, trusted_hosts, kwargs)
+    return httpx.AsyncClient(**options)
 
 
 def _as_allowed(entry: str | IPAddress | IPNetwork) -> IPAddress | IPNetwork:
