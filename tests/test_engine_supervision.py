@@ -97,7 +97,7 @@ def test_a_crash_at_load_backs_off_then_marks_the_model_broken(
             use(scheduler, bad)
     assert str(broken.value) == (
         f"bad:latest: the engine crashed loading this model file ({WHY}); "
-        "it stays off until the file changes (pull, import or create it again)"
+        "it stays off until the file changes or cove restarts"
     )
     assert crashing.attempts == ["bad:latest"] * 2
     assert use(scheduler, request(tmp_path, "good"))  # every other model carries on

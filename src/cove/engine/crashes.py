@@ -68,7 +68,7 @@ class CrashLog:
             if record.loading >= BROKEN_AFTER:
                 raise ModelBroken(
                     f"{spec.name}: the engine crashed loading this model file ({record.why}); "
-                    "it stays off until the file changes (pull, import or create it again)"
+                    "it stays off until the file changes or cove restarts"
                 )
             left = record.at + record.wait_s() - self._clock()
             if left > 0:
