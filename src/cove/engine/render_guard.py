@@ -68,8 +68,9 @@ class RenderGuard:
                 timeout_s=RENDER_TIMEOUT_S,
             )
         except InvalidTemplate as exc:
+            said = str(exc).rstrip(".")
             raise InvalidTemplate(
-                f"{self.name}'s {exc} on this conversation; the request was not sent to the engine"
+                f"{self.name}'s {said} on this conversation; the request was not sent to the engine"
             ) from None
 
 
