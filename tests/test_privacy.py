@@ -164,6 +164,23 @@ async def test_api_privacy_in_process(cove_home: Path, engine: FakeEngine) -> No
         cove.close()
 
 
+@pytest.mark.anyio
+async def test_api_privacy_reports_this_store_and_an_installed_offline_gate_holds(
+    cove_home: Path, engine: FakeEngine, tmp_path: Path
+) -> None:
+    """A gate installed for another home is not this store's ledger, but its --offline still holds."""
+    gate.install(Settings.from_env().replace(home=tmp_path / "elsewhere", offline=True))
+    record_refusal(cove_home)
+    cove = tiny_cove(cove_home, engine)
+    try:
+        async with client(make_app(cove)) as http:
+            report = (await http.get("/api/cove/privacy")).json()
+    finally:
+        cove.close()
+    assert [e["host"] for e in report["ledger"]["entries"]] == ["tracker.example"]
+    assert report["policy"]["offline"] is True
+
+
 # -- through a running `cove serve` -------------------------------------------------------------
 
 
@@ -235,8 +252,10 @@ def test_cove_pull_is_in_the_ledger_and_offline_refuses_it(tmp_path: Path) -> No
     assert offline.returncode == 1
     error = [line for line in offline.stderr.splitlines() if line.startswith("Error:")]
     port = hub.url.rsplit(":", 1)[1]
-    reason = "offline (COVE_OFFLINE=1 or --offline): cove pull fetches nothing"
-    assert error == [f"Error: cove did not connect to 127.0.0.1:{port} for pull: {reason}"]
+    reason = "offline (COVE_OFFLINE=1 or --offline): cove pull fetches nothing; pull without --offline"
+    assert len(error) == 1 and error[0].startswith(
+        f"Error: cove did not connect to 127.0.0.1:{port} for pull: {reason}"
+    )
     log = json.loads(cove_command(home, "privacy", "log", "--json").stdout)
     refused, *allowed = log["entries"]
     assert (refused["feature"], refused["decision"]) == ("pull", "refused")

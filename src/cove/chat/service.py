@@ -200,9 +200,7 @@ class ChatService:
         for name in names:
             registry.get(name)  # unknown: ToolError naming the known ones
             if not policy.enabled(name):
-                raise ToolError(
-                    f"the tool {name!r} is switched off; `cove tools enable {name}` switches it on"
-                )
+                raise ToolError.switched_off(name)
         return names
 
     def run(

@@ -102,9 +102,8 @@ def run_command(name: str, arguments: str) -> None:
     """Run the tool NAME once with ARGUMENTS (JSON), as a model's call would run."""
     settings = Settings.from_env()
     tool = ToolCatalog(settings).registry().get(name)
-    state = policy.load(settings.home).state(name)
-    if not state.enabled:
-        raise ToolError(f"the tool {name!r} is switched off; `cove tools enable {name}` switches it on")
+    if not policy.load(settings.home).enabled(name):
+        raise ToolError.switched_off(name)
     context = ToolContext(settings=settings)
     outcome = run_tool(tool, arguments, context, time_cap_s=settings.tool_timeout_s)
     if not outcome.ok:

@@ -74,17 +74,27 @@ def decide(policy: Policy, feature: str, host: str, port: int | None) -> Decisio
     """Whether `feature` may connect to host:port, and why, in words `cove privacy log` shows."""
     host = normal_host(host)
     if policy.offline and feature == PULL:  # offline means no downloads at all, even from a mirror here
-        return Decision(False, "offline (COVE_OFFLINE=1 or --offline): cove pull fetches nothing")
+        return Decision(
+            False,
+            "offline (COVE_OFFLINE=1 or --offline): cove pull fetches nothing; "
+            "pull without --offline and with COVE_OFFLINE unset",
+        )
     if is_loopback_host(host):
         return Decision(True, "loopback: never leaves this machine")
     if policy.offline:
-        return Decision(False, "offline (COVE_OFFLINE=1 or --offline): nothing leaves this machine")
+        return Decision(
+            False,
+            "offline (COVE_OFFLINE=1 or --offline): nothing leaves this machine; "
+            "run without --offline and with COVE_OFFLINE unset to allow it",
+        )
     if feature == PULL:
         return Decision(True, "a model you asked for by name (cove pull)")
     if feature == REMOTE_ENGINE:
         if policy.remote_host and host == normal_host(policy.remote_host) and port == policy.remote_port:
             return Decision(True, "the cove server you named in COVE_HOST")
-        return Decision(False, "not the cove server named in COVE_HOST")
+        return Decision(
+            False, "not the cove server named in COVE_HOST (set COVE_HOST=HOST:PORT to reach another)"
+        )
     if feature.startswith(("tool:", "mcp:")):
         return _decide_tool(policy, feature, host)
     return Decision(False, f"{feature!r} is not something cove may reach the network for")

@@ -38,9 +38,9 @@ def _limit(request: Request) -> int:
 
 
 async def privacy(request: Request) -> Response:
-    """The installed gate (`cove serve` installs one with its --offline) or one for this store."""
+    """The installed gate (`cove serve` installs one with its --offline), or the one for this store."""
     days, limit = _days(request), _limit(request)
-    egress = gate.installed() or gate.Gate(state_of(request).cove.settings)
+    egress = gate.for_settings(state_of(request).cove.settings)
     report = await run_in_threadpool(privacy_report, egress, days, limit)
     return JSONResponse(report)
 

@@ -62,10 +62,14 @@ def load_servers(settings: Settings) -> list[McpServer]:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         if settings.mcp_servers is not None:
-            raise InvalidSetting(f"COVE_MCP_SERVERS names {path}, which does not exist") from None
+            raise InvalidSetting(
+                f"COVE_MCP_SERVERS names {path}, which does not exist; create it or unset COVE_MCP_SERVERS"
+            ) from None
         return []
     except (OSError, ValueError) as exc:
-        raise InvalidSetting(f"{path} is not readable JSON ({exc})") from None
+        raise InvalidSetting(
+            f"{path} is not readable JSON ({exc}); fix it or remove it (no MCP servers)"
+        ) from None
     entries = raw.get("servers", raw.get("mcpServers")) if isinstance(raw, dict) else None
     if not isinstance(entries, dict):
         shape = '{"servers": {NAME: {"command": ...} or {"url": ...}}}'

@@ -39,6 +39,10 @@ BUILTIN_MODULES = ("builtin", "web_search", "fetch_url")
 class ToolError(BadRequest):
     """A tool that cannot run as asked (unknown, off, bad arguments); the message says what to do."""
 
+    @classmethod
+    def switched_off(cls, name: str) -> ToolError:
+        return cls(f"the tool {name!r} is switched off; `cove tools enable {name}` switches it on")
+
 
 @dataclass(frozen=True)
 class ToolContext:
