@@ -5,6 +5,8 @@ time and backs off after; a dead engine is never listed as loaded."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +15,10 @@ import pytest
 from fakes import FakeEngine, FakeModel
 from server_fixtures import client, make_app
 
+from cove.engine import process
 from cove.engine.base import LoadSpec
 from cove.engine.memory import GIB
+from cove.engine.process import IsolatedModel
 from cove.engine.scheduler import ModelRequest, Scheduler
 from cove.errors import EngineBackingOff, EngineCrashed, ModelBroken, ShuttingDown
 from cove.library.local import Cove
@@ -204,3 +208,50 @@ def test_no_model_is_started_once_the_scheduler_is_closing(
     with pytest.raises(ShuttingDown, match="cove is shutting down"):
         use(scheduler, request(tmp_path, "good"))
     assert crashing.attempts == []
+
+
+def test_a_model_that_finishes_loading_after_the_scheduler_closed_is_not_kept(
+    engine: FakeEngine, clock: Clock, tmp_path: Path
+) -> None:
+    def load_while_closing(spec: LoadSpec) -> FakeModel:
+        closing.close()  # SIGTERM arrives while the engine loads
+        return engine(spec)
+
+    closing = Scheduler(load_while_closing, free_memory=lambda: 64 * GIB, clock=clock)
+    with pytest.raises(ShuttingDown, match="not kept loaded"):
+        use(closing, request(tmp_path, "good"))
+    assert [spec.name for spec in engine.closed] == ["good:latest"]
+    assert closing.loaded() == []
+
+
+def test_shutdown_ends_an_engine_process_still_loading(tmp_path: Path) -> None:
+    """A model file that never finishes opening (a FIFO nobody writes) holds the engine in its
+    load, as a big model would for minutes: stop_loading ends it at once."""
+    never = tmp_path / "never.gguf"
+    os.mkfifo(never)
+    spec = LoadSpec(name="never:latest", model_path=never, digest="0" * 64, num_ctx=256, template="{{ x }}")
+    failures: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            IsolatedModel(spec)
+        except BaseException as exc:
+            failures.append(exc)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    deadline = time.monotonic() + 30
+    while not process._LOADING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (loading,) = list(process._LOADING)
+    time.sleep(1.0)  # it is in the engine's load by now (and would stay there)
+    started = time.monotonic()
+    try:
+        process.stop_loading()
+        loader.join(timeout=10)
+        assert not loader.is_alive() and time.monotonic() - started < 5
+    finally:
+        loading._process.kill()  # a failed test leaves no process behind (no-op when it ended)
+    (failure,) = failures
+    assert isinstance(failure, ShuttingDown) and "never:latest was not loaded" in str(failure)
+    assert loading._process.poll() is not None

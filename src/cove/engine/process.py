@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -53,7 +54,13 @@ class IsolatedModel(LlamaCppModel):
         )
         self._log = threading.Thread(target=self._keep_errors, name="cove-engine-log", daemon=True)
         self._log.start()
-        hello = self._handshake()
+        with _LOADING_LOCK:
+            _LOADING.add(self)
+        try:
+            hello = self._handshake()
+        finally:
+            with _LOADING_LOCK:
+                _LOADING.discard(self)
         self.no_tools: str | None = hello.get("no_tools")
         self._address = str(hello["address"])
         self._secret = str(hello["secret"])
@@ -80,6 +87,8 @@ class IsolatedModel(LlamaCppModel):
         line = self._process.stdout.readline() if ready else ""
         if not line:
             self._stop_process()  # so that how it ended is known
+            if self._closed:
+                raise ShuttingDown(f"cove is shutting down; {self.spec.name} was not loaded")
             why = self._why() if ready else f"it did not load within {LOAD_TIMEOUT_S:.0f} s"
             message = f"the engine for {self.spec.name} stopped while loading: {why}"
             raise EngineCrashed(message, why=why, loading=True)
@@ -160,6 +169,21 @@ class IsolatedModel(LlamaCppModel):
         self._http.close()
         if self._tokenizer is not None:
             self._tokenizer.close()
+
+
+_LOADING: weakref.WeakSet[IsolatedModel] = weakref.WeakSet()
+_LOADING_LOCK = threading.Lock()
+
+
+def stop_loading() -> None:
+    """End every engine process still loading its model: cove is shutting down, and a load can
+    take minutes that nobody will wait for."""
+    with _LOADING_LOCK:
+        loading = list(_LOADING)
+    for model in loading:
+        model._closed = True
+        with contextlib.suppress(OSError):  # it ended on its own meanwhile
+            model._process.kill()
 
 
 def _result(response: httpx.Response) -> dict[str, Any]:

@@ -171,6 +171,9 @@ class Scheduler:
             self._pending.discard(spec.key)
             self._cond.notify_all()
         self.crashes.loaded(spec)
+        if self._closed:  # it loaded while cove was shutting down: nobody would close it
+            model.close()
+            raise ShuttingDown(f"cove is shutting down; {spec.name} is not kept loaded")
         return self._register(sized, model, request)
 
     def _make_room(self, request: ModelRequest) -> LoadSpec:

@@ -133,6 +133,10 @@ def _end_engines(cove: Cove) -> None:
     log a traceback for each)."""
     time.sleep(STOP_GRACE_S)
     cove.scheduler.close()
+    if cove.settings.engine == "process":
+        from ..engine.process import stop_loading
+
+        stop_loading()
 
 
 class _Server(uvicorn.Server):
