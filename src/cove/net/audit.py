@@ -93,8 +93,6 @@ class HookState:
     #: Refusals no test expected (strict mode fails the test that caused one).
     violations: list[Seen] = field(default_factory=list)
     expecting: int = 0
-    #: The addresses the COVE_HOST name resolved to, by name (see `_named_server`).
-    named_addresses: dict[str, frozenset[str]] = field(default_factory=dict)
     report: str | None = None
 
 
@@ -195,8 +193,6 @@ def _on_connect(event: str, sock: Any, address: Any) -> None:
     if permits:
         permits[-1].address = permits[-1].address or host
         return _pass(event, host, port, permits[-1].feature)
-    if _named_server(host, port):
-        return _pass(event, host, port, REMOTE_ENGINE)
     _refuse(event, host, port, "a connection the egress gate did not allow")
 
 
@@ -217,7 +213,7 @@ def _on_lookup(host: Any, port: Any, event: str = "socket.getaddrinfo") -> None:
     permit = host_in_force(name)
     if permit is not None:
         return _pass(event, name, port_number, permit.feature)
-    if _named_server(name, None):
+    if _named_server(name):
         return _pass(event, name, port_number, REMOTE_ENGINE)
     _refuse(event, name, port_number, "a name lookup the egress gate did not allow")
 
@@ -277,41 +273,18 @@ def _exempted(host: str) -> bool:
     return address is not None and any(address in network for network in STATE.exempt_networks)
 
 
-def _named_server(host: str, port: int | None) -> bool:
-    """The cove server the user named in COVE_HOST (the CLI talks to it): the gate decides."""
+def _named_server(host: str) -> bool:
+    """A lookup of the name in COVE_HOST: `cove serve --host NAME` resolves it to listen on it.
+
+    Connecting to that server goes through the gate (`RemoteCove` on a gate client), so a connect
+    is judged like any other: inside a permit, or refused.
+    """
     gate = installed()
-    if gate is None:
-        return False
-    named = normal_host(gate.settings.host)
-    if port is None:  # a name lookup, or listening on that name (`cove serve --host NAME`)
-        if normal_host(host) != named or gate.settings.offline:
-            return False
-        _remember_addresses(named)
-        return True
-    if normal_host(host) != named and normal_host(host) not in STATE.named_addresses.get(named, ()):
-        return False
-    _busy.on = True
-    try:
-        permit = gate.allow(REMOTE_ENGINE, gate.settings.host, port)  # judged by the name given
-        permit.address = host
-        permit.close()
-    except EgressRefused:
-        return False
-    finally:
-        _busy.on = False
-    return True
-
-
-def _remember_addresses(name: str) -> None:
-    """What the named server's name resolves to, so the connect to that address is known as it."""
-    _busy.on = True
-    try:
-        found = {str(info[4][0]) for info in socket.getaddrinfo(name, None)}
-    except OSError:
-        found = set()
-    finally:
-        _busy.on = False
-    STATE.named_addresses[name] = frozenset(normal_host(a) for a in found)
+    return (
+        gate is not None
+        and not gate.settings.offline
+        and normal_host(host) == normal_host(gate.settings.host)
+    )
 
 
 def _pass(event: str, host: str, port: int | None, feature: str) -> None:
