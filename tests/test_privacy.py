@@ -281,6 +281,7 @@ def test_each_stdio_mcp_server_is_listed_as_a_program_of_its_own(cove_home: Path
         "notes": {"command": "uv", "args": ["run", "notes.py"]},
         "docs": {"command": "npx", "args": ["-y", "docs-server"]},
         "far": {"url": "http://192.0.2.7/mcp"},
+        "odd": {"command": "python", "args": ["[red]s.py[/red]", ":smile:"]},
     }
     (cove_home / "mcp.json").write_text(json.dumps({"servers": servers}))
     policy = json.loads(run("--local", "privacy", "--json").output)
@@ -295,3 +296,4 @@ def test_each_stdio_mcp_server_is_listed_as_a_program_of_its_own(cove_home: Path
     assert "cove tools enable mcp:far --allow 192.0.2.7" in far["why"]
     out = run("--local", "privacy").output
     assert "its own program: uv run notes.py" in out
+    assert "its own program: python [red]s.py[/red] :smile:" in out  # shown as it is, no markup

@@ -18,7 +18,7 @@ from ..errors import CoveError
 from ..net import audit, gate
 from .format import human_size
 
-out = Console(highlight=False)
+out = Console(highlight=False, markup=False, emoji=False)  # hosts, commands and reasons as they are
 
 
 def start_egress(offline: bool = False) -> None:
@@ -76,7 +76,10 @@ def privacy(ctx: click.Context, as_json: bool) -> None:
     for rule in policy["rules"]:
         allowed = rule["allowed"]
         table.add_row(
-            rule["feature"], "n/a" if allowed is None else "yes" if allowed else "no", rule["to"], rule["why"]
+            rule["feature"],
+            "outside cove" if allowed is None else "yes" if allowed else "no",
+            rule["to"],
+            rule["why"],
         )
     out.print(table)
     for note in policy["notes"]:
