@@ -272,3 +272,12 @@ def test_the_library_pulls_nothing_with_offline_settings_and_no_installed_gate(
     assert ran == []  # pip never started
     rows = Gate(Settings(home=cove_home)).ledger.entries()
     assert [(e.feature, e.decision) for e in rows] == [("pull", "refused")] * 2
+
+
+def test_without_an_installed_gate_the_environments_gate_is_made_once(cove_home: Path) -> None:
+    """A library user's clients share one gate (and one ledger connection), not one per client."""
+    assert gate.installed() is None
+    first = gate.current()
+    assert gate.current() is first and first.settings.home == cove_home
+    with gate.client("pull") as one, gate.client("pull") as two:
+        assert one._transport._hosts.gate is two._transport._hosts.gate is first  # type: ignore[attr-defined]

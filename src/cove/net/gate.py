@@ -250,8 +250,8 @@ def installed() -> Gate | None:
 
 
 def current() -> Gate:
-    """The installed gate, or one built from the environment (a library user, a test)."""
-    return _installed if _installed is not None else Gate(Settings.from_env())
+    """The installed gate, or the one for the environment's settings (a library user, a test)."""
+    return _installed if _installed is not None else for_settings(Settings.from_env())
 
 
 def for_settings(settings: Settings) -> Gate:
