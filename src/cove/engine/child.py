@@ -1,7 +1,8 @@
 """The engine process: one model's llama.cpp server alone in a process, so its faults stay there.
 
 Started by `engine/process.py` as `python -m cove.engine.child`. It reads the model's load
-settings as one JSON line on stdin, loads the model, and answers one JSON line on stdout: the
+settings as one JSON line on stdin, bounds its own memory (RLIMIT_DATA, from the scheduler's
+estimate), loads the model, and answers one JSON line on stdout: the
 address of the engine's own loopback listener, the secret that locks it, and why the model
 cannot take tools (or null), or `{"error": ...}` when the load failed. Then it waits until its
 stdin closes (the parent stopped it, or died) and exits without running the engine's destructor.

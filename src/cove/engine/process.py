@@ -2,9 +2,10 @@
 
 What llama.cpp does to itself (an assert on a hostile model file, an abort, a hang) it does to
 that process only: the requests on that model fail with "the engine for NAME stopped: …", the
-scheduler drops the dead model, and the next request starts a fresh process. Every other model
-and stream carries on. The request logic (tools, forced calls, embedding fit) is the in-process
-engine's own, inherited; only the transport differs.
+scheduler drops the dead model, and the next request starts a fresh process (with a back-off,
+and a file that crashes at load is marked broken: engine/crashes.py). Every other model and
+stream carries on. The process runs under a memory bound (child.py). The request logic (tools,
+forced calls, embedding fit) is the in-process engine's own, inherited; only the transport differs.
 """
 
 from __future__ import annotations
