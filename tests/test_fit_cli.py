@@ -20,6 +20,7 @@ from cove import machine as machine_module
 from cove.cli import fit as fit_module
 from cove.cli import pick as pick_module
 from cove.cli.main import cli
+from cove.history import History, db_path
 from cove.library.local import Cove
 from cove.machine import Machine
 from cove.store import catalog
@@ -311,3 +312,31 @@ def test_fit_refuses_a_context_out_of_range() -> None:
     for ctx in ("100", str(1 << 25), "-1", "lots"):
         result = CliRunner().invoke(cli, ["fit", "smollm2:135m", "--ctx", ctx])
         assert result.exit_code == 2 and "--ctx" in result.output
+
+
+@pytest.mark.model
+def test_cove_run_with_no_model_picks_then_chats_offline(cove_home: Path) -> None:
+    """A newcomer's `cove run` (nothing stored): cove picks for the machine, says so, and with no
+    network chats with what it can have offline (the bundled model) instead of asking for a name."""
+    answered = subprocess.run(
+        [str(COVE), "run"],
+        input="Say hello.",
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COVE_LOCAL": "1", "COVE_OFFLINE": "1"},
+        timeout=300,
+        check=False,
+    )
+    assert answered.returncode == 0, answered.stderr
+    assert "could not pull smollm2:135m" in answered.stderr
+    assert answered.stdout.strip()  # the bundled gemma3:270m answered
+    with History(db_path(cove_home)) as history:
+        assert [s.model for s in history.list()] == ["gemma3:270m"]
+
+
+def test_cove_run_with_no_model_and_models_stored_asks_which(fake_cove: Cove) -> None:
+    """Someone with models already has an answer: nothing is picked or downloaded for them."""
+    result = CliRunner().invoke(cli, ["run"], input="hello")
+    assert result.exit_code != 0
+    assert "name a model to chat with: tiny:latest" in str(result.exception)
+    assert [m.name for m in fake_cove.models()] == ["tiny:latest"]

@@ -296,6 +296,8 @@ def run(
         # A resumed chat keeps its own model, so `run --resume ID hello` means the prompt "hello".
         prompt, model = (model, *prompt), None
     backend = ctx.backend
+    if not model and not resume:
+        model = first_run_model(backend)
     # Read here for personas and --resume; the backend (maybe a server) keeps the conversation.
     history = History(db_path(backend.settings.home))
     ctx.on_close(history.close)
@@ -325,6 +327,17 @@ def stored_model(backend: Backend, name: str) -> str:
     err.print(f"{entry.name} is not in the store yet; pulling it ({entry.size_mb:.0f} MB) first")
     with pull_progress() as report:
         return backend.pull(entry.name, report).name
+
+
+def first_run_model(backend: Backend) -> str:
+    """No model named: with models stored, ask which; with none (a first run), pick for this
+    machine and pull it, rather than download gigabytes the user already has an answer to."""
+    from .pick import first_model
+
+    stored = [m.name for m in backend.models() if catalog.model_kind(m) != "embedding"]
+    if stored:
+        raise CoveError(f"name a model to chat with: {', '.join(stored[:5])} (see `cove list`)")
+    return first_model(backend, lambda line: click.echo(line, err=True))
 
 
 def new_session(history: History, model: str | None, system: str | None, persona: str | None) -> Session:
