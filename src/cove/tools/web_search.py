@@ -1,8 +1,9 @@
 """The web_search tool: ask the user's SearXNG instance (its JSON API) and list what it found.
 
-Only the query leaves the machine, and only for the instance the user named in COVE_SEARXNG_URL;
-that host may be on the user's own network (a SearXNG is usually self-hosted), every other
-host a redirect leads to must be public (`cove.net.safe_transport`). The answer is a short,
+Only the query leaves the machine, and only for the instance the user named in COVE_SEARXNG_URL:
+that host is on the tool's allow-list by itself once web_search is on (no `--allow`), and may be
+on the user's own network (a SearXNG is usually self-hosted); every other host a redirect leads
+to must be on the allow-list and public (`cove.net.safe_transport`). The answer is a short,
 numbered list of titles, addresses and snippets: what a small model can read and cite.
 """
 
