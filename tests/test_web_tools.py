@@ -122,3 +122,5 @@ def test_a_tool_step_is_quiet_text_set_apart_and_a_long_one_wraps(
         " s.color !== b.color, n.scrollWidth <= n.parentElement.clientWidth]; }"
     )
     assert style == [True, "solid", "pre-wrap", True, True]
+    # The answer quotes the long word too: it wraps inside its bubble (code blocks still scroll).
+    assert answer.evaluate("n => n.scrollWidth <= n.clientWidth")
