@@ -59,7 +59,8 @@ def test_a_pull_that_fills_the_disk_removes_its_partial(small_disk: Path, hub: F
     assert "disk full" in message and "partial file was removed" in message and "\n" not in message
     assert filled, "the pull never reported progress"
     assert leftovers(store.blobs) == [] and store.list() == []
-    assert free_bytes(small_disk) >= room[0] > 0  # the bytes that did land were given back
+    # The bytes that did land were given back (less the pull's ledger row in this home: a page or two).
+    assert free_bytes(small_disk) >= room[0] - 16_384 > 0
     filled[0].unlink()
     manifest = pull(store, REF, Settings(home=store.home, hf_endpoint=hub.url))  # room again: it works
     assert store.blobs.path(manifest.digest).read_bytes() == MODEL
