@@ -71,6 +71,7 @@ class Tally:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (action, ok|error|lost)
+    unexpected: list[str] = field(default_factory=list)  # clear errors that are cove's own faults
     errors: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     lost: list[str] = field(default_factory=list)
@@ -81,6 +82,8 @@ class Tally:
             self.outcomes[(action, outcome)] += 1
             if outcome == "error":
                 self.errors[f"{action}: {detail}"[:220]] += 1
+                if "internal error" in detail:  # an exception cove did not map: a bug, if not a loss
+                    self.unexpected.append(f"{action}: {detail}"[:300])
             elif outcome == "lost":
                 self.lost.append(f"{action}: {detail}"[:300])
 
@@ -373,11 +376,17 @@ def report(tally: Tally, minutes: float, alive: bool, rss: float, log: Path) -> 
     print("\nerrors by kind:")
     for kind, n in tally.errors.most_common(20):
         print(f"  {n:>5}  {kind}")
+    print("\nunexpected (500 internal error):" + ("" if tally.unexpected else " none"))
+    for item in tally.unexpected[:10]:
+        print(f"  {item}")
     print("\nlost:" + ("" if tally.lost else " nothing"))
     for item in tally.lost[:20]:
         print(f"  {item}")
     if not alive:
         print("\nserver log tail:\n" + log.read_text(errors="replace")[-3000:])
+    kept = Path(tempfile.gettempdir()) / f"cove-soak-{os.getpid()}.log"
+    shutil.copyfile(log, kept)
+    print(f"\nthe server's log: {kept}")
 
 
 def main() -> None:

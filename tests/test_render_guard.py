@@ -4,11 +4,13 @@ refused before the engine sees it, and the messages are shaped as the engine sha
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
+from cove.engine.llamacpp import LlamaCppModel
 from cove.engine.render_guard import RenderGuard, as_engine_sees
-from cove.errors import InvalidTemplate
+from cove.errors import EngineError, InvalidTemplate
 from cove.templates import GEMMA_TEMPLATE, TOOL_CALLS_PREFIX, check_template
 
 LOOP = "{%- for m in messages -%}"
@@ -118,3 +120,18 @@ def test_a_real_template_renders_in_well_under_a_millisecond_per_turn() -> None:
         guard.check(turns)
     per_render = (time.perf_counter() - started) / 20
     assert per_render < 0.05, f"{per_render * 1000:.2f} ms per render"
+
+
+def test_an_engine_that_cannot_be_reached_for_its_template_says_why() -> None:
+    """The template check is the first request an engine sees; when that fails, the model may say
+    why (an engine process: that it stopped, and how) instead of "could not answer /props"."""
+
+    class Stopped(LlamaCppModel):
+        def _tokens(self) -> Any:
+            raise EngineError("the engine could not answer /props: Connection reset by peer")
+
+        def _listener_failed(self, error: EngineError) -> EngineError:
+            return EngineError("the engine for m stopped: it was killed by SIGABRT")
+
+    with pytest.raises(EngineError, match="stopped: it was killed by SIGABRT"):
+        object.__new__(Stopped).check_render([{"role": "user", "content": "hi"}])

@@ -17,8 +17,8 @@ from ..store.gguf import read_gguf
 from ..templates import is_builtin_template_name, tool_template
 from .base import ChunkCallback, LoadSpec
 from .embedding import fit_to_context
-from .memory import default_threads
 from .render_guard import RenderGuard
+from .threads import DEFAULT_POLL, choose_threads
 from .tool_choice import ForcedCallStream, as_tool_call_result, forced_request, forced_tools
 
 #: The in-process engine's call for each kind of request.
@@ -70,8 +70,11 @@ class LlamaCppModel:
         # llama.cpp splits n_ctx across slots; give every slot the full context asked for.
         params.n_ctx = spec.num_ctx * spec.num_parallel
         params.n_parallel = spec.num_parallel
-        params.cpuparams.n_threads = spec.num_threads or default_threads()
+        # Threads: the idle physical cores at load (or COVE_NUM_THREADS), sleeping, not spinning,
+        # while they wait for each other; see threads.py for why on a machine doing other things.
+        params.cpuparams.n_threads = choose_threads(spec.num_threads)
         params.cpuparams_batch.n_threads = params.cpuparams.n_threads
+        params.cpuparams.poll = params.cpuparams_batch.poll = DEFAULT_POLL
         params.verbosity = -1
         params.cache_prompt = True
         # The engine opens its own loopback HTTP listener; lock it with a secret only we know.
@@ -122,7 +125,11 @@ class LlamaCppModel:
         """Render the engine's template in cove's bounded sandbox first (render_guard.py): a
         template that runs away on this conversation is a 400 and never reaches the engine."""
         if self._guard is None:
-            self._guard = RenderGuard.from_props(self.spec.name, self._tokens().props())
+            try:
+                props = self._tokens().props()
+            except EngineError as exc:  # the first request to reach the engine: it may be dead
+                raise self._listener_failed(exc) from exc
+            self._guard = RenderGuard.from_props(self.spec.name, props)
         self._guard.check(
             messages if isinstance(messages, list) else [],
             tools if isinstance(tools, list) else None,
@@ -162,6 +169,11 @@ class LlamaCppModel:
 
     def tokenize(self, text: str) -> list[int]:
         return self._tokens().tokenize(text, add_special=False)
+
+    def _listener_failed(self, error: EngineError) -> EngineError:
+        """What to raise when the engine's own listener cannot be reached: in-process, the error
+        itself; an engine process overrides it to say that its engine stopped, and why."""
+        return error
 
     def _tokens(self) -> Tokenizer:
         with self._tokenizer_lock:
