@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from cove.engine import fitting
+from cove.engine.memory import KV_TYPE_BYTES, kv_bytes_per_token
 from cove.engine.planner import (
     DOES_NOT_FIT,
     FITS,
     FITS_IF_FREED,
-    KV_TYPES,
     ModelFigures,
     describe_suggestion,
     plan,
@@ -106,7 +106,22 @@ def test_kv_cache_in_q8_0_is_the_lever_when_f16_does_not_fit() -> None:
     chosen = plan(model, busy, num_ctx=16384)
     assert chosen.verdict == FITS and chosen.kv_type == "q8_0"
     assert any("q8_0" in lever for lever in chosen.levers)
-    assert chosen.memory["kv_cache"] == pytest.approx(f16.memory["kv_cache"] * KV_TYPES["q8_0"], rel=1e-6)
+    assert chosen.memory["kv_cache"] == pytest.approx(f16.memory["kv_cache"] * 34 / 64, rel=1e-6)
+    # The prompt cache's budget is one slot's context in the load's KV type, as the scheduler sizes it.
+    assert chosen.memory["prompt_cache"] < f16.memory["prompt_cache"]
+
+
+def test_q8_0_kv_takes_34_bytes_per_block_of_32_elements() -> None:
+    info = {"block_count": 2, "head_count": 4, "head_count_kv": 2, "embedding_length": 256}
+    elements = 2 * 2 * (64 + 64)
+    assert kv_bytes_per_token(info) == elements * 2
+    assert kv_bytes_per_token(info, "q8_0") == elements * 34 // 32
+    assert KV_TYPE_BYTES == {"f16": 2.0, "q8_0": 34 / 32}
+
+
+def test_the_measured_memory_is_the_load_less_its_empty_prompt_cache() -> None:
+    p = plan(figures("llama3.1:8b"), machine("desktop-16gb"), num_ctx=4096)
+    assert p.memory["at_load"] == p.memory["total"] - p.memory["prompt_cache"]
 
 
 def test_fewer_slots_before_a_smaller_kv_cache() -> None:

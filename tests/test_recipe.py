@@ -223,7 +223,7 @@ def test_check_parameter_rejects(name: str, value: object, reason: str) -> None:
 def test_parameter_table_is_complete() -> None:
     expected = {
         "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "repeat_last_n",
-        "presence_penalty", "frequency_penalty", "num_ctx", "num_predict", "seed", "stop",
+        "presence_penalty", "frequency_penalty", "num_ctx", "num_predict", "seed", "stop", "kv_cache_type",
     }  # fmt: skip
     assert set(PARAMETER_TYPES) == expected
 

@@ -18,10 +18,10 @@ from cove.engine.child import engine_class
 from cove.engine.memory import (
     GIB,
     MIB,
-    OVERHEAD_BYTES,
     PROMPT_CACHE_CAP,
     estimate,
     kv_bytes_per_token,
+    overhead_bytes,
     process_limit,
     prompt_cache_mib,
 )
@@ -84,6 +84,10 @@ def request(name: str = "a", num_ctx: int = 256, digest: str | None = None) -> M
         name=f"{name}:latest", model_path=Path(f"/models/{name}"), digest=digest or name * 8, num_ctx=num_ctx
     )
     return ModelRequest(spec, INFO, WEIGHTS)
+
+
+def replace_spec(req: ModelRequest, **changes: Any) -> ModelRequest:
+    return ModelRequest(replace(req.spec, **changes), req.info, req.weights)
 
 
 def loaded_names(scheduler: Scheduler) -> list[str]:
@@ -239,12 +243,64 @@ def test_does_not_fit_suggests_a_context_that_does(
     found = re.search(r"num_ctx (\d+) would fit", message)
     assert found, message
     suggested = int(found.group(1))
-    assert 256 <= suggested <= 8192
+    # Past the 8192 an f16 cache allows: the advice counts the q8_0 lever (34/64 of the bytes).
+    assert 8192 < suggested <= 8192 * 64 // 34
     assert engine.loads == []
     assert scheduler.loaded() == []
-    # Taking the advice works with the same free memory.
+    # Taking the advice works with the same free memory, with the KV cache in q8_0.
     use(scheduler, request("a", num_ctx=suggested))
     assert engine.loads[-1].num_ctx == suggested
+    assert engine.loads[-1].kv_cache_type == "q8_0"
+
+
+def test_fewer_slots_then_a_q8_0_kv_cache_then_does_not_fit(
+    make: SchedulerFactory, engine: FakeEngine, memory: Memory
+) -> None:
+    scheduler = make(num_parallel=4)
+    memory.free = estimate(INFO, WEIGHTS, 8192, 2).total
+    use(scheduler, request("a", num_ctx=8192))
+    assert (engine.loads[-1].num_parallel, engine.loads[-1].kv_cache_type) == (2, "f16")
+    scheduler.close()
+    scheduler = make(num_parallel=4)
+    memory.free = estimate(INFO, WEIGHTS, 8192, 1, kv_type="q8_0").total
+    use(scheduler, request("b", num_ctx=8192))
+    load = engine.loads[-1]
+    assert (load.num_parallel, load.kv_cache_type) == (1, "q8_0")
+    assert load.cache_ram_mib * MIB >= kv_bytes_per_token(INFO, "q8_0") * 8192
+    assert scheduler.loaded()[0].size == estimate(INFO, WEIGHTS, 8192, 1, kv_type="q8_0").total
+    # A model that asks for f16 keeps it: it does not fit rather than being changed.
+    with pytest.raises(DoesNotFit, match="needs"):
+        use(scheduler, replace_spec(request("c", num_ctx=8192), kv_type="f16"))
+
+
+def test_an_idle_model_is_unloaded_to_make_room(
+    make: SchedulerFactory, engine: FakeEngine, memory: Memory
+) -> None:
+    scheduler = make(num_parallel=1, max_loaded=4)
+    need = estimate(INFO, WEIGHTS, 8192, 1).total
+    # The system counts what loaded models hold as used: room for one of them, not two.
+    total = need + need // 2
+    scheduler._free_memory = lambda: total - sum(r.size for r in scheduler._runners.values())
+    use(scheduler, request("a", num_ctx=8192))
+    use(scheduler, request("b", num_ctx=8192))
+    assert loaded_names(scheduler) == ["b:latest"]
+    assert closed_names(engine) == ["a:latest"]
+    # One in use is not unloaded: the next load does not fit, and says so.
+    with scheduler.use(request("b", num_ctx=8192)), pytest.raises(DoesNotFit, match="is free"):
+        use(scheduler, request("c", num_ctx=8192))
+
+
+def test_a_load_under_way_counts_against_the_next_plan(
+    make: SchedulerFactory, engine: FakeEngine, memory: Memory
+) -> None:
+    scheduler = make(num_parallel=1, max_loaded=4)
+    need = estimate(INFO, WEIGHTS, 8192, 1).total
+    memory.free = need + need // 2  # room for one, not two
+    first = request("a", num_ctx=8192)
+    with scheduler._cond:
+        scheduler._make_room(first)  # planned, not yet allocated by its engine
+        with pytest.raises(DoesNotFit):
+            scheduler._make_room(request("b", num_ctx=8192))
 
 
 def test_does_not_fit_at_all_suggests_a_smaller_model(make: SchedulerFactory, memory: Memory) -> None:
@@ -362,7 +418,7 @@ def test_the_prompt_cache_is_capped_to_the_model_and_counted(
     one_slot = kv_bytes_per_token(INFO) * 8192
     assert spec.cache_ram_mib * MIB == one_slot  # 2 MiB here, not 8192
     (runner,) = scheduler.loaded()
-    assert runner.size == WEIGHTS + 2 * one_slot + one_slot + OVERHEAD_BYTES
+    assert runner.size == WEIGHTS + 2 * one_slot + one_slot + overhead_bytes(WEIGHTS)
     assert spec.memory_limit == process_limit(estimate(INFO, WEIGHTS, 8192, 2))
     assert spec.memory_limit > 2 * runner.size
 

@@ -28,6 +28,8 @@ class ParameterType:
     low: int | float | None = None
     high: int | float | None = None
     repeats: bool = False
+    #: For a word-valued parameter: the words it takes.
+    choices: tuple[str, ...] = ()
 
 
 PARAMETER_TYPES: dict[str, ParameterType] = {
@@ -43,6 +45,8 @@ PARAMETER_TYPES: dict[str, ParameterType] = {
     "num_predict": ParameterType(int, -2, 10_000_000),
     "seed": ParameterType(int, -_INT64, _INT64 - 1),
     "stop": ParameterType(str, repeats=True),
+    # A load setting: the KV cache's element type (q8_0 halves its memory); see engine/memory.py.
+    "kv_cache_type": ParameterType(str, choices=("f16", "q8_0")),
 }
 
 
@@ -141,10 +145,19 @@ def check_parameter(name: str, value: Any) -> Any:
         raise InvalidRecipe(f"unknown parameter {name!r} (known: {', '.join(sorted(PARAMETER_TYPES))})")
     if spec.repeats:
         return _check_stop(value)
+    if spec.choices:
+        return _check_choice(key, value, spec.choices)
     number = _to_int(key, value) if spec.kind is int else _to_float(key, value)
     if spec.low is not None and spec.high is not None and not spec.low <= number <= spec.high:
         raise InvalidRecipe(f"{key} must be between {spec.low} and {spec.high}, got {value}")
     return number
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    word = value.strip().lower() if isinstance(value, str) else value
+    if word not in choices:
+        raise InvalidRecipe(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return str(word)
 
 
 def _to_int(name: str, value: Any) -> int:

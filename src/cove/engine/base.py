@@ -29,10 +29,15 @@ class LoadSpec:
     cache_ram_mib: int = 8192
     #: A cap on the engine process's writable memory (bytes; 0: none), see memory.process_limit.
     memory_limit: int = 0
+    #: The KV-cache type asked for (recipe `PARAMETER kv_cache_type` or the option): "f16",
+    #: "q8_0", or None to let the scheduler choose (f16 unless only q8_0 fits).
+    kv_type: str | None = None
+    #: The KV-cache type the engine is given (llama.cpp's cache_type_k/v), set by the scheduler.
+    kv_cache_type: str = "f16"
 
     @property
     def key(self) -> tuple[object, ...]:
-        return (self.digest, self.num_ctx, self.template, self.adapter_path, self.embedding)
+        return (self.digest, self.num_ctx, self.template, self.adapter_path, self.embedding, self.kv_type)
 
 
 class LoadedModel(Protocol):

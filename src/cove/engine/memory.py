@@ -13,8 +13,16 @@ from ..errors import DoesNotFit
 
 GIB = 1 << 30
 MIB = 1 << 20
-KV_BYTES = 2  # llama.cpp keeps the KV cache in f16 by default
-OVERHEAD_BYTES = 150 << 20  # compute buffers and the runtime, measured roughly on small models
+#: Bytes a KV-cache element takes, by type: f16 (llama.cpp's default) and q8_0 (a block of 32
+#: elements is 32 bytes and an f16 scale).
+KV_TYPE_BYTES = {"f16": 2.0, "q8_0": 34 / 32}
+KV_TYPES = tuple(KV_TYPE_BYTES)
+KV_BYTES = 2  # f16
+#: Compute buffers and the runtime: a base and a share of the weights (the buffers grow with
+#: the model's width). Measured on this machine's store as peak RSS less weights and KV cache:
+#: about 99 MiB for smollm2:135m (98 MB of weights) and gemma3:270m (253 MB), see `cove fit --check`.
+OVERHEAD_BYTES = 90 << 20
+OVERHEAD_SHARE = 0.05
 STACK_BYTES = 8 << 20  # a thread's stack as the C library reserves it (ulimit -s)
 #: The most host RAM an engine may keep prompts in (see prompt_cache_mib).
 PROMPT_CACHE_CAP = 2 * GIB
@@ -38,38 +46,65 @@ class Estimate:
 
     @property
     def total(self) -> int:
+        """With the prompt cache full: what the engine may come to hold."""
         return self.weights + self.kv_cache + self.prompt_cache + self.overhead
 
+    @property
+    def at_load(self) -> int:
+        """What it holds once loaded: the prompt cache fills only as conversations leave slots."""
+        return self.total - self.prompt_cache
 
-def kv_bytes_per_token(info: dict[str, Any]) -> int:
-    """K and V for every layer; unknown shapes count as a mid-size model, never as free."""
+
+def overhead_bytes(weights: int) -> int:
+    return OVERHEAD_BYTES + int(weights * OVERHEAD_SHARE)
+
+
+def kv_bytes_per_token(info: dict[str, Any], kv_type: str = "f16") -> int:
+    """K and V for every layer, in `kv_type`; unknown shapes count as a mid-size model, never
+    as free."""
     layers = int(info.get("block_count") or 32)
     heads = int(info.get("head_count") or 32)
     kv_heads = int(info.get("head_count_kv") or heads)
     embedding = int(info.get("embedding_length") or 4096)
     key = int(info.get("key_length") or embedding // max(heads, 1))
     value = int(info.get("value_length") or key)
-    return layers * kv_heads * (key + value) * KV_BYTES
+    return int(layers * kv_heads * (key + value) * KV_TYPE_BYTES[kv_type])
 
 
-def prompt_cache_mib(info: dict[str, Any], num_ctx: int, embedding: bool = False) -> int:
+def kv_cache_type(recipe_parameters: dict[str, Any], options: dict[str, Any]) -> str | None:
+    """The KV-cache type a load asks for (LoadSpec.kv_type): the request's checked option, else
+    the recipe's `PARAMETER kv_cache_type`; None lets the scheduler choose."""
+    asked = options.get("kv_cache_type") or recipe_parameters.get("kv_cache_type")
+    return str(asked) if asked else None
+
+
+def prompt_cache_mib(
+    info: dict[str, Any], num_ctx: int, embedding: bool = False, kv_type: str = "f16"
+) -> int:
     """The host RAM (MiB) the engine may keep prompts in when they leave a slot, so a conversation
     that comes back skips its prompt. llama.cpp's default is 8 GiB whatever the model, outside
     any estimate; cove gives it one slot's full context of KV cache (up to PROMPT_CACHE_CAP):
     room for one long conversation or several short ones, and counted. An embedder keeps none."""
     if embedding:
         return 0
-    wanted = min(kv_bytes_per_token(info) * num_ctx, PROMPT_CACHE_CAP)
+    wanted = min(kv_bytes_per_token(info, kv_type) * num_ctx, PROMPT_CACHE_CAP)
     return max(1, -(-wanted // MIB))  # 0 would turn the cache off
 
 
 def estimate(
-    info: dict[str, Any], weights: int, num_ctx: int, parallel: int, *, embedding: bool = False
+    info: dict[str, Any],
+    weights: int,
+    num_ctx: int,
+    parallel: int,
+    *,
+    embedding: bool = False,
+    kv_type: str = "f16",
 ) -> Estimate:
     return Estimate(
         weights=weights,
-        kv_cache=kv_bytes_per_token(info) * num_ctx * parallel,
-        prompt_cache=prompt_cache_mib(info, num_ctx, embedding) * MIB,
+        kv_cache=kv_bytes_per_token(info, kv_type) * num_ctx * parallel,
+        prompt_cache=prompt_cache_mib(info, num_ctx, embedding, kv_type) * MIB,
+        overhead=overhead_bytes(weights),
     )
 
 
@@ -82,6 +117,28 @@ def process_limit(need: Estimate) -> int:
     return 2 * need.total + GIB + threads * STACK_BYTES
 
 
+def plan_load(
+    name: str,
+    info: dict[str, Any],
+    weights: int,
+    num_ctx: int,
+    wanted: int,
+    free: int,
+    *,
+    embedding: bool = False,
+    kv_type: str | None = None,
+) -> tuple[int, str]:
+    """(slots, KV-cache type) that fit in `free`: the most slots (up to `wanted`) in f16, then in
+    q8_0 (half the KV memory, a little quality) unless the caller named a type; DoesNotFit with
+    a way out when even one slot does not."""
+    for kind in [kv_type] if kv_type else list(KV_TYPES):
+        for parallel in range(max(wanted, 1), 0, -1):
+            need = estimate(info, weights, num_ctx, parallel, embedding=embedding, kv_type=kind)
+            if need.total <= free:
+                return parallel, kind
+    raise DoesNotFit(_advice(name, info, weights, num_ctx, free, embedding, kv_type or KV_TYPES[-1]))
+
+
 def plan_parallel(
     name: str,
     info: dict[str, Any],
@@ -92,23 +149,24 @@ def plan_parallel(
     *,
     embedding: bool = False,
 ) -> int:
-    """The most slots (up to `wanted`) that fit; DoesNotFit with a way out when even one does not."""
-    for parallel in range(max(wanted, 1), 0, -1):
-        if estimate(info, weights, num_ctx, parallel, embedding=embedding).total <= free:
-            return parallel
-    raise DoesNotFit(_advice(name, info, weights, num_ctx, free, embedding))
+    """The most slots (up to `wanted`) that fit with an f16 KV cache; DoesNotFit when even one
+    does not."""
+    return plan_load(name, info, weights, num_ctx, wanted, free, embedding=embedding, kv_type="f16")[0]
 
 
-def _advice(name: str, info: dict[str, Any], weights: int, num_ctx: int, free: int, embedding: bool) -> str:
-    need = estimate(info, weights, num_ctx, 1, embedding=embedding)
+def _advice(
+    name: str, info: dict[str, Any], weights: int, num_ctx: int, free: int, embedding: bool, kv_type: str
+) -> str:
+    need = estimate(info, weights, num_ctx, 1, embedding=embedding, kv_type=kv_type)
+    kind = "" if kv_type == "f16" else f" in {kv_type}"
     text = (
-        f"{name} needs {need.total / GIB:.1f} GiB (weights {weights / GIB:.1f} GiB + KV cache "
+        f"{name} needs {need.total / GIB:.1f} GiB (weights {weights / GIB:.1f} GiB + KV cache{kind} "
         f"{(need.kv_cache + need.prompt_cache) / GIB:.1f} GiB at num_ctx {num_ctx}) "
         f"but only {free / GIB:.1f} GiB is free"
     )
-    room = free - weights - OVERHEAD_BYTES - MIB  # a MiB for the prompt cache's rounding up
+    room = free - weights - overhead_bytes(weights) - MIB  # a MiB for the prompt cache's rounding up
     # One slot's KV cache, and as much again for the prompt cache (it is capped, so this is safe).
-    per_token = kv_bytes_per_token(info) * (1 if embedding else 2)
+    per_token = kv_bytes_per_token(info, kv_type) * (1 if embedding else 2)
     fits_ctx = room // per_token if room > 0 else 0
     if fits_ctx >= 256:
         return f"{text}; num_ctx {int(fits_ctx) // 256 * 256} would fit"

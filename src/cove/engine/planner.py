@@ -9,11 +9,9 @@ from typing import Any
 
 from ..errors import ModelNotFound
 from ..machine import GB, Machine
-from .memory import GIB, OVERHEAD_BYTES, estimate, kv_bytes_per_token
+from .memory import GIB, KV_TYPES, estimate, kv_bytes_per_token, overhead_bytes
 from .options import DEFAULT_NUM_CTX
 
-#: Bytes a KV element takes, relative to f16 (q8_0: 34 bytes per block of 32).
-KV_TYPES = {"f16": 1.0, "q8_0": 34 / 64}
 FITS, FITS_IF_FREED, DOES_NOT_FIT = "fits", "fits if other programs free memory", "does not fit"
 VERDICTS = (FITS, FITS_IF_FREED, DOES_NOT_FIT)
 #: Decode reaches this share of the measured copy bandwidth: all cores read faster than the
@@ -183,22 +181,24 @@ def _default_ctx(model: ModelFigures) -> int:
 
 def _configurations(parallel: int, kv_type: str | None) -> list[tuple[int, str]]:
     """Levers in the order they cost the user least: slots first, then a q8_0 KV cache."""
-    kinds = [kv_type] if kv_type else ["f16", "q8_0"]
+    kinds = [kv_type] if kv_type else list(KV_TYPES)
     return [(slots, kv) for kv in kinds for slots in range(parallel, 0, -1)]
 
 
 def _layout(model: ModelFigures, machine: Machine, quant: str, ctx: int, slots: int, kv: str) -> _Layout:
     weights = model.quants[quant]
-    need = estimate(model.info, weights, ctx, slots)
-    # The prompt cache is a budget in MiB the engine is given (memory.prompt_cache_mib), the
-    # same whatever the KV type; the KV cache itself shrinks with q8_0.
-    kv_cache, prompt_cache = int(need.kv_cache * KV_TYPES[kv]), need.prompt_cache
+    # The scheduler sizes a load the same way (memory.estimate): the prompt cache's budget is
+    # one slot's context in the load's KV type.
+    need = estimate(model.info, weights, ctx, slots, kv_type=kv)
+    kv_cache = need.kv_cache
     memory = {
         "weights": weights,
         "kv_cache": kv_cache,
-        "prompt_cache": prompt_cache,
+        "prompt_cache": need.prompt_cache,
         "overhead": need.overhead,
-        "total": weights + kv_cache + prompt_cache + need.overhead,
+        "total": need.total,
+        # What a fresh load holds (what `cove fit --check` measures); total is the ceiling.
+        "at_load": need.at_load,
     }
     gpu_layers = _gpu_layers(model, machine, weights, kv_cache)
     share = gpu_layers / model.layers
@@ -218,7 +218,7 @@ def _gpu_layers(model: ModelFigures, machine: Machine, weights: int, kv_cache: i
         return 0
     if machine.unified_memory:
         return model.layers
-    free = max(g.free for g in machine.gpus) - VRAM_RESERVE - OVERHEAD_BYTES
+    free = max(g.free for g in machine.gpus) - VRAM_RESERVE - overhead_bytes(weights)
     per_layer = (weights + kv_cache) / model.layers
     return max(0, min(model.layers, int(free // per_layer))) if free > 0 else 0
 
@@ -312,7 +312,7 @@ def speeds(
     """
     share = gpu_layers / model.layers
     params = model.params(quant)
-    kv_read = kv_bytes_per_token(model.info) * KV_TYPES[kv] * TYPICAL_DEPTH
+    kv_read = kv_bytes_per_token(model.info, kv) * TYPICAL_DEPTH
     read = model.quants[quant] + kv_read
     cores = machine.physical_cores * cpu_share(machine)
     cpu_bw = (machine.bandwidth_gbs or DEFAULT_BANDWIDTH_GBS) * GB * CPU_DECODE_EFFICIENCY

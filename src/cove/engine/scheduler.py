@@ -9,10 +9,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import Busy, Cancelled, EngineCrashed, ShuttingDown
+from ..errors import Busy, Cancelled, DoesNotFit, EngineCrashed, ShuttingDown
 from .base import EngineFactory, LoadedModel, LoadSpec
 from .crashes import CrashLog
-from .memory import available_bytes, estimate, plan_parallel, process_limit, prompt_cache_mib
+from .memory import available_bytes, estimate, plan_load, process_limit, prompt_cache_mib
 
 
 @dataclass
@@ -77,6 +77,8 @@ class Scheduler:
         self._waiting: dict[str, int] = {}  # queued for a slot of a loaded model
         self._loading: dict[str, int] = {}  # queued behind a model being loaded
         self._pending: set[tuple[object, ...]] = set()  # keys being loaded right now
+        #: Bytes each load under way will take: allocated by its engine soon, not yet seen as used.
+        self._pending_bytes: dict[tuple[object, ...], int] = {}
         self._cond = threading.Condition()
         self._reaper: threading.Thread | None = None
         self._closed = False
@@ -169,6 +171,7 @@ class Scheduler:
         finally:
             self._cond.acquire()
             self._pending.discard(spec.key)
+            self._pending_bytes.pop(spec.key, None)
             self._cond.notify_all()
         self.crashes.loaded(spec)
         if self._closed:  # it loaded while cove was shutting down: nobody would close it
@@ -177,28 +180,61 @@ class Scheduler:
         return self._register(sized, model, request)
 
     def _make_room(self, request: ModelRequest) -> LoadSpec:
-        """Evict what must go, then size the slots to the memory that is free."""
+        """Evict what must go, then plan the load against the memory free now: fewer slots, then
+        a q8_0 KV cache, then idle models unloaded; DoesNotFit (saying what would fit) rather
+        than a load the machine cannot hold."""
         spec = request.spec
         self._evict_same_model(spec)
         while len(self._runners) + len(self._pending) >= self.max_loaded:
             if not self._evict_idle():
                 self._cond.wait(timeout=1.0)
-        free = self._free_memory()
+        while True:
+            try:
+                parallel, kv = self._plan(request, self._free_now())
+                break
+            except DoesNotFit:
+                if not self._evict_idle():  # a model nobody is using gives its memory back
+                    raise
         info, weights, embedding = request.info, request.weights, spec.embedding
-        parallel = plan_parallel(
-            spec.name, info, weights, spec.num_ctx, self.num_parallel, free, embedding=embedding
-        )
-        need = estimate(info, weights, spec.num_ctx, parallel, embedding=embedding)
+        need = estimate(info, weights, spec.num_ctx, parallel, embedding=embedding, kv_type=kv)
+        self._pending_bytes[spec.key] = need.total
         return replace(
             spec,
             num_parallel=parallel,
-            cache_ram_mib=prompt_cache_mib(info, spec.num_ctx, embedding),
+            kv_cache_type=kv,
+            cache_ram_mib=prompt_cache_mib(info, spec.num_ctx, embedding, kv),
             memory_limit=process_limit(need),
+        )
+
+    def _free_now(self) -> int:
+        """The memory free now, less what loads under way are about to take. Models already
+        loaded hold theirs (the system counts it as used); their prompt caches may still grow,
+        up to what was planned for them."""
+        return self._free_memory() - sum(self._pending_bytes.values())
+
+    def _plan(self, request: ModelRequest, free: int) -> tuple[int, str]:
+        spec = request.spec
+        return plan_load(
+            spec.name,
+            request.info,
+            request.weights,
+            spec.num_ctx,
+            self.num_parallel,
+            free,
+            embedding=spec.embedding,
+            kv_type=spec.kv_type,
         )
 
     def _register(self, sized: LoadSpec, model: LoadedModel, request: ModelRequest) -> Runner:
         parallel = sized.num_parallel
-        need = estimate(request.info, request.weights, sized.num_ctx, parallel, embedding=sized.embedding)
+        need = estimate(
+            request.info,
+            request.weights,
+            sized.num_ctx,
+            parallel,
+            embedding=sized.embedding,
+            kv_type=sized.kv_cache_type,
+        )
         size = need.total
         now = self._clock()
         runner = Runner(sized, model, size, now, FOREVER, info=request.info)
