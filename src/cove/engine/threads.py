@@ -1,0 +1,53 @@
+"""How many engine threads a load gets, and how they wait: robust on a machine doing other things.
+
+llama.cpp's worker threads meet at a barrier after every step of a decode. When one of them is
+descheduled (another program wants its core) the whole step waits for it, so on a busy machine
+fewer threads than cores decode faster, often several times faster; and threads that spin
+while they wait (`poll`) take cores from the very programs they then wait for. cove therefore
+counts the cores that are idle when the model loads, gives the engine no more threads than
+that (nor more than physical cores), and has them sleep rather than spin while they wait.
+benchmarks/threads.py measures the choice against fixed settings.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+
+#: How long the load samples the CPUs to count the idle ones (seconds).
+SAMPLE_SECONDS = 0.25
+#: llama.cpp's `cpuparams.poll` (0 to 100: how hard a waiting worker spins before it sleeps);
+#: its own default is 50. 0 measured no slower on a quiet machine and faster beside a busy core.
+DEFAULT_POLL = 0
+
+
+def physical_cores() -> int:
+    """Physical cores decode fastest; hyperthreads only add contention."""
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def idle_cores(seconds: float = SAMPLE_SECONDS) -> float:
+    """How many cores' worth of CPU went unused over a short sample (the sum of idle shares)."""
+    before = psutil.cpu_times(percpu=True)
+    time.sleep(seconds)
+    after = psutil.cpu_times(percpu=True)
+    idle = 0.0
+    for start, end in zip(before, after, strict=False):
+        total = sum(end) - sum(start)
+        unused = (end.idle - start.idle) + (getattr(end, "iowait", 0.0) - getattr(start, "iowait", 0.0))
+        if total > 0:
+            idle += max(0.0, unused) / total
+    return idle
+
+
+def choose_threads(requested: int = 0, idle: float | None = None, physical: int | None = None) -> int:
+    """`requested` when set (COVE_NUM_THREADS, a recipe); else the physical cores that are idle
+    now, at least one. A core counts when at least half of it is free: a thread on a core
+    another program holds half the time stalls every step as long as that program runs."""
+    if requested > 0:
+        return requested
+    cores = physical if physical is not None else physical_cores()
+    free = idle if idle is not None else idle_cores()
+    return max(1, min(cores, int(free + 0.5)))

@@ -1,0 +1,52 @@
+"""The engine's thread count and poll level: the idle physical cores at load, sleeping waits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cove.engine import threads
+from cove.engine.base import LoadSpec
+from cove.engine.llamacpp import LlamaCppModel
+from cove.engine.threads import choose_threads, idle_cores
+
+
+def test_a_thread_per_idle_physical_core() -> None:
+    assert choose_threads(idle=7.7, physical=8) == 8
+    assert choose_threads(idle=1.3, physical=2) == 1  # one core busy: one thread, not a stalled pair
+    assert choose_threads(idle=5.0, physical=2) == 2  # never more than the physical cores
+    assert choose_threads(idle=0.1, physical=4) == 1  # a machine flat out still gets a thread
+
+
+def test_an_asked_thread_count_wins() -> None:
+    assert choose_threads(3, idle=0.0, physical=2) == 3
+
+
+def test_a_spinning_process_shows_as_a_busy_core() -> None:
+    quiet = idle_cores(0.3)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = idle_cores(0.3)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy < quiet - 0.5 or busy < 0.5
+
+
+def test_the_engine_gets_the_choice_and_sleeping_waits(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(threads, "idle_cores", lambda seconds=0.0: 1.2)
+    model = LlamaCppModel.__new__(LlamaCppModel)
+    model._secret = "s"
+    spec = LoadSpec(name="m", model_path=tmp_path / "m.gguf", digest="d", num_ctx=256)
+    params = model._params(spec)
+    assert params.cpuparams.n_threads == params.cpuparams_batch.n_threads == 1
+    assert params.cpuparams.poll == params.cpuparams_batch.poll == 0
+    assert model._params(replace(spec, num_threads=2)).cpuparams.n_threads == 2  # COVE_NUM_THREADS
