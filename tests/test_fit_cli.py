@@ -21,6 +21,7 @@ from cove.cli import fit as fit_module
 from cove.cli import pick as pick_module
 from cove.cli.main import cli
 from cove.history import History, db_path
+from cove.history.measurements import Measurement, Measurements
 from cove.library.local import Cove
 from cove.machine import Machine
 from cove.store import catalog
@@ -130,6 +131,30 @@ def test_fit_a_stored_model(fake_cove: Cove, on: object) -> None:
     assert shown["source"] == "store"
     assert shown["plan"]["weights"] == fake_cove.store.get("tiny").size
     assert shown["plan"]["num_ctx"] == 256  # the model's own context is below the default
+
+
+def test_fit_a_stored_model_it_has_run_uses_the_measurements(fake_cove: Cove, on: object) -> None:
+    on("desktop-16gb")  # type: ignore[operator]
+    tiny = fake_cove.store.get("tiny")
+    before = json.loads(invoke("fit", "tiny", "--json").stdout)
+    assert before["measured"] is None and before["decode_scale"] == 1.0
+    with Measurements.of_home(fake_cove.settings.home) as measurements:
+        for tps in (40.0, 50.0, 60.0):
+            measurements.record(
+                Measurement(
+                    "tiny", tiny.digest, "answer", num_ctx=256, peak_bytes=123_000_000,
+                    decode_tps=tps, predicted_decode_tps=100.0, prompt_tps=300.0,
+                )
+            )  # fmt: skip
+    shown = json.loads(invoke("fit", "tiny", "--json").stdout)
+    assert shown["measured"]["runs"] == 3
+    assert shown["plan"]["decode_tps"] == 50.0 and shown["plan"]["prompt_tps"] == 300.0
+    assert shown["plan"]["memory"]["at_load"] == 123_000_000
+    screen = invoke("fit", "tiny").stdout
+    assert "measured here: 3 runs" in screen and "50 tokens/s writing" in screen
+    # A model it has not run gets the machine's factor: measured over predicted, 0.5 here.
+    other = json.loads(invoke("fit", "qwen2.5:0.5b", "--json").stdout)
+    assert other["decode_scale"] == 0.5 and other["measured"] is None
 
 
 def test_fit_a_hugging_face_repo_reads_only_the_header(
@@ -272,10 +297,17 @@ def test_fit_check_sets_the_plan_beside_the_real_model(
     # The engine held the weights and its buffers; the plan may over-estimate (it counts the
     # prompt cache an answer has not filled yet) but must not under-estimate: loads never crash.
     assert weights < check["measured_memory"] < 2 * weights
-    assert check["predicted_memory"] >= 0.85 * check["measured_memory"]
+    # The target: memory within 15% of measured. Speed on a shared CI runner swings
+    # with its load, so it is reported (the screen and the report), not asserted.
+    assert abs(check["memory_error"]) <= 0.15, check
     assert check["measured_tokens"] > 0 and check["measured_decode_tps"] > 0
     screen = invoke("fit", "--check", "gemma3:270m").stdout
     assert "gemma3:270m" in screen and "peak RSS" in screen
+    # Both runs were recorded, and `cove fit` now plans the model from them.
+    shown = json.loads(invoke("fit", "gemma3:270m", "--json").stdout)
+    assert shown["measured"]["runs"] == 2
+    assert shown["plan"]["decode_tps"] == pytest.approx(shown["measured"]["decode_tps"])
+    assert "measured here: 2 runs" in invoke("fit", "gemma3:270m").stdout
 
 
 def test_a_stored_catalog_model_in_another_quant_is_planned_from_the_catalog(

@@ -272,6 +272,7 @@ def test_migrations_are_recorded_once(cove_home: Path) -> None:
             "m002_fts",
             "m003_personas",
             "m004_egress",
+            "m005_measurements",
         ]
     )
     assert migrate(Database(path)) == []

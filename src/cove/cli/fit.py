@@ -15,6 +15,7 @@ from rich.table import Table
 from ..config import Settings
 from ..engine import fitting, planner
 from ..errors import InvalidName, ModelNotFound
+from ..history.measurements import Measured, Measurements
 from ..machine import GB, Machine, this_machine
 from ..store import catalog, remote_header
 from ..store.huggingface import parse_hf_ref
@@ -60,10 +61,59 @@ def fit(
     figures, source = model_figures(model, settings, quant)
     machine = this_machine(settings.home)
     threads = settings.num_threads or None
-    plan = planner.plan(figures, machine, num_ctx=num_ctx, quant=quant, parallel=parallel, threads=threads)
+    scale, measured = calibrated(settings, model if source == "store" else None, num_ctx, figures)
+    plan = planner.plan(
+        figures, machine, num_ctx=num_ctx, quant=quant, parallel=parallel, threads=threads, decode_scale=scale
+    )
+    plan = with_measured(plan, measured)
     if as_json:
-        return print_json({"source": source, "plan": plan.to_dict(), "machine": machine.to_dict()})
+        found = measured.to_dict() if measured else None
+        data = {"source": source, "plan": plan.to_dict(), "measured": found, "decode_scale": scale}
+        return print_json({**data, "machine": machine.to_dict()})
     out.print(plan_table(plan, machine, source))
+    if measured is not None:
+        out.print(f"measured here: {_measured(measured)} (the plan uses these figures)")
+    elif scale != 1.0:
+        out.print(f"speed scaled by {scale:.2f}: what this machine measured against cove's predictions")
+
+
+def calibrated(
+    settings: Settings, stored: str | None, num_ctx: int | None, figures: planner.ModelFigures
+) -> tuple[float, Measured | None]:
+    """The decode factor this machine's measurements give, and a stored model's own figures."""
+    measurements = Measurements.if_any(settings.home)
+    if measurements is None:
+        return 1.0, None
+    with measurements:
+        scale = measurements.decode_efficiency() or 1.0
+        if stored is None:
+            return scale, None
+        digest = ModelStore(settings.home).get(stored).digest
+        ctx = num_ctx or planner.plan(figures, this_machine(settings.home)).num_ctx
+        return scale, measurements.of(digest, ctx)
+
+
+def with_measured(plan: planner.Plan, measured: Measured | None) -> planner.Plan:
+    """The plan with what the model measured here in place of the predictions."""
+    if measured is None:
+        return plan
+    memory = dict(plan.memory)
+    if measured.peak_bytes and plan.parallel == 1:
+        memory["at_load"] = measured.peak_bytes
+    decode = measured.decode_tps or plan.decode_tps
+    prompt = measured.prompt_tps or plan.prompt_tps
+    return replace(plan, memory=memory, decode_tps=decode, prompt_tps=prompt)
+
+
+def _measured(m: Measured) -> str:
+    parts = [f"{m.runs} run{'s' if m.runs > 1 else ''}"]
+    if m.peak_bytes:
+        parts.append(f"peak {m.peak_bytes / GB:.2f} GB at num_ctx {m.num_ctx}")
+    if m.decode_tps:
+        parts.append(f"{tps(m.decode_tps)} tokens/s writing")
+    if m.prompt_tps:
+        parts.append(f"{tps(m.prompt_tps)} tokens/s reading")
+    return ", ".join(parts)
 
 
 def model_figures(
@@ -133,8 +183,9 @@ def _memory(plan: planner.Plan) -> str:
         f"prompt cache {m['prompt_cache'] / GB:.2f}",
         f"buffers {m['overhead'] / GB:.2f}",
     )
-    where = f" ({m['vram'] / GB:.1f} GB of it on the GPU)" if m["vram"] else ""
-    return f"{m['total'] / GB:.1f} GB{where}: " + " + ".join(parts)
+    where = f", {m['vram'] / GB:.1f} GB of it on the GPU" if m["vram"] else ""
+    at_load = f"{m['at_load'] / GB:.2f} GB once loaded, up to " if "at_load" in m else ""
+    return f"{at_load}{m['total'] / GB:.2f} GB as the prompt cache fills{where}: " + " + ".join(parts)
 
 
 def _speed(plan: planner.Plan, machine: Machine) -> str:
@@ -182,11 +233,14 @@ def check_store(settings: Settings, model: str | None, as_json: bool) -> None:
 
     machine = this_machine(settings.home)
     # Each model in its own engine process, so its memory is its own to measure.
-    with Cove(replace(settings, num_parallel=1, engine="process")) as cove:
+    with (
+        Cove(replace(settings, num_parallel=1, engine="process")) as cove,
+        Measurements.of_home(settings.home) as measurements,
+    ):
         manifests = [cove.model(model)] if model else [m for m in cove.models() if not m.is_embedding]
         if not manifests:
             raise ModelNotFound("no models in the store to check: `cove pull` one first")
-        checks = [calibration.check(cove, m, machine) for m in manifests]
+        checks = [calibration.check(cove, m, machine, measurements) for m in manifests]
     if as_json:
         return print_json([c.to_dict() for c in checks])
     table = Table(
@@ -203,4 +257,9 @@ def check_store(settings: Settings, model: str | None, as_json: bool) -> None:
             f"{c.decode_error:+.0%}",
         )
     out.print(table)
-    out.print("measured: the engine process's peak RSS, and the engine's own tokens/s over 64 tokens")
+    load = f"load average {machine.load_average:.1f}" if machine.load_average is not None else ""
+    out.print(
+        "predicted: the memory once loaded, and the decode speed scaled by the other models' "
+        "measurements here; measured: the engine process's peak RSS, and the engine's own tokens/s "
+        f"over 64 tokens ({load}). Each run is recorded: `cove fit` uses it for that model."
+    )

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from ..history.measurements import Measurement, Measurements
 from ..machine import Machine
 from ..store.models import Manifest
 from . import fitting, planner
+from .events import Usage
 from .options import context_size
 
 if TYPE_CHECKING:
@@ -30,6 +32,8 @@ class Check:
     predicted_decode_tps: float
     measured_decode_tps: float
     measured_tokens: int
+    #: The decode factor other models' measurements gave the prediction (1.0: none yet).
+    decode_scale: float = 1.0
 
     @property
     def memory_error(self) -> float:
@@ -48,14 +52,16 @@ def _error(predicted: float, measured: float) -> float:
     return round((predicted - measured) / measured, 3) if measured else float("inf")
 
 
-def check(cove: Cove, manifest: Manifest, machine: Machine) -> Check:
+def check(cove: Cove, manifest: Manifest, machine: Machine, measurements: Measurements) -> Check:
     """Plan `manifest` as the library loads it (one slot, its recipe's context, the engine's
-    threads), then measure."""
+    threads), as `cove fit` would for a model it has not run (the decode factor from the other
+    models' measurements), then measure, and record the measurement."""
     recipe = manifest.recipe_obj()
     num_ctx = context_size(recipe, {}, manifest.info.get("context_length"))
     figures = fitting.manifest_figures(manifest)
     threads = cove.settings.num_threads or None
     plan = planner.plan(figures, machine, num_ctx=num_ctx, kv_type="f16", threads=threads)
+    scale = measurements.decode_efficiency(besides=manifest.digest) or 1.0
     before = _engine_pids()
     options = {"num_predict": ANSWER_TOKENS, "temperature": 0.0}
     if manifest.info.get("chat_template") or recipe.template:
@@ -65,14 +71,41 @@ def check(cove: Cove, manifest: Manifest, machine: Machine) -> Check:
     engines = _engine_pids() - before
     peak = sum(_peak_rss(pid) for pid in engines)
     cove.stop(manifest.name)
+    measured_tps = round(answer.tokens_per_s or 0.0, 1)
+    measurements.record(
+        Measurement(
+            model=manifest.name,
+            digest=manifest.digest,
+            kind="answer",
+            num_ctx=num_ctx,
+            parallel=1,
+            kv_type="f16",
+            threads=threads,
+            peak_bytes=peak or None,
+            predicted_bytes=plan.memory["at_load"],
+            decode_tps=measured_tps or None,
+            predicted_decode_tps=plan.decode_tps,
+            prompt_tps=_prompt_tps(answer.usage),
+            tokens=answer.completion_tokens,
+            load_average=machine.load_average,
+        )
+    )
     return Check(
         model=manifest.name,
-        predicted_memory=plan.memory["total"],
+        predicted_memory=plan.memory["at_load"],
         measured_memory=peak,
-        predicted_decode_tps=plan.decode_tps,
-        measured_decode_tps=round(answer.tokens_per_s or 0.0, 1),
+        predicted_decode_tps=round(plan.decode_tps * scale, 1),
+        measured_decode_tps=measured_tps,
         measured_tokens=answer.completion_tokens,
+        decode_scale=scale,
     )
+
+
+def _prompt_tps(usage: Usage | None) -> float | None:
+    """Prompt tokens the engine read (those it had cached it skipped) per second."""
+    if usage is None or not usage.prompt_ms:
+        return None
+    return round((usage.prompt_tokens - usage.cached_tokens) / usage.prompt_ms * 1000, 1) or None
 
 
 def _engine_pids() -> set[int]:

@@ -127,10 +127,12 @@ def plan(
     parallel: int = 1,
     kv_type: str | None = None,
     threads: int | None = None,
+    decode_scale: float = 1.0,
 ) -> Plan:
     """The plan for `model` on `machine`: the asked settings, with fewer slots and then a q8_0
     KV cache if that is what it takes to fit now; a suggestion when even that does not fit.
-    `threads`: the engine's CPU threads (default: the physical cores, as the engine uses)."""
+    `threads`: the engine's CPU threads (default: the physical cores, as the engine uses).
+    `decode_scale`: measured over predicted decode speed on this machine (its measurements)."""
     quant = _pick_quant(model, quant)
     ctx = num_ctx or _default_ctx(model)
     levers: list[str] = []
@@ -144,6 +146,8 @@ def plan(
     if threads:
         machine = replace(machine, physical_cores=threads)  # the compute bound counts threads
     result = _build(model, machine, quant, ctx, slots, kv, layout, verdict, reason, tuple(levers))
+    if decode_scale != 1.0:
+        result = replace(result, decode_tps=round(result.decode_tps * decode_scale, 1))
     if verdict != FITS:
         result = replace(result, suggestion=suggest(model, machine, quant, ctx))
     return result

@@ -116,8 +116,35 @@ def m004_egress(conn: apsw.Connection) -> None:
     )
 
 
+def m005_measurements(conn: apsw.Connection) -> None:
+    """What loads and answers measured on this machine, so `cove fit` predicts from them."""
+    conn.execute(
+        """
+        CREATE TABLE measurements (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            model TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('load', 'answer')),
+            num_ctx INTEGER,
+            parallel INTEGER,
+            kv_type TEXT,
+            threads INTEGER,
+            peak_bytes INTEGER,
+            predicted_bytes INTEGER,
+            decode_tps REAL,
+            predicted_decode_tps REAL,
+            prompt_tps REAL,
+            tokens INTEGER,
+            load_average REAL
+        );
+        CREATE INDEX measurements_by_digest ON measurements (digest, kind, at);
+        """
+    )
+
+
 Step = Callable[[apsw.Connection], None]
-STEPS: tuple[Step, ...] = (m001_conversations, m002_fts, m003_personas, m004_egress)
+STEPS: tuple[Step, ...] = (m001_conversations, m002_fts, m003_personas, m004_egress, m005_measurements)
 
 
 def applied(db: Database) -> list[str]:

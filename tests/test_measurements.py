@@ -1,0 +1,54 @@
+"""The measurements table: loads and answers recorded, summed up per model, and the decode
+factor this machine's answers give models it has not run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cove.history.measurements import Measurement, Measurements
+
+
+def answer(digest: str, decode: float, predicted: float, num_ctx: int = 4096, peak: int = 100) -> Measurement:
+    return Measurement(
+        "m",
+        digest,
+        "answer",
+        num_ctx=num_ctx,
+        peak_bytes=peak,
+        decode_tps=decode,
+        predicted_decode_tps=predicted,
+    )
+
+
+def test_a_model_is_summed_up_as_medians_memory_at_its_context(tmp_path: Path) -> None:
+    with Measurements.of_home(tmp_path) as m:
+        assert m.of("d1") is None and m.decode_efficiency() is None
+        m.record(answer("d1", 10.0, 20.0, peak=100))
+        m.record(answer("d1", 30.0, 20.0, peak=300))
+        m.record(answer("d1", 20.0, 20.0, num_ctx=8192, peak=900))
+        m.record(Measurement("m", "d1", "load", num_ctx=4096, peak_bytes=200))
+        summary = m.of("d1", 4096)
+        assert summary is not None
+        assert (summary.runs, summary.peak_bytes, summary.decode_tps) == (4, 200, 20.0)
+        assert m.of("d1", 8192).peak_bytes == 900  # type: ignore[union-attr]
+    # Kept in cove's database: another process (here a new connection) sees them.
+    with Measurements.of_home(tmp_path) as again:
+        assert again.of("d1") is not None
+
+
+def test_the_decode_factor_leaves_out_the_model_being_checked(tmp_path: Path) -> None:
+    with Measurements.of_home(tmp_path) as m:
+        m.record(answer("d1", 10.0, 20.0))
+        m.record(answer("d2", 30.0, 20.0))
+        m.record(answer("d3", 0.0, 20.0))  # a failed answer measures nothing
+        assert m.decode_efficiency() == 1.0  # median of 0.5 and 1.5
+        assert m.decode_efficiency(besides="d2") == 0.5
+
+
+def test_a_look_never_creates_the_database(tmp_path: Path) -> None:
+    assert Measurements.if_any(tmp_path) is None
+    assert not (tmp_path / "cove.db").exists()
+    with pytest.raises(ValueError, match="one of"):
+        Measurements.of_home(tmp_path).record(Measurement("m", "d", "guess"))
