@@ -31,6 +31,7 @@ BOMBS = {
     "value": LOOP + "{%- if m['content'] == 'boom' -%}{{ 'x' * 10 ** 9 }}{%- endif -%}" + TURN,
     "thinking": LOOP + "{%- if enable_thinking -%}{{ 'x' * 10 ** 9 }}{%- endif -%}" + TURN,
 }
+CHATML_LIKE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
 BOOM = [
     {"role": "user", "content": "hello"},
     {"role": "assistant", "content": "hi"},
@@ -135,3 +136,13 @@ def test_an_engine_that_cannot_be_reached_for_its_template_says_why() -> None:
 
     with pytest.raises(EngineError, match="stopped: it was killed by SIGABRT"):
         object.__new__(Stopped).check_render([{"role": "user", "content": "hi"}])
+
+
+def test_the_size_bound_grows_with_the_context() -> None:
+    """A long conversation for a long context is not a bomb: 1.5 MB of turns fits 128k tokens."""
+    turns = [{"role": "user", "content": "x" * 500_000} for _ in range(3)]
+    with pytest.raises(InvalidTemplate, match="renders more than 1 MB"):
+        RenderGuard("small", CHATML_LIKE, num_ctx=4096).check(turns)
+    RenderGuard("long", CHATML_LIKE, num_ctx=131072).check(turns)
+    with pytest.raises(InvalidTemplate, match=r"more than 2\.1 MB"):  # 16 characters a token
+        RenderGuard("long", CHATML_LIKE, num_ctx=131072).check([{"role": "user", "content": "x" * 3_000_000}])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import re
@@ -27,6 +28,8 @@ from cove.errors import InvalidTemplate
 DEFAULT_TIMEOUT_S = 2.0
 #: Largest prompt a template may produce, and largest single value it may build on the way.
 MAX_OUTPUT_CHARS = 1_000_000
+#: The bound in force for the render running in this thread: a long context's prompt may be larger.
+_max_chars: contextvars.ContextVar[int] = contextvars.ContextVar("max_chars", default=MAX_OUTPUT_CHARS)
 #: Templates come from model files; the largest real ones are a few tens of kilobytes.
 MAX_TEMPLATE_CHARS = 256 * 1024
 #: Integers past this many bits only come from `9 ** 9 ** 9`-style attacks.
@@ -230,8 +233,10 @@ def render_template(
     tools: list[dict[str, Any]] | None = None,
     extra: dict[str, Any] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_chars: int = MAX_OUTPUT_CHARS,
 ) -> str:
-    """Render a chat template over `messages`, within `timeout_s` and MAX_OUTPUT_CHARS.
+    """Render a chat template over `messages`, within `timeout_s` and `max_chars` (the output,
+    and any one value built on the way).
 
     `extra`: more variables for the template (a request's `chat_template_kwargs`, such as
     `enable_thinking`); they cannot replace the ones above. Compiled templates are cached.
@@ -239,7 +244,12 @@ def render_template(
     variables = _variables(add_generation_prompt, bos_token, eos_token, tools)
     if extra:
         variables = {**{str(k): v for k, v in extra.items() if k != "messages"}, **variables}
-    return _render_bounded(_compile(source), messages, variables, timeout_s)
+    template = _compile(source)
+    bound = _max_chars.set(max(max_chars, MAX_OUTPUT_CHARS))
+    try:
+        return _render_bounded(template, messages, variables, timeout_s)
+    finally:
+        _max_chars.reset(bound)
 
 
 def _variables(
@@ -302,8 +312,8 @@ def _collect(chunks: Iterable[str]) -> str:
     size = 0
     for chunk in chunks:
         size += len(chunk)
-        if size > MAX_OUTPUT_CHARS:
-            raise _TooLarge("renders more than 1 MB")
+        if size > _max_chars.get():
+            raise _TooLarge(f"renders more than {_megabytes()}")
         out.append(chunk)
     return "".join(out)
 
@@ -316,8 +326,12 @@ def _one_line(error: object) -> str:
 
 
 def _check_size(size: int) -> None:
-    if size > MAX_OUTPUT_CHARS:
-        raise _TooLarge("builds a value larger than 1 MB")
+    if size > _max_chars.get():
+        raise _TooLarge(f"builds a value larger than {_megabytes()}")
+
+
+def _megabytes() -> str:
+    return f"{_max_chars.get() / 1e6:.2g} MB"
 
 
 def _rough_len(value: Any) -> int:
@@ -345,8 +359,8 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
 
 def _check_ints(values: Iterable[Any]) -> None:
     for value in values:
-        if isinstance(value, int) and value > MAX_OUTPUT_CHARS:
-            raise _TooLarge("builds a value larger than 1 MB")
+        if isinstance(value, int) and value > _max_chars.get():
+            raise _TooLarge(f"builds a value larger than {_megabytes()}")
 
 
 def _check_percent_format(fmt: str, args: Any) -> None:

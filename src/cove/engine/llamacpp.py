@@ -18,6 +18,7 @@ from ..templates import is_builtin_template_name, tool_template
 from .base import ChunkCallback, LoadSpec
 from .embedding import fit_to_context
 from .render_guard import RenderGuard
+from .speculative import apply_speculative
 from .threads import DEFAULT_POLL, choose_threads
 from .tool_choice import ForcedCallStream, as_tool_call_result, forced_request, forced_tools
 
@@ -88,6 +89,8 @@ class LlamaCppModel:
             # An embedder reads a whole input in one micro-batch; past the batch size it fails
             # ("increase the physical batch size"), so the batch holds a slot's whole context.
             params.n_batch = params.n_ubatch = max(spec.num_ctx, DEFAULT_BATCH)
+        else:
+            apply_speculative(params, spec.draft_ngram, spec.draft_path)
         return params
 
     def _start_chat(self, spec: LoadSpec, params: Any) -> Any:
@@ -129,7 +132,7 @@ class LlamaCppModel:
                 props = self._tokens().props()
             except EngineError as exc:  # the first request to reach the engine: it may be dead
                 raise self._listener_failed(exc) from exc
-            self._guard = RenderGuard.from_props(self.spec.name, props)
+            self._guard = RenderGuard.from_props(self.spec.name, props, self.spec.num_ctx)
         self._guard.check(
             messages if isinstance(messages, list) else [],
             tools if isinstance(tools, list) else None,

@@ -23,6 +23,9 @@ from ..templates import is_builtin_template_name, render_template
 
 #: Request-time deadline for one render; real chat templates take well under 10 ms.
 RENDER_TIMEOUT_S = 2.0
+#: A prompt that fills the context takes at most about this many characters a token (the bound
+#: on a render's size grows with the context, from the sandbox's 1 MB).
+CHARS_PER_TOKEN = 16
 
 
 @dataclass(frozen=True)
@@ -34,9 +37,10 @@ class RenderGuard:
     bos_token: str = ""
     eos_token: str = ""
     caps: dict[str, bool] = field(default_factory=dict)
+    num_ctx: int = 0
 
     @classmethod
-    def from_props(cls, name: str, props: dict[str, Any]) -> RenderGuard:
+    def from_props(cls, name: str, props: dict[str, Any], num_ctx: int = 0) -> RenderGuard:
         """From the engine's /props: its template (with cove's tool prefix, when loaded with it)."""
         template = props.get("chat_template")
         caps = props.get("chat_template_caps")
@@ -46,6 +50,7 @@ class RenderGuard:
             bos_token=str(props.get("bos_token") or ""),
             eos_token=str(props.get("eos_token") or ""),
             caps={str(k): bool(v) for k, v in caps.items()} if isinstance(caps, dict) else {},
+            num_ctx=num_ctx,
         )
 
     def check(
@@ -66,6 +71,7 @@ class RenderGuard:
                 tools=tools or None,
                 extra=extra,
                 timeout_s=RENDER_TIMEOUT_S,
+                max_chars=CHARS_PER_TOKEN * self.num_ctx,
             )
         except InvalidTemplate as exc:
             said = str(exc).rstrip(".")
