@@ -52,3 +52,20 @@ def test_a_look_never_creates_the_database(tmp_path: Path) -> None:
     assert not (tmp_path / "cove.db").exists()
     with pytest.raises(ValueError, match="one of"):
         Measurements.of_home(tmp_path).record(Measurement("m", "d", "guess"))
+
+
+def test_a_load_in_its_own_process_records_that_process_peak(tmp_path: Path) -> None:
+    import os
+    from types import SimpleNamespace
+
+    from cove.engine.base import LoadSpec
+    from cove.engine.calibration import load_recorder
+
+    record = load_recorder(tmp_path)
+    spec = LoadSpec(name="m:latest", model_path=tmp_path / "m", digest="d9", num_ctx=2048)
+    record(spec, SimpleNamespace(_process=SimpleNamespace(pid=os.getpid())), 5000)
+    record(spec, SimpleNamespace(), 5000)  # in-process: no figure of its own, nothing recorded
+    with Measurements.of_home(tmp_path) as m:
+        summary = m.of("d9", 2048)
+        assert summary is not None and summary.runs == 1
+        assert summary.peak_bytes is not None and summary.peak_bytes > 10_000_000  # this Python

@@ -441,3 +441,21 @@ def test_the_engine_process_loads_with_the_cap() -> None:
     model = engine_class(Base)  # type: ignore[arg-type]
     spec = replace(request("a").spec, cache_ram_mib=3)
     assert model._params(model.__new__(model), spec).cache_ram_mib == 3
+
+
+def test_each_load_is_told_to_the_hook_and_a_failing_hook_fails_nothing(
+    engine: FakeEngine, clock: Clock, memory: Memory
+) -> None:
+    told: list[tuple[str, int]] = []
+
+    def hook(spec: LoadSpec, model: Any, planned: int) -> None:
+        told.append((spec.name, planned))
+        raise RuntimeError("the database is gone")
+
+    scheduler = Scheduler(engine, free_memory=memory, clock=clock, num_parallel=1, on_loaded=hook)
+    try:
+        use(scheduler, request("a", num_ctx=8192))
+        use(scheduler, request("a", num_ctx=8192))  # loaded already: not told again
+    finally:
+        scheduler.close()
+    assert told == [("a:latest", estimate(INFO, WEIGHTS, 8192, 1).at_load)]

@@ -4,6 +4,7 @@ engine's own tokens/s."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from ..history.measurements import Measurement, Measurements
 from ..machine import Machine
 from ..store.models import Manifest
 from . import fitting, planner
+from .base import LoadSpec
 from .events import Usage
 from .options import context_size
 
@@ -99,6 +101,35 @@ def check(cove: Cove, manifest: Manifest, machine: Machine, measurements: Measur
         measured_tokens=answer.completion_tokens,
         decode_scale=scale,
     )
+
+
+def load_recorder(home: Path) -> Callable[[LoadSpec, Any, int], None]:
+    """The scheduler's `on_loaded`: each load's peak memory (its engine process's VmHWM; an
+    in-process engine shares this process, whose figure would mix in everything else, so it is
+    not recorded) beside what was planned, in COVE_HOME's database."""
+
+    def record(spec: LoadSpec, model: Any, planned: int) -> None:
+        process = getattr(model, "_process", None)  # IsolatedModel's child
+        pid = getattr(process, "pid", None)
+        peak = _peak_rss(pid) if isinstance(pid, int) else 0
+        if not peak:
+            return
+        with Measurements.of_home(home) as measurements:
+            measurements.record(
+                Measurement(
+                    model=spec.name,
+                    digest=spec.digest,
+                    kind="load",
+                    num_ctx=spec.num_ctx,
+                    parallel=spec.num_parallel,
+                    kv_type=spec.kv_cache_type,
+                    threads=spec.num_threads or None,
+                    peak_bytes=peak,
+                    predicted_bytes=planned,
+                )
+            )
+
+    return record
 
 
 def _prompt_tps(usage: Usage | None) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -50,6 +50,8 @@ class ModelRequest:
 
 
 FOREVER = float("inf")
+#: Told of each load (the sized spec, the model, the bytes planned for it), to measure it.
+LoadHook = Callable[[LoadSpec, LoadedModel, int], None]
 
 
 class Scheduler:
@@ -65,6 +67,7 @@ class Scheduler:
         keep_alive_s: float = 300.0,
         free_memory: Callable[[], int] = available_bytes,
         clock: Callable[[], float] = time.monotonic,
+        on_loaded: LoadHook | None = None,
     ) -> None:
         self._factory = factory
         self.max_loaded = max_loaded
@@ -73,6 +76,7 @@ class Scheduler:
         self.keep_alive_s = keep_alive_s
         self._free_memory = free_memory
         self._clock = clock
+        self._on_loaded = on_loaded
         self._runners: dict[tuple[object, ...], Runner] = {}
         self._waiting: dict[str, int] = {}  # queued for a slot of a loaded model
         self._loading: dict[str, int] = {}  # queued behind a model being loaded
@@ -164,6 +168,7 @@ class Scheduler:
         self._cond.release()
         try:
             model = self._factory(sized)
+            self._measure(sized, model, request)
         except EngineCrashed as exc:
             if exc.loading:
                 self.crashes.crashed_loading(spec, exc.why)
@@ -224,6 +229,15 @@ class Scheduler:
             embedding=spec.embedding,
             kv_type=spec.kv_type,
         )
+
+    def _measure(self, sized: LoadSpec, model: LoadedModel, request: ModelRequest) -> None:
+        """Tell the hook (lock released): a measurement that fails never fails the load."""
+        if self._on_loaded is None:
+            return
+        info, weights, ctx, kv = request.info, request.weights, sized.num_ctx, sized.kv_cache_type
+        planned = estimate(info, weights, ctx, sized.num_parallel, embedding=sized.embedding, kv_type=kv)
+        with suppress(Exception):  # measuring is a side matter: a failure here is no failed load
+            self._on_loaded(sized, model, planned.at_load)
 
     def _register(self, sized: LoadSpec, model: LoadedModel, request: ModelRequest) -> Runner:
         parallel = sized.num_parallel
