@@ -224,6 +224,7 @@ def test_parameter_table_is_complete() -> None:
     expected = {
         "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "repeat_last_n",
         "presence_penalty", "frequency_penalty", "num_ctx", "num_predict", "seed", "stop", "kv_cache_type",
+        "draft_ngram",
     }  # fmt: skip
     assert set(PARAMETER_TYPES) == expected
 

@@ -114,7 +114,15 @@ class Settings:
         64, env="COVE_MAX_QUEUE", description="requests that may wait per model before a 503 (0: none)", ge=0
     )
     num_threads: int = setting(
-        0, env="COVE_NUM_THREADS", description="engine threads (0: one per physical core)", ge=0
+        0, env="COVE_NUM_THREADS", description="engine threads (0: the physical cores idle at load)", ge=0
+    )
+    draft_ngram: int = setting(
+        0,
+        env="COVE_DRAFT_NGRAM",
+        description="prompt-lookup speculative decoding: most tokens drafted a step (0: off), "
+        "for models whose recipe does not set PARAMETER draft_ngram",
+        ge=0,
+        le=64,
     )
     keep_alive_s: Duration = setting(
         DEFAULT_KEEP_ALIVE_S,

@@ -14,9 +14,9 @@ from cove.errors import CoveError, InvalidRecipe, InvalidTemplate
 from cove.templates import check_template, is_builtin_template_name
 
 MAX_RECIPE_BYTES = 1_000_000
-INSTRUCTIONS = ("FROM", "ADAPTER", "TEMPLATE", "SYSTEM", "PARAMETER", "MESSAGE", "LICENSE")
+INSTRUCTIONS = ("FROM", "ADAPTER", "DRAFT", "TEMPLATE", "SYSTEM", "PARAMETER", "MESSAGE", "LICENSE")
 ROLES = ("system", "user", "assistant")
-_FIELDS = ("base", "system", "template", "parameters", "adapter", "messages", "license")
+_FIELDS = ("base", "system", "template", "parameters", "adapter", "messages", "license", "draft")
 _INT64 = 2**63
 
 
@@ -47,6 +47,8 @@ PARAMETER_TYPES: dict[str, ParameterType] = {
     "stop": ParameterType(str, repeats=True),
     # A load setting: the KV cache's element type (q8_0 halves its memory); see engine/memory.py.
     "kv_cache_type": ParameterType(str, choices=("f16", "q8_0")),
+    # A load setting: prompt-lookup speculative decoding, the most tokens drafted a step (0: off).
+    "draft_ngram": ParameterType(int, 0, 64),
 }
 
 
@@ -61,6 +63,8 @@ class Recipe:
     adapter: str | None = None
     messages: list[dict[str, str]] = field(default_factory=list)
     license: str | None = None
+    #: A draft model for speculative decoding (a stored model or file; same vocabulary as base).
+    draft: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +75,7 @@ class Recipe:
             "adapter": self.adapter,
             "messages": [dict(m) for m in self.messages],
             "license": self.license,
+            "draft": self.draft,
         }
 
     @classmethod
@@ -97,6 +102,7 @@ class Recipe:
             adapter=None if d.get("adapter") is None else _check_ref(d["adapter"], "adapter"),
             messages=_check_messages(d.get("messages") or []),
             license=_optional_text(d.get("license"), "license"),
+            draft=None if d.get("draft") is None else _check_ref(d["draft"], "draft"),
         )
 
     def to_text(self) -> str:
@@ -104,6 +110,8 @@ class Recipe:
         lines = [f"FROM {_quote(self.base)}"]
         if self.adapter is not None:
             lines.append(f"ADAPTER {_quote(self.adapter)}")
+        if self.draft is not None:
+            lines.append(f"DRAFT {_quote(self.draft)}")
         if self.template is not None:
             lines.append(f"TEMPLATE {_quote(self.template)}")
         if self.system is not None:
@@ -131,6 +139,7 @@ class Recipe:
             adapter=pick(self.adapter, base.adapter),
             messages=[dict(m) for m in (self.messages or base.messages)],
             license=pick(self.license, base.license),
+            draft=pick(self.draft, base.draft),
         )
 
 
@@ -349,6 +358,7 @@ class _Parser:
         self.handlers: dict[str, Callable[[str, str, int], None]] = {
             "FROM": self._from,
             "ADAPTER": self._adapter,
+            "DRAFT": self._draft,
             "TEMPLATE": self._template,
             "SYSTEM": self._system,
             "PARAMETER": self._parameter,
@@ -396,6 +406,10 @@ class _Parser:
         self.once("ADAPTER", line)
         self.fields["adapter"] = _check_ref(value, "ADAPTER")
 
+    def _draft(self, value: str, _: str, line: int) -> None:
+        self.once("DRAFT", line)
+        self.fields["draft"] = _check_ref(value, "DRAFT")
+
     def _template(self, value: str, _: str, line: int) -> None:
         self.once("TEMPLATE", line)
         self.fields["template"] = _check_template_value(value)
@@ -427,6 +441,7 @@ class _Parser:
         for key, value, slash_is_path in (
             ("FROM", recipe.base, False),
             ("ADAPTER", recipe.adapter, True),
+            ("DRAFT", recipe.draft, False),
         ):
             if value is None or (folder / value).is_file():
                 continue

@@ -34,10 +34,16 @@ class LoadSpec:
     kv_type: str | None = None
     #: The KV-cache type the engine is given (llama.cpp's cache_type_k/v), set by the scheduler.
     kv_cache_type: str = "f16"
+    #: Prompt-lookup (n-gram) speculative decoding: the most tokens drafted a step, 0 off (recipe
+    #: `PARAMETER draft_ngram`, else COVE_DRAFT_NGRAM); see engine/speculative.py.
+    draft_ngram: int = 0
+    #: A draft model's file (recipe `DRAFT`: a smaller model with the same vocabulary), or None.
+    draft_path: str | None = None
 
     @property
     def key(self) -> tuple[object, ...]:
-        return (self.digest, self.num_ctx, self.template, self.adapter_path, self.embedding, self.kv_type)
+        load = (self.digest, self.num_ctx, self.template, self.adapter_path, self.embedding, self.kv_type)
+        return (*load, self.draft_ngram, self.draft_path)
 
 
 class LoadedModel(Protocol):

@@ -1,0 +1,100 @@
+"""Speculative decoding: the recipe's DRAFT line and draft_ngram parameter, and the engine's settings."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import xllamacpp
+
+from cove.config import Settings
+from cove.engine.base import LoadSpec
+from cove.engine.llamacpp import LlamaCppModel
+from cove.engine.speculative import apply_speculative
+from cove.errors import InvalidRecipe
+from cove.recipe import Recipe, parse_recipe
+from cove.store.models import ModelStore
+
+KIND = xllamacpp.common_speculative_type
+
+
+def test_a_recipe_names_its_draft_and_ngram_drafting() -> None:
+    recipe = parse_recipe("FROM big:latest\nDRAFT small:latest\nPARAMETER draft_ngram 16\n")
+    assert recipe.draft == "small:latest" and recipe.parameters["draft_ngram"] == 16
+    assert parse_recipe(recipe.to_text()) == recipe
+    assert Recipe.from_dict(recipe.to_dict()) == recipe
+    child = parse_recipe("FROM mine\nSYSTEM hi\n").merged_over(recipe)
+    assert child.draft == "small:latest"  # a recipe layered on another keeps its draft
+
+
+def test_bad_speculative_lines_are_refused() -> None:
+    with pytest.raises(InvalidRecipe, match="line 3: duplicate DRAFT"):
+        parse_recipe("FROM a\nDRAFT b\nDRAFT c\n")
+    with pytest.raises(InvalidRecipe, match="draft_ngram must be between 0 and 64"):
+        parse_recipe("FROM a\nPARAMETER draft_ngram 65\n")
+
+
+def test_the_default_is_off_and_a_setting() -> None:
+    assert Settings().draft_ngram == 0
+    assert Settings.from_env({"COVE_DRAFT_NGRAM": "8"}).draft_ngram == 8
+
+
+def test_engine_params_for_each_kind_of_drafting(tmp_path: Path) -> None:
+    params = xllamacpp.CommonParams()
+    apply_speculative(params, 0)
+    assert params.speculative.types == [KIND.COMMON_SPECULATIVE_TYPE_NONE]  # off: untouched
+    apply_speculative(params, 12)
+    assert params.speculative.types == [KIND.COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE]
+    assert params.speculative.ngram_simple.size_m == 12 and params.speculative.draft.n_max >= 12
+    both = xllamacpp.CommonParams()
+    apply_speculative(both, 8, str(tmp_path / "draft.gguf"))
+    assert both.speculative.types == [
+        KIND.COMMON_SPECULATIVE_TYPE_DRAFT_SIMPLE,
+        KIND.COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE,
+    ]
+    assert both.speculative.draft.mparams.path == str(tmp_path / "draft.gguf")
+
+
+def test_a_spec_with_drafting_is_another_load() -> None:
+    spec = LoadSpec(name="m", model_path=Path("m.gguf"), digest="d", num_ctx=256)
+    assert replace(spec, draft_ngram=16).key != spec.key
+    assert replace(spec, draft_path="s.gguf").key != spec.key
+
+
+PASSAGE = (
+    "The keeper climbed the hundred and twelve steps every evening, lit the lamp, wrote the weather "
+    "in his logbook, and watched the ships pass until the morning came grey over the water."
+)
+
+
+@pytest.mark.model
+def test_prompt_lookup_drafts_and_the_model_accepts(model_home: Path) -> None:
+    store = ModelStore(model_home)
+    manifest = store.get("gemma3:270m")
+    spec = LoadSpec(
+        name=manifest.name,
+        model_path=store.model_path(manifest),
+        digest=manifest.digest,
+        num_ctx=1024,
+        template=manifest.recipe_obj().template,
+    )
+    body = {
+        "messages": [{"role": "user", "content": f"Repeat exactly, word for word:\n\n{PASSAGE}"}],
+        "max_tokens": 48,
+        "temperature": 0,
+    }
+    texts = {}
+    for name, load in (("off", spec), ("ngram", replace(spec, draft_ngram=16))):
+        model = LlamaCppModel(load)
+        try:
+            result = model.chat(dict(body))
+        finally:
+            model.close()
+        texts[name] = result["choices"][0]["message"]["content"]
+        timings = result["timings"]
+        if name == "ngram":
+            assert timings["draft_n"] > 0 and timings["draft_n_accepted"] > 0
+        else:
+            assert not timings.get("draft_n")
+    assert texts["ngram"] == texts["off"]  # greedy: drafting changes the speed, never the answer
