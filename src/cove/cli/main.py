@@ -352,6 +352,7 @@ from .tools import tools  # noqa: E402  (imports this module's names; registered
 
 cli.add_command(tools)
 
+from .bench import bench  # noqa: E402
 from .doctor import doctor  # noqa: E402  (as above)
 from .fit import fit  # noqa: E402
 from .pick import pick  # noqa: E402
@@ -359,3 +360,4 @@ from .pick import pick  # noqa: E402
 cli.add_command(doctor)
 cli.add_command(fit)
 cli.add_command(pick)
+cli.add_command(bench)
