@@ -124,3 +124,38 @@ def test_a_header_past_the_cap_is_not_read_on(fake: FakeHF, monkeypatch: pytest.
         remote_header.read_remote("hf.co/acme/Big-GGUF", settings(fake))
     ranges = [g.headers["range"] for g in fake.seen("GET", "big-Q4_K_M.gguf")]
     assert ranges == ["bytes=0-1048575", "bytes=1048576-2097151"]
+
+
+def test_read_header_takes_a_header_without_its_weights_and_read_gguf_does_not(tmp_path: object) -> None:
+    import io
+    from pathlib import Path
+
+    from cove.store import gguf
+
+    head = DATA[: 3 << 20]  # the whole header, a fraction of the tensor data
+    info = gguf.read_header(io.BytesIO(head), len(DATA))
+    assert info.tensor_count == len(TENSORS) and info.file_size == len(DATA)
+    assert info.summary()["block_count"] == 16
+    cut = Path(str(tmp_path)) / "cut.gguf"
+    cut.write_bytes(head)
+    with pytest.raises(InvalidModelFile):
+        gguf.read_gguf(cut)  # on disk, missing tensor data is a broken file
+
+
+def test_the_listing_keeps_sizes_and_a_ranged_get_brings_only_the_range(fake: FakeHF) -> None:
+    from cove.store.huggingface import HuggingFace, parse_hf_ref
+
+    ref = parse_hf_ref("hf.co/acme/Big-GGUF")
+    assert ref is not None
+    with HuggingFace(fake.url) as hf:
+        sizes = hf.file_sizes(ref)
+        assert sizes["big-Q4_K_M.gguf"] == len(DATA) and sizes["README.md"] == len(b"# Big")
+        url = f"{fake.url}/acme/Big-GGUF/resolve/main/big-Q4_K_M.gguf"
+        response = hf.get_range(url, 4, 8)
+        try:
+            assert response.status_code == 206 and response.read() == DATA[4:8]
+        finally:
+            response.close()
+    fake.no_tree = True
+    with HuggingFace(fake.url) as hf:
+        assert hf.file_sizes(ref) == {}

@@ -294,14 +294,24 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
     OSError (missing file, permissions) passes through unchanged.
     """
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        r = _Reader(f, size, _Budget(_WORK_BUDGET, _TIME_BUDGET_S))
-        version, tensor_count, kv_count = _read_header(r)
-        metadata = _read_metadata(r, kv_count)
-        alignment = _alignment(metadata)
-        tensors = _read_tensor_infos(r, tensor_count)
-        if tensors:
-            _check_tensor_data(tensors, _align_up(r.tell(), alignment), size, alignment)
+        return _parse(f, os.fstat(f.fileno()).st_size, check_data=True)
+
+
+def read_header(f: BinaryIO, size: int) -> GGUFInfo:
+    """The header of a GGUF of `size` bytes read from `f` (any object with read, seek and tell:
+    a file, or ranges fetched over HTTP), with the same limits as read_gguf, but without the
+    check that the tensor data is all there: a header read does not have it."""
+    return _parse(f, size, check_data=False)
+
+
+def _parse(f: BinaryIO, size: int, *, check_data: bool) -> GGUFInfo:
+    r = _Reader(f, size, _Budget(_WORK_BUDGET, _TIME_BUDGET_S))
+    version, tensor_count, kv_count = _read_header(r)
+    metadata = _read_metadata(r, kv_count)
+    alignment = _alignment(metadata)
+    tensors = _read_tensor_infos(r, tensor_count)
+    if tensors and check_data:
+        _check_tensor_data(tensors, _align_up(r.tell(), alignment), size, alignment)
     matrices = Counter(_ggml_type_name(t.ggml_type) for t in tensors if len(t.dims) >= 2)
     return GGUFInfo(
         version=version,

@@ -200,9 +200,38 @@ class HuggingFace:
             raise self._unreachable(exc) from exc
         return files
 
+    def file_sizes(self, ref: HFRef) -> dict[str, int]:
+        """Path → bytes of every file in the repo whose tree listing gives its size (the LFS
+        object's size for weights); {} from an endpoint without a tree API."""
+        base = f"{self.endpoint}/api/models/{quote(ref.owner)}/{quote(ref.repo)}"
+        tree = f"{base}/tree/{quote(ref.revision, safe='')}?recursive=true"
+        try:
+            entries = self._tree_entries(ref, tree) or []
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+        sizes = {}
+        for entry in entries:
+            lfs = entry.get("lfs")
+            size = lfs.get("size") if isinstance(lfs, dict) else entry.get("size")
+            if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+                sizes[str(entry["path"])] = size
+        return sizes
+
+    def get_range(self, url: str, start: int, end: int) -> httpx.Response:
+        """Bytes [start, end) of `url`, streamed (the caller reads and closes it). The status
+        and Content-Range are the caller's to check: a server may ignore the Range."""
+        headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
+        response, _ = self._send("GET", url, headers, stream=True)
+        return response
+
     def _tree(self, ref: HFRef, url: str) -> list[str] | None:
         """Walk the paginated tree listing; None when the endpoint has no tree API (404)."""
-        files: list[str] = []
+        entries = self._tree_entries(ref, url)
+        return None if entries is None else [e["path"] for e in entries]
+
+    def _tree_entries(self, ref: HFRef, url: str) -> list[dict[str, Any]] | None:
+        """The tree listing's file entries, every page; None when there is no tree API (404)."""
+        files: list[dict[str, Any]] = []
         for _ in range(MAX_PAGES):
             response, url = self._send("GET", url)
             if response.status_code == 404 and not files:
@@ -210,7 +239,7 @@ class HuggingFace:
             self._expect(response, ref, 200)
             entries = _json(response, list)
             files += [
-                e["path"]
+                e
                 for e in entries
                 if isinstance(e, dict) and e.get("type") == "file" and isinstance(e.get("path"), str)
             ]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
@@ -80,25 +79,13 @@ def read_remote(text: str, settings: Settings, hf: HuggingFace | None = None) ->
 
 
 def repo_sizes(hf: HuggingFace, ref: HFRef) -> dict[str, int]:
-    """Path → bytes of every GGUF in the repo from its tree listing; {} if it gives none."""
-    url = (
-        f"{hf.endpoint}/api/models/{quote(ref.owner)}/{quote(ref.repo)}/tree/"
-        f"{quote(ref.revision, safe='')}?recursive=true"
-    )
+    """Path → bytes of every GGUF in the repo from its tree listing; {} if it gives none (the
+    chosen file's own size is still known from its header read)."""
     try:
-        response, _ = hf._send("GET", url)
-        entries = response.json() if response.status_code == 200 else []
-    except (httpx.HTTPError, ValueError):
+        sizes = hf.file_sizes(ref)
+    except (PullError, httpx.HTTPError, ValueError):
         return {}
-    sizes = {}
-    for entry in entries if isinstance(entries, list) else []:
-        if not isinstance(entry, dict) or not str(entry.get("path", "")).lower().endswith(".gguf"):
-            continue
-        lfs = entry.get("lfs")
-        size = lfs.get("size") if isinstance(lfs, dict) else entry.get("size")
-        if isinstance(size, int) and size > 0:
-            sizes[str(entry["path"])] = size
-    return sizes
+    return {path: size for path, size in sizes.items() if path.lower().endswith(".gguf")}
 
 
 def _quants(sizes: dict[str, int], chosen: str, size: int) -> dict[str, int]:
@@ -143,9 +130,8 @@ class RangeSource:
             raise InvalidModelFile(
                 f"the GGUF header runs past {MAX_HEADER_BYTES >> 20} MiB; this file is not one cove will load"
             )
-        headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
         try:
-            response, _ = self._hf._send("GET", self._url, headers, stream=True)
+            response = self._hf.get_range(self._url, start, end)
         except httpx.HTTPError as exc:
             raise PullError(f"could not read the header of {self._url}: {type(exc).__name__}") from exc
         try:
@@ -177,23 +163,5 @@ class RangeSource:
 def parse_header(source: Any, size: int) -> dict[str, Any]:
     """The header's summary, by cove's reader (same limits as a file on disk), without the
     check that the tensor data is all there: it is still on the server."""
-    # The reader's parts are used one by one so that its last step (the tensor data, which a
-    # header read does not have) is left out; see the report for a public entry point.
-    reader = gguf._Reader(source, size, gguf._Budget(gguf._WORK_BUDGET, gguf._TIME_BUDGET_S))
-    version, tensor_count, kv_count = gguf._read_header(reader)
-    metadata = gguf._read_metadata(reader, kv_count)
-    tensors = gguf._read_tensor_infos(reader, tensor_count)
-    matrices: dict[str, int] = {}
-    for t in tensors:
-        if len(t.dims) >= 2:
-            name = gguf._ggml_type_name(t.ggml_type)
-            matrices[name] = matrices.get(name, 0) + 1
-    info = gguf.GGUFInfo(
-        version=version,
-        file_size=size,
-        tensor_count=tensor_count,
-        parameter_count=sum(t.elements for t in tensors),
-        metadata=metadata,
-        tensor_types=matrices,
-    )
+    info = gguf.read_header(source, size)
     return {**info.summary(), "embedding_only": info.architecture in EMBEDDING_ARCHITECTURES}
