@@ -204,7 +204,7 @@ def tps(value: float) -> str:
 def available(as_json: bool) -> None:
     """`cove list --available`: the catalog with a fit column and predicted speed, best here first."""
     settings = Settings.from_env()
-    ranked = fitting.rank(this_machine(settings.home))
+    ranked = fitting.rank(this_machine(settings.home), decode_scale=fitting.decode_scale(settings.home))
     planned = {r.entry.name for r in ranked}
     rest = [e for e in catalog.CATALOG if e.name not in planned]  # entries without figures
     if as_json:

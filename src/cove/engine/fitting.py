@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from ..machine import Machine
+from ..history.measurements import Measurements
+from ..machine import Machine, this_machine
 from ..store import catalog
 from ..store.catalog import CatalogEntry
 from ..store.models import Manifest
@@ -87,6 +89,25 @@ def _rank_key(r: Ranked) -> tuple[int, int, int, float]:
     chat = 0 if r.entry.kind == "chat" else 1
     order = -r.plan.params if r.usable else -r.plan.decode_tps
     return (VERDICTS.index(r.plan.verdict), 0 if r.usable else 1, chat, order)
+
+
+def decode_scale(home: Path) -> float:
+    """Measured over predicted decode speed on this machine (1.0 before any measurement)."""
+    measurements = Measurements.if_any(home)
+    if measurements is None:
+        return 1.0
+    with measurements:
+        return measurements.decode_efficiency() or 1.0
+
+
+def catalog_for(home: Path) -> list[dict[str, Any]]:
+    """The whole catalog for the web chat's Models page, best here first: each planned entry
+    with its FIT label and plan (speeds scaled by what this machine measured), then the
+    entries without figures as they are. Blocking (it may measure the bandwidth once)."""
+    ranked = rank(this_machine(home), decode_scale=decode_scale(home))
+    planned = {r.entry.name for r in ranked}
+    rest = [e.to_dict() for e in catalog.CATALOG if e.name not in planned]
+    return [r.to_dict() for r in ranked] + rest
 
 
 def pick(machine: Machine, entries: Sequence[CatalogEntry] | None = None) -> tuple[Ranked | None, str]:

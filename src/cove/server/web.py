@@ -10,10 +10,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from ..engine import fitting
 from ..store.catalog import CATALOG
 from ..web import MAX_RENDER_CHARS, render, static_root
 from .bodies import parse
 from .schemas import Strict
+from .state import state_of
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -77,8 +79,15 @@ async def render_markdown(request: Request) -> Response:
     return JSONResponse({"html": html}, headers={"cache-control": "no-store"})
 
 
-async def catalog(_: Request) -> Response:
-    return JSONResponse({"models": [entry.to_dict() for entry in CATALOG]})
+async def catalog(request: Request) -> Response:
+    """The catalog ranked for this machine, each entry with its fit and predicted speed; the
+    plain catalog if this machine cannot be described (the page still lists and pulls)."""
+    home = state_of(request).cove.settings.home
+    try:
+        models = await run_in_threadpool(fitting.catalog_for, home)
+    except Exception:  # a fit column is never worth an unusable Models page
+        models = [entry.to_dict() for entry in CATALOG]
+    return JSONResponse({"models": models})
 
 
 routes = [

@@ -544,13 +544,28 @@ async function loadModels() {
     const pull = el("button", { type: "button", class: "small primary", text: have.has(entry.name) ? "Installed" : "Pull" });
     pull.disabled = have.has(entry.name);
     pull.addEventListener("click", () => pullModel(entry.name));
-    return el("li", {},
+    return el("li", { "data-fit": entry.fit || "" },
       el("h4", { text: entry.name }),
       el("p", { text: entry.description }),
       el("p", {}, el("span", { class: "ram", text: `needs ~${entry.ram_gb} GB RAM` }),
         document.createTextNode(` · ${entry.download_mb ?? entry.size_mb} MB download · ${entry.license}`)),
+      fitLine(entry),
       pull);
   }));
+}
+
+// The server ranks the catalog for this machine: best here first, each with its fit and speed.
+const FIT_WORDS = {
+  yes: "Fits this machine", slow: "Fits, but writes slowly", tight: "Fits, with little room to spare",
+  "if freed": "Fits if other programs free memory", no: "Does not fit this machine",
+};
+
+function fitLine(entry) {
+  if (!entry.fit || !entry.plan) return el("p", { class: "fit", text: "" });
+  const speed = entry.plan.decode_tps >= 10 ? Math.round(entry.plan.decode_tps) : entry.plan.decode_tps.toFixed(1);
+  const gb = (entry.plan.memory.total / 1e9).toFixed(1);
+  return el("p", { class: `fit fit-${entry.fit.replace(" ", "-")}`, title: entry.plan.reason,
+    text: `${FIT_WORDS[entry.fit] || entry.fit} · about ${speed} tokens/s · ${gb} GB` });
 }
 
 async function pullModel(name) {
