@@ -13,18 +13,25 @@ import pytest
 from cove.engine import threads
 from cove.engine.base import LoadSpec
 from cove.engine.llamacpp import LlamaCppModel
-from cove.engine.threads import choose_threads, idle_cores
+from cove.engine.threads import SHARED_POLL, SPIN_POLL, Threads, choose_threads, idle_cores
 
 
 def test_a_thread_per_idle_physical_core() -> None:
-    assert choose_threads(idle=7.7, physical=8) == 8
-    assert choose_threads(idle=1.3, physical=2) == 1  # one core busy: one thread, not a stalled pair
-    assert choose_threads(idle=5.0, physical=2) == 2  # never more than the physical cores
-    assert choose_threads(idle=0.1, physical=4) == 1  # a machine flat out still gets a thread
+    assert choose_threads(idle=7.9, physical=8) == Threads(8, SPIN_POLL)
+    assert choose_threads(idle=7.7, physical=8) == Threads(8, SHARED_POLL)  # a core is partly taken
+    assert choose_threads(idle=1.3, physical=2).count == 1  # one core busy: one thread, not a stalled pair
+    assert choose_threads(idle=5.0, physical=2) == Threads(2, SPIN_POLL)  # at most the physical cores
+    assert choose_threads(idle=0.1, physical=4).count == 1  # a machine flat out still gets a thread
+
+
+def test_workers_sleep_while_they_wait_when_cores_are_shared() -> None:
+    assert choose_threads(idle=1.6, physical=2) == Threads(2, SHARED_POLL)
+    assert choose_threads(idle=1.8, physical=2) == Threads(2, SPIN_POLL)
 
 
 def test_an_asked_thread_count_wins() -> None:
-    assert choose_threads(3, idle=0.0, physical=2) == 3
+    assert choose_threads(3, idle=0.0, physical=2) == Threads(3, SHARED_POLL)
+    assert choose_threads(2, idle=8.0, physical=8) == Threads(2, SPIN_POLL)
 
 
 def test_a_spinning_process_shows_as_a_busy_core() -> None:
@@ -48,5 +55,6 @@ def test_the_engine_gets_the_choice_and_sleeping_waits(
     spec = LoadSpec(name="m", model_path=tmp_path / "m.gguf", digest="d", num_ctx=256)
     params = model._params(spec)
     assert params.cpuparams.n_threads == params.cpuparams_batch.n_threads == 1
-    assert params.cpuparams.poll == params.cpuparams_batch.poll == 0
-    assert model._params(replace(spec, num_threads=2)).cpuparams.n_threads == 2  # COVE_NUM_THREADS
+    assert params.cpuparams.poll == params.cpuparams_batch.poll == SPIN_POLL  # its core is idle
+    asked = model._params(replace(spec, num_threads=2)).cpuparams  # COVE_NUM_THREADS
+    assert asked.n_threads == 2 and asked.poll == SHARED_POLL

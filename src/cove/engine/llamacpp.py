@@ -19,7 +19,7 @@ from .base import ChunkCallback, LoadSpec
 from .embedding import fit_to_context
 from .render_guard import RenderGuard
 from .speculative import apply_speculative
-from .threads import DEFAULT_POLL, choose_threads
+from .threads import choose_threads
 from .tool_choice import ForcedCallStream, as_tool_call_result, forced_request, forced_tools
 
 #: The in-process engine's call for each kind of request.
@@ -72,10 +72,10 @@ class LlamaCppModel:
         params.n_ctx = spec.num_ctx * spec.num_parallel
         params.n_parallel = spec.num_parallel
         # Threads: the idle physical cores at load (or COVE_NUM_THREADS), sleeping, not spinning,
-        # while they wait for each other; see threads.py for why on a machine doing other things.
-        params.cpuparams.n_threads = choose_threads(spec.num_threads)
-        params.cpuparams_batch.n_threads = params.cpuparams.n_threads
-        params.cpuparams.poll = params.cpuparams_batch.poll = DEFAULT_POLL
+        # while they wait unless the cores are free; threads.py says why (a machine doing other things).
+        threads = choose_threads(spec.num_threads)
+        params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads.count
+        params.cpuparams.poll = params.cpuparams_batch.poll = threads.poll
         params.verbosity = -1
         params.cache_prompt = True
         # The engine opens its own loopback HTTP listener; lock it with a secret only we know.

@@ -5,7 +5,8 @@ descheduled (another program wants its core) the whole step waits for it, so on 
 fewer threads than cores decode faster, often several times faster; and threads that spin
 while they wait (`poll`) take cores from the very programs they then wait for. cove therefore
 counts the cores that are idle when the model loads, gives the engine no more threads than
-that (nor more than physical cores), and has them sleep rather than spin while they wait.
+that (nor more than physical cores), and has them sleep rather than spin while they wait
+unless each has an idle core of its own.
 benchmarks/threads.py measures the choice against fixed settings.
 """
 
@@ -13,14 +14,23 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 import psutil
 
 #: How long the load samples the CPUs to count the idle ones (seconds).
 SAMPLE_SECONDS = 0.25
-#: llama.cpp's `cpuparams.poll` (0 to 100: how hard a waiting worker spins before it sleeps);
-#: its own default is 50. 0 measured no slower on a quiet machine and faster beside a busy core.
-DEFAULT_POLL = 0
+#: llama.cpp's `cpuparams.poll` (0 to 100: how hard a waiting worker spins before it sleeps).
+#: Its default, 50, when every thread has an idle core to itself: spinning costs nobody then.
+SPIN_POLL = 50
+#: 0 when the cores are shared: a spinning worker takes the core the one it waits for needs.
+SHARED_POLL = 0
+
+
+@dataclass(frozen=True)
+class Threads:
+    count: int
+    poll: int
 
 
 def physical_cores() -> int:
@@ -42,12 +52,12 @@ def idle_cores(seconds: float = SAMPLE_SECONDS) -> float:
     return idle
 
 
-def choose_threads(requested: int = 0, idle: float | None = None, physical: int | None = None) -> int:
-    """`requested` when set (COVE_NUM_THREADS, a recipe); else the physical cores that are idle
-    now, at least one. A core counts when at least half of it is free: a thread on a core
-    another program holds half the time stalls every step as long as that program runs."""
-    if requested > 0:
-        return requested
+def choose_threads(requested: int = 0, idle: float | None = None, physical: int | None = None) -> Threads:
+    """`requested` threads when set (COVE_NUM_THREADS), else the physical cores idle now, at least
+    one. A core counts when at least half of it is free: a thread on a core another program
+    holds half the time stalls every step as long as that program runs. Workers spin while they
+    wait only when each has an idle core (within a quarter of one)."""
     cores = physical if physical is not None else physical_cores()
     free = idle if idle is not None else idle_cores()
-    return max(1, min(cores, int(free + 0.5)))
+    count = requested if requested > 0 else max(1, min(cores, int(free + 0.5)))
+    return Threads(count, SPIN_POLL if free >= count - 0.25 else SHARED_POLL)
