@@ -17,6 +17,7 @@ from cove.engine.base import LoadSpec
 from cove.engine.child import engine_class
 from cove.engine.memory import (
     GIB,
+    KV_TYPES,
     MIB,
     PROMPT_CACHE_CAP,
     estimate,
@@ -233,7 +234,7 @@ def test_stop_and_close_unload(make: SchedulerFactory, engine: FakeEngine) -> No
 def test_does_not_fit_suggests_a_context_that_does(
     make: SchedulerFactory, engine: FakeEngine, memory: Memory
 ) -> None:
-    scheduler = make(num_parallel=1)
+    scheduler = make(num_parallel=1, kv_types=KV_TYPES)
     big = request("a", num_ctx=1_000_000)
     memory.free = estimate(INFO, WEIGHTS, 8192, 1).total + 100
     with pytest.raises(DoesNotFit) as info:
@@ -256,12 +257,12 @@ def test_does_not_fit_suggests_a_context_that_does(
 def test_fewer_slots_then_a_q8_0_kv_cache_then_does_not_fit(
     make: SchedulerFactory, engine: FakeEngine, memory: Memory
 ) -> None:
-    scheduler = make(num_parallel=4)
+    scheduler = make(num_parallel=4, kv_types=KV_TYPES)
     memory.free = estimate(INFO, WEIGHTS, 8192, 2).total
     use(scheduler, request("a", num_ctx=8192))
     assert (engine.loads[-1].num_parallel, engine.loads[-1].kv_cache_type) == (2, "f16")
     scheduler.close()
-    scheduler = make(num_parallel=4)
+    scheduler = make(num_parallel=4, kv_types=KV_TYPES)
     memory.free = estimate(INFO, WEIGHTS, 8192, 1, kv_type="q8_0").total
     use(scheduler, request("b", num_ctx=8192))
     load = engine.loads[-1]
@@ -271,6 +272,18 @@ def test_fewer_slots_then_a_q8_0_kv_cache_then_does_not_fit(
     # A model that asks for f16 keeps it: it does not fit rather than being changed.
     with pytest.raises(DoesNotFit, match="needs"):
         use(scheduler, replace_spec(request("c", num_ctx=8192), kv_type="f16"))
+
+
+def test_q8_0_is_never_planned_for_an_engine_that_does_not_honour_it(
+    make: SchedulerFactory, engine: FakeEngine, memory: Memory
+) -> None:
+    scheduler = make(num_parallel=1)  # the default: f16 only, until the engine sets cache_type_k/v
+    memory.free = estimate(INFO, WEIGHTS, 8192, 1, kv_type="q8_0").total
+    with pytest.raises(DoesNotFit, match="needs"):
+        use(scheduler, request("a", num_ctx=8192))
+    with pytest.raises(DoesNotFit, match="needs"):  # asked for, it is still planned as allocated
+        use(scheduler, replace_spec(request("a", num_ctx=8192), kv_type="q8_0"))
+    assert engine.loads == []
 
 
 def test_an_idle_model_is_unloaded_to_make_room(

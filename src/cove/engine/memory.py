@@ -127,16 +127,17 @@ def plan_load(
     *,
     embedding: bool = False,
     kv_type: str | None = None,
+    kv_types: tuple[str, ...] = KV_TYPES,
 ) -> tuple[int, str]:
     """(slots, KV-cache type) that fit in `free`: the most slots (up to `wanted`) in f16, then in
     q8_0 (half the KV memory, a little quality) unless the caller named a type; DoesNotFit with
-    a way out when even one slot does not."""
-    for kind in [kv_type] if kv_type else list(KV_TYPES):
+    a way out when even one slot does not. `kv_types`: the levers the engine honours."""
+    for kind in [kv_type] if kv_type else list(kv_types):
         for parallel in range(max(wanted, 1), 0, -1):
             need = estimate(info, weights, num_ctx, parallel, embedding=embedding, kv_type=kind)
             if need.total <= free:
                 return parallel, kind
-    raise DoesNotFit(_advice(name, info, weights, num_ctx, free, embedding, kv_type or KV_TYPES[-1]))
+    raise DoesNotFit(_advice(name, info, weights, num_ctx, free, embedding, kv_type or kv_types[-1]))
 
 
 def plan_parallel(

@@ -68,6 +68,7 @@ class Scheduler:
         free_memory: Callable[[], int] = available_bytes,
         clock: Callable[[], float] = time.monotonic,
         on_loaded: LoadHook | None = None,
+        kv_types: tuple[str, ...] = ("f16",),
     ) -> None:
         self._factory = factory
         self.max_loaded = max_loaded
@@ -77,6 +78,9 @@ class Scheduler:
         self._free_memory = free_memory
         self._clock = clock
         self._on_loaded = on_loaded
+        #: KV-cache types the engine honours (LoadSpec.kv_cache_type): a load is planned only in
+        #: one of them, since planning q8_0 for an engine that allocates f16 under-counts it.
+        self.kv_types = kv_types
         self._runners: dict[tuple[object, ...], Runner] = {}
         self._waiting: dict[str, int] = {}  # queued for a slot of a loaded model
         self._loading: dict[str, int] = {}  # queued behind a model being loaded
@@ -227,7 +231,8 @@ class Scheduler:
             self.num_parallel,
             free,
             embedding=spec.embedding,
-            kv_type=spec.kv_type,
+            kv_type=spec.kv_type if spec.kv_type in self.kv_types else None,
+            kv_types=self.kv_types,
         )
 
     def _measure(self, sized: LoadSpec, model: LoadedModel, request: ModelRequest) -> None:
