@@ -286,8 +286,11 @@ def test_tool_choice_none_needs_no_tool_support() -> None:
     from cove.engine.llamacpp import LlamaCppModel
 
     sent: list[dict[str, Any]] = []
+    from cove.engine.render_guard import RenderGuard
+
     model = object.__new__(LlamaCppModel)
     model.no_tools = "its template cannot show tool calls"
+    model._guard = RenderGuard("m", None)  # no template to try first: the engine's own applies
     model._call = lambda kind, body, on_chunk: sent.append(body) or {"choices": []}  # type: ignore[method-assign]
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
     model.chat({"messages": [], "tools": [tool], "tool_choice": "none"})
