@@ -261,3 +261,15 @@ def test_a_busy_cpu_slows_the_arithmetic_not_the_memory_reads() -> None:
     desktop = machine("desktop-16gb")
     big = figures("llama3.1:8b")  # bandwidth-bound: the measured bandwidth already saw the load
     assert plan(big, replace(desktop, load_average=15.0)).decode_tps == plan(big, desktop).decode_tps
+
+
+def test_the_first_run_rule_follows_what_this_machine_measured() -> None:
+    desktop = machine("desktop-16gb")
+    chosen, _ = fitting.pick(desktop)
+    assert chosen is not None and chosen.usable
+    # Answers here came at a tenth of the predicted speed: the big pick would crawl, so a
+    # smaller model that still writes 10+ tokens/s at that rate is picked instead.
+    slower, _ = fitting.pick(desktop, decode_scale=0.1)
+    assert slower is not None and slower.usable
+    assert slower.plan.params < chosen.plan.params
+    assert slower.plan.decode_tps >= fitting.PICK_MIN_DECODE_TPS

@@ -36,8 +36,9 @@ def pick(ctx: Context, do_pull: bool, as_json: bool) -> None:
     """
     if do_pull:
         return click.echo(first_model(ctx.backend, err.print))
-    machine = this_machine(ctx.backend.settings.home)
-    chosen, why = fitting.pick(machine)
+    home = ctx.backend.settings.home
+    machine = this_machine(home)
+    chosen, why = fitting.pick(machine, decode_scale=fitting.decode_scale(home))
     if as_json:
         return print_json({"model": chosen.entry.name if chosen else None, "why": why, **_plan(chosen)})
     if chosen is None:
@@ -52,7 +53,8 @@ def _plan(chosen: fitting.Ranked | None) -> dict[str, object]:
 def first_model(backend: Backend, say: Say) -> str:
     """Choose for this machine, say what and why, pull it; offline, fall back and say so.
     Returns the stored name to chat with (what `cove run` with no model starts)."""
-    chosen, why = fitting.pick(this_machine(backend.settings.home))
+    home = backend.settings.home
+    chosen, why = fitting.pick(this_machine(home), decode_scale=fitting.decode_scale(home))
     wanted = [chosen.entry.name] if chosen else []
     if chosen:
         say(f"cove picked {chosen.entry.name} for this machine: {why}")

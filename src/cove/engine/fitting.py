@@ -110,9 +110,12 @@ def catalog_for(home: Path) -> list[dict[str, Any]]:
     return [r.to_dict() for r in ranked] + rest
 
 
-def pick(machine: Machine, entries: Sequence[CatalogEntry] | None = None) -> tuple[Ranked | None, str]:
-    """The first-run choice and why; None when no chat model fits this machine at all."""
-    ranked = [r for r in rank(machine, entries) if r.entry.kind == "chat"]
+def pick(
+    machine: Machine, entries: Sequence[CatalogEntry] | None = None, *, decode_scale: float = 1.0
+) -> tuple[Ranked | None, str]:
+    """The first-run choice and why; None when no chat model fits this machine at all.
+    `decode_scale`: what this machine measured against the predictions (see decode_scale())."""
+    ranked = [r for r in rank(machine, entries, decode_scale=decode_scale) if r.entry.kind == "chat"]
     best = next((r for r in ranked if r.usable), None)
     if best is not None:
         return best, (
