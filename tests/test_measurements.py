@@ -69,3 +69,18 @@ def test_a_load_in_its_own_process_records_that_process_peak(tmp_path: Path) -> 
         summary = m.of("d9", 2048)
         assert summary is not None and summary.runs == 1
         assert summary.peak_bytes is not None and summary.peak_bytes > 10_000_000  # this Python
+
+
+def test_each_timed_answer_is_recorded_for_its_model(tmp_path: Path) -> None:
+    from cove.engine.base import LoadSpec
+    from cove.engine.calibration import answer_recorder
+    from cove.engine.events import Usage
+
+    record = answer_recorder(tmp_path)
+    spec = LoadSpec(name="m:latest", model_path=tmp_path / "m", digest="d7", num_ctx=4096)
+    record(spec, Usage(prompt_tokens=40, completion_tokens=64, prompt_ms=200.0, tokens_per_s=31.25))
+    record(spec, Usage(prompt_tokens=40, completion_tokens=2, tokens_per_s=900.0))  # too short to time
+    with Measurements.of_home(tmp_path) as m:
+        summary = m.of("d7")
+        assert summary is not None and summary.runs == 1
+        assert (summary.decode_tps, summary.prompt_tps) == (31.2, 200.0)

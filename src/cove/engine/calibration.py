@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 PROMPT = "Count from one to one hundred in words, separated by commas."
 ANSWER_TOKENS = 64
+MIN_TIMED_TOKENS = 8
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Check:
     measured_tokens: int
     #: The decode factor other models' measurements gave the prediction (1.0: none yet).
     decode_scale: float = 1.0
+    #: The planner's own decode figure, before that factor.
+    unscaled_decode_tps: float = 0.0
 
     @property
     def memory_error(self) -> float:
@@ -100,6 +103,7 @@ def check(cove: Cove, manifest: Manifest, machine: Machine, measurements: Measur
         measured_decode_tps=measured_tps,
         measured_tokens=answer.completion_tokens,
         decode_scale=scale,
+        unscaled_decode_tps=plan.decode_tps,
     )
 
 
@@ -130,6 +134,44 @@ def load_recorder(home: Path) -> Callable[[LoadSpec, Any, int], None]:
             )
 
     return record
+
+
+def answer_recorder(home: Path) -> Callable[[LoadSpec, Usage], None]:
+    """Records each answer's speeds (the engine's own timings) for the model that gave it, in
+    COVE_HOME's database, opened on the first answer. For the library, after an answer whose
+    usage is known: `record(spec, usage)`. Answers too short to time (under 8 tokens) are
+    left out: their speed is mostly the first token's."""
+    opened: list[Measurements] = []
+
+    def record(spec: LoadSpec, usage: Usage) -> None:
+        if usage.completion_tokens < MIN_TIMED_TOKENS or not usage.tokens_per_s:
+            return
+        if not opened:
+            opened.append(Measurements.of_home(home))
+        opened[0].record(
+            Measurement(
+                model=spec.name,
+                digest=spec.digest,
+                kind="answer",
+                num_ctx=spec.num_ctx,
+                parallel=spec.num_parallel,
+                kv_type=spec.kv_cache_type,
+                threads=spec.num_threads or None,
+                decode_tps=round(usage.tokens_per_s, 1),
+                prompt_tps=_prompt_tps(usage),
+                tokens=usage.completion_tokens,
+                load_average=_load_average(),
+            )
+        )
+
+    return record
+
+
+def _load_average() -> float | None:
+    try:
+        return round(psutil.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
 
 
 def _prompt_tps(usage: Usage | None) -> float | None:
