@@ -7,14 +7,12 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from fakes import FakeEngine
 
 from cove.engine.base import LoadSpec
-from cove.engine.child import engine_class
 from cove.engine.memory import (
     GIB,
     KV_TYPES,
@@ -444,16 +442,14 @@ def test_the_prompt_cache_is_never_turned_off_nor_unbounded() -> None:
     assert estimate(INFO, WEIGHTS, 8192, 1, embedding=True).prompt_cache == 0
 
 
-def test_the_engine_process_loads_with_the_cap() -> None:
-    """engine/child.py hands the scheduler's cap to llama.cpp's cache_ram_mib."""
+def test_the_engine_loads_with_the_cap() -> None:
+    """The scheduler's cap reaches llama.cpp's cache_ram_mib, in-process and in engine processes."""
+    from cove.engine.llamacpp import LlamaCppModel
 
-    class Base:
-        def _params(self, spec: LoadSpec) -> Any:
-            return SimpleNamespace(cache_ram_mib=8192)
-
-    model = engine_class(Base)  # type: ignore[arg-type]
+    model = object.__new__(LlamaCppModel)
+    model._secret = "s"
     spec = replace(request("a").spec, cache_ram_mib=3)
-    assert model._params(model.__new__(model), spec).cache_ram_mib == 3
+    assert model._params(spec).cache_ram_mib == 3
 
 
 def test_each_load_is_told_to_the_hook_and_a_failing_hook_fails_nothing(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .base import LoadSpec
 
 if TYPE_CHECKING:
-    from .llamacpp import LlamaCppModel
+    pass
 
 
 def spec_to_json(spec: LoadSpec) -> str:
@@ -60,11 +60,16 @@ def main() -> None:
     from .llamacpp import LlamaCppModel
 
     spec = spec_from_json(sys.stdin.readline())
-    bound_memory(spec.memory_limit)
+    # An embedder renders no template, and its engine reserves a logits buffer of vocabulary x
+    # batch that it never touches (4.3 GB of address space for gemma3's 262k tokens at a 4096
+    # batch, against 1 GB resident): RLIMIT_DATA counts address space, so it would refuse a load
+    # that fits. Only chat engines, where a runaway render would land, are bounded.
+    if not spec.embedding:
+        bound_memory(spec.memory_limit)
     # The listener is a socket file in a folder only this user can enter, locked by a secret too.
     folder = tempfile.mkdtemp(prefix="cove-engine-")
     try:
-        model = engine_class(LlamaCppModel)(spec, listen=os.path.join(folder, "engine.sock"))
+        model = LlamaCppModel(spec, listen=os.path.join(folder, "engine.sock"))
     except CoveError as exc:
         _say(channel, {"error": str(exc)})
         _leave(folder, 3)
@@ -82,18 +87,6 @@ def bound_memory(limit: int) -> None:
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-
-
-def engine_class(base: type[LlamaCppModel]) -> type[LlamaCppModel]:
-    """The in-process engine, with the prompt cache held to what the scheduler counted for it."""
-
-    class EngineModel(base):  # type: ignore[misc, valid-type]
-        def _params(self, spec: LoadSpec) -> Any:
-            params = super()._params(spec)
-            params.cache_ram_mib = spec.cache_ram_mib
-            return params
-
-    return EngineModel
 
 
 def _leave(folder: str, status: int) -> None:

@@ -78,6 +78,8 @@ class LlamaCppModel:
         params.cpuparams.poll = params.cpuparams_batch.poll = threads.poll
         params.verbosity = -1
         params.cache_prompt = True
+        # The prompt cache (host RAM, 8 GiB by default) held to what the scheduler counted for it.
+        params.cache_ram_mib = spec.cache_ram_mib
         # The engine opens its own loopback HTTP listener; lock it with a secret only we know.
         params.api_keys = [self._secret]
         if spec.adapter_path:
