@@ -468,3 +468,34 @@ def test_each_load_is_told_to_the_hook_and_a_failing_hook_fails_nothing(
     finally:
         scheduler.close()
     assert told == [("a:latest", estimate(INFO, WEIGHTS, 8192, 1).at_load)]
+
+
+def test_a_loaded_models_prompt_cache_may_still_grow_and_counts_against_the_next_load(
+    make: SchedulerFactory, engine: FakeEngine, memory: Memory
+) -> None:
+    scheduler = make(num_parallel=1, max_loaded=4)
+    use(scheduler, request("a", num_ctx=8192), keep_alive=-1)
+    (held,) = scheduler.loaded()
+    budget = held.spec.cache_ram_mib * MIB
+    need = estimate(INFO, WEIGHTS, 8192, 1).total
+    memory.free = need + budget // 2  # enough for "b" only if "a"'s prompt cache never fills
+    with scheduler.use(request("a", num_ctx=8192)), pytest.raises(DoesNotFit):
+        use(scheduler, request("b", num_ctx=8192))
+    memory.free = need + budget
+    use(scheduler, request("b", num_ctx=8192))
+    assert loaded_names(scheduler) == ["a:latest", "b:latest"]
+
+
+def test_an_engine_process_grows_by_what_it_does_not_hold_yet() -> None:
+    import os
+    from types import SimpleNamespace
+
+    import psutil
+
+    from cove.engine.scheduler import Runner, _may_grow
+
+    spec = request("a").spec
+    model: Any = SimpleNamespace(_process=SimpleNamespace(pid=os.getpid()))
+    rss = psutil.Process().memory_info().rss
+    assert _may_grow(Runner(spec, model, rss // 2, 0.0, 0.0)) == 0
+    assert 5 * GIB - 100 * MIB <= _may_grow(Runner(spec, model, rss + 5 * GIB, 0.0, 0.0)) <= 5 * GIB

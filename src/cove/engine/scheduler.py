@@ -9,10 +9,12 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import psutil
+
 from ..errors import Busy, Cancelled, DoesNotFit, EngineCrashed, ShuttingDown
 from .base import EngineFactory, LoadedModel, LoadSpec
 from .crashes import CrashLog
-from .memory import available_bytes, estimate, plan_load, process_limit, prompt_cache_mib
+from .memory import MIB, available_bytes, estimate, plan_load, process_limit, prompt_cache_mib
 
 
 @dataclass
@@ -50,6 +52,21 @@ class ModelRequest:
 
 
 FOREVER = float("inf")
+
+
+def _may_grow(runner: Runner) -> int:
+    """What a loaded model may still take: its planned size less what its engine process holds
+    now; for an engine in this process (no figure of its own), its whole prompt-cache budget."""
+    process = getattr(runner.model, "_process", None)  # an engine process (IsolatedModel)
+    pid = getattr(process, "pid", None)
+    if isinstance(pid, int):
+        try:
+            return max(0, runner.size - int(psutil.Process(pid).memory_info().rss))
+        except psutil.Error:
+            return 0  # it has ended: the reaper drops it
+    return runner.spec.cache_ram_mib * MIB
+
+
 #: Told of each load (the sized spec, the model, the bytes planned for it), to measure it.
 LoadHook = Callable[[LoadSpec, LoadedModel, int], None]
 
@@ -216,10 +233,11 @@ class Scheduler:
         )
 
     def _free_now(self) -> int:
-        """The memory free now, less what loads under way are about to take. Models already
-        loaded hold theirs (the system counts it as used); their prompt caches may still grow,
-        up to what was planned for them."""
-        return self._free_memory() - sum(self._pending_bytes.values())
+        """The memory free now, less what loads under way are about to take and what models
+        already loaded may still grow to (their prompt caches fill as conversations come and go):
+        the system counts only what they hold now as used."""
+        growth = sum(_may_grow(r) for r in self._runners.values())
+        return self._free_memory() - sum(self._pending_bytes.values()) - growth
 
     def _plan(self, request: ModelRequest, free: int) -> tuple[int, str]:
         spec = request.spec
