@@ -136,6 +136,16 @@ def test_a_killed_engine_is_restarted_on_the_next_request(isolated: Cove) -> Non
     assert again.model is not model
 
 
+def test_an_engine_killed_before_its_first_request_says_why(isolated: Cove) -> None:
+    """The first request reaches the engine for its template (/props); a dead engine met there
+    is reported as stopped, and why, not as a connection reset."""
+    isolated.preload(MODEL)
+    (runner,) = isolated.scheduler.loaded()
+    os.kill(runner.model._process.pid, signal.SIGKILL)
+    with pytest.raises(EngineError, match=r"the engine for gemma3:270m stopped: it was killed by SIGKILL"):
+        isolated.chat(MODEL, HI, options=SHORT)
+
+
 def test_an_engine_killed_while_idle_is_not_listed_as_loaded(isolated: Cove) -> None:
     assert isolated.chat(MODEL, HI, options=SHORT).content
     (runner,) = isolated.scheduler.loaded()

@@ -7,12 +7,14 @@ import secrets
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import xllamacpp
 
-from ..errors import BadRequest, EngineError
+from ..errors import BadRequest, CoveError, EngineError
 from ..store.gguf import read_gguf
 from ..templates import is_builtin_template_name, tool_template
 from .base import ChunkCallback, LoadSpec
@@ -130,10 +132,8 @@ class LlamaCppModel:
         """Render the engine's template in cove's bounded sandbox first (render_guard.py): a
         template that runs away on this conversation is a 400 and never reaches the engine."""
         if self._guard is None:
-            try:
-                props = self._tokens().props()
-            except EngineError as exc:  # the first request to reach the engine: it may be dead
-                raise self._listener_failed(exc) from exc
+            with self._listener() as listener:  # the first request to reach the engine
+                props = listener.props()
             self._guard = RenderGuard.from_props(self.spec.name, props, self.spec.num_ctx)
         self._guard.check(
             messages if isinstance(messages, list) else [],
@@ -165,17 +165,27 @@ class LlamaCppModel:
 
     def prompt_tokens(self, messages: list[dict[str, Any]], *, continuing: bool) -> list[int]:
         self.check_render(messages)
-        tokenizer = self._tokens()
-        tokens = tokenizer.tokenize(tokenizer.render(messages), add_special=False)
+        with self._listener() as tokenizer:
+            tokens = tokenizer.tokenize(tokenizer.render(messages), add_special=False)
         start = tokenizer.specials[:1]  # the begin-of-text token, when the model has one
         if continuing:
             return tokens[1:] if start and tokens[:1] == start else tokens
         return tokens if tokens[:1] == start else start + tokens
 
     def tokenize(self, text: str) -> list[int]:
-        return self._tokens().tokenize(text, add_special=False)
+        with self._listener() as tokenizer:
+            return tokenizer.tokenize(text, add_special=False)
 
-    def _listener_failed(self, error: EngineError) -> EngineError:
+    @contextmanager
+    def _listener(self) -> Iterator[Tokenizer]:
+        """The engine's own listener (its template, its tokens): it may be where a dead engine is
+        met first, which `_listener_failed` reports."""
+        try:
+            yield self._tokens()
+        except EngineError as exc:
+            raise self._listener_failed(exc) from exc
+
+    def _listener_failed(self, error: EngineError) -> CoveError:
         """What to raise when the engine's own listener cannot be reached: in-process, the error
         itself; an engine process overrides it to say that its engine stopped, and why."""
         return error

@@ -126,6 +126,13 @@ class IsolatedModel(LlamaCppModel):
                 "send a shorter one"
             ) from exc
 
+    def _listener_failed(self, error: EngineError) -> CoveError:
+        """The listener is the engine's own: when it cannot be reached because the process ended,
+        say that, and how it ended (a killed process closes its socket just before it ends)."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout=1)
+        return self._stopped() if self._process.poll() is not None else error
+
     def _stopped(self) -> CoveError:
         """Why the engine failed us: its process ended (and how), or it stopped answering."""
         try:
