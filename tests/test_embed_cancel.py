@@ -155,3 +155,16 @@ def test_the_real_engine_frees_the_slot_of_an_abandoned_embedding(real_home: Pat
             small = http.post("/api/embed", json={"model": MODEL, "input": "hello"})
         assert small.status_code == 200, small.text
     assert freed < 5, f"the slot was freed {freed:.1f} s after the client left"
+
+
+def test_the_library_embed_stops_between_batches_when_cancelled(one_slot: tuple[Cove, SlowEmbedder]) -> None:
+    """Cove.embed itself (the CLI's and the library's door) gives up when told to, mid-request."""
+    cove, engine = one_slot
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        cove.embed("embedder", BIG, cancel=cancel)  # 20 s of work unless stopped
+    assert time.monotonic() - started < 5
+    assert 0 < engine.embedded < len(BIG)
+    assert active(cove) == 0

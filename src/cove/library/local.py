@@ -12,7 +12,7 @@ from typing import Any
 from ..chat.service import ChatService, TurnRequest, TurnStream
 from ..config import Settings
 from ..engine.base import EngineFactory, LoadedModel, LoadSpec
-from ..engine.embedding import Embeddings
+from ..engine.embedding import Embeddings, embed_in_batches
 from ..engine.events import Assembler, ChatAnswer, ChatChunk, LoadedInfo, answer_of, events_of
 from ..engine.options import checked_options, context_size, with_recipe
 from ..engine.scheduler import ModelRequest, Scheduler
@@ -287,12 +287,14 @@ class Cove:
         keep_alive: float | None = None,
         truncate: bool = True,
         dimensions: int | None = None,
+        cancel: threading.Event | None = None,
     ) -> Embeddings:
         """One vector per input (text, or token ids), the tokens they took, and the durations.
 
         An input longer than the context is cut to fit, or refused when `truncate` is off. A
         `dimensions` other than the model's own size is refused: no model here can shorten its
         vectors (only Matryoshka-trained ones can, and cove does not yet know which those are).
+        A set `cancel` gives up, while waiting for a slot or between the engine's batches.
         """
         if not inputs:
             raise BadRequest("nothing to embed: input is empty")
@@ -301,9 +303,9 @@ class Cove:
         size = request.info.get("embedding_length")
         if dimensions is not None and size and dimensions != size:
             raise BadRequest(f"{request.spec.name} gives {size}-dimensional vectors and cannot shorten them")
-        with self.scheduler.use(request, keep_alive) as loaded:
+        with self.scheduler.use(request, keep_alive, cancel) as loaded:
             ready = time.perf_counter()  # loading (when not loaded yet) and waiting for a slot
-            result = loaded.embed({"input": inputs, "truncate": truncate})
+            result = embed_in_batches(loaded.embed, inputs, truncate=truncate, cancel=cancel)
         vectors = [item["embedding"] for item in sorted(result["data"], key=lambda d: d["index"])]
         if dimensions is not None and vectors and len(vectors[0]) != dimensions:
             raise BadRequest(

@@ -14,17 +14,14 @@ import base64
 import functools
 import struct
 import threading
-import time
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..engine.embedding import Embeddings, embed_in_batches
+from ..engine.embedding import Embeddings
 from ..engine.options import checked_options, parse_keep_alive
-from ..errors import BadRequest
-from ..library.local import Cove
 from .bodies import parse
 from .schemas import EmbeddingsRequest, EmbedRequest, OAIEmbeddingRequest
 from .state import state_of
@@ -36,48 +33,13 @@ async def run_embed(request: Request, model: str, inputs: list[Any], **kwargs: A
     state = state_of(request)
     cancel = threading.Event()
     watching = asyncio.create_task(_watch(request, cancel))
-    work = functools.partial(embed_cancellable, state.cove, model, inputs, cancel=cancel, **kwargs)
+    work = functools.partial(state.cove.embed, model, inputs, cancel=cancel, **kwargs)
     try:
         result: Embeddings = await state.blocking(work)
     finally:
         cancel.set()  # also when this handler is itself cancelled: the thread stops too
         watching.cancel()
     return result
-
-
-def embed_cancellable(
-    cove: Cove,
-    model: str,
-    inputs: list[Any],
-    *,
-    cancel: threading.Event,
-    keep_alive: float | None = None,
-    truncate: bool = True,
-    dimensions: int | None = None,
-) -> Embeddings:
-    """Cove.embed, giving up when `cancel` is set: while queued for a slot, or between batches."""
-    if not inputs:
-        raise BadRequest("nothing to embed: input is empty")
-    started = time.perf_counter()
-    request, _, _ = cove.prepare(model, embedding=True)
-    size = request.info.get("embedding_length")
-    if dimensions is not None and size and dimensions != size:
-        raise BadRequest(f"{request.spec.name} gives {size}-dimensional vectors and cannot shorten them")
-    with cove.scheduler.use(request, keep_alive, cancel) as loaded:
-        ready = time.perf_counter()
-        result = embed_in_batches(loaded.embed, inputs, truncate=truncate, cancel=cancel)
-    vectors = [item["embedding"] for item in sorted(result["data"], key=lambda d: d["index"])]
-    if dimensions is not None and vectors and len(vectors[0]) != dimensions:
-        raise BadRequest(
-            f"{request.spec.name} gives {len(vectors[0])}-dimensional vectors and cannot shorten them"
-        )
-    return Embeddings(
-        vectors=vectors,
-        prompt_tokens=int(result["usage"]["prompt_tokens"]),
-        load_duration_s=ready - started,
-        total_duration_s=time.perf_counter() - started,
-        truncated=int(result["truncated"]),
-    )
 
 
 async def _watch(client: Request, cancel: threading.Event, every_s: float = 0.2) -> None:
