@@ -107,6 +107,30 @@ def test_a_crash_at_load_backs_off_then_marks_the_model_broken(
     assert use(scheduler, request(tmp_path, "good"))  # every other model carries on
 
 
+def test_an_engine_killed_while_loading_is_not_the_files_fault(
+    scheduler: Scheduler, crashing: CrashingEngine, clock: Clock, tmp_path: Path
+) -> None:
+    """SIGKILL comes from outside (a person, the kernel out of memory): retried, never broken."""
+    killed = "it was killed by SIGKILL"
+
+    def kill(spec: LoadSpec) -> FakeModel:
+        crashing.attempts.append(spec.name)
+        raise EngineCrashed(
+            f"the engine for {spec.name} stopped while loading: {killed}",
+            why=killed,
+            loading=True,
+            killed=True,
+        )
+
+    scheduler._factory = kill  # type: ignore[assignment]
+    bad = request(tmp_path, "bad")
+    for _ in range(4):
+        with pytest.raises(EngineCrashed):
+            use(scheduler, bad)
+        clock.now += 120  # past any back-off
+    assert crashing.attempts == ["bad:latest"] * 4  # started each time: never marked broken
+
+
 def test_a_broken_model_gets_a_fresh_start_when_its_file_changes(
     scheduler: Scheduler, crashing: CrashingEngine, clock: Clock, tmp_path: Path
 ) -> None:

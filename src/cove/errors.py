@@ -69,12 +69,14 @@ class EngineError(CoveError):
 class EngineCrashed(EngineError):
     """An engine process that ended on its own (an assert, an abort, a kill) or hung."""
 
-    def __init__(self, message: str, *, why: str = "", loading: bool = False) -> None:
+    def __init__(self, message: str, *, why: str = "", loading: bool = False, killed: bool = False) -> None:
         super().__init__(message)
         #: How it ended, as "it was killed by SIGABRT (the engine's last error line)".
         self.why = why or message
-        #: True when it never finished loading the model: the file is the likely cause.
+        #: True when it never finished loading the model: the file is the likely cause...
         self.loading = loading
+        #: ...unless it was killed from outside (SIGKILL: a person, or the kernel out of memory).
+        self.killed = killed
 
 
 class ModelBroken(EngineError):

@@ -92,7 +92,8 @@ class IsolatedModel(LlamaCppModel):
                 raise ShuttingDown(f"cove is shutting down; {self.spec.name} was not loaded")
             why = self._why() if ready else f"it did not load within {LOAD_TIMEOUT_S:.0f} s"
             message = f"the engine for {self.spec.name} stopped while loading: {why}"
-            raise EngineCrashed(message, why=why, loading=True)
+            killed = self._process.returncode == -signal.SIGKILL
+            raise EngineCrashed(message, why=why, loading=True, killed=killed)
         hello: dict[str, Any] = json.loads(line)
         if "error" in hello:
             self._stop_process()

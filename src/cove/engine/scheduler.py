@@ -191,8 +191,10 @@ class Scheduler:
             model = self._factory(sized)
             self._measure(sized, model, request)
         except EngineCrashed as exc:
-            if exc.loading:
+            if exc.loading and not exc.killed:
                 self.crashes.crashed_loading(spec, exc.why)
+            else:  # killed from outside while loading: not the file's fault, but back off
+                self.crashes.crashed_running(spec, exc.why)
             raise
         finally:
             self._cond.acquire()
