@@ -289,7 +289,12 @@ def test_readme_example_parses() -> None:
     recipe = parse_recipe(readme_recipe())
     assert recipe.base == "smollm2:135m"
     assert recipe.adapter == "./my-lora.gguf"
-    assert recipe.parameters == {"temperature": 0.2, "num_ctx": 4096, "stop": ["<|im_end|>"]}
+    assert recipe.parameters == {
+        "temperature": 0.2,
+        "num_ctx": 4096,
+        "stop": ["<|im_end|>"],
+        "kv_cache_type": "q8_0",
+    }
 
 
 def test_trailing_comments_are_dropped_outside_quotes() -> None:
