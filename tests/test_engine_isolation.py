@@ -146,6 +146,22 @@ def test_an_engine_killed_before_its_first_request_says_why(isolated: Cove) -> N
         isolated.chat(MODEL, HI, options=SHORT)
 
 
+def test_requests_on_an_engine_that_died_and_was_dropped_say_how_it_died(isolated: Cove) -> None:
+    """The scheduler closes a dead engine while requests may still hold it: they are told it
+    was killed, not that cove is shutting down, and never meet a closed HTTP client."""
+    assert isolated.chat(MODEL, HI, options=SHORT).content  # past its first request: straight to HTTP
+    (runner,) = isolated.scheduler.loaded()
+    model = runner.model
+    assert isinstance(model, IsolatedModel)
+    os.kill(model._process.pid, signal.SIGKILL)
+    model._process.wait(timeout=10)
+    assert isolated.scheduler.loaded() == []  # dropped, and so closed
+    for call in (lambda: model.chat({"messages": HI, "max_tokens": 2}), model._stopped):
+        with pytest.raises(EngineCrashed, match=r"stopped: it was killed by SIGKILL"):
+            error = call()
+            raise error if isinstance(error, BaseException) else AssertionError(error)
+
+
 def test_an_engine_killed_while_idle_is_not_listed_as_loaded(isolated: Cove) -> None:
     assert isolated.chat(MODEL, HI, options=SHORT).content
     (runner,) = isolated.scheduler.loaded()

@@ -41,6 +41,7 @@ class IsolatedModel(LlamaCppModel):
     def __init__(self, spec: LoadSpec) -> None:
         self.spec = spec
         self._closed = False
+        self._ended_by_us = False  # closed by cove while its process still ran
         self._tokenizer = None
         self._tokenizer_lock = threading.Lock()
         self._errors: deque[str] = deque(maxlen=40)
@@ -117,6 +118,10 @@ class IsolatedModel(LlamaCppModel):
                 return _relayed(response.iter_lines(), on_chunk)
         except httpx.TransportError as exc:
             raise self._stopped() from exc
+        except RuntimeError as exc:  # httpx: the client was closed, as the scheduler dropped this engine
+            if not self._http.is_closed:
+                raise
+            raise self._stopped() from exc
         except (BadRequest, EngineError) as exc:
             if "bad_alloc" not in str(exc):
                 raise
@@ -140,7 +145,7 @@ class IsolatedModel(LlamaCppModel):
             self._process.wait(timeout=2)
         except subprocess.TimeoutExpired:
             return EngineError(f"the engine for {self.spec.name} stopped answering")
-        if self._closed:  # we ended it, with this request on it: cove is stopping
+        if self._ended_by_us:  # we ended it, with this request on it: cove is stopping
             return ShuttingDown(f"the engine for {self.spec.name} was stopped: cove is shutting down")
         why = self._why()
         return EngineCrashed(f"the engine for {self.spec.name} stopped: {why}", why=why)
@@ -173,6 +178,9 @@ class IsolatedModel(LlamaCppModel):
             self._process.wait()
 
     def close(self) -> None:
+        # A process that already ended on its own (the scheduler drops dead engines) crashed:
+        # requests still on it must say how, not that cove stopped it.
+        self._ended_by_us = self._ended_by_us or self._process.poll() is None
         self._closed = True
         self._stop_process()  # first: a request still streaming sees its engine end, and says why
         self._http.close()
@@ -190,7 +198,7 @@ def stop_loading() -> None:
     with _LOADING_LOCK:
         loading = list(_LOADING)
     for model in loading:
-        model._closed = True
+        model._closed = model._ended_by_us = True
         with contextlib.suppress(OSError):  # it ended on its own meanwhile
             model._process.kill()
 
