@@ -45,13 +45,17 @@ def test_engine_params_for_each_kind_of_drafting(tmp_path: Path) -> None:
     apply_speculative(params, 0)
     assert params.speculative.types == [KIND.COMMON_SPECULATIVE_TYPE_NONE]  # off: untouched
     apply_speculative(params, 12)
-    assert params.speculative.types == [KIND.COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE]
-    assert params.speculative.ngram_simple.size_m == 12 and params.speculative.draft.n_max >= 12
+    assert params.speculative.types == [KIND.COMMON_SPECULATIVE_TYPE_NGRAM_MOD]
+    assert params.speculative.ngram_mod.n_max == 12 and params.speculative.ngram_mod.n_min <= 12
+    simple = xllamacpp.CommonParams()
+    apply_speculative(simple, 12, kind="simple")
+    assert simple.speculative.types == [KIND.COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE]
+    assert simple.speculative.ngram_simple.size_m == 12 and simple.speculative.draft.n_max >= 12
     both = xllamacpp.CommonParams()
     apply_speculative(both, 8, str(tmp_path / "draft.gguf"))
     assert both.speculative.types == [
         KIND.COMMON_SPECULATIVE_TYPE_DRAFT_SIMPLE,
-        KIND.COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE,
+        KIND.COMMON_SPECULATIVE_TYPE_NGRAM_MOD,
     ]
     assert both.speculative.draft.mparams.path == str(tmp_path / "draft.gguf")
 
@@ -81,7 +85,7 @@ def test_prompt_lookup_drafts_and_the_model_accepts(model_home: Path) -> None:
     )
     body = {
         "messages": [{"role": "user", "content": f"Repeat exactly, word for word:\n\n{PASSAGE}"}],
-        "max_tokens": 48,
+        "max_tokens": 64,
         "temperature": 0,
     }
     texts = {}
