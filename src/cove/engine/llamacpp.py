@@ -82,6 +82,9 @@ class LlamaCppModel:
         params.cache_prompt = True
         # The prompt cache (host RAM, 8 GiB by default) held to what the scheduler counted for it.
         params.cache_ram_mib = spec.cache_ram_mib
+        # q8_0 halves the KV cache's memory for a little quality: the planner's last lever.
+        kv = getattr(xllamacpp.ggml_type, f"GGML_TYPE_{spec.kv_cache_type.upper()}")
+        params.cache_type_k = params.cache_type_v = kv
         # The engine opens its own loopback HTTP listener; lock it with a secret only we know.
         params.api_keys = [self._secret]
         if spec.adapter_path:

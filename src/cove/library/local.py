@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Generator
@@ -11,9 +12,11 @@ from typing import Any
 
 from ..chat.service import ChatService, TurnRequest, TurnStream
 from ..config import Settings
+from ..engine import calibration
 from ..engine.base import EngineFactory, LoadedModel, LoadSpec
 from ..engine.embedding import Embeddings, embed_in_batches
 from ..engine.events import Assembler, ChatAnswer, ChatChunk, LoadedInfo, answer_of, events_of
+from ..engine.memory import kv_cache_type
 from ..engine.options import checked_options, context_size, with_recipe
 from ..engine.scheduler import ModelRequest, Scheduler
 from ..engine.streaming import EventCallback, stream_events
@@ -25,6 +28,8 @@ from ..store.models import Manifest, ModelStore, describe, validate_gguf
 from ..store.names import parse_name
 from ..store.progress import ProgressCallback, ignore_progress
 from ..store.pull import pull
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gemma3:270m"
 
@@ -60,7 +65,10 @@ class Cove:
             num_parallel=self.settings.num_parallel,
             max_queue=self.settings.max_queue,
             keep_alive_s=self.settings.keep_alive_s,
+            on_loaded=calibration.load_recorder(self.settings.home),
+            kv_types=("f16", "q8_0"),
         )
+        self._record_answer = calibration.answer_recorder(self.settings.home)
         self._history: History | None = None
         self._history_lock = threading.Lock()
         #: The one conversation service: every chat turn, from every door, goes through it.
@@ -201,6 +209,7 @@ class Cove:
             template=recipe.template,
             adapter_path=adapter,
             embedding=manifest.is_embedding or embedding,
+            kv_type=kv_cache_type(recipe.parameters, opts),
         )
         return ModelRequest(spec, manifest.info, manifest.size), recipe, opts
 
@@ -244,7 +253,16 @@ class Cove:
                 answer = _streamed(call, full, on_event, ready)
             if context is not None:
                 answer = replace(answer, context=full["prompt"] + model.tokenize(answer.content))
+        self._measured(request.spec, answer)
         return answer.with_load(ready - started)
+
+    def _measured(self, spec: LoadSpec, answer: ChatAnswer) -> None:
+        """Keep the answer's speeds, which `cove fit` predicts from; a failed write (a full disk,
+        a locked database) costs the measurement, never the answer."""
+        try:
+            self._record_answer(spec, answer.usage)
+        except Exception as exc:
+            log.warning("could not record the speeds of an answer from %s: %s", spec.name, exc)
 
     def chat(
         self,
