@@ -64,6 +64,7 @@ def _stream(model: LoadedModel, prompt: list[int], tokens: int) -> tuple[float, 
         return False
 
     body = {"prompt": prompt or " ", "max_tokens": tokens, "temperature": 0, "cache_prompt": False}
+    body["stream"] = True  # the engine calls back once, at the end, unless asked to stream
     body["ignore_eos"] = True  # a generation test writes all its tokens, whatever the model thinks
     result = model.complete(body, on_chunk)
     done = time.perf_counter()
