@@ -46,8 +46,11 @@ def interrupted_after(delay: float, *args: str) -> subprocess.CompletedProcess[s
 @pytest.mark.parametrize("delay", [0.06, 0.12, 0.2, 0.3, 0.45, 2.0])
 def test_ctrl_c_at_any_moment_exits_130_without_traceback(delay: float) -> None:
     done = interrupted_after(delay, "persona", "add", "someone")
-    if done.returncode == -signal.SIGINT and not _reached_cove(done.stderr):
-        # Python's own start and the pip launcher's `import re` come before any code of cove's.
+    failed = done.returncode != 130 or "Traceback" in done.stderr
+    if failed and not _reached_cove(done.stderr):
+        # Python's own start (`site`, which on a loaded machine can take this long) and the pip
+        # launcher's `import re` come before any code of cove's: it dies by the signal, or
+        # prints the interrupted import and exits 1.
         pytest.skip("the signal arrived before cove's entry point ran")
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 130, done.stderr
