@@ -18,15 +18,19 @@ from cove.engine.threads import SHARED_POLL, SPIN_POLL, Threads, choose_threads,
 
 def test_a_thread_per_idle_physical_core() -> None:
     assert choose_threads(idle=7.9, physical=8) == Threads(8, SPIN_POLL)
-    assert choose_threads(idle=7.7, physical=8) == Threads(8, SHARED_POLL)  # a core is partly taken
+    assert choose_threads(idle=7.7, physical=8) == Threads(7, SPIN_POLL)  # a core is partly taken
     assert choose_threads(idle=1.3, physical=2).count == 1  # one core busy: one thread, not a stalled pair
     assert choose_threads(idle=5.0, physical=2) == Threads(2, SPIN_POLL)  # at most the physical cores
     assert choose_threads(idle=0.1, physical=4).count == 1  # a machine flat out still gets a thread
 
 
-def test_workers_sleep_while_they_wait_when_cores_are_shared() -> None:
-    assert choose_threads(idle=1.6, physical=2) == Threads(2, SHARED_POLL)
+def test_a_partly_busy_core_gets_no_thread() -> None:
+    assert choose_threads(idle=1.6, physical=2) == Threads(1, SPIN_POLL)
     assert choose_threads(idle=1.8, physical=2) == Threads(2, SPIN_POLL)
+
+
+def test_workers_sleep_while_they_wait_only_when_asked_for_more_than_the_idle_cores() -> None:
+    assert choose_threads(2, idle=1.6, physical=2) == Threads(2, SHARED_POLL)
 
 
 def test_an_asked_thread_count_wins() -> None:

@@ -54,10 +54,11 @@ def idle_cores(seconds: float = SAMPLE_SECONDS) -> float:
 
 def choose_threads(requested: int = 0, idle: float | None = None, physical: int | None = None) -> Threads:
     """`requested` threads when set (COVE_NUM_THREADS), else the physical cores idle now, at least
-    one. A core counts when at least half of it is free: a thread on a core another program
-    holds half the time stalls every step as long as that program runs. Workers spin while they
-    wait only when each has an idle core (within a quarter of one)."""
+    one. A core counts when at least three quarters of it are free: a thread on a core another
+    program holds part of the time stalls every step as long as that program runs (2 threads
+    beside a half-busy core measured slower than 1). Workers spin while they wait only when each
+    has an idle core (within a quarter of one), so only a `requested` count can make them sleep."""
     cores = physical if physical is not None else physical_cores()
     free = idle if idle is not None else idle_cores()
-    count = requested if requested > 0 else max(1, min(cores, int(free + 0.5)))
+    count = requested if requested > 0 else max(1, min(cores, int(free + 0.25)))
     return Threads(count, SPIN_POLL if free >= count - 0.25 else SHARED_POLL)
