@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 import xllamacpp
+from fakes import FakeEngine
 
 from cove.config import Settings
 from cove.engine.base import LoadSpec
 from cove.engine.llamacpp import LlamaCppModel
 from cove.engine.speculative import apply_speculative
 from cove.errors import InvalidRecipe
+from cove.library.local import Cove
 from cove.recipe import Recipe, parse_recipe
 from cove.store.models import ModelStore
 
@@ -102,3 +104,31 @@ def test_prompt_lookup_drafts_and_the_model_accepts(model_home: Path) -> None:
         else:
             assert not timings.get("draft_n")
     assert texts["ngram"] == texts["off"]  # greedy: drafting changes the speed, never the answer
+
+
+def test_a_recipe_s_drafting_reaches_the_load(fake_cove: Cove, engine: FakeEngine) -> None:
+    """PARAMETER draft_ngram and DRAFT go into the load; the draft's weights count in the plan."""
+    fake_cove.create("drafted", "FROM tiny\nPARAMETER draft_ngram 8\nDRAFT tiny\n")
+    request, _, _ = fake_cove.prepare("drafted")
+    tiny = fake_cove.model("tiny")
+    assert request.weights == 2 * tiny.size
+    fake_cove.chat("drafted", [{"role": "user", "content": "hi"}])
+    (load,) = engine.loads
+    assert load.draft_ngram == 8
+    assert load.draft_path == str(fake_cove.store.model_path(tiny))
+    fake_cove.chat("drafted", [{"role": "user", "content": "hi"}], options={"draft_ngram": 0})
+    assert engine.loads[-1].draft_ngram == 0  # the request's option wins: another load
+
+
+@pytest.mark.model
+def test_a_draft_model_drafts_for_its_target(real_home: Path) -> None:
+    """gemma3:270m drafting for itself (one vocabulary): drafts are made and accepted, through
+    the library as a user's recipe would ask."""
+    with Cove(Settings.from_env()) as cove:
+        cove.create("self-drafted", "FROM gemma3:270m\nDRAFT gemma3:270m\n")
+        messages = [{"role": "user", "content": f"Repeat exactly:\n\n{PASSAGE}"}]
+        assert cove.chat("self-drafted", messages, options={"num_predict": 32, "temperature": 0}).content
+        (runner,) = cove.scheduler.loaded()
+        assert runner.spec.draft_path == str(cove.store.model_path(cove.model("gemma3:270m")))
+        raw = runner.model.chat({"messages": messages, "max_tokens": 32, "temperature": 0})
+        assert raw["timings"]["draft_n"] > 0 and raw["timings"]["draft_n_accepted"] > 0

@@ -200,6 +200,8 @@ class Cove:
         recipe = manifest.recipe_obj()
         opts = checked_options(options)
         adapter = self.store.blobs.path(manifest.adapter_digest) if manifest.adapter_digest else None
+        draft = self.model(recipe.draft) if recipe.draft and not embedding else None
+        drafted = recipe.parameters.get("draft_ngram", self.settings.draft_ngram)  # the option wins
         spec = LoadSpec(
             name=manifest.name,
             model_path=self.store.model_path(manifest),
@@ -210,8 +212,12 @@ class Cove:
             adapter_path=adapter,
             embedding=manifest.is_embedding or embedding,
             kv_type=kv_cache_type(recipe.parameters, opts),
+            draft_ngram=int(opts.get("draft_ngram", drafted)),
+            draft_path=str(self.store.model_path(draft)) if draft else None,
         )
-        return ModelRequest(spec, manifest.info, manifest.size), recipe, opts
+        # A draft model loads beside its target: its weights count in the plan too.
+        weights = manifest.size + (draft.size if draft else 0)
+        return ModelRequest(spec, manifest.info, weights), recipe, opts
 
     def run_chat(
         self,
