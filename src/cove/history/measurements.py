@@ -105,7 +105,7 @@ class Measurements:
         return Measured(
             model=rows[0][0],
             digest=digest,
-            runs=len(rows),
+            runs=len(answers) or len(rows),  # answers; a model only ever loaded counts its loads
             peak_bytes=int(_median(peaks)) if _median(peaks) else None,
             decode_tps=_median([r[4] for r in answers]),
             prompt_tps=_median([r[5] for r in answers]),

@@ -69,6 +69,8 @@ class Cove:
             kv_types=("f16", "q8_0"),
         )
         self._record_answer = calibration.answer_recorder(self.settings.home)
+        #: Whether each timed answer's speeds are kept for `cove fit` (off while it checks itself).
+        self.record_answers = True
         self._history: History | None = None
         self._history_lock = threading.Lock()
         #: The one conversation service: every chat turn, from every door, goes through it.
@@ -265,6 +267,8 @@ class Cove:
     def _measured(self, spec: LoadSpec, answer: ChatAnswer) -> None:
         """Keep the answer's speeds, which `cove fit` predicts from; a failed write (a full disk,
         a locked database) costs the measurement, never the answer."""
+        if not self.record_answers:
+            return
         try:
             self._record_answer(spec, answer.usage)
         except Exception as exc:
