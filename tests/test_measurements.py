@@ -64,7 +64,7 @@ def test_a_load_in_its_own_process_records_that_process_peak(tmp_path: Path) -> 
 
     record = load_recorder(tmp_path)
     spec = LoadSpec(name="m:latest", model_path=tmp_path / "m", digest="d9", num_ctx=2048)
-    record(spec, SimpleNamespace(_process=SimpleNamespace(pid=os.getpid())), 5000)
+    record(spec, SimpleNamespace(pid=os.getpid()), 5000)
     record(spec, SimpleNamespace(), 5000)  # in-process: no figure of its own, nothing recorded
     with Measurements.of_home(tmp_path) as m:
         summary = m.of("d9", 2048)

@@ -495,7 +495,7 @@ def test_an_engine_process_grows_by_what_it_does_not_hold_yet() -> None:
     from cove.engine.scheduler import Runner, _may_grow
 
     spec = request("a").spec
-    model: Any = SimpleNamespace(_process=SimpleNamespace(pid=os.getpid()))
+    model: Any = SimpleNamespace(pid=os.getpid())
     rss = psutil.Process().memory_info().rss
     assert _may_grow(Runner(spec, model, rss // 2, 0.0, 0.0)) == 0
     assert 5 * GIB - 100 * MIB <= _may_grow(Runner(spec, model, rss + 5 * GIB, 0.0, 0.0)) <= 5 * GIB

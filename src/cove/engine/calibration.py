@@ -119,25 +119,12 @@ def load_recorder(home: Path) -> Callable[[LoadSpec, Any, int], None]:
     not recorded) beside what was planned, in COVE_HOME's database."""
 
     def record(spec: LoadSpec, model: Any, planned: int) -> None:
-        process = getattr(model, "_process", None)  # IsolatedModel's child
-        pid = getattr(process, "pid", None)
+        pid = getattr(model, "pid", None)  # an engine process's (IsolatedModel)
         peak = _peak_rss(pid) if isinstance(pid, int) else 0
         if not peak:
             return
         with Measurements.of_home(home) as measurements:
-            measurements.record(
-                Measurement(
-                    model=spec.name,
-                    digest=spec.digest,
-                    kind="load",
-                    num_ctx=spec.num_ctx,
-                    parallel=spec.num_parallel,
-                    kv_type=spec.kv_cache_type,
-                    threads=spec.num_threads or None,
-                    peak_bytes=peak,
-                    predicted_bytes=planned,
-                )
-            )
+            measurements.record(_of_load(spec, "load", peak_bytes=peak, predicted_bytes=planned))
 
     return record
 
@@ -155,14 +142,9 @@ def answer_recorder(home: Path) -> Callable[[LoadSpec, Usage], None]:
         if not opened:
             opened.append(Measurements.of_home(home))
         opened[0].record(
-            Measurement(
-                model=spec.name,
-                digest=spec.digest,
-                kind="answer",
-                num_ctx=spec.num_ctx,
-                parallel=spec.num_parallel,
-                kv_type=spec.kv_cache_type,
-                threads=spec.num_threads or None,
+            _of_load(
+                spec,
+                "answer",
                 decode_tps=round(usage.tokens_per_s, 1),
                 prompt_tps=_prompt_tps(usage),
                 tokens=usage.completion_tokens,
@@ -171,6 +153,20 @@ def answer_recorder(home: Path) -> Callable[[LoadSpec, Usage], None]:
         )
 
     return record
+
+
+def _of_load(spec: LoadSpec, kind: str, **figures: Any) -> Measurement:
+    """A measurement filed under the load that made it: model, file and load settings."""
+    return Measurement(
+        model=spec.name,
+        digest=spec.digest,
+        kind=kind,
+        num_ctx=spec.num_ctx,
+        parallel=spec.num_parallel,
+        kv_type=spec.kv_cache_type,
+        threads=spec.num_threads or None,
+        **figures,
+    )
 
 
 def _load_average() -> float | None:

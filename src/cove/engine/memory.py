@@ -140,21 +140,6 @@ def plan_load(
     raise DoesNotFit(_advice(name, info, weights, num_ctx, free, embedding, kv_type or kv_types[-1]))
 
 
-def plan_parallel(
-    name: str,
-    info: dict[str, Any],
-    weights: int,
-    num_ctx: int,
-    wanted: int,
-    free: int,
-    *,
-    embedding: bool = False,
-) -> int:
-    """The most slots (up to `wanted`) that fit with an f16 KV cache; DoesNotFit when even one
-    does not."""
-    return plan_load(name, info, weights, num_ctx, wanted, free, embedding=embedding, kv_type="f16")[0]
-
-
 def _advice(
     name: str, info: dict[str, Any], weights: int, num_ctx: int, free: int, embedding: bool, kv_type: str
 ) -> str:

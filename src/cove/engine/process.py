@@ -68,6 +68,11 @@ class IsolatedModel(LlamaCppModel):
         self._secret = str(hello["secret"])
         self._http = engine_client(self._address, self._secret, httpx.Timeout(None, connect=10))
 
+    @property
+    def pid(self) -> int:
+        """The engine process's id: its memory is measured by it."""
+        return self._process.pid
+
     @property  # LlamaCppModel's plain `alive = True` cannot change; this one asks the process
     def alive(self) -> bool:  # type: ignore[override]
         """Its process is running (it may have died since the last request, with none on it)."""

@@ -57,8 +57,7 @@ FOREVER = float("inf")
 def _may_grow(runner: Runner) -> int:
     """What a loaded model may still take: its planned size less what its engine process holds
     now; for an engine in this process (no figure of its own), its whole prompt-cache budget."""
-    process = getattr(runner.model, "_process", None)  # an engine process (IsolatedModel)
-    pid = getattr(process, "pid", None)
+    pid = getattr(runner.model, "pid", None)  # an engine process's (IsolatedModel)
     if isinstance(pid, int):
         try:
             return max(0, runner.size - int(psutil.Process(pid).memory_info().rss))
