@@ -14,7 +14,10 @@ $(BIN)/cove: pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e .
 	touch $(BIN)/cove
 
+# torch first, pinned: the CPU build lies on this machine's disk, and a package that asks for an
+# unpinned torch (sentence-transformers, peft) would otherwise pull a CUDA build of several GB.
 $(VENV)/.test-deps: $(BIN)/cove
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@
 
