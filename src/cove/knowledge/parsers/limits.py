@@ -1,0 +1,54 @@
+"""Every cap a parser honours, in one place: file size, archive entries, decompression ratio,
+pages, text produced and time. A file past any of them is refused with the cap in the message."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..errors import DocumentRefused
+
+#: Largest file read at all (a 1 GB log or a disk image is refused before a byte is read).
+MAX_FILE_BYTES = 100 * 1024 * 1024
+#: Entries a ZIP-based document (DOCX, PPTX, EPUB) may hold; a real one has tens to a few thousand.
+MAX_ZIP_ENTRIES = 10_000
+#: Total uncompressed bytes of a ZIP-based document's entries.
+MAX_ZIP_UNCOMPRESSED = 500 * 1024 * 1024
+#: Uncompressed over compressed size of the whole archive; text compresses ~5-10x, bombs 1000x+.
+MAX_ZIP_RATIO = 100
+#: Pages a PDF may declare (or slides a PPTX may hold).
+MAX_PAGES = 5_000
+#: Characters of text one document may produce (about 10,000 pages of prose).
+MAX_TEXT_CHARS = 50_000_000
+#: Seconds one document's parse may take (OCR included), checked between pages and elements.
+MAX_SECONDS = 300.0
+#: Seconds Tesseract may spend on one page image.
+OCR_SECONDS_PER_PAGE = 60.0
+#: Messages one mbox file may hold.
+MAX_MESSAGES = 50_000
+
+
+def size_text(n: int) -> str:
+    """A byte count as a person reads it (`1.0 GB`)."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} bytes"  # unreachable; keeps mypy's return check happy
+
+
+@dataclass
+class Deadline:
+    """The time cap of one parse: `check()` between pages or elements refuses when it has passed."""
+
+    seconds: float = MAX_SECONDS
+    started: float = field(default_factory=time.monotonic)
+
+    def left(self) -> float:
+        return self.seconds - (time.monotonic() - self.started)
+
+    def check(self) -> None:
+        if self.left() <= 0:
+            raise DocumentRefused(
+                f"took longer than {self.seconds:.0f} s to read; split the file or convert it to text"
+            )

@@ -1,0 +1,110 @@
+"""Chunking follows structure: exact spans, one page and one heading per chunk, the token limit."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+
+from cove.knowledge.chunking import chunk, full_text
+from cove.knowledge.documents import ParsedDocument, Section
+
+
+def words(text: str) -> int:
+    """A fake tokenizer: a token per word or punctuation mark, plus two specials ([CLS], [SEP])."""
+    return len(re.findall(r"\w+|[^\w\s]", text)) + 2
+
+
+def document(*parts: tuple[str, int | None, tuple[str, ...]]) -> ParsedDocument:
+    sections, offset = [], 0
+    for text, page, heading in parts:
+        sections.append(Section(text=text, start=offset, page=page, heading=heading))
+        offset += len(text) + 2
+    return ParsedDocument(sections=sections)
+
+
+def prose(n: int, start: int = 0) -> str:
+    return " ".join(f"word{i}" + ("." if i % 9 == 8 else "") for i in range(start, start + n))
+
+
+def test_full_text_joins_sections_at_their_offsets() -> None:
+    doc = document(("one", 1, ()), ("two", 2, ()))
+    assert full_text(doc) == "one\n\ntwo"
+    assert all(full_text(doc)[s.start : s.start + len(s.text)] == s.text for s in doc.sections)
+
+
+def test_spans_quote_exactly_and_tokens_are_counted_on_the_chunk() -> None:
+    doc = document((prose(400), 1, ("A",)), ("short paragraph\n\n" + prose(300, 1000), 2, ("A", "B")))
+    text = full_text(doc)
+    chunks = chunk(doc, words, max_tokens=64, overlap_tokens=8)
+    assert len(chunks) > 10
+    for c in chunks:
+        assert text[c.start : c.end] == c.text
+        assert c.tokens == words(c.text) <= 64
+
+
+def test_a_chunk_never_spans_two_pages_or_two_headings() -> None:
+    doc = document(("tiny one", 1, ("H",)), ("tiny two", 2, ("H",)), ("tiny three", 2, ("H", "K")))
+    chunks = chunk(doc, words, max_tokens=200)
+    assert [(c.text, c.page, c.heading) for c in chunks] == [
+        ("tiny one", 1, ("H",)),
+        ("tiny two", 2, ("H",)),
+        ("tiny three", 2, ("H", "K")),
+    ]
+
+
+def test_sections_with_the_same_page_and_heading_are_packed_together() -> None:
+    doc = document(("first bit", 3, ("H",)), ("second bit", 3, ("H",)))
+    [only] = chunk(doc, words, max_tokens=200)
+    assert only.text == "first bit\n\nsecond bit"
+    assert (only.start, only.end, only.page) == (0, len(full_text(doc)), 3)
+
+
+def test_whole_paragraphs_are_kept_when_they_fit() -> None:
+    paragraphs = [prose(20, 100 * i) for i in range(6)]
+    doc = document(("\n\n".join(paragraphs), None, ()))
+    chunks = chunk(doc, words, max_tokens=60, overlap_tokens=0)
+    assert [c.text for c in chunks] == ["\n\n".join(paragraphs[i : i + 2]) for i in range(0, 6, 2)]
+
+
+def test_a_long_paragraph_is_cut_with_overlap_and_nothing_is_lost() -> None:
+    text = " ".join(f"w{i}" for i in range(500))  # one sentence, no paragraph breaks
+    doc = document((text, None, ()))
+    chunks = chunk(doc, words, max_tokens=50, overlap_tokens=10)
+    assert all(c.tokens <= 50 for c in chunks)
+    covered = set()
+    for c in chunks:
+        covered.update(c.text.split())
+    assert covered == set(text.split())
+    for a, b in itertools.pairwise(chunks):
+        assert b.start < a.end, "consecutive pieces of one sentence overlap"
+
+
+def test_a_word_longer_than_the_limit_is_cut_by_characters() -> None:
+    blob = "x" * 5000
+
+    def per_char(s: str) -> int:
+        return len(s) // 4 + 2
+
+    chunks = chunk(document((blob, None, ())), per_char, max_tokens=100, overlap_tokens=0)
+    assert "".join(c.text for c in chunks) == blob
+    assert all(c.tokens <= 100 for c in chunks)
+
+
+def test_a_tokenizer_that_charges_for_joining_still_keeps_the_limit() -> None:
+    def joins_cost(s: str) -> int:
+        return words(s) + s.count("\n\n") * 5
+
+    doc = document(("\n\n".join(prose(10, 20 * i) for i in range(30)), None, ()))
+    chunks = chunk(doc, joins_cost, max_tokens=40, overlap_tokens=0)
+    assert chunks and all(joins_cost(c.text) <= 40 for c in chunks)
+
+
+def test_empty_document_gives_no_chunks_and_bad_offsets_are_caught() -> None:
+    assert chunk(ParsedDocument(sections=[]), words) == []
+    broken = ParsedDocument(sections=[Section(text="abc", start=0), Section(text="def", start=3)])
+    with pytest.raises(ValueError):
+        chunk(broken, words)
+    with pytest.raises(ValueError):
+        chunk(document(("abc", None, ())), words, max_tokens=2)
