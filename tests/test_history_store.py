@@ -273,6 +273,7 @@ def test_migrations_are_recorded_once(cove_home: Path) -> None:
             "m003_personas",
             "m004_egress",
             "m005_measurements",
+            "m006_branches",
         ]
     )
     assert migrate(Database(path)) == []

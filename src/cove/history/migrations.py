@@ -143,8 +143,40 @@ def m005_measurements(conn: apsw.Connection) -> None:
     )
 
 
+def m006_branches(conn: apsw.Connection) -> None:
+    """Messages form a tree (an edit or a second answer starts a branch); a conversation shows the
+    branch that ends at its leaf. Each insert hangs the new message under the leaf and makes it
+    the leaf, so every writer grows the branch shown (see history/branches.py)."""
+    conn.execute(
+        """
+        ALTER TABLE messages ADD COLUMN parent_id INTEGER;
+        ALTER TABLE conversations ADD COLUMN leaf_id INTEGER;
+        UPDATE messages SET parent_id = (
+            SELECT p.id FROM messages p WHERE p.conversation_id = messages.conversation_id
+            AND p.position < messages.position ORDER BY p.position DESC LIMIT 1);
+        UPDATE conversations SET leaf_id = (
+            SELECT m.id FROM messages m WHERE m.conversation_id = conversations.id
+            ORDER BY m.position DESC LIMIT 1);
+        CREATE INDEX messages_by_parent ON messages (parent_id);
+        CREATE TRIGGER messages_tree AFTER INSERT ON messages BEGIN
+            UPDATE messages SET parent_id = (
+                SELECT nullif(c.leaf_id, 0) FROM conversations c WHERE c.id = new.conversation_id)
+            WHERE id = new.id;
+            UPDATE conversations SET leaf_id = new.id WHERE id = new.conversation_id;
+        END;
+        """
+    )
+
+
 Step = Callable[[apsw.Connection], None]
-STEPS: tuple[Step, ...] = (m001_conversations, m002_fts, m003_personas, m004_egress, m005_measurements)
+STEPS: tuple[Step, ...] = (
+    m001_conversations,
+    m002_fts,
+    m003_personas,
+    m004_egress,
+    m005_measurements,
+    m006_branches,
+)
 
 
 def applied(db: Database) -> list[str]:

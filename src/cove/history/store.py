@@ -15,7 +15,8 @@ from typing import Any, Literal
 import apsw
 
 from ..errors import BadRequest
-from . import context, personas, rows, usage
+from . import branches, context, personas, rows, usage
+from .branches import Tree
 from .db import Database, many, one
 from .errors import AmbiguousConversation, ConversationNotFound
 from .migrations import migrate
@@ -229,6 +230,49 @@ class History:
         self._db.reclaim()
         return int(count)
 
+    # -- branches: edits and second answers ---------------------------------------------------
+
+    def tree(self, conversation_id: str) -> Tree:
+        """Every message's parent and the leaf of the branch `get()` shows."""
+        with self._db.read() as conn:
+            return branches.load(conn, _resolve(conn, conversation_id))
+
+    def branch_before(self, conversation_id: str, message_id: int) -> Conversation:
+        """Show the branch up to the message's parent: the next message added becomes its sibling
+        (an edited question, or another answer), and the branch it was on is kept."""
+        with self._db.write() as conn:
+            cid = _resolve(conn, conversation_id)
+            branches.branch_before(conn, cid, message_id)
+            _touch(conn, cid, now())
+            return _load(conn, cid)
+
+    def select_branch(self, conversation_id: str, message_id: int) -> Conversation:
+        """Show the branch through this message (to its newest end)."""
+        with self._db.write() as conn:
+            cid = _resolve(conn, conversation_id)
+            branches.select(conn, cid, message_id)
+            return _load(conn, cid)
+
+    def remove_message(self, conversation_id: str, message_id: int) -> Conversation:
+        """Delete one message, from disk too; whatever answered it now follows its parent."""
+        with self._db.write() as conn:
+            cid = _resolve(conn, conversation_id)
+            branches.remove(conn, cid, message_id)
+            _touch(conn, cid, now())
+            chat = _load(conn, cid)
+        self._db.checkpoint()
+        return chat
+
+    def replace_message(self, conversation_id: str, message_id: int, content: str) -> Conversation:
+        """Change one message's text in place, on every branch that holds it."""
+        if not isinstance(content, str):
+            raise BadRequest("a message's content must be text")
+        with self._db.write() as conn:
+            cid = _resolve(conn, conversation_id)
+            branches.replace(conn, cid, message_id, content)
+            _touch(conn, cid, now())
+            return _load(conn, cid)
+
     # -- context and summaries ------------------------------------------------------------------
 
     def replace_with_summary(self, conversation_id: str, upto_position: int, summary_text: str) -> Message:
@@ -301,10 +345,12 @@ def _resolve(conn: apsw.Connection, ref: str) -> str:
 
 
 def _load(conn: apsw.Connection, cid: str) -> Conversation:
+    """The conversation as shown: the messages of the branch that ends at its leaf, by position."""
     row = one(conn, f"SELECT {rows.CONVERSATION_COLUMNS} FROM conversations WHERE id = ?", (cid,))
     sql = f"SELECT {rows.MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY position"
-    found = many(conn, sql, (cid,))
-    return rows.conversation(row, [rows.message(item) for item in found])
+    found = [rows.message(item) for item in many(conn, sql, (cid,))]
+    shown = set(branches.load(conn, cid).path())
+    return rows.conversation(row, [m for m in found if m.id in shown])
 
 
 def _touch(conn: apsw.Connection, cid: str, stamp: str) -> None:

@@ -14,9 +14,12 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..errors import BadRequest
-from ..history import export_json, export_markdown, import_file
+from ..history import History, export_json, export_markdown, import_file
+from ..history.branches import Tree
 from ..history.export import conversation_json
 from ..history.prices import cost, load_prices
+from ..history.records import Conversation
+from ..history.store import KEEP
 from .bodies import parse, read_json
 from .schemas import Strict
 from .state import state_of
@@ -29,6 +32,24 @@ class Rename(Strict):
 class PersonaBody(Strict):
     name: str = Field(min_length=1, max_length=100)
     system: str = Field(max_length=200_000)
+
+
+class BranchBody(Strict):
+    message_id: int = Field(ge=1)
+
+
+class ReplaceBody(Strict):
+    content: str = Field(max_length=1_000_000)
+
+
+class SettingsBody(Strict):
+    """A conversation's settings as the page's side panel saves them; a missing field stays."""
+
+    model: str | None = Field(None, min_length=1, max_length=300)
+    system: str | None = Field(None, max_length=200_000)
+    persona: str | None = Field(None, max_length=100)
+    parameters: dict[str, float | int | None] | None = None
+    num_ctx: int | None = Field(None, ge=0, le=1_048_576)
 
 
 class DeleteAll(Strict):
@@ -71,10 +92,119 @@ async def conversations(request: Request) -> Response:
     )
 
 
+def shown(chat: Conversation, tree: Tree) -> dict[str, Any]:
+    """A conversation as the page shows it: the branch on screen, each message with its id, its
+    parent and its siblings (the other versions of it, for the "‹ 2/3 ›" switcher)."""
+    out = conversation_json(chat)
+    for kept, message in zip(out["messages"], chat.messages, strict=True):
+        kept["id"] = message.id
+        kept["parent_id"] = tree.parents.get(message.id)
+        kept["siblings"] = tree.siblings(message.id) if message.id in tree.parents else [message.id]
+    out["leaf_id"] = tree.leaf
+    return out
+
+
+def _shown_now(history: History, cid: str) -> dict[str, Any]:
+    return shown(history.get(cid), history.tree(cid))
+
+
 async def conversation(request: Request) -> Response:
     state = state_of(request)
-    chat = await state.blocking(state.history.get, request.path_params["id"])
-    return JSONResponse(conversation_json(chat))
+    return JSONResponse(await state.blocking(_shown_now, state.history, request.path_params["id"]))
+
+
+async def branches(request: Request) -> Response:
+    """Every message of a conversation, each with its parent: all its branches, not only the one shown."""
+    state = state_of(request)
+    cid = request.path_params["id"]
+    tree = await state.blocking(state.history.tree, cid)
+    children: dict[int, list[int]] = {}
+    for mid, parent in tree.parents.items():
+        if parent is not None:
+            children.setdefault(parent, []).append(mid)
+    leaves = sorted(mid for mid in tree.parents if mid not in children)
+    return JSONResponse(
+        {
+            "leaf_id": tree.leaf,
+            "path": tree.path(),
+            "messages": [{"id": m, "parent_id": p} for m, p in sorted(tree.parents.items())],
+            "branches": len(leaves),
+            "leaves": leaves,
+        }
+    )
+
+
+def _after(history: History, cid: str, change: Any, *args: Any) -> dict[str, Any]:
+    change(cid, *args)
+    return _shown_now(history, cid)
+
+
+async def branch(request: Request) -> Response:
+    """Show the branch up to a message's parent: the next turn sent becomes that message's sibling
+    (an edited question, or another answer to the same question). The earlier branch stays."""
+    body = await parse(request, BranchBody)
+    state = state_of(request)
+    history = state.history
+    cid = request.path_params["id"]
+    return JSONResponse(await state.blocking(_after, history, cid, history.branch_before, body.message_id))
+
+
+async def select(request: Request) -> Response:
+    """Show the branch through a message (the switcher's ‹ and ›)."""
+    body = await parse(request, BranchBody)
+    state = state_of(request)
+    history = state.history
+    cid = request.path_params["id"]
+    return JSONResponse(await state.blocking(_after, history, cid, history.select_branch, body.message_id))
+
+
+def _message_id(request: Request) -> int:
+    raw = request.path_params["mid"]
+    if not raw.isdigit():
+        raise BadRequest("a message id is a whole number")
+    return int(raw)
+
+
+async def replace_message(request: Request) -> Response:
+    body = await parse(request, ReplaceBody)
+    state = state_of(request)
+    history = state.history
+    cid, mid = request.path_params["id"], _message_id(request)
+    return JSONResponse(
+        await state.blocking(_after, history, cid, history.replace_message, mid, body.content)
+    )
+
+
+async def delete_message(request: Request) -> Response:
+    state = state_of(request)
+    history = state.history
+    cid, mid = request.path_params["id"], _message_id(request)
+    return JSONResponse(await state.blocking(_after, history, cid, history.remove_message, mid))
+
+
+def _save_settings(history: History, cid: str, body: SettingsBody) -> dict[str, Any]:
+    chat = history.get(cid)
+    system: Any = KEEP
+    if body.persona:
+        system = history.persona(body.persona).system if body.system is None else body.system
+    elif "system" in body.model_fields_set:
+        system = body.system or None
+    parameters: Any = KEEP
+    if body.parameters is not None:  # a None value clears that one setting back to the model's
+        merged = {**chat.parameters, **body.parameters}
+        parameters = {k: v for k, v in merged.items() if v is not None}
+    num_ctx: Any = (body.num_ctx or None) if "num_ctx" in body.model_fields_set else KEEP
+    history.update_settings(
+        cid, model=body.model or KEEP, system=system, parameters=parameters, num_ctx=num_ctx
+    )
+    return _shown_now(history, cid)
+
+
+async def settings(request: Request) -> Response:
+    """Save a conversation's system prompt, temperature, context and answer cap for its next turns."""
+    body = await parse(request, SettingsBody)
+    state = state_of(request)
+    return JSONResponse(await state.blocking(_save_settings, state.history, request.path_params["id"], body))
 
 
 async def rename(request: Request) -> Response:
@@ -189,6 +319,12 @@ routes = [
     Route("/api/cove/conversations/{id}", conversation, methods=["GET"]),
     Route("/api/cove/conversations/{id}", delete, methods=["DELETE"]),
     Route("/api/cove/conversations/{id}/rename", rename, methods=["POST"]),
+    Route("/api/cove/conversations/{id}/settings", settings, methods=["POST"]),
+    Route("/api/cove/conversations/{id}/branches", branches, methods=["GET"]),
+    Route("/api/cove/conversations/{id}/branch", branch, methods=["POST"]),
+    Route("/api/cove/conversations/{id}/select", select, methods=["POST"]),
+    Route("/api/cove/conversations/{id}/messages/{mid}", replace_message, methods=["PATCH"]),
+    Route("/api/cove/conversations/{id}/messages/{mid}", delete_message, methods=["DELETE"]),
     Route("/api/cove/conversations/{id}/export", export, methods=["GET"]),
     Route("/api/cove/export", export, methods=["GET"]),
     Route("/api/cove/import", import_, methods=["POST"]),
