@@ -274,6 +274,7 @@ def test_migrations_are_recorded_once(cove_home: Path) -> None:
             "m004_egress",
             "m005_measurements",
             "m006_branches",
+            "m007_citations",
         ]
     )
     assert migrate(Database(path)) == []

@@ -168,6 +168,21 @@ def m006_branches(conn: apsw.Connection) -> None:
     )
 
 
+def m007_citations(conn: apsw.Connection) -> None:
+    """The sources an answer cited (retrieval from the user's documents), kept with the answer.
+
+    A table of its own rather than a column: an answer without sources costs nothing, and the
+    row goes with its message (ON DELETE CASCADE), so deleting a conversation deletes them."""
+    conn.execute(
+        """
+        CREATE TABLE citations (
+            message_id INTEGER PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+            items TEXT NOT NULL CHECK (json_valid(items) AND json_type(items) = 'array')
+        );
+        """
+    )
+
+
 Step = Callable[[apsw.Connection], None]
 STEPS: tuple[Step, ...] = (
     m001_conversations,
@@ -176,6 +191,7 @@ STEPS: tuple[Step, ...] = (
     m004_egress,
     m005_measurements,
     m006_branches,
+    m007_citations,
 )
 
 
