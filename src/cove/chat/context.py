@@ -62,13 +62,15 @@ def fit_context(
     num_ctx: int,
     options: dict[str, Any],
     policy: str = "summarize",
+    reserve: int = 0,
 ) -> tuple[list[dict[str, Any]], ContextNotice | None]:
     """The messages to send now, summarising older turns first if they would not fit.
 
     `policy` is COVE_CONTEXT_POLICY: "summarize", or "refuse" to stop with an error instead.
+    `reserve` tokens of the budget are kept free for what the turn adds (retrieved sources).
     """
     messages = history.context_messages(conversation_id)
-    room = budget(num_ctx, options)
+    room = budget(num_ctx, options) - reserve
     if estimate_tokens(messages) <= room:
         return messages, None
     if policy == "refuse":

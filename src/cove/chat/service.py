@@ -6,12 +6,17 @@ the title set, the context fitted (older turns summarised when they no longer fi
 call, and the answer recorded with its figures. A request without a conversation is stateless:
 nothing is stored, but the same persona and model rules apply.
 
-Retrieval from the user's documents belongs in `prepare` (after the context is fitted, before
-the engine call); the tool loop wraps the engine call in `run`: when the turn offers cove's tools
-(`cove_tools` on the API; the enabled ones from a door that can ask the person, as the CLI and
-the web chat do), `run` hands the call to `ToolLoop` (see `cove.chat.tool_loop`), which runs the
-model's tool calls and calls it again. A door that asks gets a consent event before each call;
-on the API, naming a tool that the user's policy has switched on is the consent.
+Retrieval from the user's documents is a step of `prepare` (see `cove.chat.retrieval`): for a
+turn with `collections`, the search runs before anything is stored (an unknown collection
+stores nothing), room is reserved for the sources when the context is fitted, and the sources
+go into the leading system message; their citations travel on the turn, to the doors and into
+the history beside the answer. In strict mode with nothing relevant found, `run` answers
+itself and the engine is not called. The tool loop wraps the engine call in `run`: when the
+turn offers cove's tools (`cove_tools` on the API; the enabled ones from a door that can ask
+the person, as the CLI and the web chat do), `run` hands the call to `ToolLoop` (see
+`cove.chat.tool_loop`), which runs the model's tool calls and calls it again. A door that asks
+gets a consent event before each call; on the API, naming a tool that the user's policy has
+switched on is the consent.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..engine.events import Assembler, ChatAnswer, ChatChunk
+from ..engine.events import Assembler, ChatAnswer, ChatChunk, Choice
 from ..engine.options import checked_options
 from ..engine.streaming import EventCallback, stream_events
 from ..errors import BadRequest
 from ..history import Conversation, History
+from ..history import citations as kept_citations
 from ..history.records import ROLES
 from ..store.models import Manifest
 from ..tools.catalog import ToolCatalog
@@ -34,7 +40,9 @@ from ..tools.consent import ConsentBroker
 from ..tools.policy import ToolPolicy
 from ..tools.policy import load as load_policy
 from ..tools.registry import Registry, ToolError
-from .context import ContextNotice, fit_context
+from . import retrieval
+from .context import ContextNotice, budget, estimate_tokens, fit_context
+from .retrieval import Citation, Retrieval
 from .tool_loop import ToolLoop, ToolRun, history_line
 
 if TYPE_CHECKING:
@@ -72,6 +80,10 @@ class TurnRequest:
     #: The door shows the person each tool call and sends back yes or no (the terminal, the web
     #: chat; on HTTP the `X-Cove-Consent: ask` header). Otherwise naming a tool is the consent.
     asks_consent: bool = False
+    #: The user's document collections to answer from (retrieval with citations); [] for none.
+    collections: list[str] = field(default_factory=list)
+    #: Answer only from the collections, and say so when they do not hold the answer.
+    strict: bool = False
 
 
 @dataclass
@@ -92,6 +104,10 @@ class Turn:
     consent_scope: str = ""
     #: Filled by the tool loop as it runs: what ran (the answer's `cove_tools_used`).
     tools_used: list[ToolRun] = field(default_factory=list)
+    #: The sources given to the model, numbered as it cites them ([n]).
+    citations: list[Citation] = field(default_factory=list)
+    #: cove's own answer, given without calling the model (strict mode, nothing relevant found).
+    reply: str | None = None
 
     def tools_used_names(self) -> list[str]:
         """The tools that ran this turn, in order (refused and malformed calls are not counted)."""
@@ -107,10 +123,13 @@ class TurnStream:
         notice: str | None,
         events: Iterator[ChatChunk],
         cancel: threading.Event | None = None,
+        citations: list[Citation] | None = None,
     ) -> None:
         self.conversation_id = conversation_id
         #: Said to the person when older turns were summarised to make room.
         self.notice = notice
+        #: The sources the answer may cite as [n]; a remote stream fills it from its last line.
+        self.citations: list[Citation] = citations if citations is not None else []
         self._events = events
         #: Set on close, so a turn waiting on something other than the engine (a consent) stops too.
         self._cancel = cancel
@@ -152,7 +171,15 @@ class ChatService:
         notice = str(turn.notice) if turn.notice else None
         cancel = threading.Event()
         events = stream_events(lambda relay: self.run(turn, relay, cancel))
-        return TurnStream(turn.conversation_id, notice, events, cancel)
+        return TurnStream(turn.conversation_id, notice, events, cancel, list(turn.citations))
+
+    @property
+    def knowledge(self) -> retrieval.Knowledge:
+        """The library's knowledge base, for turns that answer from the user's documents."""
+        kb = getattr(self.cove, "knowledge", None)
+        if kb is None:
+            raise BadRequest("this cove has no knowledge base: collections cannot be searched here")
+        return kb  # type: ignore[no-any-return]
 
     def prepare(self, request: TurnRequest) -> Turn:
         """Everything before the engine call (blocking: reads and writes the history)."""
@@ -168,15 +195,21 @@ class ChatService:
                 raise BadRequest("a raw completion cannot be kept in a conversation; use chat")
             if request.cove_tools:
                 raise BadRequest("cove_tools need a chat; a raw completion cannot call tools")
+            if request.collections:
+                raise BadRequest("collections need a chat; a raw completion cannot cite documents")
             return Turn(model, fields, options, request.keep_alive, completion=True)
         tools = self._offered_tools(request)  # checked before the first write
+        found = self._retrieve(request, messages)  # so is every collection named
         if request.conversation is None:
             body = {**fields, "messages": self._with_persona(messages, request.persona)}
             turn = Turn(model, body, options, request.keep_alive, context=request.context)
+            if found is not None:
+                num_ctx = self.cove.prepare(model, options)[0].spec.num_ctx
+                self._add_sources(turn, found, budget(num_ctx, options))
         elif request.context is not None:
             raise BadRequest("context and a stored conversation are two memories; send one of them")
         else:
-            turn = self._stored(request, model, options, messages, fields)
+            turn = self._stored(request, model, options, messages, fields, found)
         if tools:
             if turn.context is not None:
                 raise BadRequest("cove_tools need a chat; a generate context cannot call tools")
@@ -184,6 +217,31 @@ class ChatService:
             turn.ask_consent = request.asks_consent
             turn.consent_scope = turn.conversation_id or secrets.token_hex(8)
         return turn
+
+    def _retrieve(self, request: TurnRequest, messages: list[dict[str, Any]]) -> Retrieval | None:
+        """Search the request's collections for its question (and the recent user turns)."""
+        if not request.collections:
+            return None
+        if request.context is not None:
+            raise BadRequest("collections need a chat; a generate context cannot cite documents")
+        asked = [_text_of(m.get("content")) for m in messages if m["role"] == "user"]
+        if not asked or not asked[-1].strip():
+            raise BadRequest("collections need a question: the last user message is empty or missing")
+        earlier = asked[:-1]
+        if request.conversation and request.conversation != "new":
+            stored = self.history.get(str(request.conversation)).messages
+            earlier = [m.content for m in stored if m.role == "user" and m.in_context] + earlier
+        return retrieval.retrieve(self.knowledge, request.collections, asked[-1], earlier, request.strict)
+
+    def _add_sources(self, turn: Turn, found: Retrieval, room: int) -> None:
+        """Put what was found into the turn's leading system message, within the room left."""
+        turn.reply = found.refusal()
+        if turn.reply is not None:
+            return
+        messages = turn.body["messages"]
+        sources = retrieval.fitted(self.knowledge, found, room - estimate_tokens(messages))
+        turn.body = {**turn.body, "messages": retrieval.with_sources(messages, sources)}
+        turn.citations = sources.citations
 
     def _offered_tools(self, request: TurnRequest) -> list[str]:
         """The cove tools a turn offers; one named that is unknown or switched off is an error."""
@@ -217,6 +275,8 @@ class ChatService:
             return bool(on_event(event)) if on_event else False
 
         streaming = on_event is not None
+        if turn.reply is not None:
+            return self._own_answer(turn, relay if streaming else None)
         try:
             if turn.tools:
                 loop = ToolLoop(self, turn, self.tool_registry(), relay if streaming else None, cancel)
@@ -240,6 +300,17 @@ class ChatService:
             self._record(turn, answer)
         return answer
 
+    def _own_answer(self, turn: Turn, relay: EventCallback | None) -> ChatAnswer:
+        """cove's own words as the answer (no engine call), kept like any answer."""
+        text = turn.reply or ""
+        if relay is not None:
+            relay(ChatChunk(content=text))
+            relay(ChatChunk(finish_reason="stop"))
+        answer = ChatAnswer(content=text, finish_reason="stop", choices=[Choice(0, text, "stop")])
+        if turn.conversation_id:
+            self._record(turn, answer)
+        return answer
+
     # -- stored conversations -------------------------------------------------------------------
 
     def _stored(
@@ -249,6 +320,7 @@ class ChatService:
         options: dict[str, Any],
         messages: list[dict[str, Any]],
         fields: dict[str, Any],
+        found: Retrieval | None = None,
     ) -> Turn:
         unknown = sorted({str(m["role"]) for m in messages if m["role"] not in ROLES})
         if unknown:  # checked before the first write: a refused request stores nothing
@@ -269,9 +341,15 @@ class ChatService:
             effective["num_ctx"] = chat.num_ctx  # the model loads with the context we budget for
         num_ctx = self.cove.prepare(model, effective)[0].spec.num_ctx
         policy = self.cove.settings.context_policy
-        fitted, notice = fit_context(self.cove, self.history, chat.id, num_ctx, effective, policy)
+        room = budget(num_ctx, effective)
+        # Room for the sources is kept before older turns are summarised, up to half the budget.
+        reserve = min(found.wanted_tokens(), room // 2) if found and not found.refusal() else 0
+        fitted, notice = fit_context(self.cove, self.history, chat.id, num_ctx, effective, policy, reserve)
         body = {**fields, "messages": fitted}
-        return Turn(model, body, effective, request.keep_alive, conversation_id=chat.id, notice=notice)
+        turn = Turn(model, body, effective, request.keep_alive, conversation_id=chat.id, notice=notice)
+        if found is not None:
+            self._add_sources(turn, found, room)
+        return turn
 
     def _settled(
         self, request: TurnRequest, model: str, options: dict[str, Any], messages: list[dict[str, Any]]
@@ -316,7 +394,7 @@ class ChatService:
         for run in turn.tools_used:  # what the tools said is part of the conversation
             self.history.add_message(turn.conversation_id, "tool", history_line(run))
         ttft = answer.time_to_first_token_s
-        self.history.add_message(
+        kept = self.history.add_message(
             turn.conversation_id,
             "assistant",
             answer.content,
@@ -326,6 +404,8 @@ class ChatService:
             tokens_per_s=answer.tokens_per_s,
             model=turn.model,
         )
+        if turn.citations:
+            kept_citations.keep(self.history, kept.id, [c.to_dict() for c in turn.citations])
 
 
 def can_think(manifest: Manifest) -> bool:
