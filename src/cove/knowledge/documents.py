@@ -55,3 +55,6 @@ class Passage:
     heading: tuple[str, ...] = ()
     start: int = 0
     end: int = 0
+    #: Cosine similarity of the query to this chunk under its collection's embedding model
+    #: (None when it has no vectors): what `search.relevant` judges a passage by.
+    similarity: float | None = None

@@ -1,0 +1,140 @@
+"""Finding passages: BM25 (FTS5) and vector (sqlite-vec) rankings fused by reciprocal rank
+fusion, optionally reranked, and a measured threshold for "nothing relevant was found"."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from ..errors import BadRequest
+from .documents import Passage
+from .embedder import Embedder
+from .index import Collection, KnowledgeIndex
+
+Mode = Literal["hybrid", "bm25", "vector"]
+MODES: tuple[Mode, ...] = ("hybrid", "bm25", "vector")
+#: Reciprocal rank fusion's constant: 60, as in Cormack et al.; a hit's score is sum 1/(60 + rank).
+RRF_K = 60
+#: Every vector is compared up to this many chunks in a collection; above, binary-quantised
+#: candidates are compared exactly (see KnowledgeIndex.knn).
+EXACT_UP_TO = 20_000
+#: How many hits each ranking contributes to the fusion, at least.
+DEPTH = 50
+MAX_TERMS = 64
+#: The lowest cosine similarity, per embedding model, of a passage that answers the question:
+#: measured on the debian-faq benchmark (benchmarks/kb_retrieval.py --threshold), see README.
+RELEVANCE: dict[str, float] = {"all-minilm": 0.30}
+
+Reranker = Callable[[str, list[str]], list[float]]
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def fts_query(query: str) -> str | None:
+    """The question's words, each quoted (FTS5 syntax in a question is text, not operators)."""
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:MAX_TERMS]
+    return " OR ".join(f'"{w}"' for w in words) if words else None
+
+
+def rrf(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> list[tuple[int, float]]:
+    """Fuse ranked id lists: each id scores the sum of 1/(k + rank) over the lists it is in."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def search(
+    index: KnowledgeIndex,
+    embedder_of: Callable[[Collection], Embedder],
+    names: Sequence[str],
+    query: str,
+    *,
+    k: int = 5,
+    mode: str = "hybrid",
+    reranker: Reranker | None = None,
+) -> list[Passage]:
+    """The k best passages for `query` across the named collections, best first."""
+    if mode not in MODES:
+        raise BadRequest(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
+    if not 1 <= k <= 100:
+        raise BadRequest("k must be between 1 and 100")
+    if not query.strip():
+        raise BadRequest("the search query is empty")
+    depth = max(DEPTH, 4 * k)
+    rankings: list[list[int]] = []
+    scores: dict[int, float] = {}
+    similarity: dict[int, float] = {}
+    for name in dict.fromkeys(names):
+        col = index.collection(name)
+        vector = embedder_of(col).embed([query])[0] if mode != "bm25" or col.dimensions else None
+        if mode != "vector":
+            match = fts_query(query)
+            hits = index.bm25(col, match, depth) if match else []
+            rankings.append([i for i, _ in hits])
+            if mode == "bm25":
+                scores.update(hits)
+        if vector is not None:
+            near = index.knn(col, vector, depth, EXACT_UP_TO) if mode != "bm25" else []
+            similarity.update(near)
+            if mode != "bm25":
+                rankings.append([i for i, _ in near])
+            if mode == "vector":
+                scores.update(near)
+            lexical_only = [i for r in rankings for i in r if i not in similarity]
+            similarity.update(index.similarities(col, vector, lexical_only))
+    ranked = rrf(rankings) if mode == "hybrid" else sorted(scores.items(), key=lambda kv: -kv[1])
+    if reranker is not None:
+        ranked = _reranked(index, reranker, query, ranked[: max(4 * k, 20)])
+    return _passages(index, ranked[:k], similarity)
+
+
+def _reranked(
+    index: KnowledgeIndex, reranker: Reranker, query: str, ranked: list[tuple[int, float]]
+) -> list[tuple[int, float]]:
+    rows = index.chunk_rows([i for i, _ in ranked])
+    ids = [i for i, _ in ranked if i in rows]
+    scores = reranker(query, [rows[i][0] for i in ids])
+    return sorted(zip(ids, scores, strict=True), key=lambda kv: -kv[1])
+
+
+def _passages(
+    index: KnowledgeIndex, ranked: list[tuple[int, float]], similarity: dict[int, float]
+) -> list[Passage]:
+    rows = index.chunk_rows([i for i, _ in ranked])
+    found = []
+    for chunk_id, score in ranked:
+        if chunk_id not in rows:
+            continue  # deleted between the ranking and now
+        text, page, heading, start, end, file, collection = rows[chunk_id]
+        found.append(
+            Passage(
+                chunk_id=chunk_id,
+                collection=collection,
+                file=file,
+                text=text,
+                score=round(score, 6),
+                page=page,
+                heading=tuple(json.loads(heading)),
+                start=start,
+                end=end,
+                similarity=similarity.get(chunk_id),
+            )
+        )
+    return found
+
+
+def threshold(model: str) -> float | None:
+    """The measured relevance threshold of an embedding model, if it has been measured."""
+    return RELEVANCE.get(model.split(":")[0].removesuffix(":latest"))
+
+
+def relevant(passages: Sequence[Passage], model: str = "all-minilm") -> list[Passage]:
+    """The passages close enough to the question to be worth giving a model; an empty answer
+    means "the documents say nothing about this" (a chat turn says so instead of guessing)."""
+    limit = threshold(model)
+    if limit is None:
+        return list(passages)
+    return [p for p in passages if p.similarity is not None and p.similarity >= limit]
