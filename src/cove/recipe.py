@@ -16,7 +16,7 @@ from cove.templates import check_template, is_builtin_template_name
 MAX_RECIPE_BYTES = 1_000_000
 INSTRUCTIONS = ("FROM", "ADAPTER", "DRAFT", "TEMPLATE", "SYSTEM", "PARAMETER", "MESSAGE", "LICENSE")
 ROLES = ("system", "user", "assistant")
-_FIELDS = ("base", "system", "template", "parameters", "adapter", "messages", "license", "draft")
+_FIELDS = ("base", "system", "template", "parameters", "adapter", "messages", "license", "draft", "replicas")
 _INT64 = 2**63
 
 
@@ -30,6 +30,9 @@ class ParameterType:
     repeats: bool = False
     #: For a word-valued parameter: the words it takes.
     choices: tuple[str, ...] = ()
+    #: For a text-valued parameter: the pattern its whole value must match, and what it is.
+    pattern: str = ""
+    pattern_means: str = ""
 
 
 PARAMETER_TYPES: dict[str, ParameterType] = {
@@ -51,6 +54,19 @@ PARAMETER_TYPES: dict[str, ParameterType] = {
     "draft_ngram": ParameterType(int, 0, 64),
 }
 
+#: Parameters a recipe may set but a request's options may not (they say where a model runs).
+RECIPE_ONLY_TYPES: dict[str, ParameterType] = {
+    # A remote engine's API key: the name of the environment variable holding it (never the key).
+    "api_key_env": ParameterType(
+        str, pattern=r"[A-Za-z_][A-Za-z0-9_]{0,127}", pattern_means="an environment variable's name"
+    ),
+    # A remote engine: seconds to wait for the upstream's next byte before giving up on it.
+    "remote_timeout": ParameterType(float, 1, 3600),
+}
+
+#: FROM schemes that name an OpenAI-compatible upstream instead of a model file or name.
+REMOTE_SCHEMES = ("openai+http", "openai+https")
+
 
 @dataclass
 class Recipe:
@@ -65,6 +81,15 @@ class Recipe:
     license: str | None = None
     #: A draft model for speculative decoding (a stored model or file; same vocabulary as base).
     draft: str | None = None
+    #: More remote upstreams after `base` (one FROM line each), serving the same model.
+    replicas: list[str] = field(default_factory=list)
+
+    @property
+    def remote(self) -> list[RemoteRef]:
+        """The upstreams this recipe runs on (FROM openai+https://...), [] for a local model."""
+        if not is_remote(self.base):
+            return []
+        return [parse_remote(ref) for ref in [self.base, *self.replicas]]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +101,8 @@ class Recipe:
             "messages": [dict(m) for m in self.messages],
             "license": self.license,
             "draft": self.draft,
+            # Only when there are some: a local model's stored recipe (and digest) stays as it was.
+            **({"replicas": list(self.replicas)} if self.replicas else {}),
         }
 
     @classmethod
@@ -103,11 +130,12 @@ class Recipe:
             messages=_check_messages(d.get("messages") or []),
             license=_optional_text(d.get("license"), "license"),
             draft=None if d.get("draft") is None else _check_ref(d["draft"], "draft"),
+            replicas=_check_replicas(d.get("replicas") or [], d.get("base")),
         )
 
     def to_text(self) -> str:
         """The recipe in recipe syntax; parse_recipe gives back an equal Recipe."""
-        lines = [f"FROM {_quote(self.base)}"]
+        lines = [f"FROM {_quote(ref)}" for ref in [self.base, *self.replicas]]
         if self.adapter is not None:
             lines.append(f"ADAPTER {_quote(self.adapter)}")
         if self.draft is not None:
@@ -140,22 +168,29 @@ class Recipe:
             messages=[dict(m) for m in (self.messages or base.messages)],
             license=pick(self.license, base.license),
             draft=pick(self.draft, base.draft),
+            replicas=list(self.replicas),
         )
 
 
 # --- values: one rule per field, shared by the parser and from_dict
 
 
-def check_parameter(name: str, value: Any) -> Any:
-    """Validate and coerce one parameter value; `stop` always comes back as a list of strings."""
+def check_parameter(name: str, value: Any, *, in_recipe: bool = False) -> Any:
+    """Validate and coerce one parameter value; `stop` always comes back as a list of strings.
+    `in_recipe`: a recipe's own PARAMETER, which may also be one of RECIPE_ONLY_TYPES."""
     key = name.lower() if isinstance(name, str) else name
-    spec = PARAMETER_TYPES.get(key)
+    known = {**PARAMETER_TYPES, **RECIPE_ONLY_TYPES} if in_recipe else PARAMETER_TYPES
+    spec = known.get(key)
     if spec is None:
-        raise InvalidRecipe(f"unknown parameter {name!r} (known: {', '.join(sorted(PARAMETER_TYPES))})")
+        raise InvalidRecipe(f"unknown parameter {name!r} (known: {', '.join(sorted(known))})")
     if spec.repeats:
         return _check_stop(value)
     if spec.choices:
         return _check_choice(key, value, spec.choices)
+    if spec.pattern:
+        if not isinstance(value, str) or not re.fullmatch(spec.pattern, value.strip()):
+            raise InvalidRecipe(f"{key} must be {spec.pattern_means}, got {value!r}")
+        return value.strip()
     number = _to_int(key, value) if spec.kind is int else _to_float(key, value)
     if spec.low is not None and spec.high is not None and not spec.low <= number <= spec.high:
         raise InvalidRecipe(f"{key} must be between {spec.low} and {spec.high}, got {value}")
@@ -212,7 +247,7 @@ def _check_stop(value: Any) -> list[str]:
 def _check_parameters(parameters: Any) -> dict[str, Any]:
     if not isinstance(parameters, dict):
         raise InvalidRecipe(f"parameters must be a mapping, got {type(parameters).__name__}")
-    checked = {str(name).lower(): check_parameter(name, v) for name, v in parameters.items()}
+    checked = {str(name).lower(): check_parameter(name, v, in_recipe=True) for name, v in parameters.items()}
     if checked.get("stop") == []:
         del checked["stop"]  # no stop strings is the same as no stop parameter
     return checked
@@ -399,8 +434,22 @@ class _Parser:
         self.seen[key] = line
 
     def _from(self, value: str, _: str, line: int) -> None:
-        self.once("FROM", line)
-        self.fields["base"] = _check_ref(value, "FROM")
+        ref = _check_ref(value, "FROM")
+        if is_remote(ref):
+            parse_remote(ref)  # a malformed upstream URL is an error on its own line
+        if "FROM" not in self.seen:
+            self.seen["FROM"] = line
+            self.fields["base"] = ref
+            return
+        # Several FROM lines are the replicas of one remote model; a local model has one file.
+        if not (is_remote(ref) and is_remote(self.fields["base"])):
+            raise InvalidRecipe(
+                f"duplicate FROM (first on line {self.seen['FROM']}); only remote upstreams "
+                "(FROM openai+https://HOST/v1#MODEL) may be listed more than once, as replicas"
+            )
+        if ref == self.fields["base"] or ref in self.fields.setdefault("replicas", []):
+            raise InvalidRecipe(f"FROM {ref!r} is listed twice")
+        self.fields["replicas"].append(ref)
 
     def _adapter(self, value: str, _: str, line: int) -> None:
         self.once("ADAPTER", line)
@@ -428,9 +477,9 @@ class _Parser:
 
     def _parameter(self, value: str, name: str, line: int) -> None:
         key = name.lower()
-        checked = check_parameter(key, value)
+        checked = check_parameter(key, value, in_recipe=True)
         parameters = self.fields["parameters"]
-        if PARAMETER_TYPES[key].repeats:
+        if key in PARAMETER_TYPES and PARAMETER_TYPES[key].repeats:
             parameters.setdefault(key, []).extend(checked)
         else:
             self.once(f"PARAMETER {key}", line)
@@ -443,7 +492,7 @@ class _Parser:
             ("ADAPTER", recipe.adapter, True),
             ("DRAFT", recipe.draft, False),
         ):
-            if value is None or (folder / value).is_file():
+            if value is None or (key == "FROM" and is_remote(value)) or (folder / value).is_file():
                 continue
             if looks_like_path(value, slash_is_path=slash_is_path):
                 raise self.error(
@@ -530,3 +579,76 @@ def _read_quoted(rest: str, line: int, error: ErrorFactory) -> str:
             out.append(char)
         k += 1
     raise error(line, 'unterminated " string')
+
+
+# --- remote upstreams
+
+
+@dataclass(frozen=True)
+class RemoteRef:
+    """One `FROM openai+https://host:port/v1#Model`: the API's base URL and the upstream's model."""
+
+    scheme: str  # "http" or "https"
+    host: str
+    port: int
+    base_url: str  # "https://host:port/v1", no trailing slash
+    model: str
+
+    @property
+    def where(self) -> str:
+        """How errors and `cove ps` name it: host:port and the model."""
+        return f"{self.host}:{self.port} ({self.model})"
+
+
+def is_remote(value: str) -> bool:
+    """Whether a FROM value names an OpenAI-compatible upstream (openai+http / openai+https)."""
+    return value.lower().startswith(tuple(s + ":" for s in REMOTE_SCHEMES))
+
+
+def parse_remote(value: str) -> RemoteRef:
+    """`openai+https://host[:port]/path#Model` checked piece by piece, each with its own message."""
+    from urllib.parse import urlsplit
+
+    hint = "write it as openai+https://HOST:PORT/v1#MODEL"
+    scheme, _, rest = value.partition(":")
+    if scheme.lower() not in REMOTE_SCHEMES or not rest.startswith("//"):
+        raise InvalidRecipe(f"FROM {value!r} is not a remote engine URL; {hint}")
+    url, _, model = rest.partition("#")
+    if not model.strip():
+        raise InvalidRecipe(f"FROM {value!r} names no model after '#'; {hint}")
+    if model != model.strip() or any(c.isspace() for c in model):
+        raise InvalidRecipe(f"FROM {value!r}: the model name after '#' has spaces in it")
+    try:
+        parts = urlsplit("x:" + url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidRecipe(f"FROM {value!r} has a malformed address ({exc}); {hint}") from None
+    if not parts.hostname:
+        raise InvalidRecipe(f"FROM {value!r} names no host; {hint}")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidRecipe(
+            f"FROM {value!r} has a user or key in its address; name the environment variable that "
+            "holds the key with PARAMETER api_key_env NAME instead"
+        )
+    if parts.query:
+        raise InvalidRecipe(f"FROM {value!r} has a query ('?…'); {hint}")
+    tls = scheme.lower() == "openai+https"
+    host = parts.hostname
+    port = port or (443 if tls else 80)
+    shown = f"[{host}]" if ":" in host else host
+    path = parts.path.rstrip("/")
+    web = "https" if tls else "http"
+    return RemoteRef(web, host, port, f"{web}://{shown}:{port}{path}", model)
+
+
+def _check_replicas(replicas: Any, base: Any) -> list[str]:
+    if not isinstance(replicas, list):
+        raise InvalidRecipe(f"replicas must be a list, got {type(replicas).__name__}")
+    checked = [_check_ref(r, "replicas") for r in replicas]
+    if checked and not (isinstance(base, str) and is_remote(base)):
+        raise InvalidRecipe("replicas are for a remote model: its base must be an openai+https:// URL")
+    for ref in checked:
+        if not is_remote(ref):
+            raise InvalidRecipe(f"replica {ref!r} is not a remote engine URL (openai+https://HOST/v1#MODEL)")
+        parse_remote(ref)
+    return checked

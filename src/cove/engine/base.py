@@ -39,11 +39,19 @@ class LoadSpec:
     draft_ngram: int = 0
     #: A draft model's file (recipe `DRAFT`: a smaller model with the same vocabulary), or None.
     draft_path: str | None = None
+    #: A remote model's upstreams (recipe FROM openai+https://HOST/v1#MODEL lines, one a replica);
+    #: empty for a model that runs here. A remote model has no file, and no memory is planned.
+    remote: tuple[str, ...] = ()
+    #: The environment variable holding the upstreams' API key (recipe PARAMETER api_key_env).
+    api_key_env: str | None = None
+    #: Seconds to wait for an upstream's next byte (recipe PARAMETER remote_timeout); 0: default.
+    remote_timeout_s: float = 0.0
 
     @property
     def key(self) -> tuple[object, ...]:
         load = (self.digest, self.num_ctx, self.template, self.adapter_path, self.embedding, self.kv_type)
-        return (*load, self.draft_ngram, self.draft_path)
+        remote = (self.remote, self.api_key_env, self.remote_timeout_s) if self.remote else ()
+        return (*load, self.draft_ngram, self.draft_path, *remote)
 
 
 class LoadedModel(Protocol):

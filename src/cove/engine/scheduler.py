@@ -57,6 +57,8 @@ FOREVER = float("inf")
 def _may_grow(runner: Runner) -> int:
     """What a loaded model may still take: its planned size less what its engine process holds
     now; for an engine in this process (no figure of its own), its whole prompt-cache budget."""
+    if runner.spec.remote:
+        return 0  # its memory is upstream's
     pid = getattr(runner.model, "pid", None)  # an engine process's (IsolatedModel)
     if isinstance(pid, int):
         try:
@@ -68,6 +70,13 @@ def _may_grow(runner: Runner) -> int:
 
 #: Told of each load (the sized spec, the model, the bytes planned for it), to measure it.
 LoadHook = Callable[[LoadSpec, LoadedModel, int], None]
+
+
+def remote_engine(spec: LoadSpec) -> LoadedModel:
+    """A model served by OpenAI-compatible upstreams (engine/remote.py), imported when one is used."""
+    from .remote import RemoteModel
+
+    return RemoteModel(spec)
 
 
 class Scheduler:
@@ -85,8 +94,11 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
         on_loaded: LoadHook | None = None,
         kv_types: tuple[str, ...] = ("f16",),
+        remote_factory: EngineFactory = remote_engine,
     ) -> None:
         self._factory = factory
+        #: Loads a spec with `remote` upstreams: no memory planned, no local file, no crash log.
+        self._remote_factory = remote_factory
         self.max_loaded = max_loaded
         self.num_parallel = num_parallel
         self.max_queue = max_queue
@@ -101,6 +113,7 @@ class Scheduler:
         self._waiting: dict[str, int] = {}  # queued for a slot of a loaded model
         self._loading: dict[str, int] = {}  # queued behind a model being loaded
         self._pending: set[tuple[object, ...]] = set()  # keys being loaded right now
+        self._remote_pending: set[tuple[object, ...]] = set()  # ...of which remote ones
         #: Bytes each load under way will take: allocated by its engine soon, not yet seen as used.
         self._pending_bytes: dict[tuple[object, ...], int] = {}
         self._cond = threading.Condition()
@@ -182,6 +195,8 @@ class Scheduler:
             if spec.key not in self._pending:
                 break
             self._cond.wait(timeout=1.0)  # someone else is loading this very model
+        if spec.remote:
+            return self._load_remote(spec)
         self.crashes.check(spec)  # a model that just crashed is not started again at once
         sized = self._make_room(request)
         self._pending.add(spec.key)
@@ -206,13 +221,37 @@ class Scheduler:
             raise ShuttingDown(f"cove is shutting down; {spec.name} is not kept loaded")
         return self._register(sized, model, request)
 
+    def _load_remote(self, spec: LoadSpec) -> Runner:
+        """Called with the lock held (released while it connects). A remote model takes no
+        memory here and no place among max_loaded; its slots are its replicas' combined."""
+        self._evict_same_model(spec)
+        self._pending.add(spec.key)
+        self._remote_pending.add(spec.key)
+        self._cond.release()
+        try:
+            model = self._remote_factory(spec)
+        finally:
+            self._cond.acquire()
+            self._pending.discard(spec.key)
+            self._remote_pending.discard(spec.key)
+            self._cond.notify_all()
+        if self._closed:
+            model.close()
+            raise ShuttingDown(f"cove is shutting down; {spec.name} is not kept loaded")
+        sized = replace(spec, num_parallel=self.num_parallel * len(spec.remote))
+        runner = Runner(sized, model, 0, self._clock(), FOREVER)
+        runner.slots = threading.Semaphore(sized.num_parallel)
+        self._runners[sized.key] = runner
+        self._start_reaper()
+        return runner
+
     def _make_room(self, request: ModelRequest) -> LoadSpec:
         """Evict what must go, then plan the load against the memory free now: fewer slots, then
         a q8_0 KV cache, then idle models unloaded; DoesNotFit (saying what would fit) rather
         than a load the machine cannot hold."""
         spec = request.spec
         self._evict_same_model(spec)
-        while len(self._runners) + len(self._pending) >= self.max_loaded:
+        while self._local_count() >= self.max_loaded:
             if not self._evict_idle():
                 self._cond.wait(timeout=1.0)
         while True:
@@ -287,8 +326,14 @@ class Scheduler:
             if runner.spec.name == spec.name and runner.active == 0:
                 self._unload(key)
 
+    def _local_count(self) -> int:
+        """Models held in this machine's memory, loaded or loading (remote ones hold none)."""
+        held = sum(1 for r in self._runners.values() if not r.spec.remote)
+        return held + sum(1 for key in self._pending if key not in self._remote_pending)
+
     def _evict_idle(self) -> bool:
-        idle = [(r.expires_at, k) for k, r in self._runners.items() if r.active == 0]
+        """Unload the idle local model that expires first (a remote one frees no memory)."""
+        idle = [(r.expires_at, k) for k, r in self._runners.items() if r.active == 0 and not r.spec.remote]
         if not idle:
             return False
         self._unload(min(idle)[1])

@@ -24,7 +24,7 @@ from ..errors import BadRequest, InvalidRecipe, ModelNotFound
 from ..history import History, db_path
 from ..recipe import Recipe, looks_like_path, parse_recipe
 from ..store import catalog
-from ..store.models import Manifest, ModelStore, describe, validate_gguf
+from ..store.models import Manifest, ModelStore, describe, remote_base, validate_gguf
 from ..store.names import parse_name
 from ..store.progress import ProgressCallback, ignore_progress
 from ..store.pull import pull
@@ -132,6 +132,12 @@ class Cove:
     ) -> Manifest:
         """Like `create`, for remote callers: files come as uploaded blobs, never as paths."""
         parsed = parse_recipe(recipe) if isinstance(recipe, str) else recipe
+        if parsed.remote:
+            # Where prompts are sent is the machine owner's choice, never a remote caller's.
+            raise BadRequest(
+                "a remote engine (FROM openai+https://…) is set up on this machine: "
+                "`cove create NAME -f Recipe`"
+            )
         if blob:
             base = self._blob_model(name, blob)
             parsed.base = base.name = str(parse_name(name))
@@ -167,6 +173,8 @@ class Cove:
         )
 
     def _recipe_base(self, recipe: Recipe, folder: Path) -> Manifest:
+        if recipe.remote:  # served by upstreams: a manifest with no blob
+            return remote_base(recipe)
         candidate = (folder / recipe.base).resolve()
         if recipe.base.endswith(".gguf") or candidate.is_file():
             if not candidate.is_file():
@@ -189,6 +197,17 @@ class Cove:
             return self.store.blobs.add_file(path)
         return self.model(recipe.adapter).digest
 
+    def create_tuned(self, name: str, base_name: str, adapter: Path, tuned: dict[str, Any]) -> Manifest:
+        """A fine-tuned model (`cove tune`): FROM its base, ADAPTER the stored LoRA GGUF, and the
+        run's data summary, settings and before/after figures kept as `info["tuned"]`."""
+        base = self.model(base_name)
+        validate_gguf(adapter)
+        digest = self.store.blobs.add_file(adapter)
+        recipe = Recipe(base=base.name, adapter=f"sha256:{digest}")
+        saved = self._save_recipe(name, recipe, base, digest)
+        info = {**saved.info, "tuned": tuned}
+        return self.store.save(replace(saved, source=f"tuned from {base.name}", info=info))
+
     # -- running models ----------------------------------------------------------------------
 
     def prepare(
@@ -202,7 +221,8 @@ class Cove:
         recipe = manifest.recipe_obj()
         opts = checked_options(options)
         adapter = self.store.blobs.path(manifest.adapter_digest) if manifest.adapter_digest else None
-        draft = self.model(recipe.draft) if recipe.draft and not embedding else None
+        drafts = recipe.draft and not embedding and not manifest.is_remote
+        draft = self.model(recipe.draft) if drafts and recipe.draft else None
         drafted = recipe.parameters.get("draft_ngram", self.settings.draft_ngram)  # the option wins
         spec = LoadSpec(
             name=manifest.name,
@@ -216,6 +236,7 @@ class Cove:
             kv_type=kv_cache_type(recipe.parameters, opts),
             draft_ngram=int(opts.get("draft_ngram", drafted)),
             draft_path=str(self.store.model_path(draft)) if draft else None,
+            **_remote_fields(manifest, recipe),
         )
         # A draft model loads beside its target: its weights count in the plan too.
         weights = manifest.size + (draft.size if draft else 0)
@@ -386,6 +407,17 @@ class Cove:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _remote_fields(manifest: Manifest, recipe: Recipe) -> dict[str, Any]:
+    """A remote model's upstreams and their settings (engine/remote.py runs it), else nothing."""
+    if not manifest.is_remote:
+        return {}
+    return {
+        "remote": (recipe.base, *recipe.replicas),
+        "api_key_env": recipe.parameters.get("api_key_env"),
+        "remote_timeout_s": float(recipe.parameters.get("remote_timeout") or 0.0),
+    }
 
 
 def _with_context(

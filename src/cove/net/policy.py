@@ -2,7 +2,8 @@
 
 Features are named strings: "pull" (a model the user asked for by name), "tool:NAME" (a tool
 the user switched on), "mcp:SERVER" (an MCP server's HTTP URL), "engine:remote" (the cove
-server the user pointed COVE_HOST at). Everything else is refused. Loopback is never egress.
+server the user pointed COVE_HOST at, or an upstream a remote model's recipe names: `FROM
+openai+https://HOST/v1#MODEL`). Everything else is refused. Loopback is never egress.
 The tools' switches and allow-lists are the tools' own file (`cove.tools.policy`,
 COVE_HOME/tools.json, keyed by tool name and by "mcp:SERVER"); this module only reads them.
 """
@@ -52,6 +53,15 @@ class NamedHost:
 
 
 @dataclass(frozen=True)
+class EngineHost:
+    """An upstream a remote model's recipe names (FROM openai+https://HOST:PORT/v1#MODEL)."""
+
+    host: str
+    port: int
+    model: str  # the cove model whose recipe names it, for the reason shown
+
+
+@dataclass(frozen=True)
 class Policy:
     """Everything `decide` needs; the gate builds one from Settings and the tools' file."""
 
@@ -62,6 +72,8 @@ class Policy:
     #: host:port of the `cove serve` the CLI talks to (COVE_HOST), which the user named.
     remote_host: str | None = None
     remote_port: int | None = None
+    #: Upstreams of the remote model asking (engine/remote.py adds them to its gate's policy).
+    engines: tuple[EngineHost, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,9 @@ def decide(policy: Policy, feature: str, host: str, port: int | None) -> Decisio
     if feature == REMOTE_ENGINE:
         if policy.remote_host and host == normal_host(policy.remote_host) and port == policy.remote_port:
             return Decision(True, "the cove server you named in COVE_HOST")
+        for engine in policy.engines:
+            if host == normal_host(engine.host) and port == engine.port:
+                return Decision(True, f"an upstream the recipe of {engine.model} names (FROM openai+…)")
         return Decision(
             False, "not the cove server named in COVE_HOST (set COVE_HOST=HOST:PORT to reach another)"
         )

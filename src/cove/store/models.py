@@ -80,6 +80,23 @@ class Manifest:
     def is_embedding(self) -> bool:
         return bool(self.info.get("embedding_only"))
 
+    @property
+    def is_remote(self) -> bool:
+        """A model served by OpenAI-compatible upstreams (FROM openai+https://…): it has no blob."""
+        return bool(self.info.get("remote"))
+
+
+def remote_base(recipe: Recipe) -> Manifest:
+    """The base a remote recipe stands on: no file, named by its upstreams. Its digest is theirs
+    (the URLs and models, hashed) so `cove ps` and the scheduler tell two remote models apart."""
+    refs = recipe.remote
+    urls = [f"{r.base_url}#{r.model}" for r in refs]
+    digest = hashlib.sha256("\n".join(urls).encode()).hexdigest()
+    first = refs[0]
+    name = first.where if len(refs) == 1 else f"{first.where} and {len(refs) - 1} more"
+    info = {"remote": urls, "architecture": "remote", "context_length": None}
+    return Manifest(name=name, digest=digest, size=0, source="remote", info=info, recipe=recipe.to_dict())
+
 
 def now_iso() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
