@@ -41,7 +41,7 @@ def kb() -> FakeKnowledge:
 @pytest.fixture
 def cove(cove_home: Path, script: ToolScriptEngine, kb: FakeKnowledge) -> Iterator[Cove]:
     cove = tiny_cove(cove_home, script)
-    cove.knowledge = kb  # type: ignore[attr-defined]
+    cove.conversations.knowledge_base = kb
     yield cove
     cove.close()
 

@@ -104,10 +104,16 @@ class Turn:
     consent_scope: str = ""
     #: Filled by the tool loop as it runs: what ran (the answer's `cove_tools_used`).
     tools_used: list[ToolRun] = field(default_factory=list)
+    #: The collections this turn answered from ([] when it did not search any).
+    collections: list[str] = field(default_factory=list)
     #: The sources given to the model, numbered as it cites them ([n]).
     citations: list[Citation] = field(default_factory=list)
     #: cove's own answer, given without calling the model (strict mode, nothing relevant found).
     reply: str | None = None
+
+    def citations_json(self) -> list[dict[str, Any]] | None:
+        """The `citations` field of the doors' answers: None when the turn searched nothing."""
+        return [c.to_dict() for c in self.citations] if self.collections else None
 
     def tools_used_names(self) -> list[str]:
         """The tools that ran this turn, in order (refused and malformed calls are not counted)."""
@@ -153,6 +159,8 @@ class ChatService:
         #: Tool calls waiting for the person's yes or no (the web dialog, the terminal prompt).
         self.consents = ConsentBroker()
         self.tool_catalog = ToolCatalog(cove.settings)
+        #: The knowledge base turns search; None: the library's own (`cove.knowledge`).
+        self.knowledge_base: retrieval.Knowledge | None = None
 
     def tool_registry(self) -> Registry:
         """Every tool this cove knows: the built-in ones and those of its MCP servers."""
@@ -175,8 +183,9 @@ class ChatService:
 
     @property
     def knowledge(self) -> retrieval.Knowledge:
-        """The library's knowledge base, for turns that answer from the user's documents."""
-        kb = getattr(self.cove, "knowledge", None)
+        """The library's knowledge base (or `knowledge_base` when set), for turns that answer
+        from the user's documents."""
+        kb = self.knowledge_base or getattr(self.cove, "knowledge", None)
         if kb is None:
             raise BadRequest("this cove has no knowledge base: collections cannot be searched here")
         return kb  # type: ignore[no-any-return]
@@ -235,6 +244,7 @@ class ChatService:
 
     def _add_sources(self, turn: Turn, found: Retrieval, room: int) -> None:
         """Put what was found into the turn's leading system message, within the room left."""
+        turn.collections = found.collections
         turn.reply = found.refusal()
         if turn.reply is not None:
             return

@@ -94,6 +94,8 @@ def chat_request(req: OllamaChatRequest, request: Request) -> TurnRequest:
         think=req.think,
         cove_tools=req.cove_tools,
         asks_consent=request.headers.get(CONSENT_HEADER, "").strip().lower() == "ask",
+        collections=list(req.collections or []),
+        strict=req.cove_strict,
     )
 
 
@@ -154,10 +156,12 @@ async def answer(request: Request, wanted: TurnRequest, stream: bool, field: str
         body = whole(result, wanted.model, field, started)
         if turn.tools:
             body["cove_tools_used"] = turn.tools_used_names()
+        if turn.collections:
+            body["citations"] = turn.citations_json()
         return JSONResponse(body, headers=conversations.headers(turn))
     events = await primed(generator.stream(turn))
     return StreamingResponse(
-        ndjson(events, wanted.model, field, started, state.scrub),
+        ndjson(events, wanted.model, field, started, state.scrub, turn.citations_json()),
         media_type=NDJSON,
         headers=conversations.headers(turn),
     )
@@ -185,6 +189,7 @@ async def ndjson(
     field: str,
     started: float,
     scrub: Callable[[str], str],
+    citations: list[dict[str, Any]] | None = None,
 ) -> AsyncIterator[bytes]:
     calls = Assembler()  # Ollama sends tool calls whole, in the last line; they stream in pieces
     used: list[str] | None = None
@@ -210,6 +215,8 @@ async def ndjson(
                     final["context"] = event.context
                 if used is not None:
                     final["cove_tools_used"] = used
+                if citations is not None:  # the sources the answer cites as [n]
+                    final["citations"] = citations
                 yield _line(final)
                 return
             calls.add(event)

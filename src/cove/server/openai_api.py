@@ -67,6 +67,8 @@ def chat_request(req: OAIChatRequest, request: Request) -> TurnRequest:
         source=conversations.source(request),
         keep_alive=parse_keep_alive(req.keep_alive),
         cove_tools=req.cove_tools,
+        collections=list(req.collections or []),
+        strict=req.cove_strict,
     )
 
 
@@ -111,17 +113,23 @@ async def answer(
         body = reply.whole(result)
         if turn.tools:
             body["cove_tools_used"] = turn.tools_used_names()
+        if turn.collections:
+            body["citations"] = turn.citations_json()
         return JSONResponse(body, headers=conversations.headers(turn))
     events = await primed(generator.stream(turn))
     return StreamingResponse(
-        _sse(events, reply, include_usage, state.scrub),
+        _sse(events, reply, include_usage, state.scrub, turn.citations_json()),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no", **conversations.headers(turn)},
     )
 
 
 async def _sse(
-    events: AsyncIterator[ChatChunk], reply: Reply, include_usage: bool, scrub: Callable[[str], str]
+    events: AsyncIterator[ChatChunk],
+    reply: Reply,
+    include_usage: bool,
+    scrub: Callable[[str], str],
+    citations: list[dict[str, Any]] | None = None,
 ) -> AsyncIterator[bytes]:
     try:
         if reply.shape is CHAT:
@@ -132,9 +140,16 @@ async def _sse(
                 yield _event({**reply.chunk([]), "cove_tool": event.to_dict()})
             elif not event.done:
                 yield _event(reply.chunk([reply.delta(event)]))
-            elif include_usage and event.usage:
-                # OpenAI clients expect usage only when asked, alone in a final chunk with no choices.
-                yield _event({**reply.chunk([]), "usage": _usage(event.usage)})
+            else:
+                # OpenAI clients expect usage only when asked, alone in a final chunk with no
+                # choices; cove's citations travel in that chunk too (or in one of their own).
+                final: dict[str, Any] = {}
+                if include_usage and event.usage:
+                    final["usage"] = _usage(event.usage)
+                if citations is not None:
+                    final["citations"] = citations
+                if final:
+                    yield _event({**reply.chunk([]), **final})
     except CoveError as exc:
         # Headers are gone by now; the error travels in the stream, cleaned like any error body.
         yield b"data: " + error_body("/v1", exc.status, scrub(str(exc))) + b"\n\n"

@@ -157,6 +157,8 @@ def turn_request(req: ResponsesRequest, request: Request) -> TurnRequest:
         source=conversations.source(request),
         keep_alive=parse_keep_alive(req.keep_alive),
         cove_tools=req.cove_tools,
+        collections=list(req.collections or []),
+        strict=req.cove_strict,
     )
 
 
@@ -171,6 +173,8 @@ class Outcome:
         self.id = response_id(conversation_id)
         self.created = int(time.time())
         self.message_id = f"msg_{_token()}"
+        #: The sources the answer may cite as [n], when the request named collections.
+        self.citations: list[dict[str, Any]] | None = None
 
     def body(
         self, status: str, output: list[dict[str, Any]], usage: Usage | None, finish: str | None
@@ -198,7 +202,12 @@ class Outcome:
             "truncation": self.req.truncation or "disabled",
             "usage": _usage(usage) if usage else None,
             "metadata": self.req.metadata or {},
+            **self._citations(status),
         }
+
+    def _citations(self, status: str) -> dict[str, Any]:
+        """cove's `citations`, on a finished response of a request that named collections."""
+        return {"citations": self.citations} if self.citations is not None and status != "in_progress" else {}
 
     def message(self, text: str, status: str = "completed") -> dict[str, Any]:
         part = {"type": "output_text", "text": text, "annotations": []}
@@ -241,6 +250,7 @@ async def create(request: Request) -> Response:
     state = state_of(request)
     turn = await state.generator.prepare(turn_request(req, request))
     outcome = Outcome(req, turn.conversation_id)
+    outcome.citations = turn.citations_json()
     if not req.stream:
         answer = await state.generator.once(turn, request)
         body = outcome.body("completed", outcome.output(answer), answer.usage, answer.finish_reason)

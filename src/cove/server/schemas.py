@@ -73,6 +73,8 @@ def _no_images(images: list[str] | None) -> list[str] | None:
 
 Content = Annotated[str | list[dict[str, Any]] | None, AfterValidator(_text_parts)]
 Images = Annotated[list[str] | None, AfterValidator(_no_images)]
+#: `collections`: the names of the user's document collections a chat turn answers from.
+Collections = list[Annotated[str, Field(min_length=1, max_length=100)]] | None
 
 
 # -- OpenAI ------------------------------------------------------------------------------------
@@ -130,6 +132,10 @@ class OAIChatRequest(Strict):
     persona: str | None = Field(None, max_length=100)
     #: cove's own tools this request lets the model call (each must be switched on by the user).
     cove_tools: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=64)
+    #: The user's document collections to answer from; the answer carries `citations`.
+    collections: Collections = Field(None, max_length=32)
+    #: With collections: answer only from them, and say so when they do not hold the answer.
+    cove_strict: bool = False
 
 
 class OAICompletionRequest(Strict):
@@ -202,6 +208,10 @@ class OllamaChatRequest(Strict):
     persona: str | None = Field(None, max_length=100)
     #: cove's own tools this request lets the model call (each must be switched on by the user).
     cove_tools: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=64)
+    #: The user's document collections to answer from; the answer carries `citations`.
+    collections: Collections = Field(None, max_length=32)
+    #: With collections: answer only from them, and say so when they do not hold the answer.
+    cove_strict: bool = False
 
 
 class OllamaGenerateRequest(Strict):
@@ -310,3 +320,6 @@ class ResponsesRequest(Strict):
     keep_alive: float | str | None = None
     #: cove's own tools this response may run (as on /v1/chat/completions).
     cove_tools: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=64)
+    #: The user's document collections to answer from (as on /v1/chat/completions).
+    collections: Collections = Field(None, max_length=32)
+    cove_strict: bool = False
