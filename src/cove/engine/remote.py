@@ -166,10 +166,17 @@ def api_key(spec: LoadSpec) -> str | None:
 
 
 def affinity_key(kind: str, body: dict[str, Any]) -> str | None:
-    """What keeps a conversation on one replica: its first messages (a conversation's prefix,
-    the same on every later turn), hashed; a completion's first 1,000 characters."""
-    if kind == "chat" and isinstance(body.get("messages"), list) and body["messages"]:
-        head = json.dumps(body["messages"][:2], sort_keys=True, default=str)
+    """What keeps a conversation on one replica: the messages up to its first user message (a
+    conversation's prefix, the same on every later turn), hashed; a completion's first 1,000
+    characters."""
+    messages = body.get("messages")
+    if kind == "chat" and isinstance(messages, list) and messages:
+        # Up to its first user message (the system prompt, examples, the opening question):
+        # what every later turn of the conversation starts with.
+        first = next(
+            (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), 0
+        )
+        head = json.dumps(messages[: first + 1], sort_keys=True, default=str)
     elif kind == "complete" and isinstance(body.get("prompt"), str):
         head = body["prompt"][:1000]
     else:
