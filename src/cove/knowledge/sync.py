@@ -272,7 +272,8 @@ class Syncer:
         chunks = chunking.chunk(doc, self.embedder.count_tokens)
         vectors = self._embed([c.text for c in chunks])
         self.index.write_document(self.col, _indexed(facts, doc, chunks, vectors))
-        (self.report.updated if row is not None else self.report.added).append(item.file)
+        fresh = row is None or row.status == REFUSED  # never indexed before: added, not updated
+        (self.report.added if fresh else self.report.updated).append(item.file)
         self.report.pages += doc.pages or 1
         self.report.chunks += len(chunks)
         if doc.pages_without_text:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Generator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..chat.service import ChatService, TurnRequest, TurnStream
 from ..config import Settings
@@ -28,6 +28,9 @@ from ..store.models import Manifest, ModelStore, describe, remote_base, validate
 from ..store.names import parse_name
 from ..store.progress import ProgressCallback, ignore_progress
 from ..store.pull import pull
+
+if TYPE_CHECKING:
+    from ..knowledge.service import KnowledgeBase
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ class Cove:
         self.record_answers = True
         self._history: History | None = None
         self._history_lock = threading.Lock()
+        self._knowledge: KnowledgeBase | None = None
         #: The one conversation service: every chat turn, from every door, goes through it.
         self.conversations = ChatService(self)
 
@@ -83,6 +87,16 @@ class Cove:
             if self._history is None:
                 self._history = History(db_path(self.settings.home))
             return self._history
+
+    @property
+    def knowledge(self) -> KnowledgeBase:
+        """The knowledge base (COVE_HOME/knowledge.db), opened on first use."""
+        with self._history_lock:
+            if self._knowledge is None:
+                from ..knowledge.service import KnowledgeBase
+
+                self._knowledge = KnowledgeBase(self)
+            return self._knowledge
 
     def chat_turn(self, request: TurnRequest) -> TurnStream:
         """One turn of a conversation (or a stateless chat), streamed; see `cove.chat.service`."""
@@ -401,6 +415,8 @@ class Cove:
         self.scheduler.close()
         if self._history is not None:
             self._history.close()
+        if self._knowledge is not None:
+            self._knowledge.close()
 
     def __enter__(self) -> Cove:
         return self
