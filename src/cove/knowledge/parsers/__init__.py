@@ -14,15 +14,12 @@ from pathlib import Path
 from ..documents import ParsedDocument
 from ..errors import DocumentRefused
 from . import limits
+from .code import CODE_SUFFIXES
 from .files import read_bytes
 
-# suffix -> (module, function); the function takes the file's bytes (and `ocr` for PDF).
-_TEXT = {".txt": "parse_text", ".text": "parse_text", ".log": "parse_text"}
-_MARKDOWN = {".md": "parse_markdown", ".markdown": "parse_markdown", ".mdx": "parse_markdown"}
-_PARSERS: dict[str, tuple[str, str]] = {
-    **{s: ("text", f) for s, f in _TEXT.items()},
-    **{s: ("text", f) for s, f in _MARKDOWN.items()},
-}
+# suffix -> (module, function); the function takes the file's bytes and the parse's deadline
+# (and `ocr` for PDF, the suffix for source code).
+_PARSERS: dict[str, tuple[str, str]] = {}
 
 
 def _register(module: str, function: str, *suffixes: str) -> None:
@@ -30,7 +27,19 @@ def _register(module: str, function: str, *suffixes: str) -> None:
         _PARSERS[suffix] = (module, function)
 
 
-# (more formats are registered here as their modules land)
+_register("text", "parse_text", ".txt", ".text", ".log")
+_register("text", "parse_markdown", ".md", ".markdown", ".mdx")
+_register("rst", "parse_rst", ".rst", ".rest")
+_register("html", "parse_html", ".html", ".htm", ".xhtml")
+_register("pdf", "parse_pdf", ".pdf")
+_register("office", "parse_docx", ".docx")
+_register("office", "parse_pptx", ".pptx")
+_register("epub", "parse_epub", ".epub")
+_register("mail", "parse_eml", ".eml")
+_register("mail", "parse_mbox", ".mbox")
+_register("table", "parse_csv", ".csv")
+_register("table", "parse_tsv", ".tsv")
+_register("code", "parse_code", *CODE_SUFFIXES)
 
 #: Every suffix (lower case, with its dot) cove can index.
 SUFFIXES: frozenset[str] = frozenset(_PARSERS)
@@ -57,7 +66,9 @@ def parse(path: Path, *, ocr: bool = False) -> ParsedDocument:
     data = read_bytes(path)
     deadline = limits.Deadline()
     parser = _parser(suffix)
-    options = {"ocr": ocr} if suffix == ".pdf" else {}
+    options: dict[str, object] = {"ocr": ocr} if suffix == ".pdf" else {}
+    if _PARSERS[suffix][0] == "code":
+        options["suffix"] = suffix
     try:
         return parser(data, deadline=deadline, **options)
     except DocumentRefused:

@@ -41,7 +41,7 @@ def size_text(n: int) -> str:
 class Deadline:
     """The time cap of one parse: `check()` between pages or elements refuses when it has passed."""
 
-    seconds: float = MAX_SECONDS
+    seconds: float = field(default_factory=lambda: MAX_SECONDS)  # read when made: tests lower it
     started: float = field(default_factory=time.monotonic)
 
     def left(self) -> float:
