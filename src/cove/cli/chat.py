@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
+from ..chat.retrieval import Citation
 from ..chat.service import TurnRequest
 from ..engine.events import ChatChunk
 from ..errors import CoveError, ModelNotFound
@@ -21,12 +22,16 @@ from ..store.names import parse_name
 from ..tools.events import ToolEvent
 from .main import Backend, Context, cli, err, pass_ctx, pull_progress
 
+#: How much of each source `cove run --kb` quotes after the answer.
+QUOTE_CHARS = 160
 SET_USAGE = "Usage: /set system TEXT, or /set parameter NAME VALUE (e.g. /set parameter temperature 0.2)"
 HELP = """Commands:
   /set system TEXT           set the system prompt
   /set parameter NAME VALUE  set a parameter (temperature, top_p, num_ctx, stop, ...)
   /show                      show the model, system prompt and parameters
   /persona NAME              use a saved persona's system prompt (cove persona add ...)
+  /kb NAME [NAME ...]        answer from these document collections, citing them (cove kb ...)
+  /kb off                    stop answering from documents
   /clear                     start a new conversation (this one stays in cove history)
   /save NAME                 save this chat (system, parameters, messages) as a new model
   /bye                       leave (Ctrl-D works too)
@@ -53,6 +58,10 @@ class Session:
     system_sent: bool = False
     #: Tools the person answered "always" for: they run without asking for the rest of this session.
     always: set[str] = field(default_factory=set)
+    #: The document collections each answer searches and cites (`--kb`, `/kb`).
+    collections: list[str] = field(default_factory=list)
+    #: Answer only from the collections (`--strict`).
+    strict: bool = False
 
     def request(self, text: str) -> TurnRequest:
         messages: list[dict[str, Any]] = []
@@ -67,6 +76,8 @@ class Session:
             persona=self.persona if self.conversation_id is None else None,
             source="cli",
             asks_consent=True,  # the terminal asks before each tool call (see `tool_step`)
+            collections=list(self.collections),
+            strict=self.strict and bool(self.collections),
         )
 
 
@@ -102,9 +113,33 @@ def answer(cove: Backend, session: Session, text: str, verbose: bool) -> bool:
         stream.close()
     sys.stdout.write("\n")
     session.messages.append({"role": "assistant", "content": "".join(parts)})
+    if stream.citations:
+        print_sources(stream.citations, "".join(parts))
     if verbose and last is not None:
         report_speed(last)
     return stopped
+
+
+def print_sources(citations: list[Citation], answer: str) -> None:
+    """After the answer: each source as [n] file, page, and a short quote; cited ones first."""
+    used = {c.n for c in citations if f"[{c.n}]" in answer}
+    ordered = sorted(citations, key=lambda c: (c.n not in used, c.n))
+    lines = ["", "Sources:"]
+    for citation in ordered:
+        mark = "" if citation.n in used or not used else " (not cited)"
+        lines.append(f"  [{citation.n}] {citation.where()}{mark}")
+        lines.append(f"      “{quote(citation.text)}”")
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+def quote(text: str, limit: int = QUOTE_CHARS) -> str:
+    """A passage on one line, cut at a word near `limit` characters (no control characters)."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[:limit].rsplit(" ", 1)[0]
+    return (cut or flat[:limit]) + "…"
 
 
 def tool_step(cove: Backend, session: Session, event: ToolEvent) -> None:
@@ -190,6 +225,8 @@ def command(cove: Backend, session: Session, line: str) -> bool:
         click.echo("Cleared the conversation; the next message starts a new one.")
     elif name == "/persona" and len(words) == 2:
         use_persona(session, words[1])
+    elif name == "/kb":
+        use_collections(session, line.split()[1:])
     elif name == "/show":
         show_session(cove, session)
     elif name == "/set" and len(words) >= 3:
@@ -219,6 +256,20 @@ def set_value(session: Session, words: list[str], line: str) -> None:
         click.echo(SET_USAGE)
 
 
+def use_collections(session: Session, names: list[str]) -> None:
+    """`/kb NAME ...` answers from those collections from the next message on; `/kb off` stops."""
+    if not names:
+        shown = ", ".join(session.collections) or "none (/kb NAME to choose)"
+        click.echo(f"Answering from: {shown}{' (strict)' if session.strict and session.collections else ''}")
+        return
+    if [n.lower() for n in names] == ["off"]:
+        session.collections = []
+        click.echo("No longer answering from documents.")
+        return
+    session.collections = list(dict.fromkeys(names))
+    click.echo(f"Answering from {', '.join(session.collections)}, with sources after each answer.")
+
+
 def use_persona(session: Session, name: str) -> None:
     persona = session.history.persona(name)
     session.system, session.persona = persona.system, persona.name
@@ -235,6 +286,9 @@ def show_session(cove: Backend, session: Session) -> None:
     click.echo(f"system: {session.system or recipe.system or '(none)'}")
     click.echo(f"parameters: { ({**recipe.parameters, **session.options}) }")
     click.echo(f"messages so far: {len(session.messages)}")
+    if session.collections:
+        strict = " (strict)" if session.strict else ""
+        click.echo(f"documents: {', '.join(session.collections)}{strict}")
 
 
 def save(cove: Backend, session: Session, name: str) -> None:
@@ -281,6 +335,10 @@ def repl(cove: Backend, session: Session, verbose: bool) -> None:
 @click.option("--system", help="A system prompt for this chat.")
 @click.option("--persona", help="Use a saved persona's system prompt.")
 @click.option("--resume", "resume", metavar="ID", help="Continue a stored conversation.")
+@click.option(
+    "--kb", "collections", multiple=True, metavar="NAME", help="Answer from a document collection, citing it."
+)
+@click.option("--strict", is_flag=True, help="With --kb: answer only from the documents.")
 @pass_ctx
 def run(
     ctx: Context,
@@ -290,8 +348,12 @@ def run(
     system: str | None,
     persona: str | None,
     resume: str | None,
+    collections: tuple[str, ...],
+    strict: bool,
 ) -> None:
     """Chat with MODEL; with PROMPT (or piped input) answer once and exit."""
+    if strict and not collections:
+        raise CoveError("--strict answers only from documents: name a collection with --kb NAME")
     if resume and model:
         # A resumed chat keeps its own model, so `run --resume ID hello` means the prompt "hello".
         prompt, model = (model, *prompt), None
@@ -303,6 +365,7 @@ def run(
     ctx.on_close(history.close)
     session = resumed(history, resume) if resume else new_session(history, model, system, persona)
     session.model = stored_model(backend, session.model)
+    session.collections, session.strict = list(dict.fromkeys(collections)), strict
     text = " ".join(prompt)
     if not sys.stdin.isatty():
         piped = sys.stdin.read()

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from ..chat.retrieval import Citation
 from ..chat.service import TurnRequest, TurnStream
 from ..config import Settings
 from ..engine.events import ChatChunk, LoadedInfo, ToolCallDelta, Usage
@@ -116,6 +117,9 @@ class RemoteCove:
             body["keep_alive"] = request.keep_alive
         if request.cove_tools is not None:
             body["cove_tools"] = request.cove_tools
+        if request.collections:
+            body["collections"] = request.collections
+            body["cove_strict"] = request.strict
         headers = {SOURCE_HEADER: request.source}
         if request.asks_consent:
             headers[CONSENT_HEADER] = "ask"
@@ -127,7 +131,8 @@ class RemoteCove:
             _raise_for(response)
         conversation = response.headers.get(CONVERSATION_HEADER)
         notice = response.headers.get(CONTEXT_HEADER)
-        return TurnStream(conversation, notice, _events(response))
+        cited: list[Citation] = []  # filled from the stream's last line
+        return TurnStream(conversation, notice, _events(response, cited), citations=cited)
 
     def stream_chat(
         self, model: str, messages: list[dict[str, Any]], *, options: dict[str, Any] | None = None
@@ -187,7 +192,9 @@ class RemoteCove:
         self.http.close()
 
 
-def _events(response: httpx.Response) -> Generator[ChatChunk | ToolEvent, None, None]:
+def _events(
+    response: httpx.Response, cited: list[Citation] | None = None
+) -> Generator[ChatChunk | ToolEvent, None, None]:
     """Ollama's NDJSON chat stream as cove's typed events; closing it closes the connection."""
     started = time.perf_counter()
     first: float | None = None
@@ -214,6 +221,8 @@ def _events(response: httpx.Response) -> Generator[ChatChunk | ToolEvent, None, 
             if text or calls:
                 yield ChatChunk(content=text, tool_calls=calls)
             if data.get("done"):
+                if cited is not None and isinstance(data.get("citations"), list):
+                    cited.extend(Citation.from_dict(c) for c in data["citations"] if isinstance(c, dict))
                 yield ChatChunk(
                     done=True,
                     finish_reason=data.get("done_reason") or None,
