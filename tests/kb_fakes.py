@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from cove.knowledge.documents import Passage
 from cove.knowledge.errors import CollectionNotFound
@@ -51,6 +52,9 @@ class FakeKnowledge:
                     )
                     start += len(text) + 2
         return sorted(found, key=lambda p: -p.score)[:k]
+
+    def list(self) -> list[SimpleNamespace]:
+        return [SimpleNamespace(name=name) for name in self.collections]
 
     def relevant(self, passages: Sequence[Passage]) -> list[Passage]:
         return [p for p in passages if p.score > 0]

@@ -35,6 +35,7 @@ from ..history import Conversation, History
 from ..history import citations as kept_citations
 from ..history.records import ROLES
 from ..store.models import Manifest
+from ..tools import knowledge_search
 from ..tools.catalog import ToolCatalog
 from ..tools.consent import ConsentBroker
 from ..tools.policy import ToolPolicy
@@ -161,6 +162,7 @@ class ChatService:
         self.tool_catalog = ToolCatalog(cove.settings)
         #: The knowledge base turns search; None: the library's own (`cove.knowledge`).
         self.knowledge_base: retrieval.Knowledge | None = None
+        knowledge_search.attach(cove.settings.home, self)  # the tool searches this library's
 
     def tool_registry(self) -> Registry:
         """Every tool this cove knows: the built-in ones and those of its MCP servers."""

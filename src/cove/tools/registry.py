@@ -33,7 +33,7 @@ NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TIME_CAP_S = 30.0
 SIZE_CAP_BYTES = 256 * 1024
 #: The modules whose `TOOL`/`TOOLS` are cove's built-in tools (a missing one is skipped).
-BUILTIN_MODULES = ("builtin", "web_search", "fetch_url")
+BUILTIN_MODULES = ("builtin", "web_search", "fetch_url", "knowledge_search")
 
 
 class ToolError(BadRequest):
