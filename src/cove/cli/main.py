@@ -143,6 +143,10 @@ def show(ctx: Context, name: str, as_json: bool) -> None:
     out.print(table)
     out.print("\n[bold]Recipe[/bold]")
     click.echo(recipe.to_text())
+    if m.info.get("tuned"):  # made by `cove tune`: its data, settings and before/after figures
+        from .tune import show_tuned
+
+        show_tuned(m.info["tuned"])
 
 
 def _params(info: dict[str, Any]) -> str:
@@ -361,3 +365,7 @@ cli.add_command(doctor)
 cli.add_command(fit)
 cli.add_command(pick)
 cli.add_command(bench)
+
+from .tune import tune  # noqa: E402  (as above)
+
+cli.add_command(tune)
