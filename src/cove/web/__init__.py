@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from html import escape
 from importlib import resources
 from importlib.resources.abc import Traversable
 
@@ -66,11 +67,51 @@ def _parser() -> MarkdownIt:
     return md
 
 
+# Code first, so a `$` inside code stays code; then $$display$$ and $inline$ mathematics. An inline
+# span must not start or end with a space and not be followed by a digit ("$5 and $6" is money).
+MATH = re.compile(
+    r"(?P<fence>^(?P<tick>`{3,}|~{3,})[^\n]*\n.*?^(?P=tick)[ \t]*$)"
+    r"|(?P<code>(?P<run>`+).+?(?P=run))"
+    r"|(?<!\\)\$\$(?P<display>.+?)(?<!\\)\$\$"
+    r"|(?<![\\$])\$(?P<inline>[^\s$](?:[^$\n]*?[^\s$\\])?)\$(?!\d)",
+    re.DOTALL | re.MULTILINE,
+)
+MARK = "covemath{}x"  # letters only: Markdown leaves it alone, and nothing a person types is this
+
+
+def _take_math(text: str) -> tuple[str, list[tuple[bool, str]]]:
+    """The text with each formula replaced by a marker, and the formulas (display?, TeX) in order."""
+    found: list[tuple[bool, str]] = []
+
+    def swap(m: re.Match[str]) -> str:
+        if m.group("fence") or m.group("code"):
+            return m.group(0)
+        display = m.group("display") is not None
+        found.append((display, m.group("display") if display else m.group("inline")))
+        return MARK.format(len(found) - 1)
+
+    return MATH.sub(swap, text), found
+
+
+def _put_math(html: str, found: list[tuple[bool, str]]) -> str:
+    """Each marker back as an element holding the TeX as escaped text; the page typesets it
+    with the bundled KaTeX (through the DOM, which the CSP allows) or shows the TeX as it is."""
+    for index, (display, tex) in enumerate(found):
+        kind = "math-display" if display else "math-inline"
+        html = html.replace(MARK.format(index), f'<span class="{kind}">{escape(tex.strip())}</span>', 1)
+    return html
+
+
 def render(text: str) -> str:
     """Markdown to HTML that is safe to insert: raw HTML off, then an allowlist sanitiser."""
-    html = _parser().render(text[:MAX_RENDER_CHARS])
+    marked, formulas = _take_math(text[:MAX_RENDER_CHARS])
+    html = _parser().render(marked)
     # Table alignment as classes: the page's CSP allows no inline styles.
     html = ALIGN.sub(lambda m: f'class="align-{m.group(1)}"', html)
+    return _put_math(_clean(html), formulas)
+
+
+def _clean(html: str) -> str:
     return str(
         nh3.clean(
             html,

@@ -1,192 +1,227 @@
-// cove's browser chat: one module, no libraries. Model text is only ever inserted as text, or as the
-// HTML the server's /api/cove/render returned after sanitising it.
+// cove's browser chat. Model text is only ever inserted as text, or as the HTML the server's
+// /api/cove/render returned after sanitising it. No libraries (KaTeX, bundled, only for formulas).
 
 import { loadPrivacy } from "/static/privacy.js";
+import {
+  $, HttpError, api, copy, el, explain, fill, getJSON, ndjson, notice, onReconnect, postJSON,
+  renderInto, renderMany,
+} from "/static/util.js";
+import { loadModels, loadUsage, onModelsChanged, pullModel } from "/static/views.js";
 
-const $ = (sel) => document.querySelector(sel);
-const KEY_STORE = "cove-api-key";
 const RENDER_EVERY_MS = 250;
+const PAGE = 60; // messages rendered at once; earlier ones come a page at a time
+const UNDO_MS = 6000;
+const MAX_ATTACHMENT = 20 * 1024 * 1024;
+const READABLE = [".txt", ".text", ".log", ".md", ".markdown", ".mdx", ".rst", ".rest", ".html", ".htm", ".xhtml", ".pdf", ".docx", ".pptx"];
+const EXAMPLES = [
+  "Explain what a hash table is, with a short example.",
+  "Write a polite email asking to move a meeting to Thursday.",
+  "Give me three ideas for a rainy Sunday afternoon.",
+  "Summarise the main causes of the French Revolution in five bullet points.",
+];
+const DEFAULT_CHAT_MODEL = "smollm2:135m"; // the catalog's chat model for small machines
 
 const state = {
-  conversation: null, // the stored conversation id, once the server gave one
-  personaSent: null, // the persona whose system prompt this conversation already holds
+  chat: null, // the conversation as shown (the server's JSON), null for a new chat
+  conversations: [],
   controller: null,
-  lastUser: null,
   personas: new Map(),
-  baseModels: new Set(), // stored models the catalog calls base models
+  baseModels: new Set(),
+  catalog: [],
+  defaults: new Map(), // model -> { temperature, num_ctx, num_predict } it loads with
+  attachments: [], // [{ name, text, tokens }]
+  draft: {}, // settings for a chat that is not stored yet
+  shownFrom: 0,
+  pendingDeletes: new Map(), // id -> timer: deleted when the undo time runs out
 };
 
-// -- small helpers -------------------------------------------------------------------------------
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v);
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
-
-function bytes(n) {
-  if (!n && n !== 0) return "";
-  const units = ["B", "KB", "MB", "GB", "TB"];
-  let i = 0;
-  while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
-  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
-}
-
-function notice(text, where = "#notice") {
-  const box = $(where);
-  box.textContent = text || "";
-  box.hidden = !text;
-}
-
-class HttpError extends Error {
-  constructor(status, message, retryAfter) {
-    super(message);
-    this.status = status;
-    this.retryAfter = retryAfter;
-  }
-}
-
-function explain(err) {
-  if (err instanceof HttpError) {
-    if (err.status === 503) {
-      const wait = err.retryAfter ? ` Try again in ${err.retryAfter} s.` : " Try again shortly.";
-      return `The server is busy (${err.message}).${wait}`;
-    }
-    if (err.status === 401) return "The server needs an API key.";
-    return err.message;
-  }
-  return String(err && err.message ? err.message : err);
-}
-
-// -- the API, with the key kept only in sessionStorage -------------------------------------------
-
-function askKey() {
-  const dialog = $("#key-dialog");
-  $("#key").value = "";
-  return new Promise((resolve) => {
-    dialog.addEventListener("close", () => {
-      const key = dialog.returnValue === "ok" ? $("#key").value.trim() : "";
-      if (key) sessionStorage.setItem(KEY_STORE, key);
-      resolve(Boolean(key));
-    }, { once: true });
-    dialog.showModal();
-  });
-}
-
-async function api(path, { method = "GET", body, signal } = {}) {
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const headers = {};
-    const key = sessionStorage.getItem(KEY_STORE);
-    if (key) headers.Authorization = `Bearer ${key}`;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    headers["X-Cove-Source"] = "web"; // conversations started here are kept as the web chat's
-    headers["X-Cove-Consent"] = "ask"; // this page asks before each tool call (see toolStep)
-    const res = await fetch(path, {
-      method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    if (res.status === 401 && (await askKey())) continue;
-    if (!res.ok) {
-      let message = `${res.status} ${res.statusText}`;
-      try {
-        const data = await res.json();
-        if (data && data.error) message = typeof data.error === "string" ? data.error : data.error.message;
-      } catch { /* not JSON */ }
-      throw new HttpError(res.status, message, res.headers.get("retry-after"));
-    }
-    return res;
-  }
-  throw new HttpError(401, "missing or wrong API key");
-}
-
-const getJSON = async (path) => (await api(path)).json();
-
-async function* ndjson(res) {
-  const reader = res.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true });
-    let cut;
-    while ((cut = buffer.indexOf("\n")) >= 0) {
-      const line = buffer.slice(0, cut).trim();
-      buffer = buffer.slice(cut + 1);
-      if (line) yield JSON.parse(line);
-    }
-  }
-  if (buffer.trim()) yield JSON.parse(buffer);
-}
-
-async function renderInto(node, text) {
-  const { html } = await (await api("/api/cove/render", { method: "POST", body: { text } })).json();
-  node.innerHTML = html; // sanitised by the server (nh3 allowlist); never the model's raw text
-  node.classList.remove("streaming");
-  for (const pre of node.querySelectorAll("pre")) {
-    const button = el("button", { type: "button", class: "small copy-code", text: "Copy code" });
-    button.addEventListener("click", () => copy(pre.querySelector("code")?.textContent ?? pre.textContent, button));
-    pre.append(button);
-  }
-}
-
-async function copy(text, button) {
-  try {
-    await navigator.clipboard.writeText(text);
-    const was = button.textContent;
-    button.textContent = "Copied";
-    setTimeout(() => { button.textContent = was; }, 1200);
-  } catch {
-    button.textContent = "Copy failed";
-  }
-}
-
-// -- views and the sidebar -----------------------------------------------------------------------
+// -- views ---------------------------------------------------------------------------------------
 
 function show(view) {
-  for (const button of document.querySelectorAll("nav button")) {
+  for (const button of document.querySelectorAll(".top nav button")) {
     if (button.dataset.view === view) button.setAttribute("aria-current", "page");
     else button.removeAttribute("aria-current");
   }
   for (const name of ["chat", "models", "usage", "privacy"]) $(`#view-${name}`).hidden = name !== view;
+  if (view !== "chat") closeSettings();
   if (view === "models") loadModels().catch((e) => notice(explain(e), "#models-notice"));
   if (view === "usage") loadUsage().catch((e) => { $("#usage-summary").textContent = explain(e); });
   if (view === "privacy") loadPrivacy(getJSON).catch((e) => { $("#privacy-summary").textContent = explain(e); });
 }
 
-async function loadConversations() {
-  const { conversations } = await getJSON("/api/cove/conversations?limit=200");
-  const list = $("#conversations");
-  list.replaceChildren();
-  for (const c of conversations) {
-    const id = encodeURIComponent(c.id);
-    const item = el("li", { "data-id": c.id, class: c.id === state.conversation ? "current" : "" });
-    const open = el("button", { type: "button", class: "conv-open", onclick: () => openConversation(c.id) },
-      el("span", { class: "conv-title", text: c.title || "(untitled)" }),
-      el("span", { class: "conv-meta", text: `${new Date(c.updated_at).toLocaleString()} · ${c.model || ""}` }));
-    const actions = el("div", { class: "conv-actions" },
-      el("button", { type: "button", class: "small", text: "Rename", "aria-label": `Rename ${c.title || "conversation"}`, onclick: () => rename(c) }),
-      el("button", { type: "button", class: "small danger", text: "Delete", "aria-label": `Delete ${c.title || "conversation"}`, onclick: () => remove(c) }),
-      el("button", { type: "button", class: "small export-json", text: "JSON", "aria-label": `Export ${c.title || "conversation"} as JSON`,
-        onclick: () => saveExport(`/api/cove/conversations/${id}/export?format=json`, `cove-${c.id}.json`) }),
-      el("button", { type: "button", class: "small export-md", text: "Markdown", "aria-label": `Export ${c.title || "conversation"} as Markdown`,
-        onclick: () => saveExport(`/api/cove/conversations/${id}/export?format=md`, `cove-${c.id}.md`) }));
-    item.append(open, actions);
-    list.append(item);
+// -- the conversation list: grouped by date, one "⋯" menu each, undoable delete ------------------
+
+function groupName(when, now = new Date()) {
+  const day = (d) => new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
+  const days = Math.round((day(now) - day(when)) / 86_400_000);
+  if (days <= 0) return "Today";
+  if (days === 1) return "Yesterday";
+  if (days < 7) return "Previous 7 days";
+  if (days < 30) return "Previous 30 days";
+  return "Older";
+}
+
+export async function loadConversations() {
+  const { conversations } = await getJSON("/api/cove/conversations?limit=500");
+  state.conversations = conversations;
+  drawConversations();
+}
+
+function drawConversations() {
+  const nav = $("#conversations");
+  nav.replaceChildren();
+  let list = null;
+  let group = null;
+  for (const c of state.conversations) {
+    if (state.pendingDeletes.has(c.id)) continue;
+    const name = groupName(new Date(c.updated_at));
+    if (name !== group) {
+      group = name;
+      const id = `group-${name.replace(/\W+/g, "-").toLowerCase()}`;
+      list = el("ul", { "aria-labelledby": id });
+      nav.append(el("h2", { class: "group", id, text: name }), list);
+    }
+    list.append(conversationItem(c));
+  }
+  if (!nav.children.length) nav.append(el("p", { class: "muted", text: "No conversations yet." }));
+}
+
+function conversationItem(c) {
+  const title = c.title || "(untitled)";
+  const current = state.chat && state.chat.id === c.id;
+  const item = el("li", { "data-id": c.id, class: current ? "current" : "" });
+  const open = el("button", {
+    type: "button", class: "conv-open", title: `${title} · ${c.model || ""}`,
+    "aria-current": current ? "true" : undefined, onclick: () => openConversation(c.id),
+  }, el("span", { class: "conv-title", text: title }));
+  const menuId = `menu-${c.id}`;
+  const toggle = el("button", {
+    type: "button", class: "conv-menu", text: "⋯", "aria-haspopup": "menu", "aria-expanded": "false",
+    "aria-controls": menuId, "aria-label": `Actions for ${title}`,
+  });
+  const id = encodeURIComponent(c.id);
+  const entry = (label, cls, action) => el("button", {
+    type: "button", role: "menuitem", class: cls, text: label, tabindex: "-1",
+    onclick: () => { closeMenus(); action(); },
+  });
+  const menu = el("div", { id: menuId, role: "menu", class: "menu", "aria-label": `Actions for ${title}`, hidden: true },
+    entry("Rename", "rename", () => renameInPlace(item, c)),
+    entry("Export Markdown", "export-md", () => saveExport(`/api/cove/conversations/${id}/export?format=md`, `cove-${c.id}.md`)),
+    entry("Export JSON", "export-json", () => saveExport(`/api/cove/conversations/${id}/export?format=json`, `cove-${c.id}.json`)),
+    entry("Delete", "delete danger", () => deleteWithUndo(c)));
+  toggle.addEventListener("click", () => (menu.hidden ? openMenu(toggle, menu) : closeMenus()));
+  menu.addEventListener("keydown", (e) => menuKeys(e, toggle, menu));
+  item.append(open, toggle, menu);
+  return item;
+}
+
+function openMenu(toggle, menu) {
+  closeMenus();
+  menu.hidden = false;
+  toggle.setAttribute("aria-expanded", "true");
+  menu.querySelector("[role=menuitem]").focus();
+}
+
+function closeMenus(focusBack = false) {
+  for (const menu of document.querySelectorAll(".menu:not([hidden])")) {
+    menu.hidden = true;
+    const toggle = document.querySelector(`[aria-controls="${menu.id}"]`);
+    toggle?.setAttribute("aria-expanded", "false");
+    if (focusBack) toggle?.focus();
   }
 }
+
+function menuKeys(e, toggle, menu) {
+  const items = [...menu.querySelectorAll("[role=menuitem]")];
+  const at = items.indexOf(document.activeElement);
+  if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+    e.preventDefault();
+    items[(at + (e.key === "ArrowDown" ? 1 : items.length - 1)) % items.length].focus();
+  } else if (e.key === "Escape" || e.key === "Tab") {
+    e.preventDefault();
+    e.stopPropagation();
+    closeMenus();
+    toggle.focus();
+  }
+}
+
+function renameInPlace(item, c) {
+  const open = item.querySelector(".conv-open");
+  const input = el("input", { class: "rename-input", value: c.title || "", "aria-label": "New title" });
+  let done = false;
+  const finish = async (save) => {
+    if (done) return;
+    done = true;
+    const title = input.value.trim();
+    if (save && title !== (c.title || "")) {
+      try {
+        await api(`/api/cove/conversations/${encodeURIComponent(c.id)}/rename`, { method: "POST", body: { title } });
+        c.title = title || null;
+        if (state.chat && state.chat.id === c.id) { state.chat.title = c.title; $("#chat-title").textContent = title || "New chat"; }
+      } catch (err) { notice(`Rename failed: ${explain(err)}`); }
+    }
+    drawConversations();
+    document.querySelector(`#conversations li[data-id="${CSS.escape(c.id)}"] .conv-open`)?.focus();
+  };
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") { e.preventDefault(); finish(true); }
+    if (e.key === "Escape") { e.preventDefault(); e.stopPropagation(); finish(false); }
+  });
+  input.addEventListener("blur", () => finish(true));
+  open.replaceWith(input);
+  input.focus();
+  input.select();
+}
+
+function deleteWithUndo(c) {
+  const wasOpen = state.chat && state.chat.id === c.id;
+  const remove = () => {
+    state.pendingDeletes.delete(c.id);
+    api(`/api/cove/conversations/${encodeURIComponent(c.id)}`, { method: "DELETE" })
+      .then(() => loadConversations()).catch((err) => notice(`Delete failed: ${explain(err)}`));
+    hideToast();
+  };
+  state.pendingDeletes.set(c.id, setTimeout(remove, UNDO_MS));
+  if (wasOpen) newChat();
+  drawConversations();
+  toast(`Deleted “${c.title || "untitled"}”.`, "Undo", () => {
+    clearTimeout(state.pendingDeletes.get(c.id));
+    state.pendingDeletes.delete(c.id);
+    drawConversations();
+    if (wasOpen) openConversation(c.id);
+  });
+}
+
+function flushDeletes() { // leaving the page: what was deleted stays deleted
+  for (const [id, timer] of state.pendingDeletes) {
+    clearTimeout(timer);
+    const headers = {};
+    const key = sessionStorage.getItem("cove-api-key");
+    if (key) headers.Authorization = `Bearer ${key}`;
+    fetch(`/api/cove/conversations/${encodeURIComponent(id)}`, { method: "DELETE", keepalive: true, headers }).catch(() => {});
+  }
+  state.pendingDeletes.clear();
+}
+
+let toastTimer = null;
+
+function toast(text, actionLabel, action) {
+  const box = $("#toast");
+  const button = actionLabel ? el("button", { type: "button", class: "small", text: actionLabel, onclick: () => { hideToast(); action(); } }) : null;
+  box.replaceChildren(el("span", { text }), button);
+  box.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(hideToast, UNDO_MS);
+}
+
+function hideToast() { $("#toast").hidden = true; }
 
 // An export is fetched with the API key (a plain link could not send it), then saved from a blob: URL.
 async function saveExport(path, filename) {
   try {
     const blob = await (await api(path)).blob();
     const url = URL.createObjectURL(blob);
-    const link = el("a", { href: url, download: filename, hidden: "" });
+    const link = el("a", { href: url, download: filename, hidden: true });
     document.body.append(link);
     link.click();
     link.remove();
@@ -194,20 +229,6 @@ async function saveExport(path, filename) {
   } catch (e) {
     notice(`Export failed: ${explain(e)}`);
   }
-}
-
-async function rename(c) {
-  const title = window.prompt("New title", c.title || "");
-  if (title === null) return;
-  await api(`/api/cove/conversations/${encodeURIComponent(c.id)}/rename`, { method: "POST", body: { title } });
-  await loadConversations();
-}
-
-async function remove(c) {
-  if (!window.confirm(`Delete "${c.title || "this conversation"}"?`)) return;
-  await api(`/api/cove/conversations/${encodeURIComponent(c.id)}`, { method: "DELETE" });
-  if (state.conversation === c.id) newChat();
-  await loadConversations();
 }
 
 async function search(text) {
@@ -225,77 +246,542 @@ async function search(text) {
   box.append(results.length ? list : el("p", { class: "snippet", text: "Nothing found." }));
 }
 
+// -- a conversation on screen: paged, with actions and branch switchers ---------------------------
+
 function newChat() {
   if (state.controller) state.controller.abort();
-  state.conversation = null;
-  state.personaSent = null;
-  state.lastUser = null;
+  state.chat = null;
+  state.draft = {};
   $("#messages").replaceChildren();
-  $("#regenerate").disabled = true;
+  $("#chat-title").textContent = "New chat";
   notice("");
-  loadConversations().catch(() => {});
+  fillSettings();
+  drawConversations();
+  showEmpty();
   $("#prompt").focus();
 }
 
 async function openConversation(id) {
   if (state.controller) state.controller.abort();
   const chat = await getJSON(`/api/cove/conversations/${encodeURIComponent(id)}`);
-  state.conversation = chat.id;
-  state.personaSent = chat.persona || $("#persona").value || null;
-  state.lastUser = null;
-  const box = $("#messages");
-  box.replaceChildren();
-  for (const m of chat.messages) {
-    if (m.role === "user") {
-      addUser(m.content);
-      state.lastUser = m.content;
-    } else if (m.role === "assistant") {
-      const bubble = addAssistant();
-      bubble.text = m.content;
-      await renderInto(bubble.body, m.content);
-      footer(bubble, { ttft: m.time_to_first_token_ms, tps: m.tokens_per_s });
-    } else if (m.role === "tool") {
-      box.append(el("div", { class: "tool-note", text: m.content })); // a kept tool run, as text
-    }
-  }
+  await drawChat(chat);
   if (chat.model && [...$("#model").options].some((o) => o.value === chat.model)) {
     $("#model").value = chat.model;
-    describeChoice(state.baseModels);
+    describeChoice();
   }
-  $("#regenerate").disabled = !state.lastUser;
   show("chat");
-  closeSidebar();
-  await loadConversations();
+  closeSidebarIfNarrow();
+  drawConversations();
+}
+
+/** Show `chat` (the server's JSON): its last page of messages; earlier pages on demand. */
+async function drawChat(chat) {
+  state.chat = chat;
+  $("#chat-title").textContent = chat.title || "New chat";
+  const box = $("#messages");
+  state.shownFrom = Math.max(0, chat.messages.length - PAGE);
+  box.replaceChildren(...await messageNodes(chat.messages.slice(state.shownFrom)));
+  if (state.shownFrom > 0) box.prepend(earlierButton());
+  fillSettings();
+  showEmpty();
+  box.scrollTop = box.scrollHeight;
+}
+
+function earlierButton() {
+  const button = el("button", { type: "button", id: "earlier", class: "quiet", text: `Show earlier messages (${state.shownFrom})` });
+  button.addEventListener("click", showEarlier);
+  new IntersectionObserver((seen, observer) => {
+    if (seen.some((s) => s.isIntersecting)) { observer.disconnect(); showEarlier(); }
+  }, { root: $("#messages") }).observe(button);
+  return button;
+}
+
+let loadingEarlier = false;
+
+async function showEarlier() {
+  if (loadingEarlier || !state.chat || state.shownFrom === 0) return;
+  loadingEarlier = true;
+  const box = $("#messages");
+  const from = Math.max(0, state.shownFrom - PAGE);
+  const nodes = await messageNodes(state.chat.messages.slice(from, state.shownFrom));
+  const height = box.scrollHeight;
+  $("#earlier")?.remove();
+  box.prepend(...nodes);
+  state.shownFrom = from;
+  if (from > 0) box.prepend(earlierButton());
+  box.scrollTop += box.scrollHeight - height; // the messages in view stay where they were
+  loadingEarlier = false;
+}
+
+async function messageNodes(messages) {
+  const answers = messages.filter((m) => m.role === "assistant");
+  const html = answers.length ? await renderMany(answers.map((m) => m.content)) : [];
+  const out = [];
+  let next = 0;
+  for (const m of messages) {
+    if (m.role === "user") out.push(userNode(m));
+    else if (m.role === "assistant") out.push(answerNode(m, html[next++]));
+    else if (m.role === "tool") out.push(el("div", { class: "tool-note", text: m.content })); // a kept tool run, as text
+    else if (m.summary_of) out.push(el("div", { class: "tool-note", text: `Summary of earlier messages: ${m.content}` }));
+  }
+  return out;
+}
+
+function userNode(m) {
+  const node = el("article", { class: "msg user", "aria-label": "You" }, el("div", { class: "body", text: m.content }), el("div", { class: "msg-foot" }));
+  setMessage(node, m);
+  return node;
+}
+
+function answerNode(m, html) {
+  const body = el("div", { class: "md" });
+  if (html !== undefined) fill(body, html);
+  else body.textContent = m.content;
+  const node = el("article", { class: "msg assistant", "aria-label": "cove" }, body, el("div", { class: "msg-foot" }));
+  setMessage(node, m, { ttft: m.time_to_first_token_ms, tps: m.tokens_per_s });
+  return node;
+}
+
+/** A message's stored identity and its foot: the version switcher, figures and actions. */
+function setMessage(node, m, figures) {
+  node.message = m;
+  if (m.id) node.dataset.id = m.id;
+  if (figures) node.figures = figures;
+  foot(node);
+}
+
+function foot(node) {
+  const m = node.message || {};
+  const user = node.classList.contains("user");
+  const parts = [];
+  const f = node.figures || {};
+  if (f.ttft != null) parts.push(`first token ${Math.round(f.ttft)} ms`);
+  if (f.tps != null) parts.push(`${Number(f.tps).toFixed(1)} tokens/s`);
+  if (f.stopped) parts.push("stopped");
+  if (f.cut) parts.push("cut off");
+  const children = [];
+  const siblings = m.siblings || [];
+  if (siblings.length > 1) {
+    const at = siblings.indexOf(m.id);
+    const go = (to) => () => switchBranch(siblings[to]);
+    children.push(el("span", { class: "switcher", role: "group", "aria-label": "Versions" },
+      el("button", { type: "button", class: "small quiet", text: "‹", "aria-label": "Previous version", disabled: at <= 0, onclick: go(at - 1) }),
+      el("span", { class: "version", text: `${at + 1}/${siblings.length}` }),
+      el("button", { type: "button", class: "small quiet", text: "›", "aria-label": "Next version", disabled: at >= siblings.length - 1, onclick: go(at + 1) })));
+  }
+  if (!user) children.push(el("span", { class: "stats", text: parts.join(" · ") }));
+  const text = () => m.content ?? node.textBuffer ?? "";
+  const copyButton = el("button", { type: "button", class: "small quiet act-copy", text: "Copy" });
+  copyButton.addEventListener("click", () => copy(text(), copyButton));
+  const actions = el("span", { class: "msg-actions" }, copyButton);
+  if (m.id && user) actions.append(el("button", { type: "button", class: "small quiet act-edit", text: "Edit", onclick: () => editMessage(node) }));
+  if (m.id && !user) actions.append(el("button", { type: "button", class: "small quiet act-regenerate", text: "Regenerate", onclick: () => regenerate(node) }));
+  if (m.id) actions.append(el("button", { type: "button", class: "small quiet act-delete", text: "Delete", "aria-label": "Delete this message", onclick: () => deleteMessage(node) }));
+  children.push(actions);
+  if (user && f.cut) children.push(el("span", { class: "stats", text: "not answered" }));
+  node.querySelector(".msg-foot").replaceChildren(...children);
+}
+
+async function switchBranch(id) {
+  if (state.controller || !state.chat) return;
+  const chat = await postJSON(`/api/cove/conversations/${encodeURIComponent(state.chat.id)}/select`, { message_id: id });
+  const scroll = $("#messages").scrollTop;
+  await drawChat(chat);
+  $("#messages").scrollTop = scroll;
+  document.querySelector(`#messages [data-id="${id}"] .switcher button:not([disabled])`)?.focus();
+}
+
+async function deleteMessage(node) {
+  if (state.controller || !state.chat) return;
+  const chat = await api(`/api/cove/conversations/${encodeURIComponent(state.chat.id)}/messages/${node.dataset.id}`, { method: "DELETE" })
+    .then((r) => r.json());
+  await drawChat(chat);
+  toast("Message deleted.");
+}
+
+/** Remove `node` and every message after it from the screen (the branch is being replaced). */
+function dropFrom(node) {
+  while (node.nextSibling) node.nextSibling.remove();
+  node.remove();
+}
+
+function editMessage(node) {
+  if (state.controller) return;
+  const m = node.message;
+  const area = el("textarea", { class: "edit-area", rows: "3", "aria-label": "Edit your message" });
+  area.value = m.content;
+  const form = el("form", { class: "edit-form" }, area,
+    el("div", { class: "actions" },
+      el("button", { type: "submit", class: "primary small", text: "Send" }),
+      el("button", { type: "button", class: "small", text: "Cancel", onclick: () => { form.replaceWith(body); node.querySelector(".msg-actions .act-edit")?.focus(); } })));
+  const body = node.querySelector(".body");
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const text = area.value;
+    if (!text.trim() || state.controller) return;
+    try {
+      // The earlier version is kept: the conversation now shows its branch up to this message's parent.
+      const chat = await postJSON(`/api/cove/conversations/${encodeURIComponent(state.chat.id)}/branch`, { message_id: m.id });
+      state.chat = chat;
+      dropFrom(node);
+      await send(text);
+    } catch (err) { notice(explain(err)); }
+  });
+  area.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
+    if (e.key === "Escape") { e.preventDefault(); e.stopPropagation(); form.replaceWith(body); }
+  });
+  body.replaceWith(form);
+  area.focus();
+}
+
+async function regenerate(node) {
+  if (state.controller || !state.chat) return;
+  // Answer the same question again: the new answer becomes a sibling of this one (and of any
+  // tool runs before it); the question is not stored twice.
+  const shown = state.chat.messages;
+  let at = shown.findIndex((m) => m.id === Number(node.dataset.id));
+  while (at > 0 && shown[at - 1].role === "tool") at--;
+  const first = shown[at] || node.message;
+  try {
+    const chat = await postJSON(`/api/cove/conversations/${encodeURIComponent(state.chat.id)}/branch`, { message_id: first.id });
+    state.chat = chat;
+    let from = node;
+    while (from.previousSibling && from.previousSibling.classList.contains("tool-note")) from = from.previousSibling;
+    dropFrom(from);
+    // The conversation's own system prompt stands in for "no new message" (an empty list only loads the model).
+    await stream({ ...turnBody(), messages: [{ role: "system", content: chat.system || "" }] });
+  } catch (err) { notice(explain(err)); }
+}
+
+// -- the empty chat: which model, what it is for, how fast it is here ----------------------------
+
+async function showEmpty() {
+  const empty = $("#empty");
+  const has = $("#messages").children.length > 0;
+  empty.hidden = has;
+  if (has) return;
+  const name = $("#model").value;
+  if (!name) {
+    $("#empty-model").textContent = "No model yet";
+    $("#empty-about").textContent = "Open Models to pull one; it then answers here, on this machine.";
+    $("#empty-speed").textContent = "";
+    return;
+  }
+  const entry = state.catalog.find((e) => e.name === name || `${e.name}:latest` === name);
+  const base = state.baseModels.has(name);
+  $("#empty-model").textContent = base ? `${name} (a base model)` : name;
+  $("#empty-about").textContent = base
+    ? "A base model continues text rather than following instructions: good for completing a passage, poor at chat. Pull a chat model from Models for conversations."
+    : entry ? `${entry.description}.` : "A model in your store, answering on this machine: nothing you type leaves it.";
+  $("#empty-speed").textContent = "";
+  getJSON(`/api/cove/measured?model=${encodeURIComponent(name)}`).then(({ measured }) => {
+    if ($("#model").value !== name) return;
+    $("#empty-speed").textContent = measured && measured.decode_tps
+      ? `Measured here: about ${measured.decode_tps.toFixed(1)} tokens/s writing`
+        + (measured.prompt_tps ? `, ${Math.round(measured.prompt_tps)} tokens/s reading` : "")
+        + ` (median of ${measured.runs} answer${measured.runs === 1 ? "" : "s"}).`
+      : "Not measured on this machine yet: its first answers will be.";
+  }).catch(() => {});
+  $("#examples").replaceChildren(...EXAMPLES.map((text) => el("li", {},
+    el("button", { type: "button", class: "example", text, onclick: () => { $("#prompt").value = text; $("#prompt").focus(); updateFit(); } }))));
+}
+
+// -- settings: per conversation, with the model's defaults shown ---------------------------------
+
+const FIELDS = [["temperature", parseFloat], ["num_ctx", parseInt], ["num_predict", parseInt]];
+
+function fillSettings() {
+  const chat = state.chat;
+  const values = chat ? { ...chat.parameters, num_ctx: chat.num_ctx, system: chat.system, persona: chat.persona } : state.draft;
+  for (const [id] of FIELDS) $(`#${id}`).value = values[id] ?? "";
+  $("#system").value = values.system ?? "";
+  $("#persona").value = state.personas.has(values.persona) ? values.persona : "";
+  $("#settings-scope").textContent = chat ? "Saved with this conversation." : "For this new chat: saved with it once it starts.";
+  $("#settings-status").textContent = "";
+  showDefaults();
+}
+
+async function showDefaults() {
+  const name = $("#model").value;
+  if (!name) return;
+  if (!state.defaults.has(name)) {
+    try {
+      const info = await (await api("/api/show", { method: "POST", body: { model: name } })).json();
+      const found = {};
+      for (const line of (info.parameters || "").split("\n")) {
+        const [key, value] = line.trim().split(/\s+/, 2);
+        if (["temperature", "num_ctx", "num_predict"].includes(key)) found[key] = value;
+      }
+      const key = Object.keys(info.model_info || {}).find((k) => k.endsWith(".context_length"));
+      if (!found.num_ctx && key) found.num_ctx = `${info.model_info[key]} (trained)`;
+      state.defaults.set(name, found);
+    } catch { state.defaults.set(name, {}); }
+  }
+  const d = state.defaults.get(name);
+  $("#temperature").placeholder = `model default: ${d.temperature ?? "0.8"}`;
+  $("#num_ctx").placeholder = `model default: ${d.num_ctx ?? "cove chooses"}`;
+  $("#num_predict").placeholder = d.num_predict ? `model default: ${d.num_predict}` : "no limit";
+  updateFit();
+}
+
+function options() {
+  const out = {};
+  for (const [id, parse] of FIELDS) {
+    const raw = $(`#${id}`).value.trim();
+    if (raw !== "" && !Number.isNaN(parse(raw))) out[id] = parse(raw);
+  }
+  return out;
+}
+
+async function saveSettings() {
+  const opts = options();
+  const system = $("#system").value;
+  state.draft = { ...opts, system, persona: $("#persona").value || null };
+  if (state.chat) {
+    const parameters = { temperature: opts.temperature ?? null, num_predict: opts.num_predict ?? null };
+    const chat = await postJSON(`/api/cove/conversations/${encodeURIComponent(state.chat.id)}/settings`,
+      { system, parameters, num_ctx: opts.num_ctx ?? 0 });
+    state.chat = { ...state.chat, system: chat.system, parameters: chat.parameters, num_ctx: chat.num_ctx };
+    $("#settings-status").textContent = "Saved with this conversation.";
+  } else {
+    $("#settings-status").textContent = "Saved: this new chat starts with them.";
+  }
+  updateFit();
+}
+
+function openSettings() {
+  $("#settings-panel").hidden = false;
+  $("#settings-button").setAttribute("aria-expanded", "true");
+  fillSettings();
+  $("#persona").focus();
+}
+
+function closeSettings() {
+  if ($("#settings-panel").hidden) return;
+  $("#settings-panel").hidden = true;
+  $("#settings-button").setAttribute("aria-expanded", "false");
+}
+
+// -- attachments: read by the server's parsers, counted against the context ----------------------
+
+const tokensOf = (text) => Math.ceil(text.length / 4); // a rough count: about 4 characters a token
+
+async function attach(files) {
+  for (const file of files) {
+    const dot = file.name.lastIndexOf(".");
+    const suffix = dot >= 0 ? file.name.slice(dot).toLowerCase() : "";
+    if (!READABLE.includes(suffix)) {
+      notice(`${file.name}: cove reads text, Markdown, reStructuredText, HTML, PDF, DOCX and PPTX files, not ${suffix || "files without a type"}.`);
+      continue;
+    }
+    if (file.size > MAX_ATTACHMENT) {
+      notice(`${file.name} is too large to attach (${(file.size / 2 ** 20).toFixed(1)} MB; the most is ${MAX_ATTACHMENT / 2 ** 20} MB).`);
+      continue;
+    }
+    try {
+      const res = await api(`/api/cove/attachments?name=${encodeURIComponent(file.name)}`, { method: "POST", raw: file });
+      const { name, text } = await res.json();
+      state.attachments.push({ name, text, tokens: tokensOf(text) });
+      notice("");
+    } catch (err) {
+      notice(`${file.name} could not be attached: ${explain(err)}`);
+    }
+  }
+  drawChips();
+}
+
+function drawChips() {
+  $("#chips").replaceChildren(...state.attachments.map((a, i) => el("span", { class: "chip" },
+    el("span", { text: `${a.name} · ~${a.tokens.toLocaleString()} tokens` }),
+    el("button", { type: "button", class: "small quiet", text: "✕", "aria-label": `Remove ${a.name}`, onclick: () => { state.attachments.splice(i, 1); drawChips(); } }))));
+  updateFit();
+}
+
+function contextSize() {
+  const set = parseInt($("#num_ctx").value, 10);
+  if (set) return set;
+  if (state.chat && state.chat.num_ctx) return state.chat.num_ctx;
+  const d = state.defaults.get($("#model").value) || {};
+  return parseInt(d.num_ctx, 10) || 4096;
+}
+
+function updateFit() {
+  const box = $("#fit");
+  const attached = state.attachments.reduce((n, a) => n + a.tokens, 0);
+  if (!attached) { box.hidden = true; return; }
+  const history = (state.chat?.messages || []).reduce((n, m) => n + tokensOf(m.content), 0);
+  const need = attached + history + tokensOf($("#prompt").value) + 256; // and room to answer
+  const size = contextSize();
+  box.hidden = false;
+  box.className = need > size ? "warn" : "";
+  box.textContent = need > size
+    ? `This does not fit: about ${need.toLocaleString()} tokens with the attachments, and the context holds ${size.toLocaleString()}. Older turns would be summarised and the rest cut; raise the context length in Settings or attach less.`
+    : `Attachments: about ${attached.toLocaleString()} tokens of the ${size.toLocaleString()} the context holds.`;
+}
+
+function withAttachments(text) {
+  if (!state.attachments.length) return text;
+  const files = state.attachments.map((a) => `--- Attached file: ${a.name} ---\n${a.text}\n--- End of ${a.name} ---`);
+  state.attachments = [];
+  drawChips();
+  return `${files.join("\n\n")}\n\n${text}`;
 }
 
 // -- chatting ------------------------------------------------------------------------------------
 
-function addUser(text) {
-  const node = el("div", { class: "msg user", text });
-  $("#messages").append(node);
-  node.scrollIntoView({ block: "end" });
-  return node;
+function turnBody() {
+  const body = { model: $("#model").value, stream: true, conversation_id: state.chat ? state.chat.id : "new" };
+  const opts = options();
+  if (Object.keys(opts).length) body.options = opts;
+  return body;
 }
 
-function addAssistant() {
-  const body = el("div", { class: "md streaming" });
-  const foot = el("div", { class: "msg-foot" });
-  const node = el("div", { class: "msg assistant" }, body, foot);
+async function send(typed) {
+  const model = $("#model").value;
+  if (!model) {
+    notice("No model is installed yet. Open Models and pull one (or start cove once with a network).");
+    return;
+  }
+  notice("");
+  const text = withAttachments(typed);
+  const user = userNode({ role: "user", content: text });
+  $("#messages").append(user);
+  showEmpty();
+  const messages = [];
+  const system = $("#system").value;
+  if (!state.chat && system.trim()) messages.push({ role: "system", content: system }); // a new chat's settings
+  messages.push({ role: "user", content: text });
+  await stream({ ...turnBody(), messages }, user);
+}
+
+function setBusy(on) {
+  const button = $("#send");
+  button.textContent = on ? "Stop" : "Send";
+  button.classList.toggle("stop", on);
+  button.setAttribute("aria-label", on ? "Stop the answer" : "Send");
+  button.title = on ? "Stop (Esc)" : "Send (Enter)";
+}
+
+function stop() { if (state.controller) state.controller.abort(); }
+
+async function stream(body, userBubble) {
+  const md = el("div", { class: "md streaming" });
+  const node = el("article", { class: "msg assistant", "aria-label": "cove", "aria-busy": "true" }, md, el("div", { class: "msg-foot" }));
+  node.textBuffer = "";
   $("#messages").append(node);
-  const bubble = { node, body, foot, text: "" };
-  return bubble;
+  $("#empty").hidden = true;
+  const controller = new AbortController();
+  state.controller = controller;
+  setBusy(true);
+  const started = performance.now();
+  let ttft = null;
+  let final = null;
+  let rendered = "";
+  let rendering = null;
+  let lastRender = 0;
+  const rerender = () => {
+    if (rendering || node.textBuffer === rendered || performance.now() - lastRender < RENDER_EVERY_MS) return;
+    const text = node.textBuffer;
+    lastRender = performance.now();
+    rendering = renderInto(md, text).then(() => { rendered = text; }).catch(() => {}).finally(() => { rendering = null; });
+  };
+  const figures = {};
+  let stored = Boolean(state.chat);
+  try {
+    const res = await api("/api/chat", { method: "POST", body, signal: controller.signal });
+    const id = res.headers.get("x-cove-conversation");
+    if (id && !state.chat) {
+      state.chat = { id, title: null, messages: [], parameters: {}, system: null, num_ctx: null };
+      stored = true;
+      loadConversations().catch(() => {});
+    }
+    const context = res.headers.get("x-cove-context");
+    if (context) notice(`Older messages were summarised to fit the context: ${context}`);
+    for await (const chunk of ndjson(res)) {
+      if (chunk.error) throw new Error(chunk.error);
+      if (chunk.cove_tool) {
+        await toolStep(node, chunk.cove_tool, controller.signal);
+        continue;
+      }
+      const piece = chunk.message?.content || "";
+      if (piece && ttft === null) ttft = performance.now() - started;
+      node.textBuffer += piece;
+      if (rendered === "") {
+        md.textContent = node.textBuffer; // plain text until the first sanitised render lands
+      } else {
+        // Text that arrived since the last render, shown as text (never as HTML) until the next one.
+        let tail = md.querySelector(":scope > .tail");
+        if (!tail) md.append((tail = el("span", { class: "tail" })));
+        tail.textContent = node.textBuffer.slice(rendered.length);
+      }
+      rerender();
+      stickToBottom();
+      if (chunk.done) final = chunk;
+    }
+  } catch (err) {
+    if (err.name === "AbortError") {
+      figures.stopped = true;
+    } else {
+      const message = explain(err);
+      notice(err instanceof HttpError && err.status === 404 && /not found/i.test(message) ? `${message}. Open Models to pull it.` : message);
+      if (node.textBuffer) {
+        figures.cut = true; // what arrived is kept, and said to be incomplete
+        node.classList.add("cut");
+        node.append(el("p", { class: "cutoff", text: `Cut off: ${message}` }));
+      } else {
+        node.remove();
+        if (userBubble) { userBubble.figures = { cut: true }; foot(userBubble); }
+      }
+    }
+  } finally {
+    if (state.controller === controller) state.controller = null;
+    if (rendering) await rendering;
+    if (node.textBuffer) await renderInto(md, node.textBuffer).catch(() => {});
+    node.removeAttribute("aria-busy");
+    figures.ttft = ttft;
+    figures.tps = final && final.eval_duration ? final.eval_count / (final.eval_duration / 1e9) : null;
+    node.figures = figures;
+    node.message = { role: "assistant", content: node.textBuffer };
+    if (node.isConnected) foot(node);
+    setBusy(false);
+    if (stored) await syncWithServer().catch(() => {});
+    $("#prompt").focus();
+  }
+}
+
+function stickToBottom() {
+  const box = $("#messages");
+  if (box.scrollHeight - box.scrollTop - box.clientHeight < 200) box.scrollTop = box.scrollHeight;
+}
+
+/** After a turn: the stored ids, parents and versions of what is on screen, without redrawing it. */
+async function syncWithServer() {
+  if (!state.chat) return;
+  const chat = await getJSON(`/api/cove/conversations/${encodeURIComponent(state.chat.id)}`);
+  state.chat = chat;
+  $("#chat-title").textContent = chat.title || "New chat";
+  const shown = [...document.querySelectorAll("#messages > .msg")];
+  const kept = chat.messages.filter((m) => m.role === "user" || m.role === "assistant");
+  for (let i = 1; i <= Math.min(shown.length, kept.length); i++) {
+    const node = shown[shown.length - i];
+    const m = kept[kept.length - i];
+    if (!node.classList.contains(m.role)) break;
+    setMessage(node, m);
+  }
+  if (!state.conversations.some((c) => c.id === chat.id) || state.conversations[0]?.id !== chat.id) await loadConversations();
+  else drawConversations();
 }
 
 // -- tool calls: the server waits for a yes before it runs one ----------------------------------
 
 const alwaysTools = new Set(); // tools answered "always" on this page
 
-async function toolStep(bubble, step, signal) {
+async function toolStep(node, step, signal) {
   if (step.kind !== "consent") {
     const said = { ran: "ran", error: "failed", refused: "not run", limit: "stopped" }[step.kind] || step.kind;
     const detail = step.kind === "error" || step.kind === "limit" ? `: ${step.message || ""}` : "";
-    bubble.node.insertBefore(el("div", { class: "tool-note", text: `${step.name || "tools"} ${said}${detail}` }),
-      bubble.body);
+    node.insertBefore(el("div", { class: "tool-note", text: `${step.name || "tools"} ${said}${detail}` }), node.querySelector(".md"));
     return;
   }
   const answer = alwaysTools.has(step.name) ? "yes" : await askTool(step, signal);
@@ -317,10 +803,10 @@ function askTool(step, signal) {
   dialog.append(form);
   document.body.append(dialog);
   return new Promise((resolve) => {
-    const stop = () => dialog.close("no");
-    signal.addEventListener("abort", stop, { once: true });
+    const cancel = () => dialog.close("no");
+    signal.addEventListener("abort", cancel, { once: true });
     dialog.addEventListener("close", () => {
-      signal.removeEventListener("abort", stop);
+      signal.removeEventListener("abort", cancel);
       dialog.remove();
       resolve(["yes", "no", "always"].includes(dialog.returnValue) ? dialog.returnValue : "no");
     }, { once: true });
@@ -328,163 +814,33 @@ function askTool(step, signal) {
   });
 }
 
-function footer(bubble, { ttft, tps, stopped }) {
-  const parts = [];
-  if (ttft != null) parts.push(`first token ${Math.round(ttft)} ms`);
-  if (tps != null) parts.push(`${Number(tps).toFixed(1)} tokens/s`);
-  if (stopped) parts.push("stopped");
-  const button = el("button", { type: "button", class: "small", text: "Copy" });
-  button.addEventListener("click", () => copy(bubble.text, button));
-  bubble.foot.replaceChildren(el("span", { class: "stats", text: parts.join(" · ") }), button);
-}
+// -- the model picker: the best chat model first, never a base model unless it is the only one ---
 
-function options() {
-  const out = {};
-  for (const [id, parse] of [["temperature", parseFloat], ["num_ctx", parseInt], ["num_predict", parseInt]]) {
-    const raw = $(`#${id}`).value.trim();
-    if (raw !== "" && !Number.isNaN(parse(raw))) out[id] = parse(raw);
-  }
-  return out;
-}
-
-function busy(on) {
-  $("#send").disabled = on;
-  $("#stop").disabled = !on;
-  $("#regenerate").disabled = on || !state.lastUser;
-}
-
-async function send(text) {
-  const model = $("#model").value;
-  if (!model) {
-    notice("No model is installed yet. Open Models and pull one (or start cove once with a network).");
-    return;
-  }
-  notice("");
-  state.lastUser = text;
-  addUser(text);
-  const messages = [];
-  const persona = $("#persona").value;
-  if (persona && persona !== state.personaSent) {
-    messages.push({ role: "system", content: state.personas.get(persona) || "" });
-  }
-  messages.push({ role: "user", content: text });
-  const body = { model, messages, stream: true, conversation_id: state.conversation || "new" };
-  const opts = options();
-  if (Object.keys(opts).length) body.options = opts;
-  await stream(body, persona);
-}
-
-async function stream(body, persona) {
-  const bubble = addAssistant();
-  const controller = new AbortController();
-  state.controller = controller;
-  busy(true);
-  const started = performance.now();
-  let ttft = null;
-  let final = null;
-  let rendered = "";
-  let rendering = null;
-  let lastRender = 0;
-  const rerender = () => {
-    if (rendering || bubble.text === rendered || performance.now() - lastRender < RENDER_EVERY_MS) return;
-    const text = bubble.text;
-    lastRender = performance.now();
-    rendering = renderInto(bubble.body, text).then(() => { rendered = text; })
-      .catch(() => {}).finally(() => { rendering = null; });
-  };
-  let stopped = false;
-  try {
-    const res = await api("/api/chat", { method: "POST", body, signal: controller.signal });
-    const id = res.headers.get("x-cove-conversation");
-    if (id) {
-      const fresh = state.conversation !== id;
-      state.conversation = id;
-      if (persona !== undefined) state.personaSent = persona || state.personaSent;
-      if (fresh) loadConversations().catch(() => {});
-    }
-    const context = res.headers.get("x-cove-context");
-    if (context) notice(`Older messages were summarised to fit the context: ${context}`);
-    for await (const chunk of ndjson(res)) {
-      if (chunk.error) throw new Error(chunk.error);
-      if (chunk.cove_tool) {
-        await toolStep(bubble, chunk.cove_tool, controller.signal);
-        continue;
-      }
-      const piece = chunk.message?.content || "";
-      if (piece && ttft === null) ttft = performance.now() - started;
-      bubble.text += piece;
-      if (rendered === "") {
-        bubble.body.textContent = bubble.text; // plain text until the first sanitised render lands
-      } else {
-        // Text that arrived since the last render, shown as text (never as HTML) until the next one.
-        let tail = bubble.body.querySelector(":scope > .tail");
-        if (!tail) bubble.body.append((tail = el("span", { class: "tail" })));
-        tail.textContent = bubble.text.slice(rendered.length);
-      }
-      rerender();
-      bubble.node.scrollIntoView({ block: "end" });
-      if (chunk.done) final = chunk;
-    }
-  } catch (err) {
-    if (err.name === "AbortError") {
-      stopped = true;
-    } else {
-      bubble.node.classList.add("error");
-      const message = explain(err);
-      notice(err instanceof HttpError && err.status === 404 && /not found/i.test(message)
-        ? `${message}. Open Models to pull it.` : message);
-      if (!bubble.text) bubble.body.textContent = message;
-    }
-  } finally {
-    if (state.controller === controller) state.controller = null;
-    if (rendering) await rendering;
-    if (bubble.text) await renderInto(bubble.body, bubble.text).catch(() => {});
-    const tps = final && final.eval_duration ? final.eval_count / (final.eval_duration / 1e9) : null;
-    footer(bubble, { ttft, tps, stopped });
-    busy(false);
-    $("#prompt").focus();
-  }
-}
-
-async function regenerate() {
-  if (!state.lastUser || state.controller) return;
-  const bubbles = document.querySelectorAll("#messages .msg");
-  const last = bubbles[bubbles.length - 1];
-  if (last && last.classList.contains("assistant")) last.remove();
-  const users = document.querySelectorAll("#messages .msg.user");
-  if (users.length) users[users.length - 1].remove();
-  await send(state.lastUser);
-}
-
-// -- pickers -------------------------------------------------------------------------------------
-
-// The catalog's chat model for small machines: preselected whenever it is stored.
-const DEFAULT_CHAT_MODEL = "smollm2:135m";
-
-/** Names of the catalog's base models: they continue text rather than follow instructions. */
 function baseModelNames(catalog) {
-  // An entry's `kind` when the server gives one; else its description, which says "base".
   const isBase = (e) => (e.kind ? e.kind === "base" : /\bbase\b/i.test(e.description || ""));
   return new Set((catalog.models || []).filter(isBase).map((e) => e.name));
 }
 
-/** The model to preselect: the default chat model, else the first chat model, else any. */
+/** The default chat model, else the catalog's best-ranked stored chat model, else any chat model. */
 function bestChatModel(names, base, catalog) {
   const preferred = (catalog.models || []).find((e) => e.default)?.name || DEFAULT_CHAT_MODEL;
   if (names.includes(preferred)) return preferred;
-  return names.find((n) => !base.has(n)) || names[0] || "";
+  const ranked = (catalog.models || []).map((e) => e.name).filter((n) => names.includes(n) && !base.has(n));
+  return ranked[0] || names.find((n) => !base.has(n)) || names[0] || "";
 }
 
-function describeChoice(base) {
+function describeChoice() {
   const picker = $("#model");
-  const isBase = base.has(picker.value);
-  picker.title = isBase ? `${picker.value} is a base model` : "";
+  const isBase = state.baseModels.has(picker.value);
+  picker.title = isBase ? `${picker.value} is a base model` : "Model";
   if (isBase) {
     notice(`${picker.value} is a base model: it continues text more than it follows instructions. ` +
       "Open Models to pull a chat model such as smollm2:135m.");
   } else if ($("#notice").textContent.includes("is a base model")) {
     notice("");
   }
+  showEmpty();
+  showDefaults();
 }
 
 async function loadPickers() {
@@ -492,9 +848,9 @@ async function loadPickers() {
     getJSON("/api/tags"), getJSON("/api/cove/personas"),
     getJSON("/api/cove/catalog").catch(() => ({ models: [] })), // only for labels: never fatal
   ]);
+  state.catalog = catalog.models || [];
   const picker = $("#model");
   const was = picker.value;
-  // The server says what each stored model is for; the catalog's names cover an older server.
   const base = new Set([...baseModelNames(catalog), ...models.filter((m) => m.kind === "base").map((m) => m.name)]);
   state.baseModels = base;
   picker.replaceChildren(...models.map((m) =>
@@ -503,200 +859,129 @@ async function loadPickers() {
   const chat = models.filter((m) => m.kind !== "embedding").map((m) => m.name);
   picker.value = was && names.includes(was) ? was : bestChatModel(chat.length ? chat : names, base, catalog);
   if (!models.length) notice("No model is installed yet. Open Models to pull one.");
-  else describeChoice(base);
+  else describeChoice();
   const personaPicker = $("#persona");
   const chosen = personaPicker.value;
   state.personas = new Map(personas.map((p) => [p.name, p.system]));
   personaPicker.replaceChildren(el("option", { value: "", text: "None" }),
     ...personas.map((p) => el("option", { value: p.name, text: p.name })));
   if (state.personas.has(chosen)) personaPicker.value = chosen;
+  showEmpty();
 }
 
-// -- models --------------------------------------------------------------------------------------
+// -- the sidebar and the keyboard ----------------------------------------------------------------
 
-async function loadModels() {
-  notice("", "#models-notice");
-  const [{ models }, catalog] = await Promise.all([getJSON("/api/tags"), getJSON("/api/cove/catalog")]);
-  const rows = $("#models-table tbody");
-  rows.replaceChildren();
-  if (!models.length) notice("No model is installed yet: pull one below.", "#models-notice");
-  for (const m of models) {
-    const ctx = el("td", { text: "…" });
-    const del = el("button", { type: "button", class: "small danger", text: "Delete", "aria-label": `Delete ${m.name}` });
-    del.addEventListener("click", async () => {
-      if (!window.confirm(`Delete ${m.name}?`)) return;
-      try {
-        await api("/api/delete", { method: "DELETE", body: { model: m.name } });
-      } catch (e) { notice(explain(e), "#models-notice"); }
-      await Promise.all([loadModels(), loadPickers()]);
-    });
-    rows.append(el("tr", { "data-model": m.name },
-      el("td", { text: m.name }), el("td", { text: bytes(m.size) }),
-      el("td", { text: m.details?.quantization_level || "" }), ctx, el("td", {}, del)));
-    api("/api/show", { method: "POST", body: { model: m.name } }).then((r) => r.json()).then((info) => {
-      const key = Object.keys(info.model_info || {}).find((k) => k.endsWith(".context_length"));
-      const n = key ? info.model_info[key] : null;
-      ctx.textContent = n ? `${n.toLocaleString()} tokens` : "";
-    }).catch(() => { ctx.textContent = ""; });
+const narrow = window.matchMedia("(max-width: 760px)");
+
+function sidebarShown() {
+  return narrow.matches ? $("#sidebar").classList.contains("open") : !document.body.classList.contains("sidebar-closed");
+}
+
+function syncMenuButton() {
+  const open = sidebarShown();
+  $("#menu").setAttribute("aria-expanded", String(open));
+  $("#menu").setAttribute("aria-label", open ? "Hide conversations" : "Show conversations");
+}
+
+function toggleSidebar() {
+  if (narrow.matches) $("#sidebar").classList.toggle("open");
+  else document.body.classList.toggle("sidebar-closed");
+  syncMenuButton();
+}
+
+function closeSidebarIfNarrow() {
+  if (narrow.matches && $("#sidebar").classList.contains("open")) toggleSidebar();
+}
+
+function typing(target) {
+  return target instanceof HTMLElement && (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName));
+}
+
+function focusSearch() {
+  if (!sidebarShown()) toggleSidebar();
+  $("#search").focus();
+  $("#search").select();
+}
+
+function keys(e) {
+  const ctrl = e.ctrlKey || e.metaKey;
+  if (ctrl && e.shiftKey && e.key.toLowerCase() === "o") { e.preventDefault(); newChat(); show("chat"); return; }
+  if (ctrl && e.shiftKey && e.key.toLowerCase() === "s") { e.preventDefault(); toggleSidebar(); return; }
+  if (ctrl && e.key.toLowerCase() === "k") { e.preventDefault(); focusSearch(); return; }
+  if (ctrl && e.key === ",") { e.preventDefault(); show("chat"); openSettings(); return; }
+  if (e.key === "Escape" && e.shiftKey) { e.preventDefault(); show("chat"); $("#prompt").focus(); return; }
+  if (e.key === "Escape") {
+    if (document.querySelector("dialog[open]")) return; // the dialog closes itself
+    if (state.controller) { e.preventDefault(); stop(); return; }
+    if (document.querySelector(".menu:not([hidden])")) { closeMenus(true); return; }
+    if (!$("#settings-panel").hidden) { closeSettings(); $("#settings-button").focus(); return; }
+    if (narrow.matches && sidebarShown()) { toggleSidebar(); $("#menu").focus(); }
+    return;
   }
-  const have = new Set(models.map((m) => m.name));
-  $("#catalog").replaceChildren(...catalog.models.map((entry) => {
-    const pull = el("button", { type: "button", class: "small primary", text: have.has(entry.name) ? "Installed" : "Pull" });
-    pull.disabled = have.has(entry.name);
-    pull.addEventListener("click", () => pullModel(entry.name));
-    return el("li", { "data-fit": entry.fit || "" },
-      el("h4", { text: entry.name }),
-      el("p", { text: entry.description }),
-      el("p", {}, el("span", { class: "ram", text: `needs ~${entry.ram_gb} GB RAM` }),
-        document.createTextNode(` · ${entry.download_mb ?? entry.size_mb} MB download · ${entry.license}`)),
-      fitLine(entry),
-      pull);
-  }));
-}
-
-// The server ranks the catalog for this machine: best here first, each with its fit and speed.
-const FIT_WORDS = {
-  yes: "Fits this machine", slow: "Fits, but writes slowly", tight: "Fits, with little room to spare",
-  "if freed": "Fits if other programs free memory", no: "Does not fit this machine",
-};
-
-function fitLine(entry) {
-  if (!entry.fit || !entry.plan) return el("p", { class: "fit", text: "" });
-  const speed = entry.plan.decode_tps >= 10 ? Math.round(entry.plan.decode_tps) : entry.plan.decode_tps.toFixed(1);
-  const gb = (entry.plan.memory.total / 1e9).toFixed(1);
-  return el("p", { class: `fit fit-${entry.fit.replace(" ", "-")}`, title: entry.plan.reason,
-    text: `${FIT_WORDS[entry.fit] || entry.fit} · about ${speed} tokens/s · ${gb} GB` });
-}
-
-async function pullModel(name) {
-  name = name.trim();
-  if (!name) return;
-  const status = $("#pull-status");
-  const bar = $("#pull-progress");
-  status.hidden = false;
-  $("#pull-text").textContent = `Pulling ${name}…`;
-  bar.removeAttribute("value");
-  try {
-    const res = await api("/api/pull", { method: "POST", body: { model: name, stream: true } });
-    for await (const event of ndjson(res)) {
-      if (event.error) throw new Error(event.error);
-      if (event.total) {
-        bar.max = event.total;
-        bar.value = event.completed || 0;
-        $("#pull-text").textContent = `${name}: ${event.status} ${bytes(event.completed || 0)} of ${bytes(event.total)}`;
-      } else {
-        $("#pull-text").textContent = `${name}: ${event.status}`;
-      }
-    }
-    bar.max = 1;
-    bar.value = 1;
-    $("#pull-text").textContent = `${name} is ready.`;
-  } catch (e) {
-    $("#pull-text").textContent = `Pull failed: ${explain(e)}`;
-  }
-  await Promise.all([loadModels(), loadPickers()]).catch(() => {});
-}
-
-// -- usage: SVG bar charts -----------------------------------------------------------------------
-
-const SVG = "http://www.w3.org/2000/svg";
-
-function svg(tag, attrs = {}, text) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function barChart(rows, format, label) {
-  // rows: [{name, value}]; horizontal bars, one per row.
-  if (!rows.length) return el("p", { class: "snippet", text: "No data yet." });
-  const width = 520, rowH = 28, left = 150, right = 90;
-  const max = Math.max(...rows.map((r) => r.value), 1e-9);
-  const chart = svg("svg", {
-    class: "chart", viewBox: `0 0 ${width} ${rows.length * rowH + 8}`, role: "img", "aria-label": label,
-  });
-  rows.forEach((r, i) => {
-    const y = i * rowH + 4;
-    const w = Math.max(2, ((width - left - right) * r.value) / max);
-    chart.append(
-      svg("text", { x: left - 8, y: y + 17, "text-anchor": "end" }, r.name.length > 20 ? `${r.name.slice(0, 19)}…` : r.name),
-      svg("rect", { x: left, y: y + 3, width: w, height: rowH - 8, rx: 3, class: `bar-${i % 3}` }),
-      svg("text", { x: left + w + 6, y: y + 17, class: "value" }, format(r.value)),
-    );
-  });
-  return chart;
-}
-
-async function loadUsage() {
-  const stats = await getJSON("/api/cove/stats");
-  $("#usage-summary").textContent = `${stats.conversations} conversations, ${stats.messages} messages, `
-    + `${stats.tokens_in.toLocaleString()} tokens in and ${stats.tokens_out.toLocaleString()} tokens out.`;
-  const models = Object.values(stats.by_model);
-  const tokens = models.map((m) => ({ name: m.model, value: m.tokens_in + m.tokens_out }))
-    .sort((a, b) => b.value - a.value);
-  const speed = models.filter((m) => m.avg_tokens_per_s != null)
-    .map((m) => ({ name: m.model, value: m.avg_tokens_per_s })).sort((a, b) => b.value - a.value);
-  const cost = Object.entries(stats.cloud_cost_usd || {}).map(([name, value]) => ({ name, value }))
-    .sort((a, b) => b.value - a.value);
-  $("#chart-tokens").replaceChildren(barChart(tokens, (v) => v.toLocaleString(), "Tokens by model"));
-  $("#chart-speed").replaceChildren(barChart(speed, (v) => v.toFixed(1), "Tokens per second by model"));
-  const costChart = barChart(cost, (v) => `$${v < 0.01 ? v.toFixed(4) : v.toFixed(2)}`, "Cloud cost by hosted model");
-  const asOf = el("p", { class: "snippet", text: stats.prices_as_of ? `List prices as of ${stats.prices_as_of}.` : "" });
-  $("#chart-cost").replaceChildren(costChart, asOf);
-}
-
-// -- wiring --------------------------------------------------------------------------------------
-
-function closeSidebar() {
-  $("#sidebar").classList.remove("open");
-  $("#menu").setAttribute("aria-expanded", "false");
+  if (typing(e.target) || ctrl || e.altKey) return;
+  if (e.key === "/") { e.preventDefault(); focusSearch(); }
+  if (e.key === "?") { e.preventDefault(); $("#shortcuts").showModal(); }
 }
 
 function wire() {
-  for (const button of document.querySelectorAll("nav button")) {
-    button.addEventListener("click", () => show(button.dataset.view));
-  }
-  $("#menu").addEventListener("click", () => {
-    const open = $("#sidebar").classList.toggle("open");
-    $("#menu").setAttribute("aria-expanded", String(open));
-  });
-  document.addEventListener("keydown", (e) => {
-    if (e.key === "Escape" && $("#sidebar").classList.contains("open")) {
-      closeSidebar();
-      $("#menu").focus();
-    }
-  });
-  $("#new-chat").addEventListener("click", () => { newChat(); show("chat"); closeSidebar(); });
+  for (const button of document.querySelectorAll(".top nav button")) button.addEventListener("click", () => show(button.dataset.view));
+  $("#menu").addEventListener("click", toggleSidebar);
+  narrow.addEventListener("change", syncMenuButton);
+  syncMenuButton();
+  document.addEventListener("keydown", keys);
+  document.addEventListener("click", (e) => { if (!e.target.closest(".menu, .conv-menu")) closeMenus(); });
+  $("#shortcuts-button").addEventListener("click", () => $("#shortcuts").showModal());
+  $("#new-chat").addEventListener("click", () => { newChat(); show("chat"); closeSidebarIfNarrow(); });
   $("#composer").addEventListener("submit", (e) => {
     e.preventDefault();
+    if (state.controller) { stop(); return; }
     const text = $("#prompt").value;
-    if (!text.trim() || state.controller) return;
+    if (!text.trim()) return;
     $("#prompt").value = "";
     send(text).catch((err) => notice(explain(err)));
   });
   $("#prompt").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
-      $("#composer").requestSubmit();
+      if (!state.controller) $("#composer").requestSubmit();
     }
   });
-  $("#stop").addEventListener("click", () => state.controller && state.controller.abort());
-  $("#regenerate").addEventListener("click", () => regenerate().catch((err) => notice(explain(err))));
+  $("#prompt").addEventListener("input", () => { if (state.attachments.length) updateFit(); });
+  $("#attach").addEventListener("click", () => $("#file").click());
+  $("#file").addEventListener("change", () => { attach([...$("#file").files]); $("#file").value = ""; });
+  const composer = $("#composer");
+  composer.addEventListener("dragover", (e) => { e.preventDefault(); composer.classList.add("dropping"); });
+  composer.addEventListener("dragleave", () => composer.classList.remove("dropping"));
+  composer.addEventListener("drop", (e) => {
+    e.preventDefault();
+    composer.classList.remove("dropping");
+    if (e.dataTransfer?.files?.length) attach([...e.dataTransfer.files]);
+  });
   let timer = null;
   $("#search").addEventListener("input", (e) => {
     clearTimeout(timer);
     timer = setTimeout(() => search(e.target.value).catch((err) => notice(explain(err))), 250);
   });
-  $("#search-form").addEventListener("submit", (e) => {
-    e.preventDefault();
-    search($("#search").value).catch((err) => notice(explain(err)));
-  });
+  $("#search").addEventListener("keydown", (e) => { if (e.key === "Escape" && e.target.value) { e.stopPropagation(); e.target.value = ""; search(""); } });
+  $("#search-form").addEventListener("submit", (e) => { e.preventDefault(); search($("#search").value).catch((err) => notice(explain(err))); });
   $("#pull-form").addEventListener("submit", (e) => { e.preventDefault(); pullModel($("#pull-name").value); });
-  $("#model").addEventListener("change", () => describeChoice(state.baseModels));
+  $("#model").addEventListener("change", describeChoice);
+  $("#settings-button").addEventListener("click", () => ($("#settings-panel").hidden ? openSettings() : closeSettings()));
+  $("#settings-close").addEventListener("click", () => { closeSettings(); $("#settings-button").focus(); });
+  $("#persona").addEventListener("change", () => {
+    const chosen = $("#persona").value;
+    if (chosen) $("#system").value = state.personas.get(chosen) || "";
+  });
+  $("#settings-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    saveSettings().catch((err) => { $("#settings-status").textContent = `Not saved: ${explain(err)}`; });
+  });
+  window.addEventListener("pagehide", flushDeletes);
+  onModelsChanged(loadPickers);
+  onReconnect(() => Promise.all([loadPickers(), loadConversations()]));
 }
 
 wire();
 Promise.all([loadPickers(), loadConversations()])
-  .then(() => { document.body.dataset.ready = "1"; })
-  .catch((err) => { notice(explain(err)); document.body.dataset.ready = "1"; });
+  .then(() => { showEmpty(); document.body.dataset.ready = "1"; })
+  .catch((err) => { notice(explain(err)); showEmpty(); document.body.dataset.ready = "1"; });
