@@ -369,3 +369,7 @@ cli.add_command(bench)
 from .tune import tune  # noqa: E402  (as above)
 
 cli.add_command(tune)
+
+from .kb import kb  # noqa: E402  (as above)
+
+cli.add_command(kb)

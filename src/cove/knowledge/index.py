@@ -351,9 +351,11 @@ class KnowledgeIndex:
     def _ensure_vectors(self, c: apsw.Connection, col: Collection, size: int) -> None:
         (dims,) = one(c, "SELECT dimensions FROM collections WHERE id = ?", (col.id,))
         if dims is None:
+            # The bit column (for candidates in big collections) needs whole bytes of signs.
+            coarse = f", coarse bit[{size}]" if size % 8 == 0 else ""
             c.execute(
                 f"CREATE VIRTUAL TABLE IF NOT EXISTS {_vec(col.id)} USING vec0("
-                f"embedding float[{size}] distance_metric=cosine, coarse bit[{size}])"
+                f"embedding float[{size}] distance_metric=cosine{coarse})"
             )
             c.execute("UPDATE collections SET dimensions = ? WHERE id = ?", (size, col.id))
             col.dimensions = size
@@ -380,7 +382,12 @@ class KnowledgeIndex:
             chunk_id = c.last_insert_rowid()
             # The heading path is searchable too: a question often names the section it is about.
             c.execute(f"INSERT INTO {_fts(cid)}(rowid, text) VALUES (?, ?)", (chunk_id, _searchable(chunk)))
-            if vectors:
+            if vectors and len(vectors[i]) % 8:
+                c.execute(
+                    f"INSERT INTO {_vec(cid)}(rowid, embedding) VALUES (?, ?)",
+                    (chunk_id, vector_blob(vectors[i])),
+                )
+            elif vectors:
                 blob = vector_blob(vectors[i])
                 c.execute(
                     f"INSERT INTO {_vec(cid)}(rowid, embedding, coarse) "
@@ -445,7 +452,7 @@ class KnowledgeIndex:
             (total,) = one(
                 c, "SELECT coalesce(sum(chunks), 0) FROM documents WHERE collection = ?", (col.id,)
             )
-            if total <= exact_up_to:
+            if total <= exact_up_to or col.dimensions % 8:
                 rows = many(
                     c, f"SELECT rowid, distance FROM {table} WHERE embedding MATCH ? AND k = ?", (blob, limit)
                 )

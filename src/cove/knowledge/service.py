@@ -84,6 +84,7 @@ def passage_json(p: Passage) -> dict[str, Any]:
         "file": p.file,
         "page": p.page,
         "heading": " > ".join(p.heading) or None,
+        "heading_path": list(p.heading),
         "text": p.text,
         "score": p.score,
         "chunk_id": p.chunk_id,
@@ -266,7 +267,9 @@ class KnowledgeBase:
             report.message = message
             return report
 
-    def search(self, names: Sequence[str], query: str, k: int = 5, mode: str = "hybrid") -> builtins.list[Passage]:
+    def search(
+        self, names: Sequence[str], query: str, k: int = 5, mode: str = "hybrid"
+    ) -> builtins.list[Passage]:
         if not names:
             raise BadRequest("name at least one collection to search")
         return run_search(

@@ -14,8 +14,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import Busy, CoveError
+from ..knowledge.watch import watching
 from ..library.local import Cove
-from . import embeddings, history_api, ollama_api, openai_api, privacy_api, responses_api, tools_api, web
+from . import (
+    embeddings,
+    history_api,
+    kb_api,
+    ollama_api,
+    openai_api,
+    privacy_api,
+    responses_api,
+    tools_api,
+    web,
+)
 from .failures import CatchAll
 from .generation import Generator
 from .guard import BodyTooLarge, Guard, Policy, Receive, Scope, Send, error_body
@@ -47,6 +58,7 @@ def build_app(cove: Cove, policy: Policy) -> Callable[[Scope, Receive, Send], Aw
         *history_api.routes,
         *tools_api.routes,
         *privacy_api.routes,
+        *kb_api.routes,
     ]
     handlers: dict[Any, Any] = {
         HTTPException: on_http_error,
@@ -55,7 +67,12 @@ def build_app(cove: Cove, policy: Policy) -> Callable[[Scope, Receive, Send], Aw
     }
     # CatchAll answers what no handler did, inside Starlette's own last resort, which would re-raise
     # after its 500 and so make uvicorn drop the kept-open connection.
-    app = Starlette(routes=routes, exception_handlers=handlers, middleware=[Middleware(CatchAll)])
+    app = Starlette(
+        routes=routes,
+        exception_handlers=handlers,
+        middleware=[Middleware(CatchAll)],
+        lifespan=lambda _: watching(cove),  # collections with watched folders kept in sync
+    )
     observer = Metrics(cove.scheduler)
     generator = Generator(cove.conversations, observer)
     app.state.cove = ServerState(cove, observer, generator, policy)
