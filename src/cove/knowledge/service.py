@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadRequest
+from . import parsers
 from .documents import Passage
 from .embedder import Embedder, embedder_for
-from .errors import CollectionNotFound
+from .errors import CollectionNotFound, DocumentRefused
 from .index import Collection, DocumentRow, KnowledgeIndex, Root, check_name, index_path
 from .search import Reranker
 from .search import relevant as relevant_for
@@ -100,11 +101,12 @@ def safe_name(name: str) -> str:
     no control, format (RTL marks) or reserved characters, no leading dots, at most 120 long."""
     name = re.split(r"[\\/]", name)[-1].split(":")[-1]
     name = "".join(ch for ch in unicodedata.normalize("NFC", name) if unicodedata.category(ch)[0] != "C")
-    name = _UNSAFE.sub("_", name).strip(" .")
+    name = _UNSAFE.sub("_", name).strip(" ")
     stem, dot, suffix = name.rpartition(".")
     if not dot:
         stem, suffix = name, ""
-    stem = stem[:100] or "upload"
+    stem = stem.strip(" .")[:100] or "upload"  # no hidden file, no "..", no trailing dot (Windows)
+    suffix = suffix.strip(" ")
     if stem.upper() in {
         "CON",
         "PRN",
@@ -115,6 +117,17 @@ def safe_name(name: str) -> str:
     }:
         stem = f"_{stem}"
     return f"{stem}.{suffix[:16].lower()}" if suffix else stem
+
+
+def upload_name(filename: str) -> str:
+    """The safe name an upload is stored under; a type cove cannot index is refused up front."""
+    name = safe_name(filename)
+    if not parsers.is_supported(Path(name)):
+        shown = Path(name).suffix or "without a suffix"
+        raise DocumentRefused(
+            f"{name}: files of type '{shown}' cannot be indexed (see `cove kb` help for the formats)"
+        )
+    return name
 
 
 class KnowledgeBase:
@@ -180,7 +193,7 @@ class KnowledgeBase:
         col = self.index.collection(name)
         folder = self.upload_folder(name)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        target = folder / safe_name(filename)
+        target = folder / upload_name(filename)
         partial = folder / f".{target.name}.part"  # hidden: a sync running now does not see it
         partial.write_bytes(data)
         os.replace(partial, target)

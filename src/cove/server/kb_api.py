@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import BadRequest, CoveError
-from ..knowledge.service import KnowledgeBase, document_json, passage_json
+from ..knowledge.service import KnowledgeBase, document_json, passage_json, upload_name
 from ..knowledge.sync import SyncProgress
 from .bodies import parse
 from .schemas import Strict
@@ -109,10 +109,12 @@ async def upload(request: Request) -> Response:
         raise BadRequest(f"could not read the upload: {exc}") from exc
     stored = []
     try:
-        for _, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                data = await value.read()
-                stored.append(await _run(request, kb.save_upload, name, value.filename or "upload", data))
+        uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        for upload in uploads:  # every name checked before any file is stored
+            upload_name(upload.filename or "")
+        for upload in uploads:
+            data = await upload.read()
+            stored.append(await _run(request, kb.save_upload, name, upload.filename or "", data))
     finally:
         await form.close()
     if not stored:
