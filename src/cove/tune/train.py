@@ -47,7 +47,7 @@ def go_offline() -> None:
         os.environ[key] = "1"
     # The libraries' own progress bars and deprecation notes would break through cove's bar.
     os.environ.setdefault("TQDM_DISABLE", "1")
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\b.*")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 class Reporter(Protocol):
@@ -363,7 +363,7 @@ def _one_step(run: Run, optimizer: Any, pad_id: int, step: int) -> tuple[float, 
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(loss), sum(len(e.ids) for e in batch), time.perf_counter() - started
+    return float(loss.detach()), sum(len(e.ids) for e in batch), time.perf_counter() - started
 
 
 def save(run: Run, optimizer: Any, step: int, reporter: Reporter) -> None:
@@ -374,7 +374,7 @@ def save(run: Run, optimizer: Any, step: int, reporter: Reporter) -> None:
 
     state = {
         "step": step,
-        "lora": get_peft_model_state_dict(run.model),
+        "lora": get_peft_model_state_dict(run.model, save_embedding_layers=False),
         "optimizer": optimizer.state_dict(),
         "before": run.before.to_dict() if run.before else None,
         "losses": list(run.losses),
