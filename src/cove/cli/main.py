@@ -366,6 +366,10 @@ cli.add_command(fit)
 cli.add_command(pick)
 cli.add_command(bench)
 
+from .ray import ray  # noqa: E402  (cove ray serve; Ray itself is imported only when it runs)
+
+cli.add_command(ray)
+
 from .tune import tune  # noqa: E402  (as above)
 
 cli.add_command(tune)
