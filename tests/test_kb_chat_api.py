@@ -121,3 +121,12 @@ async def test_collections_are_checked(cove: Cove) -> None:
             "/api/chat", json={"model": "tiny", "messages": ASK, "collections": "contracts"}
         )
     assert empty.status_code == 400 and wrong.status_code == 400
+
+
+async def test_the_web_page_loads_no_external_image(cove: Cove) -> None:
+    """BAD-INPUTS 25: an answer that repeats a document's ![](https://x/?q=…) loads nothing: the
+    page's content security policy allows images from cove itself (and data: URLs) only."""
+    async with client(make_app(cove)) as http:
+        page = await http.get("/", headers={"accept": "text/html"})
+    policy = {d.split()[0]: d.split()[1:] for d in page.headers["content-security-policy"].split("; ") if d}
+    assert policy["img-src"] == ["'self'", "data:"] and policy["default-src"] == ["'none'"]
