@@ -143,8 +143,8 @@ def chat_bodies(page: Any) -> list[dict[str, Any]]:
 
 
 def open_settings(page: Any) -> None:
-    if not page.locator("#settings").evaluate("d => d.open"):
-        page.click("#settings summary")
+    if page.locator("#settings-panel").is_hidden():
+        page.click("#settings-button")
 
 
 def send(page: Any, text: str, num_predict: int = 16) -> Any:
@@ -156,7 +156,7 @@ def send(page: Any, text: str, num_predict: int = 16) -> Any:
     page.press("#prompt", "Enter")
     answer = page.locator(".msg.assistant").nth(before)
     try:
-        answer.locator(".msg-foot button").wait_for(timeout=60_000)
+        answer.locator(".msg-foot .act-copy").wait_for(timeout=60_000)
     except sync_api.TimeoutError as exc:
         shown = page.locator("#messages").inner_html()[-2000:]
         raise AssertionError(
@@ -168,7 +168,7 @@ def send(page: Any, text: str, num_predict: int = 16) -> Any:
 def test_send_streams_an_answer(page: Any, server: RealServer) -> None:
     bodies = chat_bodies(page)
     answer = send(page, "Say hello to the harbour seals.")
-    assert page.locator(".msg.user").last.inner_text() == "Say hello to the harbour seals."
+    assert page.locator(".msg.user .body").last.inner_text() == "Say hello to the harbour seals."
     assert answer.locator(".md").inner_text().strip()
     stats = answer.locator(".stats").inner_text()
     assert "first token" in stats and "tokens/s" in stats
@@ -178,7 +178,7 @@ def test_send_streams_an_answer(page: Any, server: RealServer) -> None:
     assert second.locator(".md").inner_text().strip()
     assert bodies[1]["conversation_id"] not in ("new", None)
     assert page.locator("#conversations li").count() >= 1
-    assert not page.locator("#stop").is_enabled() and page.locator("#send").is_enabled()
+    assert page.locator("#send").inner_text() == "Send"  # not Stop: nothing streams now
 
 
 def tokens_out(server: RealServer) -> float:
@@ -199,9 +199,9 @@ def test_stop_mid_stream(page: Any, server: RealServer) -> None:
     page.wait_for_function(
         "() => document.querySelector('.msg.assistant:last-child .md').textContent.length > 20"
     )
-    assert page.locator("#stop").is_enabled()
-    page.click("#stop")
-    answer.locator(".msg-foot button").wait_for()
+    assert page.locator("#send").inner_text() == "Stop"  # send turns into stop while streaming
+    page.click("#send")
+    answer.locator(".msg-foot .act-copy").wait_for()
     assert "stopped" in answer.locator(".stats").inner_text()
     length = len(answer.locator(".md").inner_text())
     page.wait_for_timeout(1500)
@@ -209,18 +209,22 @@ def test_stop_mid_stream(page: Any, server: RealServer) -> None:
     counted = tokens_out(server)  # and the server stopped generating too
     page.wait_for_timeout(1500)
     assert tokens_out(server) == counted
-    assert page.locator("#send").is_enabled() and not page.locator("#stop").is_enabled()
+    assert page.locator("#send").inner_text() == "Send"
     assert send(page, "Thanks.").locator(".md").inner_text().strip()  # usable again
 
 
 def test_regenerate(page: Any) -> None:
     bodies = chat_bodies(page)
-    send(page, "Name a colour.")
-    page.click("#regenerate")
-    page.wait_for_function("() => !document.querySelector('#send').disabled")
-    page.locator(".msg.assistant .msg-foot button").last.wait_for()
+    answer = send(page, "Name a colour.")
+    answer.hover()
+    answer.locator(".act-regenerate").click()
+    page.locator(".msg.assistant .version").wait_for(timeout=60_000)
     assert page.locator(".msg.assistant").count() == 1
-    assert [b["messages"][-1]["content"] for b in bodies] == ["Name a colour.", "Name a colour."]
+    assert page.locator(".msg.assistant .version").inner_text() == "2/2"  # a sibling answer
+    stats = page.locator(".msg.assistant .stats").inner_text()
+    assert "first token" in stats and "tokens/s" in stats
+    # The question is sent (and stored) once; the second turn only asks for another answer.
+    assert [b["messages"][-1]["role"] for b in bodies] == ["user", "system"]
 
 
 def test_switch_model_and_persona(page: Any, server: RealServer) -> None:
@@ -234,8 +238,8 @@ def test_switch_model_and_persona(page: Any, server: RealServer) -> None:
     page.wait_for_selector("body[data-ready='1']")
     bodies = chat_bodies(page)
     page.select_option("#model", SECOND)
-    page.select_option("#persona", "pirate")
     open_settings(page)
+    page.select_option("#persona", "pirate")
     page.fill("#temperature", "0.3")
     page.fill("#num_ctx", "2048")
     send(page, "Where is the treasure?")
@@ -262,9 +266,10 @@ def test_search_open_and_export(page: Any, server: RealServer) -> None:
 
 
 def export(page: Any, item: Any, kind: str) -> Path:
-    """Click a conversation's JSON or Markdown export button; the saved file."""
+    """Export a conversation as JSON or Markdown from its "⋯" menu; the saved file."""
+    item.locator(".conv-menu").click()
     with page.expect_download() as info:
-        item.locator(f"button.export-{kind}").click()
+        item.locator(f"[role=menuitem].export-{kind}").click()
     download = info.value
     assert download.failure() is None
     cid = item.get_attribute("data-id")
@@ -338,8 +343,10 @@ def test_pull_progress_and_delete(browser: Any, hf_server: RealServer, fake_hf: 
         page.reload()
         page.wait_for_selector("body[data-ready='1']")
         page.click("nav button[data-view='models']")
-        page.answers.append("")  # confirm()
-        page.locator(f"#models-table tr[data-model='{SECOND}'] button").click()
+        delete = page.locator(f"#models-table tr[data-model='{SECOND}'] button")
+        delete.click()
+        sync_api.expect(delete).to_have_text("Really delete?")  # an in-page confirmation
+        delete.click()
         sync_api.expect(page.locator(f"#models-table tr[data-model='{SECOND}']")).to_have_count(0)
         names = [m["name"] for m in httpx.get(hf_server.url + "/api/tags").json()["models"]]
         assert SECOND not in names and MODEL in names and HF_NAME in names
@@ -349,18 +356,21 @@ def test_rename_and_delete_conversation(page: Any, server: RealServer) -> None:
     send(page, "A conversation to rename.")
     item = page.locator("#conversations li.current")
     cid = item.get_attribute("data-id")
-    page.answers.append("Renamed by the test")
-    item.locator(".conv-actions button", has_text="Rename").click()
+    item.locator(".conv-menu").click()
+    item.locator("[role=menuitem].rename").click()
+    item.locator("input.rename-input").fill("Renamed by the test")
+    item.locator("input.rename-input").press("Enter")
     sync_api.expect(page.locator(f"#conversations li[data-id='{cid}'] .conv-title")).to_have_text(
         "Renamed by the test"
     )
-    page.answers.append("")
-    page.locator(f"#conversations li[data-id='{cid}']").locator(
-        ".conv-actions button", has_text="Delete"
-    ).click()
+    item = page.locator(f"#conversations li[data-id='{cid}']")
+    item.locator(".conv-menu").click()
+    item.locator("[role=menuitem].delete").click()
     sync_api.expect(page.locator(f"#conversations li[data-id='{cid}']")).to_have_count(0)
-    assert httpx.get(f"{server.url}/api/cove/conversations/{cid}").status_code == 404
     assert page.locator("#messages .msg").count() == 0  # the open chat was the deleted one
+    page.wait_for_timeout(6500)  # past the time to undo
+    assert httpx.get(f"{server.url}/api/cove/conversations/{cid}").status_code == 404
+    assert page.dialogs == []  # no prompt() or confirm()
 
 
 def test_usage_view_draws_charts(page: Any) -> None:
@@ -524,7 +534,7 @@ def test_hostile_history_stays_inert(page: Any, server: RealServer) -> None:
     page.reload()
     page.wait_for_selector("body[data-ready='1']")
     page.locator("#conversations li[data-id='hostile00001'] .conv-open").click()
-    page.locator(".msg.assistant .msg-foot button").nth(2).wait_for()
+    page.locator(".msg.assistant .msg-foot .act-copy").nth(2).wait_for()
     page.wait_for_timeout(500)
     assert page.evaluate("typeof window.__xss") == "undefined"
     assert page.dialogs == []
@@ -565,7 +575,7 @@ def test_copy_buttons(page: Any, server: RealServer) -> None:
     open_demo(page, server)
     page.locator(".msg.assistant .copy-code").click()
     assert page.evaluate("() => navigator.clipboard.readText()") == DEMO_CODE
-    page.locator(".msg.assistant .msg-foot button").click()
+    page.locator(".msg.assistant .act-copy").click()
     copied = page.evaluate("() => navigator.clipboard.readText()")
     assert copied.startswith("Here is a small function") and "| call | result |" in copied
     assert page.locator(".msg.assistant .stats").inner_text() == "first token 84 ms · 61.5 tokens/s"

@@ -73,7 +73,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 def open_page(site: Site, scheme: str = "light", width: int = 1280, bypass_csp: bool = False) -> Any:
-    """A fresh page, ready. `bypass_csp` only so axe-core can be injected (the CSP allows no inline script)."""
+    """A fresh page, ready; `bypass_csp` only to inject axe-core (the CSP allows no inline script)."""
     context = site.browser.new_context(
         viewport={"width": width, "height": 800}, color_scheme=scheme, bypass_csp=bypass_csp
     )
@@ -365,7 +365,8 @@ def test_a_file_dropped_on_the_composer_is_attached(page: Any) -> None:
         """() => {
             const data = new DataTransfer();
             data.items.add(new File(['dropped words'], 'dropped.txt', { type: 'text/plain' }));
-            document.querySelector('#composer').dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true }));
+            const drop = new DragEvent('drop', { dataTransfer: data, bubbles: true });
+            document.querySelector('#composer').dispatchEvent(drop);
         }"""
     )
     expect(page.locator("#chips .chip")).to_contain_text("dropped.txt")
@@ -405,7 +406,8 @@ def test_a_too_large_attachment_is_refused_in_the_page(page: Any) -> None:
         """() => {
             const data = new DataTransfer();
             data.items.add(new File([new Uint8Array(21 * 1024 * 1024)], 'huge.txt'));
-            document.querySelector('#composer').dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true }));
+            const drop = new DragEvent('drop', { dataTransfer: data, bubbles: true });
+            document.querySelector('#composer').dispatchEvent(drop);
         }"""
     )
     expect(page.locator("#notice")).to_contain_text("too large")
@@ -417,7 +419,10 @@ def test_a_too_large_attachment_is_refused_in_the_page(page: Any) -> None:
 
 def test_tables_and_mathematics_render_under_the_csp(site: Site, page: Any) -> None:
     chat = conversation("math00000001", "Maths", 0)
-    answer = "Euler: $e^{i\\pi} + 1 = 0$.\n\n$$\\int_0^1 x^2\\,dx = \\frac{1}{3}$$\n\n| a | b |\n|---|---|\n| 1 | 2 |"
+    answer = (
+        "Euler: $e^{i\\pi} + 1 = 0$.\n\n$$\\int_0^1 x^2\\,dx = \\frac{1}{3}$$\n\n"
+        "| a | b |\n|---|---|\n| 1 | 2 |"
+    )
     chat["messages"] = [
         {"position": 0, "role": "user", "content": "maths", "created_at": STAMP},
         {"position": 1, "role": "assistant", "content": answer, "created_at": STAMP},
@@ -569,7 +574,7 @@ def test_it_works_behind_an_api_key(tmp_path: Path, site: Site) -> None:
 
 # -- accessibility: axe-core on every page, both themes -----------------------------------------
 
-VIEWS = ["chat", "models", "usage", "privacy"]
+VIEWS = ["chat", "models", "usage", "tools", "privacy"]
 
 
 @pytest.mark.skipif(not AXE.exists(), reason="needs axe-core: npm ci --prefix tests/web")
@@ -610,6 +615,14 @@ def axe(page: Any) -> list[str]:
     ]
 
 
+def test_the_tools_view_lists_tools(page: Any) -> None:
+    page.click(".top nav button[data-view='tools']")
+    row = page.locator("#tools-table tr[data-tool='calculator']")
+    row.wait_for()
+    assert row.locator("td").nth(4).inner_text() in ("on", "off")
+    expect(page.locator("#tools-summary")).to_contain_text("tools")
+
+
 def test_screenshots(site: Site) -> None:
     """docs/chat-*.png, written only when COVE_WEB_SCREENSHOTS names a folder (e.g. docs)."""
     folder = os.environ.get("COVE_WEB_SCREENSHOTS")
@@ -617,8 +630,33 @@ def test_screenshots(site: Site) -> None:
         pytest.skip("set COVE_WEB_SCREENSHOTS=docs to refresh the screenshots")
     out = Path(folder)
     out.mkdir(exist_ok=True)
-    for scheme in ("light", "dark"):
-        page = open_page(site, scheme)
-        page.locator("#empty").wait_for()
-        page.screenshot(path=str(out / f"chat-empty-{scheme}.png"))
-        page.context.close()
+    page = open_page(site, "light")
+    page.locator("#empty").wait_for()
+    page.screenshot(path=str(out / "chat-empty.png"))
+    ask(page, "What is the integral of x squared from 0 to 1?")
+    answer = page.locator("#messages > .msg.assistant")
+    answer.hover()
+    answer.locator(".act-regenerate").click()
+    answer.locator(".version").wait_for()
+    page.click("#settings-button")
+    page.fill("#system", "Answer briefly, with formulas in TeX.")
+    page.screenshot(path=str(out / "chat-settings.png"))
+    page.context.close()
+    chat = conversation("shot00000001", "Euler's identity", 0)
+    answer_text = (
+        "Euler's identity joins five constants:\n\n$$e^{i\\pi} + 1 = 0$$\n\n"
+        "| constant | value |\n|---|---|\n| $e$ | 2.718… |\n| $\\pi$ | 3.14159… |\n\n"
+        "```python\nimport cmath\nprint(cmath.exp(1j * cmath.pi) + 1)\n```"
+    )
+    chat["messages"] = [
+        {"position": 0, "role": "user", "content": "Explain Euler's identity.", "created_at": STAMP},
+        {"position": 1, "role": "assistant", "content": answer_text, "created_at": STAMP,
+         "time_to_first_token_ms": 84, "tokens_per_s": 61.5, "model": "tiny:latest"},
+    ]  # fmt: skip
+    site.load(chat)
+    page = open_page(site, "dark")
+    page.locator("#conversations li[data-id='shot00000001'] .conv-open").click()
+    page.locator(".math-display .katex").wait_for()
+    page.locator("#prompt").focus()
+    page.screenshot(path=str(out / "chat-dark.png"))
+    page.context.close()

@@ -72,7 +72,7 @@ def test_the_dialog_shows_the_call_and_its_answer_decides(
     dialog.wait_for()
     assert "calculator" in dialog.inner_text() and '"expression": "6*7"' in dialog.inner_text()
     dialog.locator(f"button[value='{button}']").click()
-    answer.locator(".msg-foot button").wait_for()
+    answer.locator(".msg-foot .act-copy").wait_for()
     assert said in answer.inner_text()
     assert note in answer.locator(".tool-note").inner_text()
     assert page.locator("dialog.tool-dialog").count() == 0
@@ -85,9 +85,9 @@ def test_always_is_not_asked_again_and_arguments_stay_text(page: Any, script: To
     dialog.wait_for()
     assert dialog.locator("img").count() == 0 and "<img src=x" in dialog.inner_text()
     dialog.locator("button[value='always']").click()
-    first.locator(".msg-foot button").wait_for()
+    first.locator(".msg-foot .act-copy").wait_for()
     second = ask(page, "again")
-    second.locator(".msg-foot button").wait_for()
+    second.locator(".msg-foot .act-copy").wait_for()
     assert "Tool said: 2" in second.inner_text()
     assert page.locator("dialog.tool-dialog").count() == 0
 
@@ -96,7 +96,7 @@ def test_a_reopened_conversation_shows_its_tool_runs_as_text(page: Any, script: 
     script.script = [[("calculator", SNEAKY)]]
     answer = ask(page, "go")
     page.locator("dialog.tool-dialog button[value='yes']").click()
-    answer.locator(".msg-foot button").wait_for()
+    answer.locator(".msg-foot .act-copy").wait_for()
     page.reload()
     page.wait_for_selector("body[data-ready='1']")
     page.locator("#conversations .conv-open").first.click()
@@ -113,7 +113,7 @@ def test_a_tool_step_is_quiet_text_set_apart_and_a_long_one_wraps(
     script.script = [[("calculator", {"expression": long_word})]]
     answer = ask(page, "go")
     page.locator("dialog.tool-dialog button[value='yes']").click()
-    answer.locator(".msg-foot button").wait_for()
+    answer.locator(".msg-foot .act-copy").wait_for()
     note = answer.locator(".tool-note")
     assert "is not an arithmetic expression" in note.inner_text()
     style = note.evaluate(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import mimetypes
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,7 @@ FONTS = "fonts"  # the one folder under static: KaTeX's fonts
 #: The most texts one /api/cove/render-many renders (a page of a long conversation).
 MAX_RENDER_MANY = 200
 #: An attachment's largest size: what a chat can hold is far less; the parsers cap higher.
-MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
+MAX_ATTACHMENT_BYTES = 15 * 1024 * 1024  # under the server's 16 MiB request cap
 
 
 class RenderBody(Strict):
@@ -64,7 +66,7 @@ def wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "").lower()
 
 
-def _file(name: str) -> Response | None:
+def _file(name: str, gzip_ok: bool = False) -> Response | None:
     """A file directly in the static folder (or its fonts folder), looked up by exact name: no
     path ever leaves it."""
     folder = static_root()
@@ -78,19 +80,37 @@ def _file(name: str) -> Response | None:
         return None
     suffix = "." + name.rpartition(".")[2]
     kind = TYPES.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return Response(entry.read_bytes(), media_type=kind, headers=SECURITY_HEADERS)
+    data = entry.read_bytes()
+    headers = {**SECURITY_HEADERS, "vary": "accept-encoding"}
+    if gzip_ok and kind.startswith(COMPRESSIBLE):
+        data = _gzipped(data)
+        headers["content-encoding"] = "gzip"
+    return Response(data, media_type=kind, headers=headers)
+
+
+COMPRESSIBLE = ("text/", "image/svg")
+
+
+@lru_cache(maxsize=64)
+def _gzipped(data: bytes) -> bytes:
+    """The page's text assets, compressed once each (a few hundred KB in all, so kept)."""
+    return gzip.compress(data, compresslevel=9, mtime=0)
+
+
+def _accepts_gzip(request: Request) -> bool:
+    return "gzip" in request.headers.get("accept-encoding", "").lower()
 
 
 async def index(request: Request) -> Response:
     if not wants_html(request):
         return PlainTextResponse("cove is running")
-    page = _file("index.html")
+    page = _file("index.html", _accepts_gzip(request))
     assert page is not None, "the package is missing its web page"
     return page
 
 
 async def static(request: Request) -> Response:
-    found = _file(request.path_params["name"])
+    found = _file(request.path_params["name"], _accepts_gzip(request))
     if found is None:
         return PlainTextResponse("not found", status_code=404, headers=SECURITY_HEADERS)
     return found

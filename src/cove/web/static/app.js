@@ -6,12 +6,12 @@ import {
   $, HttpError, api, copy, el, explain, fill, getJSON, ndjson, notice, onReconnect, postJSON,
   renderInto, renderMany,
 } from "/static/util.js";
-import { loadModels, loadUsage, onModelsChanged, pullModel } from "/static/views.js";
+import { loadModels, loadTools, loadUsage, onModelsChanged, pullModel } from "/static/views.js";
 
 const RENDER_EVERY_MS = 250;
 const PAGE = 60; // messages rendered at once; earlier ones come a page at a time
 const UNDO_MS = 6000;
-const MAX_ATTACHMENT = 20 * 1024 * 1024;
+const MAX_ATTACHMENT = 15 * 1024 * 1024; // the server's own cap (under its 16 MiB request limit)
 const READABLE = [".txt", ".text", ".log", ".md", ".markdown", ".mdx", ".rst", ".rest", ".html", ".htm", ".xhtml", ".pdf", ".docx", ".pptx"];
 const EXAMPLES = [
   "Explain what a hash table is, with a short example.",
@@ -42,10 +42,11 @@ function show(view) {
     if (button.dataset.view === view) button.setAttribute("aria-current", "page");
     else button.removeAttribute("aria-current");
   }
-  for (const name of ["chat", "models", "usage", "privacy"]) $(`#view-${name}`).hidden = name !== view;
+  for (const name of ["chat", "models", "usage", "tools", "privacy"]) $(`#view-${name}`).hidden = name !== view;
   if (view !== "chat") closeSettings();
   if (view === "models") loadModels().catch((e) => notice(explain(e), "#models-notice"));
   if (view === "usage") loadUsage().catch((e) => { $("#usage-summary").textContent = explain(e); });
+  if (view === "tools") loadTools().catch((e) => { $("#tools-summary").textContent = explain(e); });
   if (view === "privacy") loadPrivacy(getJSON).catch((e) => { $("#privacy-summary").textContent = explain(e); });
 }
 

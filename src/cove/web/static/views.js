@@ -144,3 +144,16 @@ export async function loadUsage() {
   $("#chart-cost").replaceChildren(costChart, asOf);
 }
 
+
+// -- tools: what a model may call, and whether it is switched on ---------------------------------
+
+export async function loadTools() {
+  const { tools, mcp_servers: servers } = await getJSON("/api/cove/tools");
+  const on = tools.filter((t) => t.enabled).length;
+  $("#tools-summary").textContent = `${tools.length} tools, ${on} switched on`
+    + (servers && servers.length ? `; ${servers.length} MCP server${servers.length === 1 ? "" : "s"} declared.` : ".");
+  $("#tools-table tbody").replaceChildren(...tools.map((t) => el("tr", { "data-tool": t.name },
+    el("td", {}, el("code", { text: t.name })), el("td", { text: t.description || "" }),
+    el("td", { text: t.source || "" }), el("td", { text: t.network ? "uses the network" : "offline" }),
+    el("td", { text: t.enabled ? "on" : "off" }))));
+}
