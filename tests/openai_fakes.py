@@ -62,6 +62,8 @@ def app(up: Upstream) -> Starlette:
         up.headers.append(dict(request.headers))
         if up.mode == "404":
             return JSONResponse({"detail": "Not Found"}, status_code=404)
+        if up.mode.startswith("redirect "):  # "redirect URL": somewhere else, with the key if followed
+            return Response(status_code=307, headers={"location": up.mode.split(" ", 1)[1]})
         if up.mode == "500":
             return JSONResponse({"error": {"message": "out of cheese", "code": 500}}, status_code=500)
         if up.mode == "400":

@@ -475,3 +475,38 @@ def test_settings_unchanged_for_local_models(cove: Cove) -> None:
     assert Settings.from_env().home.exists()
     assert json.dumps(cove.model("tiny").recipe_obj().to_dict()).count("replicas") == 0
     assert httpx is not None
+
+
+def test_a_redirect_is_not_followed_so_the_key_stays_with_its_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAR_KEY", "k-9")
+    elsewhere = Upstream(name="z")
+    up = Upstream(key="k-9")
+    with LiveServer(app(elsewhere)) as other, LiveServer(app(up)) as url:
+        model = loaded(url, api_key_env="FAR_KEY")
+        up.mode = f"redirect {other}/v1/chat/completions"
+        with pytest.raises(RemoteError, match="cove does not follow it"):
+            model.chat({"messages": [{"role": "user", "content": "x"}]})
+        model.close()
+    assert elsewhere.requests == [] and elsewhere.headers == []
+
+
+def test_the_scheduler_sends_a_remote_model_to_the_remote_engine_with_no_memory_plan() -> None:
+    from cove.engine.scheduler import ModelRequest, Scheduler
+
+    made: list[LoadSpec] = []
+
+    def local(spec: LoadSpec) -> object:
+        raise AssertionError("a remote model never reaches the local engine")
+
+    def far(spec: LoadSpec) -> object:
+        made.append(spec)
+        return FakeEngine()(spec)
+
+    scheduler = Scheduler(local, free_memory=lambda: 0, remote_factory=far, num_parallel=3, max_loaded=1)  # type: ignore[arg-type]
+    two = spec("http://127.0.0.1:1")
+    two = LoadSpec(**{**two.__dict__, "remote": (*two.remote, "openai+http://127.0.0.1:2/v1#m")})
+    with scheduler.use(ModelRequest(two, {}, 0)):
+        (runner,) = scheduler.loaded()
+        assert runner.size == 0 and runner.spec.num_parallel == 6  # three slots a replica
+    assert [s.remote for s in made] == [two.remote]
+    scheduler.close()
