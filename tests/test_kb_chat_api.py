@@ -130,3 +130,19 @@ async def test_the_web_page_loads_no_external_image(cove: Cove) -> None:
         page = await http.get("/", headers={"accept": "text/html"})
     policy = {d.split()[0]: d.split()[1:] for d in page.headers["content-security-policy"].split("; ") if d}
     assert policy["img-src"] == ["'self'", "data:"] and policy["default-src"] == ["'none'"]
+
+
+async def test_a_responses_stream_ends_with_the_citations(cove: Cove) -> None:
+    body = {
+        "model": "tiny",
+        "input": "How fast are refunds paid?",
+        "collections": ["contracts"],
+        "stream": True,
+    }
+    async with client(make_app(cove)) as http:
+        text = (await http.post("/v1/responses", json={**body, "store": False})).text
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+    assert "citations" not in events[0]["response"]  # response.created: nothing answered yet
+    assert (
+        events[-1]["type"] == "response.completed" and cited(events[-1]["response"]["citations"]) == EXPECTED
+    )
