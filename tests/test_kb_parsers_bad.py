@@ -4,6 +4,7 @@ a parse that runs past its time cap (BAD-INPUTS items 23 and 25; the caller skip
 
 from __future__ import annotations
 
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -83,8 +84,16 @@ def test_a_docx_bomb_is_refused_without_inflating(tmp_path: Path) -> None:
 
 def test_a_high_ratio_zip_under_the_size_cap_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "ratio.pptx"
-    zip_bomb(path, name="ppt/presentation.xml", size=200 * 1024 * 1024)
+    zip_bomb(path, name="ppt/media/image1.png", size=200 * 1024 * 1024)
     with pytest.raises(DocumentRefused, match="ZIP bomb"):
+        parse(path)
+
+
+def test_an_xml_part_too_large_to_parse_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "MAX_XML_ENTRY", 1000)
+    path = tmp_path / "big.docx"
+    docx_file(path)
+    with pytest.raises(DocumentRefused, match=r"has a part \(.*\.xml\)"):
         parse(path)
 
 
@@ -128,6 +137,48 @@ def test_a_parse_past_its_time_cap_is_refused(tmp_path: Path, monkeypatch: pytes
     docx_file(docx)
     with pytest.raises(DocumentRefused, match="longer than"):
         parse(docx)
+
+
+def _hangs(data: bytes, deadline: object) -> None:
+    while True:  # a parser stuck in one call that never checks its deadline (a pathological page)
+        sum(range(1000))
+
+
+@pytest.mark.parametrize("where", ["main thread", "worker thread"])
+def test_a_parser_stuck_in_one_call_is_stopped_at_the_time_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    from cove.knowledge.parsers import text
+
+    monkeypatch.setattr(limits, "MAX_SECONDS", 0.3)
+    monkeypatch.setattr(text, "parse_text", _hangs)
+    path = tmp_path / "stuck.txt"
+    path.write_text("x", encoding="utf-8")
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            parse(path)
+            outcome.append(None)
+        except BaseException as e:
+            outcome.append(e)
+
+    started = time.monotonic()
+    if where == "main thread":
+        attempt()
+    else:
+        worker = threading.Thread(target=attempt)
+        worker.start()
+        worker.join(10)
+    assert time.monotonic() - started < 5
+    assert len(outcome) == 1 and isinstance(outcome[0], DocumentRefused)
+    assert "longer than 0.3 s" in str(outcome[0])
+    time.sleep(0.05)  # nothing fires later, in code after the parse
+
+
+def test_a_parse_that_finishes_in_time_is_not_disturbed_later() -> None:
+    assert limits.time_capped(lambda: 42, 0.05) == 42
+    time.sleep(0.2)  # the watchdog was cancelled: nothing is raised here
 
 
 def test_too_much_text_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

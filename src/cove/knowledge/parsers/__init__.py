@@ -70,7 +70,7 @@ def parse(path: Path, *, ocr: bool = False) -> ParsedDocument:
     if _PARSERS[suffix][0] == "code":
         options["suffix"] = suffix
     try:
-        return parser(data, deadline=deadline, **options)
+        return limits.time_capped(lambda: parser(data, deadline=deadline, **options), deadline.seconds)
     except DocumentRefused:
         raise
     except RecursionError:

@@ -3,10 +3,15 @@ pages, text produced and time. A file past any of them is refused with the cap i
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ..errors import DocumentRefused
+
+T = TypeVar("T")
 
 #: Largest file read at all (a 1 GB log or a disk image is refused before a byte is read).
 MAX_FILE_BYTES = 100 * 1024 * 1024
@@ -24,6 +29,9 @@ MAX_TEXT_CHARS = 50_000_000
 MAX_SECONDS = 300.0
 #: Seconds Tesseract may spend on one page image.
 OCR_SECONDS_PER_PAGE = 60.0
+#: Uncompressed bytes of one XML or HTML part of a ZIP-based document: the part is parsed into a
+#: tree in memory, about ten times its size.
+MAX_XML_ENTRY = 64 * 1024 * 1024
 #: Messages one mbox file may hold.
 MAX_MESSAGES = 50_000
 
@@ -50,5 +58,59 @@ class Deadline:
     def check(self) -> None:
         if self.left() <= 0:
             raise DocumentRefused(
-                f"took longer than {self.seconds:.0f} s to read; split the file or convert it to text"
+                f"took longer than {self.seconds:g} s to read; split the file or convert it to text"
             )
+
+
+class _TimeUp(BaseException):
+    """Raised inside a parse that ran past its time cap; a BaseException so that a parser
+    library's own `except Exception` cannot swallow it."""
+
+
+def _raise_in(thread_id: int, exception: type[BaseException] | None) -> None:
+    """Raises `exception` in that thread at its next bytecode (None clears a pending one).
+
+    Its own function objects with their own argument types: other code in the process may have
+    set types on the shared `ctypes.pythonapi` attribute."""
+    import ctypes
+
+    function = ctypes.pythonapi["PyThreadState_SetAsyncExc"]
+    function.restype = ctypes.c_int
+    if exception is None:
+        function.argtypes = [ctypes.c_ulong, ctypes.c_void_p]
+        function(thread_id, None)  # NULL: clear
+    else:
+        function.argtypes = [ctypes.c_ulong, ctypes.py_object]
+        function(thread_id, exception)
+
+
+def time_capped(run: Callable[[], T], seconds: float) -> T:
+    """`run()`, stopped when it takes longer than `seconds`: a watchdog raises inside the
+    parsing thread (any thread, not only the main one), so even one page that pypdf loops on
+    cannot hold a sync; the cooperative `Deadline.check()` calls end most parses earlier."""
+    thread_id = threading.get_ident()
+    lock = threading.Lock()
+    state = {"done": False, "fired": False}
+
+    def fire() -> None:
+        with lock:
+            if not state["done"]:
+                state["fired"] = True
+                _raise_in(thread_id, _TimeUp)
+
+    watchdog = threading.Timer(max(seconds, 0.0), fire)
+    watchdog.daemon = True
+    try:
+        try:
+            watchdog.start()
+            return run()
+        finally:
+            watchdog.cancel()
+            with lock:
+                state["done"] = True
+                if state["fired"]:
+                    _raise_in(thread_id, None)  # finished as it fired: drop the pending raise
+    except _TimeUp:
+        raise DocumentRefused(
+            f"took longer than {seconds:g} s to read; split the file or convert it to text"
+        ) from None
