@@ -532,3 +532,17 @@ def test_the_scheduler_sends_a_remote_model_to_the_remote_engine_with_no_memory_
         assert runner.size == 0 and runner.spec.num_parallel == 6  # three slots a replica
     assert [s.remote for s in made] == [two.remote]
     scheduler.close()
+
+
+def test_a_remote_answer_is_not_kept_as_a_measurement_of_this_machine(
+    cove: Cove, upstream: tuple[Upstream, str]
+) -> None:
+    from cove.history.measurements import Measurements
+
+    up, url = upstream
+    up.tokens, up.token_delay_s = 12, 0.005  # long enough to be timed
+    make(cove, "far", recipe((url, "m")))
+    answer = cove.run_chat("far", {"messages": [{"role": "user", "content": "x"}]}, on_event=lambda e: False)
+    assert answer.tokens_per_s
+    found = Measurements.if_any(cove.settings.home)
+    assert found is None or found.of(cove.model("far").digest) is None

@@ -302,7 +302,7 @@ class Cove:
     def _measured(self, spec: LoadSpec, answer: ChatAnswer) -> None:
         """Keep the answer's speeds, which `cove fit` predicts from; a failed write (a full disk,
         a locked database) costs the measurement, never the answer."""
-        if not self.record_answers:
+        if not self.record_answers or spec.remote:  # a remote model's speeds are its upstream's
             return
         try:
             self._record_answer(spec, answer.usage)
