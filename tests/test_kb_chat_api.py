@@ -56,7 +56,7 @@ async def test_ollama_chat_answers_with_citations(cove: Cove, engine: FakeEngine
     assert lines[-1]["done"] and cited(lines[-1]["citations"]) == EXPECTED
     assert not any("citations" in x for x in lines[:-1])
     assert "citations" not in plain  # a request without collections answers as before
-    assert REFUND in engine.requests[0]["messages"][0]["content"]
+    assert REFUND in engine.requests[0]["messages"][-1]["content"]
 
 
 async def test_openai_chat_answers_with_citations(cove: Cove) -> None:

@@ -58,7 +58,10 @@ def test_run_with_kb_prints_the_sources(
     )
     assert code == 0, err
     answer, _, sources = out.partition("\nSources:\n")
-    assert answer.startswith("You said: when are refunds paid?")
+    # The fake model repeats what it got: the sources, then the question.
+    assert answer.startswith("You said: Sources from") and answer.endswith(
+        "Question: when are refunds paid?\n"
+    )
     first, quoted = sources.splitlines()[:2]
     assert first == "  [1] lease.pdf, page 2"
     assert quoted.startswith("      “Refunds are paid within 30 days") and quoted.endswith("…”")

@@ -9,14 +9,15 @@ nothing is stored, but the same persona and model rules apply.
 Retrieval from the user's documents is a step of `prepare` (see `cove.chat.retrieval`): for a
 turn with `collections`, the search runs before anything is stored (an unknown collection
 stores nothing), room is reserved for the sources when the context is fitted, and the sources
-go into the leading system message; their citations travel on the turn, to the doors and into
-the history beside the answer. In strict mode with nothing relevant found, `run` answers
-itself and the engine is not called. The tool loop wraps the engine call in `run`: when the
-turn offers cove's tools (`cove_tools` on the API; the enabled ones from a door that can ask
-the person, as the CLI and the web chat do), `run` hands the call to `ToolLoop` (see
-`cove.chat.tool_loop`), which runs the model's tool calls and calls it again. A door that asks
-gets a consent event before each call; on the API, naming a tool that the user's policy has
-switched on is the consent.
+go before the question (the instruction to cite them into the leading system message); their
+citations travel on the turn, to the doors and into the history beside the answer. In strict
+mode with nothing relevant found, `run` answers itself and the engine is not called.
+
+The tool loop wraps the engine call in `run`: when the turn offers cove's tools (`cove_tools`
+on the API; the enabled ones from a door that can ask the person, as the CLI and the web chat
+do), `run` hands the call to `ToolLoop` (see `cove.chat.tool_loop`), which runs the model's tool
+calls and calls it again. A door that asks gets a consent event before each call; on the API,
+naming a tool that the user's policy has switched on is the consent.
 """
 
 from __future__ import annotations
@@ -245,7 +246,7 @@ class ChatService:
         return retrieval.retrieve(self.knowledge, request.collections, asked[-1], earlier, request.strict)
 
     def _add_sources(self, turn: Turn, found: Retrieval, room: int) -> None:
-        """Put what was found into the turn's leading system message, within the room left."""
+        """Put what was found into the turn's messages, within the room left."""
         turn.collections = found.collections
         turn.reply = found.refusal()
         if turn.reply is not None:
