@@ -546,3 +546,11 @@ def test_a_remote_answer_is_not_kept_as_a_measurement_of_this_machine(
     assert answer.tokens_per_s
     found = Measurements.if_any(cove.settings.home)
     assert found is None or found.of(cove.model("far").digest) is None
+
+
+def test_the_privacy_report_lines_name_each_upstream_and_what_travels(cove: Cove) -> None:
+    make(cove, "far", recipe(("https://gpu.example:8000", "big"), ("http://127.0.0.1:9", "big")))
+    rules = remote.privacy_rules(cove.settings.home, offline=False)
+    assert [r["to"] for r in rules] == ["gpu.example:8000", "this machine only"]
+    assert "far:latest" in rules[0]["why"] and "prompt" in rules[0]["why"] and rules[0]["allowed"]
+    assert not remote.privacy_rules(cove.settings.home, offline=True)[0]["allowed"]

@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -634,3 +635,27 @@ def _events(where: str, response: httpx.Response) -> Iterator[str]:
             )
     if buffer.startswith(b"data:"):
         yield bytes(buffer[5:]).strip().decode("utf-8", "replace")
+
+
+def privacy_rules(home: Path, offline: bool) -> list[dict[str, Any]]:
+    """The privacy report's lines for remote models (net/report.py's rule shape): each upstream a
+    stored recipe names, whether it may be reached, and what travels there."""
+    from ..store.models import ModelStore
+
+    rules = []
+    for manifest in ModelStore(home).list():
+        if not manifest.is_remote:
+            continue
+        for ref in manifest.recipe_obj().remote:
+            local = is_loopback_host(ref.host)
+            plain = "" if ref.scheme == "https" or local else ", over plain http (unencrypted)"
+            rules.append(
+                {
+                    "feature": REMOTE_ENGINE,
+                    "allowed": local or not offline,
+                    "to": "this machine only" if local else f"{ref.host}:{ref.port}",
+                    "why": f"model {manifest.name} runs there ({ref.model}): each request's prompt "
+                    f"and answer travel{plain}; the history and documents stay here",
+                }
+            )
+    return rules
