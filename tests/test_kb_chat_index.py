@@ -81,3 +81,27 @@ def test_below_the_measured_threshold_strict_mode_says_so_itself(
     )
     answer = "".join(chunk.content for chunk in stream)
     assert "contain nothing relevant" in answer and stream.citations == []
+
+
+def test_a_question_about_the_whole_lease_gets_it_whole(cove: Cove, tmp_path: Path) -> None:
+    """The knowledge base has no document_text: the document's chunks are put back in order."""
+    ask = [{"role": "user", "content": "Summarise the lease"}]
+    stream = cove.chat_turn(TurnRequest("tiny", ask, {"num_ctx": 4096}, collections=["contracts"]))
+    answer = "".join(chunk.content for chunk in stream)
+    (whole,) = stream.citations
+    assert whole.whole and whole.file == "lease.md" and whole.where() == "lease.md, whole document"
+    # The scripted fake repeats the message it got: the whole lease, in order, once.
+    refunds, notice = answer.index("Refunds are paid"), answer.index("90 days notice")
+    assert refunds < notice and answer.count("Refunds are paid") == 1
+
+
+def test_chunks_are_joined_by_their_spans() -> None:
+    from cove.chat.retrieval import joined
+    from cove.knowledge.documents import Passage
+
+    def piece(text: str, start: int) -> Passage:
+        return Passage(0, "c", "f", text, 0.0, start=start, end=start + len(text))
+
+    assert joined([piece("abcdef", 0), piece("defgh", 3)]) == "abcdefgh"  # overlap added once
+    assert joined([piece("ab", 0), piece("cd", 4)]) == "ab\n\ncd"  # a gap is a paragraph break
+    assert joined([piece("ab", 0), piece("cd", 2)]) == "abcd"

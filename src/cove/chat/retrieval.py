@@ -42,6 +42,8 @@ QUERY_CHARS = 2000
 MIN_ROOM = 200
 #: How much of a whole document a citation quotes (the model gets all of it).
 WHOLE_QUOTE_CHARS = 600
+#: The most chunks a document given whole may have (one deep search must reach them all).
+WHOLE_MAX_CHUNKS = 100
 
 WHOLE_QUESTION = re.compile(
     r"\b(summari[sz]\w*|summary|overview|outline|tl;?dr|gist|synopsis|"
@@ -248,12 +250,11 @@ def _packed(found: list[Passage], room: int) -> list[Citation]:
 
 def _whole_document(kb: Knowledge, retrieval: Retrieval, room: int) -> tuple[Citation, str] | None:
     """The best passage's whole document, when the question is about a whole one and it fits."""
-    reader = getattr(kb, "document_text", None)
-    if not callable(reader) or not wants_whole(retrieval.question):
+    if not wants_whole(retrieval.question):
         return None
     best = retrieval.found[0]
-    text = reader(best.collection, best.file)
-    if not isinstance(text, str) or not text.strip():
+    text = document_text(kb, best.collection, best.file, retrieval.question)
+    if not text or not text.strip():
         return None
     if estimate_tokens([{"content": text}]) + 12 > room:
         return None
@@ -263,6 +264,49 @@ def _whole_document(kb: Knowledge, retrieval: Retrieval, room: int) -> tuple[Cit
         n=1, file=best.file, text=quote, score=best.score, collection=best.collection, whole=True
     )
     return replace(citation, end=len(text)), text
+
+
+def document_text(kb: Knowledge, collection: str, file: str, query: str) -> str | None:
+    """A document's whole indexed text: the knowledge base's own `document_text` when it has
+    one, or else its chunks put back together in order (see `_reassembled`)."""
+    reader = getattr(kb, "document_text", None)
+    if callable(reader):
+        text = reader(collection, file)
+        return text if isinstance(text, str) else None
+    return _reassembled(kb, collection, file, query)
+
+
+def _reassembled(kb: Knowledge, collection: str, file: str, query: str) -> str | None:
+    """Every chunk of the document, found by a vector search deep enough to reach them all,
+    joined by their spans; None unless exactly the document's own chunk count came back (a
+    document too long for WHOLE_MAX_CHUNKS, or a file name two folders share, is not whole)."""
+    listing = getattr(kb, "documents", None)
+    if not callable(listing):
+        return None
+    rows = [d for d in listing(collection) if getattr(d, "file", None) == file]
+    if len(rows) != 1 or not 0 < int(getattr(rows[0], "chunks", 0) or 0) <= WHOLE_MAX_CHUNKS:
+        return None
+    found = kb.search([collection], query, WHOLE_MAX_CHUNKS, mode="vector")
+    mine = sorted((p for p in found if p.file == file and p.collection == collection), key=lambda p: p.start)
+    if len(mine) != rows[0].chunks:
+        return None
+    return joined(mine)
+
+
+def joined(chunks: Sequence[Passage]) -> str:
+    """Chunks in document order as one text: a gap between spans is a paragraph break, and a
+    chunk that overlaps the one before it adds only what is new."""
+    parts: list[str] = []
+    end = 0
+    for chunk in chunks:
+        if not parts:
+            parts.append(chunk.text)
+        elif chunk.start >= end:
+            parts.append("\n\n" + chunk.text if chunk.start > end else chunk.text)
+        else:
+            parts.append(chunk.text[end - chunk.start :])
+        end = max(end, chunk.end)
+    return "".join(parts)
 
 
 def _citation(n: int, passage: Passage, text: str) -> Citation:
