@@ -108,3 +108,62 @@ def test_empty_document_gives_no_chunks_and_bad_offsets_are_caught() -> None:
         chunk(broken, words)
     with pytest.raises(ValueError):
         chunk(document(("abc", None, ())), words, max_tokens=2)
+
+
+def _covered(text: str, chunks: list) -> bool:
+    """Every non-blank character of the text is inside some chunk's span."""
+    inside = bytearray(len(text))
+    for c in chunks:
+        inside[c.start : c.end] = b"\1" * (c.end - c.start)
+    return all(inside[i] or text[i].isspace() for i in range(len(text)))
+
+
+def dense_digits(text: str) -> int:
+    """A tokenizer whose density varies: a token per digit, one per other word, two specials."""
+    return sum(len(w) if w.isdigit() else 1 for w in re.findall(r"\w+|[^\w\s]", text)) + 2
+
+
+@pytest.mark.parametrize("count", [words, dense_digits], ids=["words", "dense digits"])
+@pytest.mark.parametrize("seed", range(4))
+def test_random_documents_keep_every_promise(count: object, seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    parts = []
+    for page in range(1, 6):
+        paragraphs = []
+        for _ in range(rng.randint(1, 6)):
+            sentence_words = [
+                str(rng.randint(0, 10**12)) if rng.random() < 0.2 else f"w{rng.randint(0, 999)}"
+                for _ in range(rng.randint(1, 400))
+            ]
+            paragraphs.append(
+                ". ".join(" ".join(sentence_words[k : k + 15]) for k in range(0, len(sentence_words), 15))
+            )
+        parts.append(("\n\n".join(paragraphs), page, (f"H{page % 2}",)))
+    doc = document(*parts)
+    text = full_text(doc)
+    chunks = chunk(doc, count, max_tokens=64, overlap_tokens=16)  # type: ignore[arg-type]
+    for c in chunks:
+        assert text[c.start : c.end] == c.text
+        assert c.tokens == count(c.text) <= 64  # type: ignore[operator]
+        section = next(s for s in doc.sections if s.start <= c.start < s.start + len(s.text) + 2)
+        assert c.end <= section.start + len(section.text) and c.page == section.page
+    assert _covered(text, chunks)
+
+
+def test_the_tokenizer_is_called_about_once_per_paragraph_and_chunk() -> None:
+    """A PDF page is one paragraph of many lines: counting every line would cost a tokenizer
+    call per line (the engine's, through the scheduler); shares of the page's count are enough."""
+    calls = 0
+
+    def counting(text: str) -> int:
+        nonlocal calls
+        calls += 1
+        return words(text)
+
+    page = "\n".join(prose(12, 100 * i) for i in range(40))  # 40 lines, about 500 tokens
+    doc = document(*((page, n, ()) for n in range(1, 101)))
+    chunks = chunk(doc, counting, max_tokens=256, overlap_tokens=32)
+    assert all(c.tokens <= 256 for c in chunks) and {c.page for c in chunks} == set(range(1, 101))
+    assert calls <= 1 + 100 + 2 * len(chunks), (calls, len(chunks))

@@ -32,11 +32,16 @@ def full_text(doc: ParsedDocument) -> str:
 class _Piece:
     start: int
     end: int
-    tokens: int  # without the tokenizer's fixed overhead (special tokens) of one call
+    tokens: int  # without the tokenizer's fixed overhead (special tokens); estimated below level 0
+    level: int  # 0 paragraph, 1 sentence, 2 group of words, 3 run of characters
 
 
 @dataclass
 class _Cutter:
+    """Cuts a section into pieces within the limit. Paragraphs are counted by the tokenizer;
+    the finer pieces of a long one get its count shared out by length (a tokenizer call per
+    sentence would cost a call per PDF line), and the packer checks every chunk it makes."""
+
     text: str
     count: CountTokens
     max_tokens: int
@@ -46,46 +51,54 @@ class _Cutter:
     def net(self, start: int, end: int) -> int:
         return max(0, self.count(self.text[start:end]) - self.overhead)
 
+    def fits(self, tokens: int) -> bool:
+        return tokens + self.overhead <= self.max_tokens
+
     def pieces(self, start: int, end: int) -> Iterator[_Piece]:
         """Paragraphs of the span, each within the limit (long ones cut finer)."""
         for s, e in _spans(self.text, start, end, _PARAGRAPH):
-            yield from self._fit(s, e, self.net(s, e), level=0)
+            yield from self.fit(s, e, self.net(s, e), level=0)
 
-    def _fit(self, start: int, end: int, tokens: int, level: int) -> Iterator[_Piece]:
-        if tokens + self.overhead <= self.max_tokens:
-            yield _Piece(start, end, tokens)
-        elif level == 0:
-            for s, e in _spans(self.text, start, end, _SENTENCE):
-                yield from self._fit(s, e, self.net(s, e), level=1)
+    def fit(self, start: int, end: int, tokens: int, level: int) -> Iterator[_Piece]:
+        """The span as one piece when it fits, else cut at the next finer level."""
+        if self.fits(tokens) or end - start <= 1:
+            yield _Piece(start, end, tokens, level)
+            return
+        if level == 0:
+            spans = list(_spans(self.text, start, end, _SENTENCE))
         elif level == 1:
-            yield from self._groups(start, end, tokens)
+            spans = self._groups(start, end, tokens)
         else:
-            yield from self._characters(start, end, tokens)
+            spans = self._runs(start, end, tokens)
+        if len(spans) <= 1 and level < 3:  # nothing to cut at this level: try the next
+            yield from self.fit(start, end, tokens, level + 1)
+            return
+        for s, e in spans:
+            yield from self.fit(s, e, _share(tokens, e - s, end - start), level + 1 if level < 3 else 3)
 
     def _target(self) -> int:
-        """Size of the small pieces a too-long sentence is cut into, so overlap can repeat some."""
+        """Size of the small pieces a too-long sentence is cut into: half the overlap, so the
+        overlap can repeat one or two of them even when their estimates run a little high."""
         budget = self.max_tokens - self.overhead
-        return max(1, min(budget, self.overlap_tokens or budget // 4))
+        return max(1, min(budget, self.overlap_tokens // 2 or budget // 4))
 
-    def _groups(self, start: int, end: int, tokens: int) -> Iterator[_Piece]:
+    def _groups(self, start: int, end: int, tokens: int) -> list[tuple[int, int]]:
         words = list(_spans(self.text, start, end, _WORD))
         per_group = max(1, int(self._target() * len(words) / max(tokens, 1)))
-        for i in range(0, len(words), per_group):
-            s, e = words[i][0], words[min(i + per_group, len(words)) - 1][1]
-            yield from self._fit(s, e, self.net(s, e), level=2 if per_group == 1 else 1)
+        return [
+            (words[i][0], words[min(i + per_group, len(words)) - 1][1])
+            for i in range(0, len(words), per_group)
+        ]
 
-    def _characters(self, start: int, end: int, tokens: int) -> Iterator[_Piece]:
-        """A single 'word' over the limit (a base64 blob, a URL): cut it by characters."""
-        width = max(1, int(self._target() * (end - start) / max(tokens, 1)))
-        s = start
-        while s < end:
-            e = min(end, s + width)
-            t = self.net(s, e)
-            while t + self.overhead > self.max_tokens and e - s > 1:
-                e = s + (e - s) // 2
-                t = self.net(s, e)
-            yield _Piece(s, e, t)
-            s = e
+    def _runs(self, start: int, end: int, tokens: int) -> list[tuple[int, int]]:
+        """A 'word' over the limit (a base64 blob, a URL): runs of characters."""
+        width = max(1, min((end - start + 1) // 2, int(self._target() * (end - start) / max(tokens, 1))))
+        return [(s, min(end, s + width)) for s in range(start, end, width)]
+
+
+def _share(tokens: int, part: int, whole: int) -> int:
+    """A part's estimated share of a span's tokens, by length, rounded up."""
+    return max(1, -(-tokens * part // max(whole, 1)))
 
 
 def _spans(text: str, start: int, end: int, separator: re.Pattern[str]) -> Iterator[tuple[int, int]]:
@@ -107,19 +120,29 @@ def _trimmed(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
 
 
 def _pack(cutter: _Cutter, pieces: list[_Piece], section: Section) -> Iterator[Chunk]:
-    """Whole pieces into chunks up to the limit, repeating up to `overlap_tokens` of pieces."""
+    """Whole pieces into chunks up to the limit, repeating up to `overlap_tokens` of pieces.
+
+    Each chunk is counted once; when estimates were low it gives back pieces (found by
+    bisection), and a single piece still over the limit is cut again with its real count."""
     text, limit, i = cutter.text, cutter.max_tokens, 0
     while i < len(pieces):
         j, total = i + 1, cutter.overhead + pieces[i].tokens
         while j < len(pieces) and total + pieces[j].tokens <= limit:
             total += pieces[j].tokens
             j += 1
+        found = _largest_fitting(cutter, pieces, i, j)
+        if found is None:  # pieces[i] alone is over the limit: its estimate was low
+            piece = pieces[i]
+            tokens = cutter.net(piece.start, piece.end)
+            pieces[i : i + 1] = list(
+                cutter.fit(piece.start, piece.end, tokens, piece.level + 1 if piece.level < 3 else 3)
+            )
+            if len(pieces) > i and (pieces[i].start, pieces[i].end) == (piece.start, piece.end):
+                found = (i + 1, tokens + cutter.overhead)  # one character: it cannot be cut
+            else:
+                continue
+        j, tokens = found
         body = text[pieces[i].start : pieces[j - 1].end]
-        tokens = cutter.count(body)
-        while tokens > limit and j - 1 > i:  # joining pieces can cost a token or two more
-            j -= 1
-            body = text[pieces[i].start : pieces[j - 1].end]
-            tokens = cutter.count(body)
         yield Chunk(
             text=body,
             start=pieces[i].start,
@@ -136,6 +159,23 @@ def _pack(cutter: _Cutter, pieces: list[_Piece], section: Section) -> Iterator[C
             k -= 1
             carried += pieces[k].tokens
         i = k
+
+
+def _largest_fitting(cutter: _Cutter, pieces: list[_Piece], i: int, j: int) -> tuple[int, int] | None:
+    """(end, tokens) of the longest run pieces[i:end], end <= j, within the limit, by real count."""
+    text, limit = cutter.text, cutter.max_tokens
+    tokens = cutter.count(text[pieces[i].start : pieces[j - 1].end])
+    if tokens <= limit:
+        return j, tokens
+    best, low, high = None, i + 1, j - 1
+    while low <= high:
+        middle = (low + high) // 2
+        tokens = cutter.count(text[pieces[i].start : pieces[middle - 1].end])
+        if tokens <= limit:
+            best, low = (middle, tokens), middle + 1
+        else:
+            high = middle - 1
+    return best
 
 
 def _groups(doc: ParsedDocument, text: str) -> Iterator[tuple[Section, int, int]]:
