@@ -33,16 +33,26 @@ def kb(tmp_path: Path) -> KnowledgeBase:
 
 
 def test_rrf_rewards_agreement_between_rankings() -> None:
-    fused = rrf([[1, 2, 3], [3, 1, 4]])
+    fused = rrf([[1, 2, 3], [3, 1, 4]], k=60)
     assert [i for i, _ in fused] == [1, 3, 2, 4]
     assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
 
 
+def test_rrf_weighs_each_ranking() -> None:
+    fused = rrf([[1, 2], [2, 1]], k=10, weights=[0.5, 1.0])  # the second ranking counts double
+    assert [i for i, _ in fused] == [2, 1]
+    assert fused[0][1] == pytest.approx(0.5 / 12 + 1 / 11)
+
+
 def test_question_syntax_is_text_not_fts_operators() -> None:
-    assert (
-        fts_query('what "is" NEAR(a AND b) -x*') == '"what" OR "is" OR "near" OR "a" OR "and" OR "b" OR "x"'
-    )
+    assert fts_query('what "is" NEAR(a AND b) -x*') == '"near" OR "b" OR "x"'  # stopwords left out
+    assert fts_query("what is it") == '"what" OR "is" OR "it"'  # unless nothing else is left
     assert fts_query("?!") is None
+
+
+def test_words_are_matched_by_their_stems(kb: KnowledgeBase) -> None:
+    [hit] = kb.search(["docs"], "refunding returns", k=1, mode="bm25")  # "refund", "return"
+    assert hit.file == "refunds.md"
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "bm25", "vector"])

@@ -180,9 +180,11 @@ class KnowledgeIndex:
                 raise CollectionExists(f"a collection named '{name}' already exists")
             c.execute("INSERT INTO collections(name, model, created) VALUES (?, ?, ?)", (name, model, now()))
             cid = c.last_insert_rowid()
-            # secure-delete: a deleted row's terms are removed from the index, not left in old segments.
+            # Porter stemming: "installing" finds "install". secure-delete: a deleted row's terms are
+            # removed from the index, not left in its old segments.
             c.execute(
-                f"CREATE VIRTUAL TABLE {_fts(cid)} USING fts5(text, tokenize='unicode61 remove_diacritics 2')"
+                f"CREATE VIRTUAL TABLE {_fts(cid)} USING fts5("
+                "text, tokenize='porter unicode61 remove_diacritics 2')"
             )
             c.execute(f"INSERT INTO {_fts(cid)}({_fts(cid)}, rank) VALUES ('secure-delete', 1)")
         return self.collection(name)

@@ -1,0 +1,160 @@
+"""Query latency of the knowledge base: p50/p95 of a hybrid search, the query's embedding by
+all-minilm in cove's engine included, at 10,000 and 100,000 chunks.
+
+The chunks are synthetic, said plainly: texts of words drawn from Debian's FAQ (or a built-in
+word list), and vectors shaped like real ones: real all-minilm vectors of FAQ-like sentences,
+mixed and perturbed and normalised (clustered as real embeddings are, not uniform noise). They
+are written straight into the index (no embedding at ingest), so only the search is timed. The
+binary-quantised candidates that collections above 20,000 chunks search through are compared
+with exact nearest neighbours (numpy) to give their recall@10.
+
+    .venv/bin/python benchmarks/kb_latency.py [--sizes 10000,100000] [--queries 100] [--home DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import random
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from cove.config import Settings
+from cove.knowledge.documents import Chunk
+from cove.knowledge.index import Indexed
+from cove.knowledge.service import KnowledgeBase
+from cove.library.local import Cove
+
+FAQ = Path("/usr/share/doc/debian/FAQ/debian-faq.en.txt.gz")
+PER_DOCUMENT = 100
+QUERIES = [
+    "how do I upgrade to a new release",
+    "where can I download the installation images",
+    "what is a source package",
+    "how do I report a bug",
+    "which architectures are supported",
+    "how do I keep my system up to date",
+    "what does the non-free section contain",
+    "how are configuration files handled on upgrade",
+    "can I use debian packages on another distribution",
+    "how do I become a developer",
+]
+
+
+def vocabulary() -> list[str]:
+    text = gzip.decompress(FAQ.read_bytes()).decode("utf-8") if FAQ.exists() else __doc__
+    return [w.lower() for w in re.findall(r"[A-Za-z]{3,}", text)]
+
+
+def base_vectors(cove: Cove, words: list[str], rng: random.Random, count: int = 256) -> np.ndarray:
+    sentences = [" ".join(rng.choices(words, k=24)) for _ in range(count - len(QUERIES))] + QUERIES
+    vectors = np.array(cove.embed("all-minilm", sentences).vectors, dtype=np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def synthetic(base: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Each vector: a mix of two real vectors plus noise at a tenth of their scale, normalised."""
+    rng = np.random.default_rng(seed)
+    a = base[rng.integers(0, len(base), n)]
+    b = base[rng.integers(0, len(base), n)]
+    w = rng.uniform(0.5, 1.0, (n, 1)).astype(np.float32)
+    mixed = (
+        w * a
+        + (1 - w) * b
+        + rng.normal(0, 0.1 / np.sqrt(base.shape[1]), (n, base.shape[1])).astype(np.float32)
+    )
+    result: np.ndarray = mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
+    return result
+
+
+def fill(kb: KnowledgeBase, vectors: np.ndarray, words: list[str], rng: random.Random) -> None:
+    col = kb.index.collection("bench")
+    for start in range(0, len(vectors), PER_DOCUMENT):
+        block = vectors[start : start + PER_DOCUMENT]
+        texts = [" ".join(rng.choices(words, k=rng.randint(60, 180))) for _ in block]
+        chunks = [Chunk(t, 0, len(t), len(t.split())) for t in texts]
+        doc = Indexed(
+            f"/synthetic/{start}.txt", f"{start}.txt", str(start), 0, 0, chunks=chunks, vectors=block.tolist()
+        )
+        kb.index.write_document(col, doc)
+
+
+def knn_recall(kb: KnowledgeBase, vectors: np.ndarray, queries: np.ndarray) -> float:
+    """Share of the exact 10 nearest found by the index's own vector search."""
+    col = kb.index.collection("bench")
+    hits = 0
+    for q in queries:
+        exact = set((np.argsort(-(vectors @ q))[:10] + 1).tolist())  # chunk ids start at 1
+        found = {i for i, _ in kb.index.knn(col, q.tolist(), 10, exact_up_to=20_000)}
+        hits += len(exact & found)
+    return hits / (10 * len(queries))
+
+
+def measure(kb: KnowledgeBase, queries: int, mode: str) -> tuple[float, float]:
+    times = []
+    for i in range(queries):
+        started = time.perf_counter()
+        kb.search(["bench"], f"{QUERIES[i % len(QUERIES)]} {i}", k=5, mode=mode)
+        times.append(1000 * (time.perf_counter() - started))
+    times.sort()
+    return statistics.median(times), times[int(0.95 * (len(times) - 1))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--home", type=Path)
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    if args.home:
+        settings = replace(settings, home=args.home)
+    rng = random.Random(7)
+    words = vocabulary()
+    work = Path(tempfile.mkdtemp(prefix="cove-kb-latency-"))
+    cove = Cove(replace(settings, num_parallel=1))
+    try:
+        base = base_vectors(cove, words, rng)
+        for size in (int(s) for s in args.sizes.split(",")):
+            kb = KnowledgeBase(cove, path=work / f"k{size}.db")
+            kb.create("bench", "all-minilm")
+            vectors = synthetic(base, size, seed=size)
+            started = time.perf_counter()
+            fill(kb, vectors, words, rng)
+            print(f"{size:,} chunks written in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            kb.search(["bench"], "warm up", k=5)  # the model loads and the file is read once
+            query_vectors = np.array(kb.embedder("all-minilm").embed(QUERIES), dtype=np.float32)
+            recall = knn_recall(kb, vectors, query_vectors)
+            embed_ms = _embed_ms(kb)
+            for mode in ("hybrid", "bm25", "vector"):
+                p50, p95 = measure(kb, args.queries, mode)
+                print(f"{size:>7,} chunks  {mode:<6}  p50 {p50:6.1f} ms  p95 {p95:6.1f} ms")
+            print(
+                f"{size:>7,} chunks  query embedding alone: median {embed_ms:.1f} ms; "
+                f"vector recall@10 {recall:.3f}"
+            )
+            kb.close()
+    finally:
+        cove.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _embed_ms(kb: KnowledgeBase) -> float:
+    times = []
+    for q in QUERIES * 3:
+        started = time.perf_counter()
+        kb.embedder("all-minilm").embed([q])
+        times.append(1000 * (time.perf_counter() - started))
+    return statistics.median(times)
+
+
+if __name__ == "__main__":
+    main()
