@@ -106,3 +106,16 @@ def test_kb_in_a_chat_turns_documents_on_and_off(
     assert out.count("Sources:") == 1
     before, after = out.split("No longer answering from documents.")
     assert "[1] lease.pdf, page 2" in before and "[1]" not in after
+
+
+def test_a_resumed_conversation_shows_the_last_answer_s_sources(
+    door: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], cove_home: Path
+) -> None:
+    code, _, err = run_main(monkeypatch, capsys, "run", "tiny", "--kb", "contracts", "when are refunds paid?")
+    assert code == 0, err
+    with History(db_path(cove_home)) as history:
+        (chat,) = history.list()
+    feed(monkeypatch, [])
+    code, _, err = run_main(monkeypatch, capsys, "run", "--resume", chat.id)
+    assert code == 0, err
+    assert "sources: [1] lease.pdf, page 2" in err

@@ -15,6 +15,7 @@ from ..chat.service import TurnRequest
 from ..engine.events import ChatChunk
 from ..errors import CoveError, ModelNotFound
 from ..history import History, db_path
+from ..history import citations as kept_citations
 from ..library.local import Cove
 from ..recipe import Recipe, check_parameter
 from ..store import catalog
@@ -426,4 +427,9 @@ def resumed(history: History, conversation_id: str) -> Session:
     session.messages = [{"role": m.role, "content": m.content} for m in chat.messages if m.role != "system"]
     for message in session.messages[-4:]:
         err.print(f"[dim]{message['role']}: {message['content'][:200]}[/dim]")
+    answers = [m for m in chat.messages if m.role == "assistant"]
+    cited = kept_citations.of(history, chat.id).get(answers[-1].id, []) if answers else []
+    if cited:  # the sources of the last answer, as they were shown after it
+        places = "; ".join(f"[{c.n}] {c.where()}" for c in map(Citation.from_dict, cited))
+        err.print(f"[dim]sources: {escape(places)}[/dim]", emoji=False)
     return session
