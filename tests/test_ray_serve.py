@@ -4,13 +4,15 @@ the bundled model, and cove chats through it as a remote engine."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from server_fixtures import free_port
+from server_fixtures import cove_script, free_port, linked_home
 
 from cove.config import Settings
 from cove.library.local import Cove
@@ -89,3 +91,20 @@ def test_a_stream_over_ray_ends_with_done_and_names_its_replica(deployed: str) -
     chunks = [json.loads(line[6:]) for line in lines[:-1]]
     assert any((c.get("choices") or [{}])[0].get("delta", {}).get("content") for c in chunks)
     assert all(c.get("system_fingerprint") for c in chunks)
+
+
+def test_cove_ray_serve_deploys_onto_an_existing_cluster(
+    deployed: str, model_home: Path, tmp_path: Path
+) -> None:
+    """The command itself, on the cluster the fixture started (--address), left running (--detach)."""
+    address = ray.get_runtime_context().gcs_address
+    port = deployed.rsplit(":", 1)[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVE_")}
+    env["COVE_HOME"] = str(linked_home(model_home, tmp_path / "home"))
+    command = [str(cove_script()), "ray", "serve", MODEL, "--replicas", "1", "--cpus", "0.5"]
+    command += ["--address", address, "--port", port, "--detach"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"FROM openai+http://127.0.0.1:{port}/v1#{MODEL}" in done.stdout
+    assert ask(deployed, [{"role": "user", "content": "Say yes"}])["choices"][0]["message"]["content"]
+    assert len(serve.status().applications["cove"].deployments["cove-engine"].replica_states) >= 1
