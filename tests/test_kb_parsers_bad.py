@@ -176,6 +176,48 @@ def test_a_parser_stuck_in_one_call_is_stopped_at_the_time_cap(
     time.sleep(0.05)  # nothing fires later, in code after the parse
 
 
+def test_stuck_and_healthy_parses_in_parallel_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one watchdog stops only the parse whose time is up; the others read every file."""
+    from cove.knowledge.parsers import text
+
+    monkeypatch.setattr(limits, "MAX_SECONDS", 0.5)
+    real_parse_text = text.parse_text
+
+    def maybe_stuck(data: bytes, deadline: object) -> object:
+        if data == b"stuck":
+            _hangs(data, deadline)
+        return real_parse_text(data, deadline)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(text, "parse_text", maybe_stuck)
+    (tmp_path / "stuck.txt").write_bytes(b"stuck")
+    for i in range(30):
+        (tmp_path / f"ok{i}.txt").write_text(f"file {i}", encoding="utf-8")
+    results: dict[str, object] = {}
+
+    def stuck(name: str) -> None:
+        try:
+            parse(tmp_path / "stuck.txt")
+        except DocumentRefused as e:
+            results[name] = e
+
+    def healthy(name: str) -> None:
+        results[name] = [full_text(parse(tmp_path / f"ok{i}.txt")) for i in range(30)]
+        time.sleep(0.8)  # still alive when the stuck ones are stopped: nothing lands here
+
+    threads = [
+        threading.Thread(target=f, args=(n,))
+        for f, n in ((stuck, "s1"), (healthy, "h1"), (stuck, "s2"), (healthy, "h2"))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert isinstance(results["s1"], DocumentRefused) and isinstance(results["s2"], DocumentRefused)
+    assert results["h1"] == results["h2"] == [f"file {i}" for i in range(30)]
+
+
 def test_a_parse_that_finishes_in_time_is_not_disturbed_later() -> None:
     assert limits.time_capped(lambda: 42, 0.05) == 42
     time.sleep(0.2)  # the watchdog was cancelled: nothing is raised here

@@ -84,32 +84,63 @@ def _raise_in(thread_id: int, exception: type[BaseException] | None) -> None:
         function(thread_id, exception)
 
 
+class _Watchdog:
+    """One daemon thread for every parse in the process (a thread per parse cost more than
+    parsing a small text file): it raises _TimeUp in a parsing thread whose time is up."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Condition()
+        self.armed: dict[int, tuple[int, float]] = {}  # token -> (thread id, monotonic deadline)
+        self.fired: set[int] = set()
+        self.tokens = 0
+        self.thread: threading.Thread | None = None
+
+    def arm(self, seconds: float) -> int:
+        with self.lock:
+            self.tokens += 1
+            self.armed[self.tokens] = (threading.get_ident(), time.monotonic() + seconds)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._watch, name="cove-parse-watchdog", daemon=True)
+                self.thread.start()
+            self.lock.notify()
+            return self.tokens
+
+    def disarm(self, token: int) -> bool:
+        """Whether it fired; a raise still pending in this thread is dropped (it finished)."""
+        with self.lock:
+            self.armed.pop(token, None)
+            if token not in self.fired:
+                return False
+            self.fired.discard(token)
+            _raise_in(threading.get_ident(), None)
+            return True
+
+    def _watch(self) -> None:
+        with self.lock:
+            while True:
+                now = time.monotonic()
+                for token, (thread_id, deadline) in list(self.armed.items()):
+                    if deadline <= now:
+                        del self.armed[token]
+                        self.fired.add(token)
+                        _raise_in(thread_id, _TimeUp)
+                upcoming = min((deadline for _, deadline in self.armed.values()), default=None)
+                self.lock.wait(None if upcoming is None else max(0.0, upcoming - now))
+
+
+_watchdog = _Watchdog()
+
+
 def time_capped(run: Callable[[], T], seconds: float) -> T:
     """`run()`, stopped when it takes longer than `seconds`: a watchdog raises inside the
     parsing thread (any thread, not only the main one), so even one page that pypdf loops on
     cannot hold a sync; the cooperative `Deadline.check()` calls end most parses earlier."""
-    thread_id = threading.get_ident()
-    lock = threading.Lock()
-    state = {"done": False, "fired": False}
-
-    def fire() -> None:
-        with lock:
-            if not state["done"]:
-                state["fired"] = True
-                _raise_in(thread_id, _TimeUp)
-
-    watchdog = threading.Timer(max(seconds, 0.0), fire)
-    watchdog.daemon = True
+    token = _watchdog.arm(max(seconds, 0.0))
     try:
         try:
-            watchdog.start()
             return run()
         finally:
-            watchdog.cancel()
-            with lock:
-                state["done"] = True
-                if state["fired"]:
-                    _raise_in(thread_id, None)  # finished as it fired: drop the pending raise
+            _watchdog.disarm(token)
     except _TimeUp:
         raise DocumentRefused(
             f"took longer than {seconds:g} s to read; split the file or convert it to text"
