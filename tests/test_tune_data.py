@@ -87,14 +87,29 @@ def test_documents_are_cut_at_paragraphs_into_pieces(tmp_path: Path) -> None:
 
 
 def test_unreadable_and_unknown_files_are_refused(tmp_path: Path) -> None:
-    (tmp_path / "x.csv").write_text("a,b")
-    with pytest.raises(BadTrainingData, match=r"x\.csv: cove tune reads"):
-        data.read_paths([tmp_path / "x.csv"])
+    (tmp_path / "x.xyz").write_text("a,b")
+    with pytest.raises(BadTrainingData, match=r"x\.xyz: cove tune reads"):
+        data.read_paths([tmp_path / "x.xyz"])
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "y.xyz").write_text("?")
+    with pytest.raises(BadTrainingData, match="odd/ holds no chats or documents"):
+        data.read_paths([tmp_path / "odd"])
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\xfa")
     with pytest.raises(BadTrainingData, match="not UTF-8"):
         data.read_paths([tmp_path / "bad.txt"])
     with pytest.raises(BadTrainingData, match="no such file"):
         data.read_paths([tmp_path / "missing.jsonl"])
+
+
+def test_documents_the_knowledge_base_parses_are_read_as_text(tmp_path: Path) -> None:
+    pytest.importorskip("cove.knowledge.parsers")
+    page = tmp_path / "policy.html"
+    page.write_text(
+        "<html><body><h1>Leave</h1><p>Staff get 37 days.</p><script>alert(1)</script></body></html>"
+    )
+    read = data.read_paths([page])
+    assert len(read.examples) == 1 and not read.examples[0].is_chat
+    assert "Staff get 37 days." in read.examples[0].text and "alert" not in read.examples[0].text
 
 
 def test_a_chatgpt_export_becomes_chats(tmp_path: Path) -> None:

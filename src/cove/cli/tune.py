@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..tune.plan import TuneSettings, describe, human_time
+from ..tune.plan import TuneSettings, human_time
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -161,8 +161,6 @@ def tune(
         reporter.stop()
         err.print(f"stopped; a checkpoint is kept: run the same command to resume '{name}'")
         raise click.exceptions.Exit(130) from None
-    for line in describe(result.plan):
-        out.print(line)
     if dry_run:
         out.print("dry run: nothing trained")
         return

@@ -91,17 +91,17 @@ def read_paths(paths: Iterable[Path], piece_chars: int = 1500) -> TrainingData:
 
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
-        known = CHAT_SUFFIXES + DOCUMENT_SUFFIXES
+        known = set(CHAT_SUFFIXES + DOCUMENT_SUFFIXES) | _knowledge_suffixes()
         found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in known)
         if not found:
-            raise BadTrainingData(f"{path.name}/ holds no .jsonl, .json, .txt or .md files to train on")
+            raise BadTrainingData(f"{path.name}/ holds no chats or documents to train on")
         return found
     if not path.is_file():
         raise BadTrainingData(f"no such file: {path}")
     return [path]
 
 
-def _read_file(path: Path, data: TrainingData, piece_chars: int) -> None:
+def _read_text_file(path: Path, data: TrainingData, piece_chars: int) -> None:
     suffix = path.suffix.lower()
     text = _read_text(path)
     if suffix == ".jsonl":
@@ -110,10 +110,39 @@ def _read_file(path: Path, data: TrainingData, piece_chars: int) -> None:
         data.add(path.name, _json_export(text, path.name, data.problems))
     elif suffix in DOCUMENT_SUFFIXES:
         data.add(path.name, document_pieces(text, path.name, piece_chars))
+
+
+def _read_file(path: Path, data: TrainingData, piece_chars: int) -> None:
+    suffix = path.suffix.lower()
+    if suffix in CHAT_SUFFIXES + DOCUMENT_SUFFIXES:
+        _read_text_file(path, data, piece_chars)
+    elif suffix in _knowledge_suffixes():
+        data.add(path.name, document_pieces(_parsed_text(path), path.name, piece_chars))
     else:
         raise BadTrainingData(
-            f"{path.name}: cove tune reads .jsonl chats, .json history exports and .txt/.md documents"
+            f"{path.name}: cove tune reads .jsonl chats, .json history exports and documents "
+            "(.txt, .md, and what the knowledge base parses: PDF, Office, HTML, ...)"
         )
+
+
+def _knowledge_suffixes() -> set[str]:
+    """The document types the knowledge base's parsers read (PDF, DOCX, HTML, ...)."""
+    try:
+        from ..knowledge.parsers import SUFFIXES
+    except ImportError:  # an install without the knowledge base's parsers: text and Markdown only
+        return set()
+    return set(SUFFIXES) - set(CHAT_SUFFIXES)
+
+
+def _parsed_text(path: Path) -> str:
+    from ..knowledge.chunking import full_text
+    from ..knowledge.errors import DocumentRefused
+    from ..knowledge.parsers import parse
+
+    try:
+        return full_text(parse(path))
+    except DocumentRefused as exc:
+        raise BadTrainingData(f"{path.name} {exc}") from exc
 
 
 def _read_text(path: Path) -> str:

@@ -23,7 +23,7 @@ from . import data as training_data
 from .adapter_gguf import BaseShape, write_adapter
 from .checkpoint import Checkpoints, fingerprint
 from .errors import BadTrainingData, TuneError
-from .plan import ModelShape, Plan, TuneSettings, check_fits, make_plan, memory_needed
+from .plan import ModelShape, Plan, TuneSettings, check_fits, describe, make_plan, memory_needed
 
 KNOWLEDGE_HINT = (
     "to answer questions from these documents (with citations, and kept up to date), "
@@ -142,6 +142,8 @@ def tune(cove: Any, request: TuneRequest, reporter: Any) -> TuneResult:
     result = TuneResult(name=name, plan=plan, details=details)
     if data.documents and _knowledge_base_exists():
         plan.notes.append(KNOWLEDGE_HINT)
+    for line in describe(plan):  # before the run starts: what it will cost
+        reporter.phase(line)
     if request.dry_run:
         return result
 
