@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LIGHTHOUSE = ROOT / "tests" / "web" / "node_modules" / ".bin" / "lighthouse"
 CHROMIUM = Path("/usr/bin/chromium")
 CATEGORIES = ("performance", "accessibility", "best-practices")
+METRICS = ("first-contentful-paint", "largest-contentful-paint", "total-blocking-time", "speed-index")
 STAMP = "2026-11-28T09:30:00+00:00"
 
 
@@ -122,7 +123,10 @@ def main() -> None:
                 failed = [a["id"] for a in report["audits"].values() if _failed(a)]
                 said = ", ".join(f"{n} {scores[n][-1]}" for n in CATEGORIES)
                 extra = f"; audits not passed: {', '.join(failed)}" if failed else ""
-                print(f"run {run + 1}: {said}{extra}", file=sys.stderr)
+                metrics = ", ".join(
+                    f"{m} {report['audits'][m]['displayValue']}" for m in METRICS if m in report["audits"]
+                )
+                print(f"run {run + 1}: {said} ({metrics}){extra}", file=sys.stderr)
         finally:
             process.terminate()
             process.wait(timeout=15)

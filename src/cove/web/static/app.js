@@ -4,7 +4,7 @@
 import { loadPrivacy } from "/static/privacy.js";
 import {
   $, HttpError, api, copy, el, explain, fill, getJSON, ndjson, notice, onReconnect, postJSON,
-  renderInto, renderMany,
+  renderInto, renderMany, watchServer,
 } from "/static/util.js";
 import { loadModels, loadTools, loadUsage, onModelsChanged, pullModel } from "/static/views.js";
 
@@ -13,12 +13,6 @@ const PAGE = 60; // messages rendered at once; earlier ones come a page at a tim
 const UNDO_MS = 6000;
 const MAX_ATTACHMENT = 15 * 1024 * 1024; // the server's own cap (under its 16 MiB request limit)
 const READABLE = [".txt", ".text", ".log", ".md", ".markdown", ".mdx", ".rst", ".rest", ".html", ".htm", ".xhtml", ".pdf", ".docx", ".pptx"];
-const EXAMPLES = [
-  "Explain what a hash table is, with a short example.",
-  "Write a polite email asking to move a meeting to Thursday.",
-  "Give me three ideas for a rainy Sunday afternoon.",
-  "Summarise the main causes of the French Revolution in five bullet points.",
-];
 const DEFAULT_CHAT_MODEL = "smollm2:135m"; // the catalog's chat model for small machines
 
 const state = {
@@ -27,6 +21,7 @@ const state = {
   controller: null,
   personas: new Map(),
   baseModels: new Set(),
+  autoPicked: true, // the picker's model is the page's choice (not the person's, nor a conversation's)
   catalog: [],
   defaults: new Map(), // model -> { temperature, num_ctx, num_predict } it loads with
   attachments: [], // [{ name, text, tokens }]
@@ -268,6 +263,7 @@ async function openConversation(id) {
   await drawChat(chat);
   if (chat.model && [...$("#model").options].some((o) => o.value === chat.model)) {
     $("#model").value = chat.model;
+    state.autoPicked = false;
     describeChoice();
   }
   show("chat");
@@ -484,8 +480,6 @@ async function showEmpty() {
         + ` (median of ${measured.runs} answer${measured.runs === 1 ? "" : "s"}).`
       : "Not measured on this machine yet: its first answers will be.";
   }).catch(() => {});
-  $("#examples").replaceChildren(...EXAMPLES.map((text) => el("li", {},
-    el("button", { type: "button", class: "example", text, onclick: () => { $("#prompt").value = text; $("#prompt").focus(); updateFit(); } }))));
 }
 
 // -- settings: per conversation, with the model's defaults shown ---------------------------------
@@ -845,10 +839,20 @@ function describeChoice() {
 }
 
 async function loadPickers() {
-  const [{ models }, { personas }, catalog] = await Promise.all([
-    getJSON("/api/tags"), getJSON("/api/cove/personas"),
-    getJSON("/api/cove/catalog").catch(() => ({ models: [] })), // only for labels: never fatal
-  ]);
+  // The catalog only labels and ranks: the picker does not wait for it (it may measure the
+  // machine once), and is set again when it comes.
+  const catalogCall = state.catalog.length ? Promise.resolve({ models: state.catalog })
+    : getJSON("/api/cove/catalog").catch(() => ({ models: [] }));
+  state.catalogCall = catalogCall;
+  const [{ models }, { personas }] = await Promise.all([getJSON("/api/tags"), getJSON("/api/cove/personas")]);
+  const catalog = await Promise.race([catalogCall, new Promise((r) => setTimeout(() => r(null), 300))]);
+  if (catalog === null) catalogCall.then((c) => { if (c.models?.length) { state.catalog = c.models; loadPickers().catch(() => {}); } });
+  pickModels(models, catalog || { models: [] });
+  setPersonas(personas);
+  showEmpty();
+}
+
+function pickModels(models, catalog) {
   state.catalog = catalog.models || [];
   const picker = $("#model");
   const was = picker.value;
@@ -858,16 +862,21 @@ async function loadPickers() {
     el("option", { value: m.name, text: base.has(m.name) ? `${m.name} (base model)` : m.name })));
   const names = models.map((m) => m.name);
   const chat = models.filter((m) => m.kind !== "embedding").map((m) => m.name);
-  picker.value = was && names.includes(was) ? was : bestChatModel(chat.length ? chat : names, base, catalog);
+  // A model chosen (by hand or by opening a conversation) stays; one the page chose is chosen again.
+  const keep = was && names.includes(was) && !state.autoPicked;
+  picker.value = keep ? was : bestChatModel(chat.length ? chat : names, base, catalog);
+  state.autoPicked = !keep;
   if (!models.length) notice("No model is installed yet. Open Models to pull one.");
   else describeChoice();
+}
+
+function setPersonas(personas) {
   const personaPicker = $("#persona");
   const chosen = personaPicker.value;
   state.personas = new Map(personas.map((p) => [p.name, p.system]));
   personaPicker.replaceChildren(el("option", { value: "", text: "None" }),
     ...personas.map((p) => el("option", { value: p.name, text: p.name })));
   if (state.personas.has(chosen)) personaPicker.value = chosen;
-  showEmpty();
 }
 
 // -- the sidebar and the keyboard ----------------------------------------------------------------
@@ -966,7 +975,7 @@ function wire() {
   $("#search").addEventListener("keydown", (e) => { if (e.key === "Escape" && e.target.value) { e.stopPropagation(); e.target.value = ""; search(""); } });
   $("#search-form").addEventListener("submit", (e) => { e.preventDefault(); search($("#search").value).catch((err) => notice(explain(err))); });
   $("#pull-form").addEventListener("submit", (e) => { e.preventDefault(); pullModel($("#pull-name").value); });
-  $("#model").addEventListener("change", describeChoice);
+  $("#model").addEventListener("change", () => { state.autoPicked = false; describeChoice(); });
   $("#settings-button").addEventListener("click", () => ($("#settings-panel").hidden ? openSettings() : closeSettings()));
   $("#settings-close").addEventListener("click", () => { closeSettings(); $("#settings-button").focus(); });
   $("#persona").addEventListener("change", () => {
@@ -977,12 +986,18 @@ function wire() {
     e.preventDefault();
     saveSettings().catch((err) => { $("#settings-status").textContent = `Not saved: ${explain(err)}`; });
   });
+  for (const example of document.querySelectorAll("#examples .example")) {
+    example.addEventListener("click", () => { $("#prompt").value = example.textContent; $("#prompt").focus(); updateFit(); });
+  }
   window.addEventListener("pagehide", flushDeletes);
   onModelsChanged(loadPickers);
   onReconnect(() => Promise.all([loadPickers(), loadConversations()]));
+  watchServer();
 }
 
 wire();
+// Ready (for tests) once the catalog came too: the page is usable before, and labels follow.
 Promise.all([loadPickers(), loadConversations()])
+  .then(() => state.catalogCall)
   .then(() => { showEmpty(); document.body.dataset.ready = "1"; })
   .catch((err) => { notice(explain(err)); showEmpty(); document.body.dataset.ready = "1"; });

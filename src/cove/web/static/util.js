@@ -81,6 +81,14 @@ export function serverGone() {
   }, 1500);
 }
 
+/** Notice a server that went away while the page sat idle, not only at the next request. */
+export function watchServer(every = 20_000) {
+  setInterval(() => {
+    if (document.hidden || polling) return;
+    fetch("/api/version", { cache: "no-store" }).catch(serverGone);
+  }, every);
+}
+
 // -- the API --------------------------------------------------------------------------------------
 
 function askKey() {
