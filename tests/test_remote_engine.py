@@ -554,3 +554,19 @@ def test_the_privacy_report_lines_name_each_upstream_and_what_travels(cove: Cove
     assert [r["to"] for r in rules] == ["gpu.example:8000", "this machine only"]
     assert "far:latest" in rules[0]["why"] and "prompt" in rules[0]["why"] and rules[0]["allowed"]
     assert not remote.privacy_rules(cove.settings.home, offline=True)[0]["allowed"]
+
+
+@pytest.mark.anyio
+async def test_ollama_generate_on_a_remote_model_is_a_chat_turn(
+    cove: Cove, upstream: tuple[Upstream, str]
+) -> None:
+    up, url = upstream
+    make(cove, "far", recipe((url, "m"), extra="SYSTEM be brief\n"))
+    async with client(make_app(cove)) as http:
+        reply = await http.post("/api/generate", json={"model": "far", "prompt": "hi", "stream": False})
+        assert reply.status_code == 200 and reply.json()["response"] == "a0 a1 a2 a3 a4 "
+        assert up.requests[-1]["messages"][-1] == {"role": "user", "content": "hi"}
+        again = await http.post(
+            "/api/generate", json={"model": "far", "prompt": "hi", "context": [1, 2], "stream": False}
+        )
+        assert again.status_code == 400 and "cannot continue a `context`" in again.json()["error"]

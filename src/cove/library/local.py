@@ -281,6 +281,11 @@ class Cove:
         if request.spec.embedding:
             raise BadRequest(f"{request.spec.name} is an embedding model and cannot chat")
         full = with_recipe(body, recipe, opts)
+        if context is not None and request.spec.remote:
+            # Its tokenizer is upstream: a fresh generate is a chat turn with no context back.
+            if context:
+                raise BadRequest(f"{request.spec.name} is a remote engine: it cannot continue a `context`")
+            context = None
         started = time.perf_counter()
         with self.scheduler.use(request, keep_alive, cancel) as model:
             ready = time.perf_counter()
