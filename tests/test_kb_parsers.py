@@ -170,3 +170,11 @@ def test_the_time_cap_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
     deadline = limits.Deadline(seconds=0.0)
     with pytest.raises(DocumentRefused, match="longer than"):
         deadline.check()
+
+
+def test_a_caller_with_the_size_can_refuse_before_reading() -> None:
+    from cove.knowledge.parsers import check_size
+
+    check_size(limits.MAX_FILE_BYTES)
+    with pytest.raises(DocumentRefused, match=r"is 1\.0 GB; cove indexes files up to 100\.0 MB"):
+        check_size(1024**3)

@@ -15,7 +15,7 @@ from ..documents import ParsedDocument
 from ..errors import DocumentRefused
 from . import limits
 from .code import CODE_SUFFIXES
-from .files import read_bytes
+from .files import check_size, read_bytes
 
 # suffix -> (module, function); the function takes the file's bytes and the parse's deadline
 # (and `ocr` for PDF, the suffix for source code).
@@ -86,4 +86,4 @@ def _short(e: Exception) -> str:
     return f"{type(e).__name__}: {message}" if message else type(e).__name__
 
 
-__all__ = ["SUFFIXES", "is_supported", "parse"]
+__all__ = ["SUFFIXES", "check_size", "is_supported", "limits", "parse"]

@@ -12,9 +12,20 @@ from ..errors import DocumentRefused
 from . import limits
 
 
-def read_bytes(path: Path, max_bytes: int = limits.MAX_FILE_BYTES) -> bytes:
+def check_size(size: int, max_bytes: int | None = None) -> None:
+    """Refuses a file of `size` bytes over the cap: a caller that already has its size (a sync
+    that stat()ed it, an upload) can refuse it before hashing or storing a byte."""
+    cap = limits.MAX_FILE_BYTES if max_bytes is None else max_bytes
+    if size > cap:
+        raise DocumentRefused(
+            f"is {limits.size_text(size)}; cove indexes files up to {limits.size_text(cap)}"
+        )
+
+
+def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
     """The file's bytes. O_NONBLOCK so a FIFO put in a file's place cannot hang the reader; the
     type and size are checked on the opened descriptor, so a swap after a check changes nothing."""
+    cap = limits.MAX_FILE_BYTES if max_bytes is None else max_bytes
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
@@ -25,18 +36,14 @@ def read_bytes(path: Path, max_bytes: int = limits.MAX_FILE_BYTES) -> bytes:
             raise DocumentRefused("is a directory, not a file")
         if not stat.S_ISREG(info.st_mode):
             raise DocumentRefused("is not a regular file (a pipe, socket or device); it was not read")
-        if info.st_size > max_bytes:
-            raise DocumentRefused(
-                f"is {limits.size_text(info.st_size)}; cove indexes files up to {limits.size_text(max_bytes)}"
-            )
+        check_size(info.st_size, cap)
         with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(max_bytes + 1)
+            data = f.read(cap + 1)
     except OSError as e:
         raise DocumentRefused(_why(e)) from None
     finally:
         os.close(fd)
-    if len(data) > max_bytes:  # it grew while being read
-        raise DocumentRefused(f"is larger than {limits.size_text(max_bytes)}; cove indexes files up to that")
+    check_size(len(data), cap)  # it grew while being read
     return data
 
 
