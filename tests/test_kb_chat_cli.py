@@ -119,3 +119,14 @@ def test_a_resumed_conversation_shows_the_last_answer_s_sources(
     code, _, err = run_main(monkeypatch, capsys, "run", "--resume", chat.id)
     assert code == 0, err
     assert "sources: [1] lease.pdf, page 2" in err
+
+
+def test_kb_strict_in_a_chat(
+    door: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], engine: FakeEngine
+) -> None:
+    feed(monkeypatch, ["/kb contracts --strict", "who won the match?", "/kb --strict"])
+    code, out, err = run_main(monkeypatch, capsys, "run", "tiny")
+    assert code == 0, err
+    assert "Answering from contracts only, saying when they do not say" in out
+    assert "contain nothing relevant" in out and engine.requests == []
+    assert "Name a collection: /kb NAME [--strict]" in out

@@ -32,6 +32,7 @@ HELP = """Commands:
   /show                      show the model, system prompt and parameters
   /persona NAME              use a saved persona's system prompt (cove persona add ...)
   /kb NAME [NAME ...]        answer from these document collections, citing them (cove kb ...)
+  /kb NAME --strict          answer from the documents only
   /kb off                    stop answering from documents
   /clear                     start a new conversation (this one stays in cove history)
   /save NAME                 save this chat (system, parameters, messages) as a new model
@@ -267,8 +268,13 @@ def use_collections(session: Session, names: list[str]) -> None:
         session.collections = []
         click.echo("No longer answering from documents.")
         return
-    session.collections = list(dict.fromkeys(names))
-    click.echo(f"Answering from {', '.join(session.collections)}, with sources after each answer.")
+    session.strict = "--strict" in names
+    session.collections = list(dict.fromkeys(n for n in names if n != "--strict"))
+    if not session.collections:
+        click.echo("Name a collection: /kb NAME [--strict] (see `cove kb ls`).")
+        return
+    only = " only, saying when they do not say" if session.strict else ""
+    click.echo(f"Answering from {', '.join(session.collections)}{only}, with sources after each answer.")
 
 
 def use_persona(session: Session, name: str) -> None:
