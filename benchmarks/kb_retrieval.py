@@ -141,22 +141,33 @@ def evaluate(kb: KnowledgeBase, items: list[Section], mode: str) -> dict[str, fl
     return {"recall@5": recall / n, "mrr@10": mrr / n, "ms_per_query": 1000 * sum(latencies) / n}
 
 
+def best_similarity(kb: KnowledgeBase, question: str) -> float:
+    """What `relevant()` judges a turn by: the highest similarity among the passages a chat
+    turn would get (the top 5)."""
+    return max((p.similarity or 0.0 for p in kb.search(["faq"], question, k=5)), default=0.0)
+
+
 def threshold(kb: KnowledgeBase, items: list[Section]) -> dict[str, object]:
     """The best passage's similarity for answerable and for off-topic questions, and the cut
-    that classifies the most of both correctly."""
-    on = [kb.search(["faq"], s.question, k=1)[0].similarity or 0.0 for s in items]
-    off = [(kb.search(["faq"], q, k=1) or [None])[0] for q in OFF_TOPIC]
-    off_s = [p.similarity or 0.0 if p is not None else 0.0 for p in off]
-    best = max(
-        (round(t / 100, 2) for t in range(5, 80)),
-        key=lambda t: sum(x >= t for x in on) + sum(x < t for x in off_s),
-    )
+    that classifies the most of both correctly (ties: the lower cut, which drops fewer answers)."""
+    on = [best_similarity(kb, s.question) for s in items]
+    off = [best_similarity(kb, q) for q in OFF_TOPIC]
+    cuts = [round(t / 100, 2) for t in range(5, 80)]
+    best = max(cuts, key=lambda t: (sum(x >= t for x in on) + sum(x < t for x in off), -t))
+    curve = {
+        f"{t:.2f}": (
+            round(sum(x >= t for x in on) / len(on), 3),
+            round(sum(x < t for x in off) / len(off), 3),
+        )
+        for t in (0.10, 0.15, 0.20, 0.25, 0.30, 0.35)
+    }
     return {
         "threshold": best,
-        "answerable_kept": sum(x >= best for x in on) / len(on),
-        "off_topic_rejected": sum(x < best for x in off_s) / len(off_s),
+        "answerable_kept": round(sum(x >= best for x in on) / len(on), 3),
+        "off_topic_rejected": round(sum(x < best for x in off) / len(off), 3),
         "answerable_min_median": (round(min(on), 3), round(sorted(on)[len(on) // 2], 3)),
-        "off_topic_median_max": (round(sorted(off_s)[len(off_s) // 2], 3), round(max(off_s), 3)),
+        "off_topic_median_max": (round(sorted(off)[len(off) // 2], 3), round(max(off), 3)),
+        "curve (kept, rejected)": curve,
     }
 
 
