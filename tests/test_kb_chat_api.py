@@ -53,6 +53,8 @@ async def test_ollama_chat_answers_with_citations(cove: Cove, engine: FakeEngine
         plain = (await http.post("/api/chat", json={**body, "collections": None, "stream": False})).json()
     assert cited(whole["citations"]) == EXPECTED
     assert set(whole["citations"][0]) >= {"n", "file", "page", "heading", "text", "score"}
+    # heading as `cove kb search --json` gives it; the path itself beside it
+    assert whole["citations"][0]["heading"] == "Terms" and whole["citations"][0]["heading_path"] == ["Terms"]
     assert lines[-1]["done"] and cited(lines[-1]["citations"]) == EXPECTED
     assert not any("citations" in x for x in lines[:-1])
     assert "citations" not in plain  # a request without collections answers as before

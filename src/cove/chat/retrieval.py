@@ -114,7 +114,9 @@ class Citation:
             "n": self.n,
             "file": self.file,
             "page": self.page,
-            "heading": list(self.heading),
+            # As `cove kb search --json` gives it, and the path itself (which may hold " > ").
+            "heading": " > ".join(self.heading) or None,
+            "heading_path": list(self.heading),
             "text": self.text,
             "score": round(float(self.score), 6),
             "collection": self.collection,
@@ -129,7 +131,7 @@ class Citation:
         """A citation as stored or sent (unknown fields are ignored, missing ones defaulted)."""
         page = data.get("page")
         chunk = data.get("chunk_id")
-        heading = data.get("heading") or ()
+        heading = data.get("heading_path") or data.get("heading") or ()
         return cls(
             n=int(data.get("n") or 0),
             file=str(data.get("file") or ""),
@@ -186,7 +188,7 @@ class Sources:
 
     `instruction` goes into the leading system message: it is the same on every turn of the
     same mode, so the conversation's cached prompt prefix stays valid; `text` (the numbered
-    sources, or the note that nothing was found) goes before the question in its own message.
+    sources, or the note that nothing was found) goes before the question, in its message.
     """
 
     instruction: str
