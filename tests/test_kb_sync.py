@@ -295,3 +295,11 @@ def test_changing_the_model_re_embeds_with_a_message(kb: KnowledgeBase, tmp_path
     info = kb.info("docs")
     assert (info.model, info.dimensions) == ("hash-bow-small", 32)
     consistent(kb, "docs")
+
+
+def test_a_file_added_by_itself_and_removed_stays_removed(kb: KnowledgeBase, tmp_path: Path) -> None:
+    path = write(tmp_path / "d", "lease.md", "# Lease\n\nThe rent is due monthly.")
+    kb.add("docs", [path])
+    kb.sync("docs")
+    assert kb.remove("docs", ["lease.md"]) == 1
+    assert kb.sync("docs").added == [] and kb.documents("docs") == []

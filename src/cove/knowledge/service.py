@@ -249,7 +249,9 @@ class KnowledgeBase:
         matched = {d.path for d in docs if raw in (d.file, d.path) or d.path == absolute}
         for doc in (d for d in docs if d.path in matched):
             for root in col.roots:
-                if doc.path.startswith(root.path.rstrip(os.sep) + os.sep):
+                if doc.path == root.path:  # a file added by itself: forget it
+                    self.index.remove_roots(col.name, [root.path])
+                elif doc.path.startswith(root.path.rstrip(os.sep) + os.sep):
                     self.index.add_root(col.name, Root(root.path, root.include, (*root.exclude, doc.file)))
         return matched
 
