@@ -53,6 +53,11 @@ class FakeKnowledge:
                     start += len(text) + 2
         return sorted(found, key=lambda p: -p.score)[:k]
 
+    def info(self, name: str) -> SimpleNamespace:
+        if name not in self.collections:
+            raise CollectionNotFound(f"no collection named '{name}' (see `cove kb ls`)")
+        return SimpleNamespace(name=name)
+
     def list(self) -> list[SimpleNamespace]:
         return [SimpleNamespace(name=name) for name in self.collections]
 

@@ -45,6 +45,7 @@ def door(
         yield "library"
         return
     fake_cove.conversations.knowledge_base = knowledge()
+    fake_cove.knowledge.create("contracts", "hash-bow")  # what /api/cove/kb/NAME looks up
     with LiveServer(make_app(fake_cove)) as url:
         monkeypatch.setenv("COVE_HOST", url.removeprefix("http://"))
         yield "server"
@@ -130,3 +131,14 @@ def test_kb_strict_in_a_chat(
     assert "Answering from contracts only, saying when they do not say" in out
     assert "contain nothing relevant" in out and engine.requests == []
     assert "Name a collection: /kb NAME [--strict]" in out
+
+
+def test_kb_with_a_name_that_is_not_there_says_so_at_once(
+    door: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], engine: FakeEngine
+) -> None:
+    feed(monkeypatch, ["/kb nope", "/kb", "hello"])
+    code, out, err = run_main(monkeypatch, capsys, "run", "tiny")
+    assert code == 0, err
+    assert "no collection named 'nope'" in err
+    assert "Answering from: none" in out  # the chat goes on, answering as before
+    assert "Sources:" not in out and engine.requests

@@ -6,6 +6,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote as quote_path
 
 import click
 from rich.markup import escape
@@ -228,7 +229,7 @@ def command(cove: Backend, session: Session, line: str) -> bool:
     elif name == "/persona" and len(words) == 2:
         use_persona(session, words[1])
     elif name == "/kb":
-        use_collections(session, line.split()[1:])
+        use_collections(cove, session, line.split()[1:])
     elif name == "/show":
         show_session(cove, session)
     elif name == "/set" and len(words) >= 3:
@@ -258,7 +259,7 @@ def set_value(session: Session, words: list[str], line: str) -> None:
         click.echo(SET_USAGE)
 
 
-def use_collections(session: Session, names: list[str]) -> None:
+def use_collections(cove: Backend, session: Session, names: list[str]) -> None:
     """`/kb NAME ...` answers from those collections from the next message on; `/kb off` stops."""
     if not names:
         shown = ", ".join(session.collections) or "none (/kb NAME to choose)"
@@ -268,13 +269,29 @@ def use_collections(session: Session, names: list[str]) -> None:
         session.collections = []
         click.echo("No longer answering from documents.")
         return
-    session.strict = "--strict" in names
-    session.collections = list(dict.fromkeys(n for n in names if n != "--strict"))
-    if not session.collections:
+    chosen = list(dict.fromkeys(n for n in names if n != "--strict"))
+    if not chosen:
         click.echo("Name a collection: /kb NAME [--strict] (see `cove kb ls`).")
         return
+    for name in chosen:
+        check_collection(cove, name)  # a name that is not there is said now, not at each message
+    session.collections, session.strict = chosen, "--strict" in names
     only = " only, saying when they do not say" if session.strict else ""
     click.echo(f"Answering from {', '.join(session.collections)}{only}, with sources after each answer.")
+
+
+def check_collection(cove: Backend, name: str) -> None:
+    """CollectionNotFound (or the server's 404, as a one-line error) for a name not there."""
+    if isinstance(cove, Cove):
+        info = getattr(cove.conversations.knowledge, "info", None)  # what the turns will search
+        if callable(info):
+            info(name)
+        return
+    http = getattr(cove, "http", None)  # RemoteCove's client of the running server
+    if http is not None:
+        response = http.get(f"/api/cove/kb/{quote_path(name, safe='')}")
+        if response.status_code == 404:
+            raise CoveError(f"server: {response.json().get('error') or f'no collection {name!r}'}")
 
 
 def use_persona(session: Session, name: str) -> None:
