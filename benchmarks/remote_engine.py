@@ -9,21 +9,29 @@ concurrent streams through the front to one replica and to two. On a machine of 
 two replicas share the same cores, so this shows the routing's overhead, not more compute; the
 front's own CPU time per relayed token gives a paper estimate for N machines.
 
+On a loaded machine the engine's speed swings more between runs than the hop costs, so the run
+also prices the hop alone: the same front against an instant loopback upstream (no engine: it
+writes 200 tokens as fast as it can), so the added time to first token and the time per relayed
+token are cove's own.
+
     .venv/bin/python benchmarks/remote_engine.py [--runs 12] [--tokens 64] [--streams 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -99,6 +107,63 @@ def aggregate(base: str, model: str, tokens: int, streams: int) -> float:
     return produced / (time.perf_counter() - started)
 
 
+def instant_upstream() -> str:
+    """An OpenAI-compatible upstream with no engine: every answer is 200 tokens at once."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": "instant", "object": "model"}]})
+
+    async def chat(request: Request) -> Response:
+        await request.json()
+
+        async def tokens() -> Any:
+            for i in range(200):
+                piece = {"choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]}
+                yield b"data: " + json.dumps(piece).encode() + b"\n\n"
+                await asyncio.sleep(0)
+            done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            usage = {
+                "choices": [],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 200, "total_tokens": 205},
+            }
+            yield b"data: " + json.dumps(done).encode() + b"\n\ndata: " + json.dumps(usage).encode()
+            yield b"\n\ndata: [DONE]\n\n"
+
+        return StreamingResponse(tokens(), media_type="text/event-stream")
+
+    app = Starlette(
+        routes=[Route("/v1/models", models), Route("/v1/chat/completions", chat, methods=["POST"])]
+    )
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{port}"
+
+
+def relay_cost(instant: str, front: str, runs: int) -> dict[str, float]:
+    """Added TTFT and time per relayed token of the front, against the instant upstream."""
+    direct: list[tuple[float, float]] = []
+    through: list[tuple[float, float]] = []
+    for _ in range(runs):
+        for base, model, into in ((instant, "instant", direct), (front, "instant", through)):
+            started = time.perf_counter()
+            ttft, _, count = stream(base, model, 200)
+            into.append((ttft, (time.perf_counter() - started - ttft) / max(count, 1)))
+    return {
+        "direct_ttft_ms": percentile([d[0] for d in direct], 0.5) * 1000,
+        "through_ttft_ms": percentile([t[0] for t in through], 0.5) * 1000,
+        "direct_per_token_ms": median([d[1] for d in direct]) * 1000,
+        "through_per_token_ms": median([t[1] for t in through]) * 1000,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=12)
@@ -114,10 +179,15 @@ def main() -> None:
         up_b, proc_b = serve(linked(base_home, work / "b"))
         procs += [proc_a, proc_b]
         front_home = work / "front"
-        recipes = {"far1": [up_a], "far2": [up_a, up_b]}
+        instant = instant_upstream()
+        recipes = {
+            "far1": [(up_a, MODEL)],
+            "far2": [(up_a, MODEL), (up_b, MODEL)],
+            "instant": [(instant, "instant")],
+        }
         for name, ups in recipes.items():
             recipe = work / f"{name}.recipe"
-            recipe.write_text("".join(f"FROM openai+{u}/v1#{MODEL}\n" for u in ups))
+            recipe.write_text("".join(f"FROM openai+{u}/v1#{m}\n" for u, m in ups))
             made = subprocess.run(
                 [COVE, "create", name, "-f", str(recipe)],
                 env=env_for(front_home, 1),
@@ -130,7 +200,9 @@ def main() -> None:
         procs.append(proc_f)
         for base, model in ((up_a, MODEL), (up_b, MODEL), (front, "far1"), (front, "far2")):
             stream(base, model, 4)  # loads, connections, caches warm
+        stream(front, "instant", 4)
         load_before = os.getloadavg()
+        hop = relay_cost(instant, front, args.runs)
         figures: dict[str, list[tuple[float, float, int]]] = {"direct": [], "through cove": []}
         for _ in range(args.runs):  # turn about: A, B, A, B, ...
             figures["direct"].append(stream(up_a, MODEL, args.tokens))
@@ -153,7 +225,7 @@ def main() -> None:
             before = sum(front_cpu.cpu_times()[:2])
             aggregates[label] = aggregate(base, model, args.tokens, args.streams)
             cpu[label] = sum(front_cpu.cpu_times()[:2]) - before
-        report(args, rows, aggregates, cpu, load_before, os.getloadavg())
+        report(args, hop, rows, aggregates, cpu, load_before, os.getloadavg())
     finally:
         for proc in procs:
             proc.terminate()
@@ -167,6 +239,7 @@ def main() -> None:
 
 def report(
     args: argparse.Namespace,
+    hop: dict[str, float],
     rows: dict[str, dict[str, float]],
     aggregates: dict[str, float],
     cpu: dict[str, float],
@@ -174,6 +247,11 @@ def report(
     load_after: tuple[float, float, float],
 ) -> None:
     direct, through = rows["direct"], rows["through cove"]
+    print(f"# the hop alone: cove serve in front of an instant upstream (200 tokens, {args.runs} runs)")
+    added = hop["through_ttft_ms"] - hop["direct_ttft_ms"]
+    print(f"  TTFT p50 {hop['direct_ttft_ms']:.1f} ms direct, {hop['through_ttft_ms']:.1f} ms through cove "
+          f"({added:+.1f} ms); per token {hop['direct_per_token_ms']:.3f} ms direct, "
+          f"{hop['through_per_token_ms']:.3f} ms through")  # fmt: skip
     print(f"# cove → remote cove ({MODEL}, {args.tokens} tokens, {args.runs} runs each, interleaved)")
     print(f"machine: {psutil.cpu_count(logical=False)} cores; load average {load_before[0]:.2f} before, "
           f"{load_after[0]:.2f} after")  # fmt: skip
