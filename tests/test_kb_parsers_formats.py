@@ -256,3 +256,26 @@ def test_source_code_is_split_at_top_level_definitions(tmp_path: Path) -> None:
     config = tmp_path / "settings.yaml"
     config.write_text("a: 1\nb: 2\n", encoding="utf-8")
     assert [s.text for s in parse(config).sections] == ["a: 1\nb: 2"]
+
+
+def test_pdf_bookmarks_within_a_page_cut_it_under_their_headings(tmp_path: Path) -> None:
+    path = tmp_path / "manual.pdf"
+    path.write_bytes(
+        pdf_bytes(
+            [
+                "1\n1 Terms\nThe terms apply to all orders.\nThey are binding.",
+                "Chapter 1: Terms 2\nMore about terms here.\nAnd here.\n"
+                "1.1 Refunds\nRefunds are paid in 30 days.",
+            ],
+            outline=[("Terms", 0), ("Refunds", 1)],
+        )
+    )
+    doc = parse(path)
+    assert [(s.page, s.heading, s.text) for s in doc.sections] == [
+        (1, ("Terms",), "1\n1 Terms\nThe terms apply to all orders.\nThey are binding."),
+        (2, ("Terms",), "Chapter 1: Terms 2\nMore about terms here.\nAnd here."),
+        (2, ("Refunds",), "1.1 Refunds\nRefunds are paid in 30 days."),
+    ]
+    assert offsets_hold(doc)
+    [refund] = [c for c in chunk(doc, lambda s: len(s.split()) + 2) if "Refunds are" in c.text]
+    assert refund.heading == ("Refunds",) and refund.page == 2

@@ -9,6 +9,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from ..documents import ParsedDocument
@@ -118,17 +119,62 @@ def _outline(reader: Any, count: int) -> list[tuple[int, tuple[str, ...]]]:
     return sorted(found, key=lambda entry: entry[0])
 
 
-def _headings(outline: list[tuple[int, tuple[str, ...]]], count: int) -> list[tuple[str, ...]]:
-    """Each page's heading: the last bookmark on or before it."""
-    headings: list[tuple[str, ...]] = []
+@dataclass(frozen=True)
+class _PageHeadings:
+    """The heading in effect at the top of a page, and the bookmarks that start on it."""
+
+    top: tuple[str, ...]
+    starting: list[tuple[str, ...]]
+
+
+def _headings(outline: list[tuple[int, tuple[str, ...]]], count: int) -> list[_PageHeadings]:
+    pages: list[_PageHeadings] = []
     current: tuple[str, ...] = ()
     position = 0
     for page in range(count):
-        while position < len(outline) and outline[position][0] <= page:
-            current = outline[position][1]
+        starting = []
+        while position < len(outline) and outline[position][0] == page:
+            starting.append(outline[position][1])
             position += 1
-        headings.append(current)
-    return headings
+        pages.append(_PageHeadings(current, starting))
+        if starting:
+            current = starting[-1]
+    return pages
+
+
+def _split_at_bookmarks(text: str, headings: _PageHeadings) -> list[tuple[str, tuple[str, ...]]]:
+    """The page's text cut where each bookmark's title starts a line, each part under its own
+    heading; a title not found on the page labels the text from the previous cut on."""
+    cuts: list[tuple[int, tuple[str, ...]]] = [(0, headings.top)]
+    lowered = text.lower()
+    for path in headings.starting:
+        title = " ".join(path[-1].lower().split()) if path else ""
+        found = _line_with(lowered, title, cuts[-1][0]) if title else -1
+        if found > cuts[-1][0]:
+            cuts.append((found, path))
+        else:  # at the same place as the previous cut (or not found): this heading wins
+            cuts[-1] = (cuts[-1][0], path)
+    ends = [c[0] for c in cuts[1:]] + [len(text)]
+    parts: list[tuple[str, tuple[str, ...]]] = []
+    carried = 0  # a lone line before a cut (a running head, a page number, a bare chapter title)
+    for (start, path), end in zip(cuts, ends, strict=True):  # travels with the part after it
+        piece = text[start:end].strip()
+        if end < len(text) and "\n" not in piece and len(piece) < 100:
+            continue
+        parts.append((text[carried:end], path))
+        carried = end
+    return parts
+
+
+def _line_with(lowered: str, title: str, start: int) -> int:
+    """Offset of the start of the first line at or after `start` that contains `title`."""
+    at = lowered.find(title, start)
+    while at >= 0:
+        line = lowered.rfind("\n", 0, at) + 1
+        if line >= start and len(lowered[line:at].strip()) <= 12:  # a number like "2.1" may lead
+            return line
+        at = lowered.find(title, at + 1)
+    return -1
 
 
 def _page_images(page: Any) -> list[bytes]:
@@ -191,7 +237,7 @@ def parse_pdf(data: bytes, deadline: Deadline, ocr: bool = False) -> ParsedDocum
 def _read_pages(
     reader: Any,
     count: int,
-    headings: list[tuple[str, ...]],
+    headings: list[_PageHeadings],
     builder: DocumentBuilder,
     deadline: Deadline,
     use_ocr: bool,
@@ -216,7 +262,8 @@ def _read_pages(
             if text.strip():
                 read_by_ocr.append(number)
         if text.strip():
-            builder.add(text, page=number, heading=headings[index])
+            for part, heading in _split_at_bookmarks(text, headings[index]):
+                builder.add(part, page=number, heading=heading)
         else:
             without.append(number)
     return without, read_by_ocr
