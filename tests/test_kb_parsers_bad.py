@@ -238,3 +238,37 @@ def test_instructions_in_a_document_are_only_text(tmp_path: Path) -> None:
     path.write_text(f"<p>{payload}</p><img src='https://x.example/pixel'>", encoding="utf-8")
     doc = parse(path)
     assert full_text(doc) == payload
+
+
+def _epub_with_container(path: Path, container: str) -> None:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("mimetype", "application/epub+zip")
+        z.writestr("META-INF/container.xml", container)
+
+
+def test_an_xml_entity_bomb_in_an_epub_is_refused_quickly(tmp_path: Path) -> None:
+    entities = '<!ENTITY e0 "lol">' + "".join(
+        f'<!ENTITY e{i} "{f"&e{i - 1};" * 10}">' for i in range(1, 10)
+    )  # e9 would expand to 10^9 copies
+    path = tmp_path / "laughs.epub"
+    _epub_with_container(
+        path, f'<?xml version="1.0"?><!DOCTYPE c [{entities}]><c><rootfile full-path="&e9;"/></c>'
+    )
+    started = time.monotonic()
+    with pytest.raises(DocumentRefused, match="not well-formed"):
+        parse(path)
+    assert time.monotonic() - started < 5
+
+
+def test_an_external_entity_in_an_epub_reads_no_file(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP SECRET", encoding="utf-8")
+    path = tmp_path / "xxe.epub"
+    _epub_with_container(
+        path,
+        f'<?xml version="1.0"?><!DOCTYPE c [<!ENTITY x SYSTEM "file://{secret}">]>'
+        '<c><rootfile full-path="&x;"/></c>',
+    )
+    with pytest.raises(DocumentRefused) as refused:
+        parse(path)
+    assert "TOP SECRET" not in str(refused.value)
