@@ -31,6 +31,8 @@ class Upstream:
     slow_s: float = 5.0
     tool_call: bool = False
     requests: list[dict[str, Any]] = field(default_factory=list)
+    #: The client port of each chat request: one port, one kept-alive connection.
+    ports: list[int] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     active: int = 0
     most_active: int = 0
@@ -60,6 +62,7 @@ def app(up: Upstream) -> Starlette:
         body = await request.json()
         up.requests.append(body)
         up.headers.append(dict(request.headers))
+        up.ports.append(request.client.port if request.client else 0)
         if up.mode == "404":
             return JSONResponse({"detail": "Not Found"}, status_code=404)
         if up.mode.startswith("redirect "):  # "redirect URL": somewhere else, with the key if followed

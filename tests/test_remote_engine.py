@@ -570,3 +570,12 @@ async def test_ollama_generate_on_a_remote_model_is_a_chat_turn(
             "/api/generate", json={"model": "far", "prompt": "hi", "context": [1, 2], "stream": False}
         )
         assert again.status_code == 400 and "cannot continue a `context`" in again.json()["error"]
+
+
+def test_streamed_answers_keep_one_connection_to_the_upstream(upstream: tuple[Upstream, str]) -> None:
+    up, url = upstream
+    model = loaded(url)
+    for _ in range(3):
+        assert collect(model) == (["", "a0 ", "a1 ", "a2 ", "a3 ", "a4 ", ""], None)
+    assert len(up.ports) == 3 and len(set(up.ports)) == 1  # read to its end, each is kept for the next
+    model.close()

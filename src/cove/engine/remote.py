@@ -372,9 +372,11 @@ class RemoteModel:
                 )
             finished = False
             for data in _events(where, response):
+                if finished:
+                    continue  # read to the body's end, so the connection is kept for the next request
                 if data == "[DONE]":
                     finished = True
-                    break
+                    continue
                 chunk = _json_of(where, path, data.encode())
                 if not isinstance(chunk, dict):
                     raise RemoteError(
