@@ -89,13 +89,18 @@ def test_several_collections_are_searched_together(kb: KnowledgeBase, tmp_path: 
 
 
 def test_large_collections_search_through_quantised_candidates(
-    kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch
+    kb: KnowledgeBase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    exact = kb.search(["docs"], "refund paid", k=3, mode="vector")
-    monkeypatch.setattr(search_module, "EXACT_UP_TO", 0)
-    coarse = kb.search(["docs"], "refund paid", k=3, mode="vector")
-    assert [p.chunk_id for p in coarse] == [p.chunk_id for p in exact]
-    assert [p.score for p in coarse] == pytest.approx([p.score for p in exact])
+    for i in range(40):
+        write(tmp_path / "d", f"n{i}.txt", f"note {i} about topic{i} and subject{i % 7}")
+    kb.sync("docs")
+    exact = kb.search(["docs"], "note 17 about topic17 and subject3", k=3, mode="vector")
+    monkeypatch.setattr(search_module, "CANDIDATES", 12)  # fewer than the 43 chunks: signs first
+    monkeypatch.setattr(search_module, "CANDIDATES_PER_RESULT", 0)
+    coarse = kb.search(["docs"], "note 17 about topic17 and subject3", k=3, mode="vector")
+    assert coarse[0].file == exact[0].file == "n17.txt"
+    assert coarse[0].score == pytest.approx(1.0)
+    assert len(coarse) == 3
 
 
 def test_a_reranker_reorders(kb: KnowledgeBase) -> None:

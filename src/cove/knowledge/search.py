@@ -21,9 +21,11 @@ MODES: tuple[Mode, ...] = ("hybrid", "bm25", "vector")
 #: to 0.7 beat both rankings alone on recall@5 and MRR@10 (benchmarks/kb_retrieval.py).
 RRF_K = 10
 BM25_WEIGHT = 0.5
-#: Every vector is compared up to this many chunks in a collection; above, binary-quantised
-#: candidates are compared exactly (see KnowledgeIndex.knn).
-EXACT_UP_TO = 20_000
+#: How many candidates sqlite-vec's scan of the vectors' signs picks for exact ranking, at
+#: least, per result wanted (see KnowledgeIndex.knn); a collection this small is ranked whole.
+#: (sqlite-vec's scan costs more the more it keeps: at 10,000 chunks 9 ms for 100, 86 for 1,000.)
+CANDIDATES = 200
+CANDIDATES_PER_RESULT = 4
 #: How many hits each ranking contributes to the fusion, at least.
 DEPTH = 50
 MAX_TERMS = 64
@@ -98,7 +100,11 @@ def search(
             if mode == "bm25":
                 scores.update(hits)
         if vector is not None:
-            near = index.knn(col, vector, depth, EXACT_UP_TO) if mode != "bm25" else []
+            near = (
+                index.knn(col, vector, depth, max(CANDIDATES, CANDIDATES_PER_RESULT * depth))
+                if mode != "bm25"
+                else []
+            )
             similarity.update(near)
             if mode != "bm25":
                 rankings.append([i for i, _ in near])
