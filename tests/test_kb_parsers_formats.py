@@ -129,6 +129,22 @@ def test_ocr_reads_a_scanned_page(tmp_path: Path) -> None:
     assert any("read by OCR" in p for p in doc.problems)
 
 
+@pytest.mark.skipif(
+    shutil.which("tesseract") is None, reason="tesseract-ocr is not installed (apt install tesseract-ocr)"
+)
+def test_ocr_past_its_budget_keeps_the_document_and_lists_the_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cove.knowledge.parsers import limits
+
+    monkeypatch.setattr(limits, "MAX_OCR_SECONDS", 0.0)
+    path = tmp_path / "scan.pdf"
+    scanned_pdf(path, "Some words")
+    doc = parse(path, ocr=True)
+    assert doc.pages_without_text == [1]
+    assert any("page 1: not read by OCR, which stops after 0 s" in p for p in doc.problems)
+
+
 def test_ocr_without_tesseract_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COVE_TESSERACT", "no-such-tesseract-program")
     path = tmp_path / "scan.pdf"

@@ -64,7 +64,8 @@ def parse(path: Path, *, ocr: bool = False) -> ParsedDocument:
     if suffix not in SUFFIXES:
         raise DocumentRefused(f"files of type '{suffix or path.name}' are not supported")
     data = read_bytes(path)
-    deadline = limits.Deadline()
+    seconds = limits.MAX_SECONDS + (limits.MAX_OCR_SECONDS if ocr and suffix == ".pdf" else 0.0)
+    deadline = limits.Deadline(seconds)
     parser = _parser(suffix)
     options: dict[str, object] = {"ocr": ocr} if suffix == ".pdf" else {}
     if _PARSERS[suffix][0] == "code":

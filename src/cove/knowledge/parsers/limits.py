@@ -27,6 +27,9 @@ MAX_PAGES = 5_000
 MAX_TEXT_CHARS = 50_000_000
 #: Seconds one document's parse may take (OCR included), checked between pages and elements.
 MAX_SECONDS = 300.0
+#: Seconds OCR may add to one PDF's parse (with `--ocr`): a scanned page takes Tesseract a second
+#: or more, so a whole scanned book gets this long; pages past it are listed as not read.
+MAX_OCR_SECONDS = 3600.0
 #: Seconds Tesseract may spend on one page image.
 OCR_SECONDS_PER_PAGE = 60.0
 #: Uncompressed bytes of one XML or HTML part of a ZIP-based document: the part is parsed into a

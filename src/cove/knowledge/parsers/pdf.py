@@ -202,7 +202,6 @@ def _ocr_page(page: Any, number: int, deadline: Deadline, problems: list[str]) -
     try:
         return "\n\n".join(ocr.read_image(png, deadline) for png in images)
     except DocumentRefused as e:  # one page's OCR failing costs that page, not the document
-        deadline.check()
         problems.append(f"page {number}: {e}")
         return ""
 
@@ -248,6 +247,8 @@ def _read_pages(
     ocr_missing = use_ocr and ocr.tesseract() is None
     if ocr_missing:
         builder.problems.append(ocr.MISSING)
+    ocr_budget = Deadline(limits.MAX_OCR_SECONDS)
+    not_reached: list[int] = []  # pages OCR had no time left for
     for index in range(count):
         deadline.check()
         number = index + 1
@@ -258,7 +259,10 @@ def _read_pages(
             builder.problems.append(f"page {number}: its text could not be extracted ({type(e).__name__})")
             text = ""
         if not text.strip() and use_ocr and not ocr_missing:
-            text = _ocr_page(page, number, deadline, builder.problems)
+            if ocr_budget.left() > 0:
+                text = _ocr_page(page, number, ocr_budget, builder.problems)
+            else:
+                not_reached.append(number)
             if text.strip():
                 read_by_ocr.append(number)
         if text.strip():
@@ -266,6 +270,11 @@ def _read_pages(
                 builder.add(part, page=number, heading=heading)
         else:
             without.append(number)
+    if not_reached:
+        builder.problems.append(
+            f"{_pages_text(not_reached)}: not read by OCR, which stops after {limits.MAX_OCR_SECONDS:g} s "
+            "a document; split the file to read the rest"
+        )
     return without, read_by_ocr
 
 
