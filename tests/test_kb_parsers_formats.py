@@ -217,6 +217,7 @@ def test_email_html_only_is_converted(tmp_path: Path) -> None:
 
 def test_mbox_messages_in_order(tmp_path: Path) -> None:
     first = email_message("First", "a@example.org", "From the start, a line.\n>From quoted\n", None)
+    first += b"From here on, an unquoted line an old writer left.\n"
     second = email_message("Second", "b@example.org", "Second body.", None)
     path = tmp_path / "archive.mbox"
     path.write_bytes(
@@ -228,6 +229,7 @@ def test_mbox_messages_in_order(tmp_path: Path) -> None:
     doc = parse(path)
     assert [s.heading for s in doc.sections] == [("First — a@example.org",), ("Second — b@example.org",)]
     assert "From the start, a line." in doc.sections[0].text
+    assert "From here on, an unquoted line" in doc.sections[0].text
     assert "Second body." in doc.sections[1].text and offsets_hold(doc)
 
 

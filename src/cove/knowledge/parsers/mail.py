@@ -16,7 +16,7 @@ from .build import DocumentBuilder
 from .html import html_sections
 from .limits import Deadline
 
-_FROM_LINE = re.compile(rb"^From [^\r\n]*\r?\n", re.M)
+_FROM_LINE = re.compile(rb"^From \S+ [^\r\n]*\r?\n", re.M)
 
 
 def _body(message: EmailMessage, deadline: Deadline) -> str:
@@ -78,10 +78,12 @@ def parse_eml(data: bytes, deadline: Deadline) -> ParsedDocument:
 
 def parse_mbox(data: bytes, deadline: Deadline) -> ParsedDocument:
     """Messages split at mbox 'From ' lines (mboxrd's '>From ' quoting undone in bodies)."""
+    # a message starts at a 'From ' line at the start of the file or after a blank line, so an
+    # unquoted 'From ' inside a body (older writers left them) is not taken for a new message
     starts = [
         m.start()
         for m in _FROM_LINE.finditer(data)
-        if m.start() == 0 or data[m.start() - 1 : m.start()] == b"\n"
+        if m.start() == 0 or data.endswith((b"\n\n", b"\n\r\n"), 0, m.start())
     ]
     if not starts:
         raise DocumentRefused("is not an mbox file (no 'From ' line starts a message)")
