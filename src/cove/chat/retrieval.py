@@ -1,7 +1,8 @@
 """Retrieval as one step of a chat turn: search the turn's collections, number what was found, cite it.
 
-For a turn with collections, the search query is the question and the recent user turns; the
-knowledge base's relevance threshold says which passages count. What counts is given to the
+For a turn with collections, the question is searched (and, when it alone finds nothing, the
+question with the recent user turns); the knowledge base's relevance threshold says which
+passages count. What counts is given to the
 model numbered [1], [2], …, packed best first into the room the context budget leaves, before
 the question in its message; the instruction to cite them as [n] (and to take the sources as
 data) goes into the leading system message, the same on every turn, so the conversation's
@@ -205,10 +206,17 @@ def search_query(question: str, earlier: Sequence[str]) -> str:
 def retrieve(
     kb: Knowledge, collections: list[str], question: str, earlier: Sequence[str], strict: bool
 ) -> Retrieval:
-    """Search the collections; an unknown one raises the knowledge base's CollectionNotFound."""
+    """Search the collections; an unknown one raises the knowledge base's CollectionNotFound.
+
+    The question is searched alone first: the relevance threshold was measured on questions,
+    and earlier turns on another subject would only blur it. When it finds nothing relevant
+    and there were earlier turns, the question with the recent ones is searched, so a
+    follow-up ("and how fast?") finds what the conversation is about."""
     names = list(dict.fromkeys(collections))
-    passages = kb.search(names, search_query(question, earlier), SEARCH_K)
-    return Retrieval(names, strict, relevant(kb, passages), question)
+    found = relevant(kb, kb.search(names, search_query(question, []), SEARCH_K))
+    if not found and any(t.strip() for t in earlier):
+        found = relevant(kb, kb.search(names, search_query(question, earlier), SEARCH_K))
+    return Retrieval(names, strict, found, question)
 
 
 def relevant(kb: Knowledge, passages: list[Passage]) -> list[Passage]:
