@@ -579,3 +579,30 @@ def test_streamed_answers_keep_one_connection_to_the_upstream(upstream: tuple[Up
         assert collect(model) == (["", "a0 ", "a1 ", "a2 ", "a3 ", "a4 ", ""], None)
     assert len(up.ports) == 3 and len(set(up.ports)) == 1  # read to its end, each is kept for the next
     model.close()
+
+
+def test_a_recipe_pointing_at_another_api_version_says_so(upstream: tuple[Upstream, str]) -> None:
+    _, url = upstream
+    wrong = LoadSpec(**{**spec(url).__dict__, "remote": (f"openai+{url}/v2#m",)})
+    with pytest.raises(RemoteError) as caught:
+        remote.RemoteModel(wrong)
+    assert "has no /models (404" in one_line(caught.value) and "(…/v1)" in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_ollama_format_reaches_the_upstream_as_response_format(
+    cove: Cove, upstream: tuple[Upstream, str]
+) -> None:
+    up, url = upstream
+    make(cove, "far", recipe((url, "m")))
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    async with client(make_app(cove)) as http:
+        body = {
+            "model": "far",
+            "messages": [{"role": "user", "content": "x"}],
+            "format": schema,
+            "stream": False,
+        }
+        assert (await http.post("/api/chat", json=body)).status_code == 200
+    sent = up.requests[-1]["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["schema"] == schema
