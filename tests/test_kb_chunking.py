@@ -167,3 +167,37 @@ def test_the_tokenizer_is_called_about_once_per_paragraph_and_chunk() -> None:
     chunks = chunk(doc, counting, max_tokens=256, overlap_tokens=32)
     assert all(c.tokens <= 256 for c in chunks) and {c.page for c in chunks} == set(range(1, 101))
     assert calls <= 1 + 100 + 2 * len(chunks), (calls, len(chunks))
+
+
+def test_a_long_log_file_is_never_tokenized_whole() -> None:
+    """One section of 20,000 lines (a log: no blank lines) is counted by samples and chunks,
+    never in one call on its whole text; the chunks still keep the limit and cover it all."""
+    longest = 0
+
+    def counting(text: str) -> int:
+        nonlocal longest
+        longest = max(longest, len(text))
+        return dense_digits(text)
+
+    lines = [f"2026-12-02 03:{i % 60:02d} worker {i} handled request {i * 7919}" for i in range(20_000)]
+    lines[12_345] = "x" * 30_000  # and one line with no spaces at all
+    doc = document(("\n".join(lines), None, ()))
+    chunks = chunk(doc, counting, max_tokens=128, overlap_tokens=16)
+    assert longest <= 4096
+    assert all(c.tokens <= 128 for c in chunks)
+    assert _covered(full_text(doc), chunks)
+
+
+def test_small_sections_cost_a_call_or_two_each() -> None:
+    calls = 0
+
+    def counting(text: str) -> int:
+        nonlocal calls
+        calls += 1
+        return words(text)
+
+    doc = document(
+        *((f"Section {n} has a short paragraph.\n\nAnd another one.", None, (f"H{n}",)) for n in range(50))
+    )
+    chunks = chunk(doc, counting)
+    assert len(chunks) == 50 and calls <= 1 + 2 * 50

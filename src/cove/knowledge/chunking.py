@@ -33,14 +33,15 @@ class _Piece:
     start: int
     end: int
     tokens: int  # without the tokenizer's fixed overhead (special tokens); estimated below level 0
-    level: int  # 0 paragraph, 1 sentence, 2 group of words, 3 run of characters
+    level: int  # -1 section, 0 paragraph, 1 sentence, 2 group of words, 3 run of characters
 
 
 @dataclass
 class _Cutter:
-    """Cuts a section into pieces within the limit. Paragraphs are counted by the tokenizer;
-    the finer pieces of a long one get its count shared out by length (a tokenizer call per
-    sentence would cost a call per PDF line), and the packer checks every chunk it makes."""
+    """Cuts a section into pieces within the limit. The section is counted by the tokenizer
+    once (a long one by a sample); its paragraphs, sentences and words get that count shared
+    out by length (a call per paragraph or line would cost thousands of the engine's calls on
+    a long PDF), and the packer checks every chunk it makes with a real count."""
 
     text: str
     count: CountTokens
@@ -54,17 +55,26 @@ class _Cutter:
     def fits(self, tokens: int) -> bool:
         return tokens + self.overhead <= self.max_tokens
 
+    def measure(self, start: int, end: int) -> int:
+        """The span's tokens: counted when it is short, else a sample's count scaled by length
+        (never a call on a 50 MB log file's whole text)."""
+        long = max(4096, 16 * self.max_tokens)
+        if end - start <= long:
+            return self.net(start, end)
+        return _share(self.net(start, start + long), end - start, long)
+
     def pieces(self, start: int, end: int) -> Iterator[_Piece]:
-        """Paragraphs of the span, each within the limit (long ones cut finer)."""
-        for s, e in _spans(self.text, start, end, _PARAGRAPH):
-            yield from self.fit(s, e, self.net(s, e), level=0)
+        """The section as pieces within the limit: whole, or its paragraphs, cut finer if long."""
+        yield from self.fit(start, end, self.measure(start, end), level=-1)
 
     def fit(self, start: int, end: int, tokens: int, level: int) -> Iterator[_Piece]:
-        """The span as one piece when it fits, else cut at the next finer level."""
+        """The span (a unit of `level`) as one piece when it fits, else cut into finer units."""
         if self.fits(tokens) or end - start <= 1:
             yield _Piece(start, end, tokens, level)
             return
-        if level == 0:
+        if level == -1:
+            spans = list(_spans(self.text, start, end, _PARAGRAPH))
+        elif level == 0:
             spans = list(_spans(self.text, start, end, _SENTENCE))
         elif level == 1:
             spans = self._groups(start, end, tokens)
@@ -133,13 +143,11 @@ def _pack(cutter: _Cutter, pieces: list[_Piece], section: Section) -> Iterator[C
         found = _largest_fitting(cutter, pieces, i, j)
         if found is None:  # pieces[i] alone is over the limit: its estimate was low
             piece = pieces[i]
-            tokens = cutter.net(piece.start, piece.end)
-            pieces[i : i + 1] = list(
-                cutter.fit(piece.start, piece.end, tokens, piece.level + 1 if piece.level < 3 else 3)
-            )
-            if len(pieces) > i and (pieces[i].start, pieces[i].end) == (piece.start, piece.end):
-                found = (i + 1, tokens + cutter.overhead)  # one character: it cannot be cut
-            else:
+            if piece.end - piece.start <= 1:  # one character over the limit: it cannot be cut
+                found = (i + 1, cutter.count(text[piece.start : piece.end]))
+            else:  # known to be over, whatever a sample's estimate says: cut it finer
+                over = max(cutter.measure(piece.start, piece.end), limit - cutter.overhead + 1)
+                pieces[i : i + 1] = list(cutter.fit(piece.start, piece.end, over, piece.level))
                 continue
         j, tokens = found
         body = text[pieces[i].start : pieces[j - 1].end]
