@@ -606,3 +606,21 @@ async def test_ollama_format_reaches_the_upstream_as_response_format(
         assert (await http.post("/api/chat", json=body)).status_code == 200
     sent = up.requests[-1]["response_format"]
     assert sent["type"] == "json_schema" and sent["json_schema"]["schema"] == schema
+
+
+def test_unloading_with_a_stream_in_flight_says_so(upstream: tuple[Upstream, str]) -> None:
+    from cove.errors import ShuttingDown
+
+    up, url = upstream
+    up.tokens, up.token_delay_s = 100, 0.02
+    model = loaded(url)
+    failure: list[BaseException | None] = []
+    thread = threading.Thread(target=lambda: failure.append(collect(model)[1]))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not up.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    model.close()
+    thread.join(timeout=10)
+    assert isinstance(failure[0], ShuttingDown) and "was unloaded" in str(failure[0])

@@ -493,7 +493,7 @@ class _failures:
         if exc is None or isinstance(exc, CoveError):
             return
         where = self.where
-        if isinstance(exc, RuntimeError) and self.closed():
+        if self.closed():  # cove closed the connection under it: shutting down or unloading
             raise ShuttingDown(f"the remote engine for {where} was unloaded") from exc
         if isinstance(exc, httpx.TimeoutException):
             what = "connect" if isinstance(exc, httpx.ConnectTimeout) else "answer"
