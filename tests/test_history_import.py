@@ -13,6 +13,7 @@ from cove.history import (
     History,
     ImportResult,
     InvalidImport,
+    citations,
     db_path,
     export_json,
     export_markdown,
@@ -80,6 +81,33 @@ def test_json_round_trip_is_faithful_and_idempotent(history: History, other: His
     assert [m.in_context for m in imported.messages] == [False, False, True, True]
     assert other.context_messages(cid) == history.context_messages(cid)
     assert other.search("burritos")[0].conversation_id == cid
+
+
+def test_an_answers_citations_travel_with_the_export(
+    history: History, other: History, tmp_path: Path
+) -> None:
+    chat = history.start("gemma3:270m")
+    history.add_message(chat.id, "user", "How long is the notice period?")
+    answer = history.add_message(chat.id, "assistant", "Ninety days [1].")
+    source = {"n": 1, "file": "contract.pdf", "page": 3, "heading": "Ending", "text": "90 days", "score": 0.8}
+    citations.keep(history, answer.id, [source])
+    path = tmp_path / "export.json"
+    write_export(history, path)
+    messages = json.loads(path.read_text(encoding="utf-8"))["conversations"][0]["messages"]
+    assert [m.get("citations") for m in messages] == [None, [source]]
+
+    import_file(other, path)
+    copied = other.get(chat.id).messages[1]
+    assert citations.of(other, chat.id) == {copied.id: [source]}
+
+
+def test_citations_that_are_not_a_list_refuse_the_file(history: History, tmp_path: Path) -> None:
+    chat = history.start("m")
+    history.add_message(chat.id, "assistant", "x")
+    document = export_json(history)
+    document["conversations"][0]["messages"][0]["citations"] = "contract.pdf"
+    with pytest.raises(InvalidImport, match=r"messages\[0\]\.citations must be a list"):
+        import_file(history, write(tmp_path / "bad.json", document))
 
 
 def test_importing_twice_skips_everything_the_second_time(

@@ -29,7 +29,9 @@ The JSON format, version 1::
               "time_to_first_token_ms": number | null, "tokens_per_s": number | null,
               "model": "..." | null,      the model that wrote this answer
               "summary_of": [first, last] | null,  positions a summary message stands for
-              "in_context": true          false: replaced by a summary, not sent to the model
+              "in_context": true,         false: replaced by a summary, not sent to the model
+              "citations": [{"n", "file", "page", "heading", "text", "score", ...}]
+                                          only on an answer that cited a collection's passages
             }
           ]
         }
@@ -49,6 +51,7 @@ from typing import Any, Literal
 
 from ..store.atomic import atomic_write_bytes
 from . import chatgpt, fields
+from . import citations as kept_citations
 from .errors import InvalidImport
 from .jsonfile import read_json
 from .records import ROLES, Conversation, ImportResult, Message, NewConversation, NewMessage
@@ -66,7 +69,10 @@ def export_json(history: History, ids: list[str] | None = None) -> dict[str, Any
         "format": FORMAT,
         "version": VERSION,
         "exported_at": now(),
-        "conversations": [conversation_json(history.get(cid)) for cid in _chosen(history, ids)],
+        "conversations": [
+            conversation_json(history.get(cid), kept_citations.by_position(history, cid))
+            for cid in _chosen(history, ids)
+        ],
     }
 
 
@@ -107,7 +113,11 @@ def _chosen(history: History, ids: list[str] | None) -> list[str]:
     return history.ids() if ids is None else ids
 
 
-def conversation_json(chat: Conversation) -> dict[str, Any]:
+def conversation_json(
+    chat: Conversation, cited: dict[int, list[dict[str, Any]]] | None = None
+) -> dict[str, Any]:
+    """One conversation as the export writes it; `cited` holds its answers' citations by position."""
+    cited = cited or {}
     return {
         "id": chat.id,
         "title": chat.title,
@@ -120,12 +130,12 @@ def conversation_json(chat: Conversation) -> dict[str, Any]:
         "updated_at": to_text(chat.updated_at),
         "source": chat.source,
         "external_id": chat.external_id,
-        "messages": [_message_json(m) for m in chat.messages],
+        "messages": [_message_json(m, cited.get(m.position)) for m in chat.messages],
     }
 
 
-def _message_json(message: Message) -> dict[str, Any]:
-    return {
+def _message_json(message: Message, citations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    out = {
         "position": message.position,
         "role": message.role,
         "content": message.content,
@@ -138,6 +148,9 @@ def _message_json(message: Message) -> dict[str, Any]:
         "summary_of": list(message.summary_of) if message.summary_of else None,
         "in_context": message.in_context,
     }
+    if citations:
+        out["citations"] = citations
+    return out
 
 
 def _conversation_markdown(chat: Conversation) -> str:
@@ -216,7 +229,16 @@ def _cove_message(raw: dict[str, Any], where: str) -> NewMessage:
         model=fields.text(raw, "model", where, optional=True),
         summary_of=_span(raw.get("summary_of"), f"{where}.summary_of"),
         in_context=fields.flag(raw, "in_context", where, default=True),
+        citations=_citations(raw.get("citations"), f"{where}.citations"),
     )
+
+
+def _citations(value: Any, where: str) -> tuple[dict[str, Any], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidImport(f"{where} must be a list of sources")
+    return tuple(fields.obj(item, f"{where}[{i}]") for i, item in enumerate(value))
 
 
 def _span(value: Any, where: str) -> tuple[int, int] | None:

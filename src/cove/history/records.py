@@ -126,6 +126,8 @@ class NewMessage:
     model: str | None = None
     summary_of: tuple[int, int] | None = None
     in_context: bool = True
+    # The sources an imported answer cited (an export's `citations`), kept beside it.
+    citations: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,12 @@ def insert_conversation(conn: apsw.Connection, cid: str, new: NewConversation) -
         ),
     )
     for item in new.messages:
-        insert_message(conn, cid, item)
+        stored = insert_message(conn, cid, item)
+        if item.citations:
+            conn.execute(
+                "INSERT INTO citations (message_id, items) VALUES (?, ?)",
+                (stored.id, json.dumps(list(item.citations), ensure_ascii=False, allow_nan=False)),
+            )
 
 
 def insert_message(conn: apsw.Connection, cid: str, new: NewMessage) -> Message:
