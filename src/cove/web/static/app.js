@@ -6,18 +6,19 @@ import {
   $, HttpError, api, copy, el, explain, fill, getJSON, ndjson, notice, onReconnect, postJSON,
   renderInto, renderMany, watchServer,
 } from "/static/util.js";
+import {
+  closeMenus, connect, drawConversations, flushDeletes, list, loadConversations, search, toast,
+} from "/static/sidebar.js";
 import { loadModels, loadTools, loadUsage, onModelsChanged, pullModel } from "/static/views.js";
 
 const RENDER_EVERY_MS = 250;
 const PAGE = 60; // messages rendered at once; earlier ones come a page at a time
-const UNDO_MS = 6000;
 const MAX_ATTACHMENT = 15 * 1024 * 1024; // the server's own cap (under its 16 MiB request limit)
 const READABLE = [".txt", ".text", ".log", ".md", ".markdown", ".mdx", ".rst", ".rest", ".html", ".htm", ".xhtml", ".pdf", ".docx", ".pptx"];
 const DEFAULT_CHAT_MODEL = "smollm2:135m"; // the catalog's chat model for small machines
 
 const state = {
   chat: null, // the conversation as shown (the server's JSON), null for a new chat
-  conversations: [],
   controller: null,
   personas: new Map(),
   baseModels: new Set(),
@@ -27,7 +28,6 @@ const state = {
   attachments: [], // [{ name, text, tokens }]
   draft: {}, // settings for a chat that is not stored yet
   shownFrom: 0,
-  pendingDeletes: new Map(), // id -> timer: deleted when the undo time runs out
 };
 
 // -- views ---------------------------------------------------------------------------------------
@@ -43,203 +43,6 @@ function show(view) {
   if (view === "usage") loadUsage().catch((e) => { $("#usage-summary").textContent = explain(e); });
   if (view === "tools") loadTools().catch((e) => { $("#tools-summary").textContent = explain(e); });
   if (view === "privacy") loadPrivacy(getJSON).catch((e) => { $("#privacy-summary").textContent = explain(e); });
-}
-
-// -- the conversation list: grouped by date, one "⋯" menu each, undoable delete ------------------
-
-function groupName(when, now = new Date()) {
-  const day = (d) => new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
-  const days = Math.round((day(now) - day(when)) / 86_400_000);
-  if (days <= 0) return "Today";
-  if (days === 1) return "Yesterday";
-  if (days < 7) return "Previous 7 days";
-  if (days < 30) return "Previous 30 days";
-  return "Older";
-}
-
-export async function loadConversations() {
-  const { conversations } = await getJSON("/api/cove/conversations?limit=500");
-  state.conversations = conversations;
-  drawConversations();
-}
-
-function drawConversations() {
-  const nav = $("#conversations");
-  nav.replaceChildren();
-  let list = null;
-  let group = null;
-  for (const c of state.conversations) {
-    if (state.pendingDeletes.has(c.id)) continue;
-    const name = groupName(new Date(c.updated_at));
-    if (name !== group) {
-      group = name;
-      const id = `group-${name.replace(/\W+/g, "-").toLowerCase()}`;
-      list = el("ul", { "aria-labelledby": id });
-      nav.append(el("h2", { class: "group", id, text: name }), list);
-    }
-    list.append(conversationItem(c));
-  }
-  if (!nav.children.length) nav.append(el("p", { class: "muted", text: "No conversations yet." }));
-}
-
-function conversationItem(c) {
-  const title = c.title || "(untitled)";
-  const current = state.chat && state.chat.id === c.id;
-  const item = el("li", { "data-id": c.id, class: current ? "current" : "" });
-  const open = el("button", {
-    type: "button", class: "conv-open", title: `${title} · ${c.model || ""}`,
-    "aria-current": current ? "true" : undefined, onclick: () => openConversation(c.id),
-  }, el("span", { class: "conv-title", text: title }));
-  const menuId = `menu-${c.id}`;
-  const toggle = el("button", {
-    type: "button", class: "conv-menu", text: "⋯", "aria-haspopup": "menu", "aria-expanded": "false",
-    "aria-controls": menuId, "aria-label": `Actions for ${title}`,
-  });
-  const id = encodeURIComponent(c.id);
-  const entry = (label, cls, action) => el("button", {
-    type: "button", role: "menuitem", class: cls, text: label, tabindex: "-1",
-    onclick: () => { closeMenus(); action(); },
-  });
-  const menu = el("div", { id: menuId, role: "menu", class: "menu", "aria-label": `Actions for ${title}`, hidden: true },
-    entry("Rename", "rename", () => renameInPlace(item, c)),
-    entry("Export Markdown", "export-md", () => saveExport(`/api/cove/conversations/${id}/export?format=md`, `cove-${c.id}.md`)),
-    entry("Export JSON", "export-json", () => saveExport(`/api/cove/conversations/${id}/export?format=json`, `cove-${c.id}.json`)),
-    entry("Delete", "delete danger", () => deleteWithUndo(c)));
-  toggle.addEventListener("click", () => (menu.hidden ? openMenu(toggle, menu) : closeMenus()));
-  menu.addEventListener("keydown", (e) => menuKeys(e, toggle, menu));
-  item.append(open, toggle, menu);
-  return item;
-}
-
-function openMenu(toggle, menu) {
-  closeMenus();
-  menu.hidden = false;
-  toggle.setAttribute("aria-expanded", "true");
-  menu.querySelector("[role=menuitem]").focus();
-}
-
-function closeMenus(focusBack = false) {
-  for (const menu of document.querySelectorAll(".menu:not([hidden])")) {
-    menu.hidden = true;
-    const toggle = document.querySelector(`[aria-controls="${menu.id}"]`);
-    toggle?.setAttribute("aria-expanded", "false");
-    if (focusBack) toggle?.focus();
-  }
-}
-
-function menuKeys(e, toggle, menu) {
-  const items = [...menu.querySelectorAll("[role=menuitem]")];
-  const at = items.indexOf(document.activeElement);
-  if (e.key === "ArrowDown" || e.key === "ArrowUp") {
-    e.preventDefault();
-    items[(at + (e.key === "ArrowDown" ? 1 : items.length - 1)) % items.length].focus();
-  } else if (e.key === "Escape" || e.key === "Tab") {
-    e.preventDefault();
-    e.stopPropagation();
-    closeMenus();
-    toggle.focus();
-  }
-}
-
-function renameInPlace(item, c) {
-  const open = item.querySelector(".conv-open");
-  const input = el("input", { class: "rename-input", value: c.title || "", "aria-label": "New title" });
-  let done = false;
-  const finish = async (save) => {
-    if (done) return;
-    done = true;
-    const title = input.value.trim();
-    if (save && title !== (c.title || "")) {
-      try {
-        await api(`/api/cove/conversations/${encodeURIComponent(c.id)}/rename`, { method: "POST", body: { title } });
-        c.title = title || null;
-        if (state.chat && state.chat.id === c.id) { state.chat.title = c.title; $("#chat-title").textContent = title || "New chat"; }
-      } catch (err) { notice(`Rename failed: ${explain(err)}`); }
-    }
-    drawConversations();
-    document.querySelector(`#conversations li[data-id="${CSS.escape(c.id)}"] .conv-open`)?.focus();
-  };
-  input.addEventListener("keydown", (e) => {
-    if (e.key === "Enter") { e.preventDefault(); finish(true); }
-    if (e.key === "Escape") { e.preventDefault(); e.stopPropagation(); finish(false); }
-  });
-  input.addEventListener("blur", () => finish(true));
-  open.replaceWith(input);
-  input.focus();
-  input.select();
-}
-
-function deleteWithUndo(c) {
-  const wasOpen = state.chat && state.chat.id === c.id;
-  const remove = () => {
-    state.pendingDeletes.delete(c.id);
-    api(`/api/cove/conversations/${encodeURIComponent(c.id)}`, { method: "DELETE" })
-      .then(() => loadConversations()).catch((err) => notice(`Delete failed: ${explain(err)}`));
-    hideToast();
-  };
-  state.pendingDeletes.set(c.id, setTimeout(remove, UNDO_MS));
-  if (wasOpen) newChat();
-  drawConversations();
-  toast(`Deleted “${c.title || "untitled"}”.`, "Undo", () => {
-    clearTimeout(state.pendingDeletes.get(c.id));
-    state.pendingDeletes.delete(c.id);
-    drawConversations();
-    if (wasOpen) openConversation(c.id);
-  });
-}
-
-function flushDeletes() { // leaving the page: what was deleted stays deleted
-  for (const [id, timer] of state.pendingDeletes) {
-    clearTimeout(timer);
-    const headers = {};
-    const key = sessionStorage.getItem("cove-api-key");
-    if (key) headers.Authorization = `Bearer ${key}`;
-    fetch(`/api/cove/conversations/${encodeURIComponent(id)}`, { method: "DELETE", keepalive: true, headers }).catch(() => {});
-  }
-  state.pendingDeletes.clear();
-}
-
-let toastTimer = null;
-
-function toast(text, actionLabel, action) {
-  const box = $("#toast");
-  const button = actionLabel ? el("button", { type: "button", class: "small", text: actionLabel, onclick: () => { hideToast(); action(); } }) : null;
-  box.replaceChildren(el("span", { text }), button);
-  box.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(hideToast, UNDO_MS);
-}
-
-function hideToast() { $("#toast").hidden = true; }
-
-// An export is fetched with the API key (a plain link could not send it), then saved from a blob: URL.
-async function saveExport(path, filename) {
-  try {
-    const blob = await (await api(path)).blob();
-    const url = URL.createObjectURL(blob);
-    const link = el("a", { href: url, download: filename, hidden: true });
-    document.body.append(link);
-    link.click();
-    link.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 60_000);
-  } catch (e) {
-    notice(`Export failed: ${explain(e)}`);
-  }
-}
-
-async function search(text) {
-  const box = $("#search-results");
-  box.replaceChildren();
-  if (!text.trim()) return;
-  const { results } = await getJSON(`/api/cove/search?q=${encodeURIComponent(text)}`);
-  const list = el("ul");
-  for (const r of results) {
-    list.append(el("li", {},
-      el("button", { type: "button", class: "conv-open", onclick: () => openConversation(r.conversation_id) },
-        el("span", { class: "conv-title", text: r.title || "(untitled)" }),
-        el("span", { class: "snippet", text: r.snippet }))));
-  }
-  box.append(results.length ? list : el("p", { class: "snippet", text: "Nothing found." }));
 }
 
 // -- a conversation on screen: paged, with actions and branch switchers ---------------------------
@@ -764,7 +567,7 @@ async function syncWithServer() {
     if (!node.classList.contains(m.role)) break;
     setMessage(node, m);
   }
-  if (!state.conversations.some((c) => c.id === chat.id) || state.conversations[0]?.id !== chat.id) await loadConversations();
+  if (!list.conversations.some((c) => c.id === chat.id) || list.conversations[0]?.id !== chat.id) await loadConversations();
   else drawConversations();
 }
 
@@ -990,6 +793,12 @@ function wire() {
     example.addEventListener("click", () => { $("#prompt").value = example.textContent; $("#prompt").focus(); updateFit(); });
   }
   window.addEventListener("pagehide", flushDeletes);
+  connect({
+    current: () => (state.chat ? state.chat.id : null),
+    open: openConversation,
+    newChat,
+    renamed: (title) => { state.chat.title = title; $("#chat-title").textContent = title || "New chat"; },
+  });
   onModelsChanged(loadPickers);
   onReconnect(() => Promise.all([loadPickers(), loadConversations()]));
   watchServer();
