@@ -624,3 +624,14 @@ def test_unloading_with_a_stream_in_flight_says_so(upstream: tuple[Upstream, str
     model.close()
     thread.join(timeout=10)
     assert isinstance(failure[0], ShuttingDown) and "was unloaded" in str(failure[0])
+
+
+def test_offline_a_remote_host_is_refused_by_the_gate_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COVE_OFFLINE", "1")
+    gate.uninstall()
+    with pytest.raises(gate.EgressRefused) as caught:
+        remote.RemoteModel(spec("https://gpu.example:8000"))
+    assert caught.value.status == 403 and "offline" in one_line(caught.value)
+    assert "gpu.example:8000" in str(caught.value)
+    (entry,) = [e for e in gate.current().ledger.entries() if e.host == "gpu.example"]
+    assert entry.feature == "engine:remote" and entry.decision == "refused"

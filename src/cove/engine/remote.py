@@ -198,6 +198,13 @@ class RemoteModel:
         key = api_key(spec)
         engines = tuple(EngineHost(r.host, r.port, spec.name) for r in self.refs)
         self._gate = _EngineGate(gate.current(), engines)
+        refused = [self._gate.decide(REMOTE_ENGINE, r.host, r.port) for r in self.refs]
+        if not any(d.allowed for d in refused):  # offline, say: one clear refusal, no probing
+            for ref, decision in zip(self.refs, refused, strict=True):
+                self._gate.refused(REMOTE_ENGINE, ref.host, ref.port, decision.reason)  # in the ledger
+            raise gate.EgressRefused(
+                f"cove did not connect to {self.refs[0].where} for {spec.name}: {refused[0].reason}"
+            )
         self._timeout = spec.remote_timeout_s or DEFAULT_TIMEOUT_S
         self._closed = False
         replicas = [Replica(i, ref.where, self._client(ref, key)) for i, ref in enumerate(self.refs)]
