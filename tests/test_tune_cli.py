@@ -127,5 +127,10 @@ def test_ctrl_c_exits_130_and_says_the_same_command_resumes(
     monkeypatch.setattr(job, "tune", interrupted)
     data = str(facts(tmp_path / "d.jsonl"))
     code, _, err = run_main(monkeypatch, capsys, "tune", "tiny", "--data", data, "--name", "n")
+    assert code == 130 and "stopped before training began; nothing to resume" in err
+    checkpoint = job.work_folder(fake_cove.settings.home, "n") / "checkpoint.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"saved")
+    code, _, err = run_main(monkeypatch, capsys, "tune", "tiny", "--data", data, "--name", "n")
     assert code == 130
     assert "stopped; a checkpoint is kept: run the same command to resume 'n'" in err

@@ -67,7 +67,8 @@ def _modules(value: str) -> tuple[str, ...]:
     "paths",
     multiple=True,
     type=click.Path(path_type=Path),
-    help="JSONL chats, a cove or ChatGPT history export, .txt/.md documents, or a folder (repeatable).",
+    help="JSONL chats, a cove or ChatGPT history export, documents (.txt, .md, PDF, DOCX, HTML, ...) "
+    "or a folder of them (repeatable).",
 )
 @click.option("--from-history", help="Conversations from cove's history: a search query, or ids.")
 @click.option("--name", required=True, help="The new model's name.")
@@ -128,7 +129,8 @@ def tune(
     Part of the data is held out: the base is measured on it first, then the tuned model, and
     both are shown. Ctrl-C (or a crash) keeps a checkpoint: the same command resumes.
     """
-    from ..tune.job import TuneRequest
+    from ..tune.checkpoint import FILE
+    from ..tune.job import TuneRequest, work_folder
     from ..tune.job import tune as run_tune
 
     settings = TuneSettings(
@@ -159,7 +161,11 @@ def tune(
         result = run_tune(ctx.cove, request, reporter)
     except KeyboardInterrupt:
         reporter.stop()
-        err.print(f"stopped; a checkpoint is kept: run the same command to resume '{name}'")
+        kept = (work_folder(ctx.cove.settings.home, name) / FILE).is_file()
+        if kept:
+            err.print(f"stopped; a checkpoint is kept: run the same command to resume '{name}'")
+        else:
+            err.print("stopped before training began; nothing to resume")
         raise click.exceptions.Exit(130) from None
     if dry_run:
         out.print("dry run: nothing trained")
