@@ -360,6 +360,32 @@ def test_an_attached_file_becomes_a_chip_and_goes_with_the_message(
     expect(page.locator("#chips .chip")).to_have_count(0)
 
 
+def test_an_attachment_can_go_to_a_collection_too(page: Any, tmp_path: Path) -> None:
+    calls: list[tuple[str, str]] = []
+
+    def kb(route: Any) -> None:
+        request = route.request
+        calls.append((request.method, request.url.split("/api/cove/kb", 1)[1]))
+        if request.method == "GET":
+            route.fulfill(json={"collections": [{"name": "notes"}, {"name": "work"}]})
+        elif request.url.endswith("/upload"):
+            assert b'filename="harbour.txt"' in (request.post_data_buffer or b"")
+            route.fulfill(status=201, json={"files": ["harbour.txt"]})
+        else:
+            assert json.loads(request.post_data) == {"stream": False}
+            route.fulfill(json={"added": 1})
+
+    page.route("**/api/cove/kb**", kb)
+    path = tmp_path / "harbour.txt"
+    path.write_text("Seals on the pier.", "utf-8")
+    page.set_input_files("#file", str(path))
+    picker = page.locator("#chips select.to-collection")
+    picker.select_option("work")
+    expect(page.locator("#toast")).to_contain_text("harbour.txt is in the collection work")
+    assert calls == [("GET", ""), ("POST", "/work/upload"), ("POST", "/work/sync")]
+    expect(page.locator("#chips .chip")).to_have_count(1)  # and it still goes with the next message
+
+
 def test_a_file_dropped_on_the_composer_is_attached(page: Any) -> None:
     page.evaluate(
         """() => {

@@ -25,7 +25,8 @@ const state = {
   autoPicked: true, // the picker's model is the page's choice (not the person's, nor a conversation's)
   catalog: [],
   defaults: new Map(), // model -> { temperature, num_ctx, num_predict } it loads with
-  attachments: [], // [{ name, text, tokens }]
+  attachments: [], // [{ name, text, tokens, file }]
+  collections: null, // the knowledge base's collection names, asked for with the first attachment
   draft: {}, // settings for a chat that is not stored yet
   shownFrom: 0,
 };
@@ -380,18 +381,46 @@ async function attach(files) {
     try {
       const res = await api(`/api/cove/attachments?name=${encodeURIComponent(file.name)}`, { method: "POST", raw: file });
       const { name, text } = await res.json();
-      state.attachments.push({ name, text, tokens: tokensOf(text) });
+      state.attachments.push({ name, text, tokens: tokensOf(text), file });
       notice("");
     } catch (err) {
       notice(`${file.name} could not be attached: ${explain(err)}`);
     }
   }
+  if (state.collections === null) {
+    state.collections = await getJSON("/api/cove/kb").then((r) => r.collections.map((c) => c.name)).catch(() => []);
+  }
   drawChips();
+}
+
+/** Keep the file in a knowledge-base collection too (uploaded, then synced there). */
+async function addToCollection(a, collection) {
+  const form = new FormData();
+  form.append("file", a.file, a.name);
+  const where = `/api/cove/kb/${encodeURIComponent(collection)}`;
+  try {
+    await api(`${where}/upload`, { method: "POST", raw: form });
+    toast(`${a.name} added to ${collection}; indexing it…`);
+    await api(`${where}/sync`, { method: "POST", body: { stream: false } });
+    toast(`${a.name} is in the collection ${collection}.`);
+  } catch (err) {
+    notice(`${a.name} was not added to ${collection}: ${explain(err)}`);
+  }
+}
+
+function collectionPicker(a) {
+  if (!state.collections || !state.collections.length) return null;
+  const picker = el("select", { class: "to-collection", "aria-label": `Add ${a.name} to a collection` },
+    el("option", { value: "", text: "Add to a collection…" }),
+    ...state.collections.map((name) => el("option", { value: name, text: name })));
+  picker.addEventListener("change", () => { if (picker.value) addToCollection(a, picker.value); picker.value = ""; });
+  return picker;
 }
 
 function drawChips() {
   $("#chips").replaceChildren(...state.attachments.map((a, i) => el("span", { class: "chip" },
     el("span", { text: `${a.name} · ~${a.tokens.toLocaleString()} tokens` }),
+    collectionPicker(a),
     el("button", { type: "button", class: "small quiet", text: "✕", "aria-label": `Remove ${a.name}`, onclick: () => { state.attachments.splice(i, 1); drawChips(); } }))));
   updateFit();
 }
