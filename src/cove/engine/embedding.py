@@ -22,6 +22,21 @@ EmbedInput = str | list[int]
 BATCH_TARGET_S = 0.25
 FIRST_BATCH = 8
 MAX_BATCH = 256
+#: Tokens an embedder's engine step takes at once: whole inputs from several slots. 2048 with
+#: a 512-token model (4 slots, so a step is full) embedded faster than llama.cpp's 512 with 8
+#: slots (benchmarks/embed_throughput.py); more slots than a step holds only add attention
+#: over tokens of other inputs, masked out (llama.cpp embeds a step's inputs in one pass).
+EMBED_BATCH = 2048
+#: llama.cpp's default batch, the least an embedder gets.
+DEFAULT_BATCH = 512
+
+
+def embedding_layout(num_ctx: int, num_parallel: int) -> tuple[int, int]:
+    """(batch tokens, slots) of an embedder: a batch that holds at least one whole input, and
+    as many slots as whole inputs fill it (at least 2, so short inputs still share a step; at
+    most the slots the scheduler planned memory for)."""
+    batch = max(num_ctx, EMBED_BATCH, DEFAULT_BATCH)
+    return batch, max(1, min(num_parallel, max(2, batch // max(num_ctx, 1))))
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,7 @@ def embed_in_batches(
     truncate: bool = True,
     cancel: threading.Event | None = None,
     target_s: float = BATCH_TARGET_S,
+    min_batch: int = 1,
 ) -> dict[str, Any]:
     """`embed` (a loaded model's) over `inputs` a batch at a time, as one engine answer.
 
@@ -102,11 +118,15 @@ def embed_in_batches(
     batches sized to take about `target_s` each (measured as they go: a few short inputs per
     call for a slow model, up to MAX_BATCH for a quick one); a set `cancel` raises Cancelled
     before the next batch. The vectors, their indexes, the tokens and the cut inputs add up.
+
+    `min_batch` is the engine's slot count: a batch is a whole number of them (fewer inputs
+    than slots leave slots idle for the call; a part-filled last round of slots, the same).
     """
     items = [inputs] if _is_token_list(inputs) else list(inputs)
     data: list[dict[str, Any]] = []
     tokens = truncated = 0
-    size = FIRST_BATCH
+    step = max(1, min_batch)
+    size = _rounded(max(FIRST_BATCH, step), step)
     start = 0
     while start < len(items):
         if cancel is not None and cancel.is_set():
@@ -119,7 +139,7 @@ def embed_in_batches(
         tokens += int((result.get("usage") or {}).get("prompt_tokens", 0))
         truncated += int(result.get("truncated") or 0)
         start += len(batch)
-        size = _next_size(size, took, target_s)
+        size = _rounded(_next_size(size, took, target_s), step)
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     return {"data": data, "usage": usage, "truncated": truncated}
 
@@ -128,6 +148,11 @@ def _next_size(size: int, took: float, target_s: float) -> int:
     """The batch that should take `target_s`, at most twice the last one."""
     wanted = int(size * target_s / max(took, 1e-4))
     return max(1, min(wanted, 2 * size, MAX_BATCH))
+
+
+def _rounded(size: int, step: int) -> int:
+    """`size` to a whole number of `step`s: down, but never below one step."""
+    return max(step, size // step * step)
 
 
 def _is_token_list(value: Sequence[Any]) -> bool:

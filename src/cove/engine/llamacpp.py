@@ -18,7 +18,7 @@ from ..errors import BadRequest, CoveError, EngineError
 from ..store.gguf import read_gguf
 from ..templates import is_builtin_template_name, tool_template
 from .base import ChunkCallback, LoadSpec
-from .embedding import fit_to_context
+from .embedding import embedding_layout, fit_to_context
 from .render_guard import RenderGuard
 from .speculative import apply_speculative
 from .threads import choose_threads
@@ -26,8 +26,6 @@ from .tool_choice import ForcedCallStream, as_tool_call_result, forced_request, 
 
 #: The in-process engine's call for each kind of request.
 HANDLERS = {"chat": "handle_chat_completions", "complete": "handle_completions", "embed": "handle_embeddings"}
-#: llama.cpp's default batch; an embedder's batch grows to its context so a whole input fits.
-DEFAULT_BATCH = 512
 
 
 class LlamaCppModel:
@@ -95,7 +93,9 @@ class LlamaCppModel:
             params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
             # An embedder reads a whole input in one micro-batch; past the batch size it fails
             # ("increase the physical batch size"), so the batch holds a slot's whole context.
-            params.n_batch = params.n_ubatch = max(spec.num_ctx, DEFAULT_BATCH)
+            batch, slots = embedding_layout(spec.num_ctx, spec.num_parallel)
+            params.n_batch = params.n_ubatch = batch
+            params.n_parallel, params.n_ctx = slots, spec.num_ctx * slots
         else:
             apply_speculative(params, spec.draft_ngram, spec.draft_path)
         return params

@@ -14,7 +14,7 @@ from ..chat.service import ChatService, TurnRequest, TurnStream
 from ..config import Settings
 from ..engine import calibration
 from ..engine.base import EngineFactory, LoadedModel, LoadSpec
-from ..engine.embedding import Embeddings, embed_in_batches
+from ..engine.embedding import Embeddings, embed_in_batches, embedding_layout
 from ..engine.events import Assembler, ChatAnswer, ChatChunk, LoadedInfo, answer_of, events_of
 from ..engine.memory import kv_cache_type
 from ..engine.options import checked_options, context_size, with_recipe
@@ -373,7 +373,8 @@ class Cove:
             raise BadRequest(f"{request.spec.name} gives {size}-dimensional vectors and cannot shorten them")
         with self.scheduler.use(request, keep_alive, cancel) as loaded:
             ready = time.perf_counter()  # loading (when not loaded yet) and waiting for a slot
-            result = embed_in_batches(loaded.embed, inputs, truncate=truncate, cancel=cancel)
+            slots = embedding_layout(request.spec.num_ctx, request.spec.num_parallel)[1]
+            result = embed_in_batches(loaded.embed, inputs, truncate=truncate, cancel=cancel, min_batch=slots)
         vectors = [item["embedding"] for item in sorted(result["data"], key=lambda d: d["index"])]
         if dimensions is not None and vectors and len(vectors[0]) != dimensions:
             raise BadRequest(
