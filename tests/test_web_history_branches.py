@@ -55,6 +55,26 @@ def test_editing_a_question_branches_and_keeps_the_first_branch(tmp_path: Path) 
         assert history.context_messages(cid) == [{"role": "user", "content": "q1 again"}]
 
 
+def test_a_branch_keeps_what_a_summary_on_another_branch_took_out_of_context(tmp_path: Path) -> None:
+    with History(tmp_path / "cove.db") as history:
+        cid = history.start("tiny").id
+        history.add_message(cid, "user", "q1")
+        history.add_message(cid, "assistant", "a1")
+        q2 = history.add_message(cid, "user", "q2")
+        history.add_message(cid, "assistant", "a2")
+        history.replace_with_summary(cid, 3, "they spoke of q1 and q2")  # on the first branch
+        history.add_message(cid, "user", "q3")
+        sent = history.context_messages(cid)
+        assert sent[0]["content"].endswith("they spoke of q1 and q2") and len(sent) == 2
+        history.branch_before(cid, q2.id)  # a new version of q2: its branch has no summary
+        history.add_message(cid, "user", "q2 again")
+        assert [m["content"] for m in history.context_messages(cid)] == ["q1", "a1", "q2 again"]
+        history.select_branch(cid, q2.id)  # back: the summary stands in again, nothing is lost
+        back = history.context_messages(cid)
+        assert back[0]["content"].endswith("they spoke of q1 and q2")
+        assert back[1:] == [{"role": "user", "content": "q3"}]  # and not q1, a1 a second time
+
+
 def test_delete_one_message_and_replace_one(tmp_path: Path) -> None:
     with History(tmp_path / "cove.db") as history:
         cid = history.start("tiny").id

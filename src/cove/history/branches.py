@@ -92,7 +92,7 @@ def branch_before(conn: apsw.Connection, cid: str, mid: int) -> Tree:
     tree = load(conn, cid)
     _check(tree, cid, mid)
     _set_leaf(conn, cid, tree.parents[mid])
-    return load(conn, cid)
+    return _in_context(conn, load(conn, cid))
 
 
 def select(conn: apsw.Connection, cid: str, mid: int) -> Tree:
@@ -100,7 +100,33 @@ def select(conn: apsw.Connection, cid: str, mid: int) -> Tree:
     tree = load(conn, cid)
     _check(tree, cid, mid)
     _set_leaf(conn, cid, tree.newest_leaf_under(mid))
-    return load(conn, cid)
+    return _in_context(conn, load(conn, cid))
+
+
+def _in_context(conn: apsw.Connection, tree: Tree) -> Tree:
+    """Make what the model is sent follow the branch shown: a message that a summary on another
+    branch took out of context comes back (here nothing stands in for it), and one a summary on
+    this branch stands in for goes out again. Nothing is lost either way; the next turn's fit
+    summarises again when the context is full."""
+    path = tree.path()
+    if not path:
+        return tree
+    marks = ", ".join("?" for _ in path)
+    sql = f"SELECT id, position, in_context, summary_of FROM messages WHERE id IN ({marks})"
+    found = many(conn, sql, path)
+    covered = [_span(span) for _mid, _position, in_context, span in found if span and in_context]
+    for mid, position, in_context, span in found:
+        if span:
+            continue
+        wanted = not any(first <= position <= last for first, last in covered)
+        if bool(in_context) != wanted:
+            conn.execute("UPDATE messages SET in_context = ? WHERE id = ?", (int(wanted), mid))
+    return tree
+
+
+def _span(text: str) -> tuple[int, int]:
+    first, last = text.split("-")
+    return int(first), int(last)
 
 
 def remove(conn: apsw.Connection, cid: str, mid: int) -> Tree:
