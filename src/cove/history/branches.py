@@ -113,7 +113,7 @@ def _in_context(conn: apsw.Connection, tree: Tree) -> Tree:
         return tree
     marks = ", ".join("?" for _ in path)
     sql = f"SELECT id, position, in_context, summary_of FROM messages WHERE id IN ({marks})"
-    found = many(conn, sql, path)
+    found = many(conn, sql, tuple(path))
     covered = [_span(span) for _mid, _position, in_context, span in found if span and in_context]
     for mid, position, in_context, span in found:
         if span:
