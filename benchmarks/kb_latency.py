@@ -5,8 +5,8 @@ The chunks are synthetic, said plainly: texts of words drawn from Debian's FAQ (
 word list), and vectors shaped like real ones: real all-minilm vectors of FAQ-like sentences,
 mixed and perturbed and normalised (clustered as real embeddings are, not uniform noise). They
 are written straight into the index (no embedding at ingest), so only the search is timed. The
-binary-quantised candidates that collections above 20,000 chunks search through are compared
-with exact nearest neighbours (numpy) to give their recall@10.
+vector search (candidates from sqlite-vec's scan of the vectors' signs, ranked by exact cosine)
+is compared with exact nearest neighbours (numpy over every vector) to give its recall@10.
 
     .venv/bin/python benchmarks/kb_latency.py [--sizes 10000,100000] [--queries 100] [--home DIR]
 """
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from cove.config import Settings
+from cove.knowledge import search
 from cove.knowledge.documents import Chunk
 from cove.knowledge.index import Indexed
 from cove.knowledge.service import KnowledgeBase
@@ -93,7 +94,8 @@ def knn_recall(kb: KnowledgeBase, vectors: np.ndarray, queries: np.ndarray) -> f
     hits = 0
     for q in queries:
         exact = set((np.argsort(-(vectors @ q))[:10] + 1).tolist())  # chunk ids start at 1
-        found = {i for i, _ in kb.index.knn(col, q.tolist(), 10, exact_up_to=20_000)}
+        candidates = max(search.CANDIDATES, search.CANDIDATES_PER_RESULT * search.DEPTH)  # as search does
+        found = {i for i, _ in kb.index.knn(col, q.tolist(), 10, candidates)}
         hits += len(exact & found)
     return hits / (10 * len(queries))
 
