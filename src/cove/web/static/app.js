@@ -25,6 +25,7 @@ const state = {
   autoPicked: true, // the picker's model is the page's choice (not the person's, nor a conversation's)
   catalog: [],
   defaults: new Map(), // model -> { temperature, num_ctx, num_predict } it loads with
+  measured: new Map(), // model -> the promise of its measured speeds (asked once a page)
   attachments: [], // [{ name, text, tokens, file }]
   collections: null, // the knowledge base's collection names, asked for with the first attachment
   draft: {}, // settings for a chat that is not stored yet
@@ -276,7 +277,8 @@ async function showEmpty() {
     ? "A base model continues text rather than following instructions: good for completing a passage, poor at chat. Pull a chat model from Models for conversations."
     : entry ? `${entry.description}.` : "A model in your store, answering on this machine: nothing you type leaves it.";
   $("#empty-speed").textContent = "";
-  getJSON(`/api/cove/measured?model=${encodeURIComponent(name)}`).then(({ measured }) => {
+  if (!state.measured.has(name)) state.measured.set(name, getJSON(`/api/cove/measured?model=${encodeURIComponent(name)}`));
+  state.measured.get(name).then(({ measured }) => {
     if ($("#model").value !== name) return;
     $("#empty-speed").textContent = measured && measured.decode_tps
       ? `Measured here: about ${measured.decode_tps.toFixed(1)} tokens/s writing`
@@ -305,6 +307,7 @@ async function showDefaults() {
   const name = $("#model").value;
   if (!name) return;
   if (!state.defaults.has(name)) {
+    state.defaults.set(name, {}); // asked once: a second call meanwhile shows "model default"
     try {
       const info = await (await api("/api/show", { method: "POST", body: { model: name } })).json();
       const found = {};
@@ -317,6 +320,7 @@ async function showDefaults() {
       state.defaults.set(name, found);
     } catch { state.defaults.set(name, {}); }
   }
+  if ($("#model").value !== name) return; // another model was picked meanwhile
   const d = state.defaults.get(name);
   $("#temperature").placeholder = `model default: ${d.temperature ?? "0.8"}`;
   $("#num_ctx").placeholder = `model default: ${d.num_ctx ?? "cove chooses"}`;
@@ -572,6 +576,7 @@ async function stream(body, userBubble) {
     node.message = { role: "assistant", content: node.textBuffer };
     if (node.isConnected) foot(node);
     setBusy(false);
+    state.measured.delete(body.model); // this answer was measured: ask again next time
     if (stored) await syncWithServer().catch(() => {});
     $("#prompt").focus();
   }
