@@ -105,6 +105,7 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     cove = Cove(Settings(home=home))
     yield {
         "cove": cove,
+        "data": data,
         "killed_at": killed_at,
         "first": first_err,
         "second": second,
