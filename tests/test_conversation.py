@@ -15,12 +15,14 @@ from cove.chat.context import SUMMARY_PROMPT, ContextNotice
 from cove.chat.service import TurnRequest
 from cove.config import Settings
 from cove.engine.base import LoadSpec
-from cove.errors import BadRequest, InvalidSetting
-from cove.history import History, db_path
+from cove.errors import BadRequest, EngineError, InvalidSetting
+from cove.history import History, db_path, export_markdown
 from cove.history.context import SUMMARY_INTRO
 from cove.library.local import Cove
 
 NOTES = "notes: the person sent long letters"
+FAIL_PROMPT = "answer, then fail halfway"
+ENGINE_FAILURE = "the engine stopped: upstream gpu-box went away"
 
 
 class SummarisingModel(FakeModel):
@@ -33,6 +35,13 @@ class SummarisingModel(FakeModel):
             words[-1] = words[-1].rstrip()
             return words, "stop"
         return super()._words(body)
+
+    def chat(self, body: dict[str, Any], on_chunk: Any = None) -> dict[str, Any]:
+        if on_chunk and body.get("messages", [{}])[-1].get("content") == FAIL_PROMPT:
+            for word in ("Half ", "an "):  # then its engine fails (a crash, an upstream gone)
+                on_chunk({"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]})
+            raise EngineError(ENGINE_FAILURE)
+        return super().chat(body, on_chunk)
 
 
 class SummarisingEngine(FakeEngine):
@@ -136,6 +145,23 @@ def test_closing_the_stream_early_keeps_what_arrived(
     # What the engine made before it stopped is kept, and it did stop.
     assert reply.content.startswith("You ") and full.startswith(reply.content) and reply.content != full
     assert reply.completion_tokens is not None and reply.completion_tokens < len(full.split())
+    # ... and marked as cut off, never passed off as a whole answer.
+    assert reply.cut_off is not None and reply.cut_off.startswith("stopped before the end")
+    say(fake_cove, history, cid, "and now a short one")
+    assert history.get(cid).messages[-1].cut_off is None
+    markdown = export_markdown(history, [cid])
+    assert markdown.count("*(cut off: stopped before the end") == 1
+
+
+def test_an_engine_failure_mid_answer_keeps_the_part_marked_cut_off(
+    fake_cove: Cove, history: History
+) -> None:
+    cid = history.start("tiny").id
+    with pytest.raises(EngineError):
+        say(fake_cove, history, cid, FAIL_PROMPT)
+    reply = history.get(cid).messages[-1]
+    assert (reply.role, reply.content) == ("assistant", "Half an ")
+    assert reply.cut_off == ENGINE_FAILURE
 
 
 # -- the context budget ----------------------------------------------------------------------

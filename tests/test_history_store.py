@@ -275,6 +275,7 @@ def test_migrations_are_recorded_once(cove_home: Path) -> None:
             "m005_measurements",
             "m006_branches",
             "m007_citations",
+            "m008_cut_off",
         ]
     )
     assert migrate(Database(path)) == []

@@ -163,9 +163,9 @@ async def test_a_streamed_answer_is_kept_before_the_stream_ends(
     """A client that sends its next turn the moment a stream ends must find the answer stored."""
     keep = ChatService._record
 
-    def slow_record(*args: Any) -> None:
+    def slow_record(*args: Any, **named: Any) -> None:
         time.sleep(0.2)  # a slow disk: widens the window a fire-and-forget write would leave open
-        keep(*args)
+        keep(*args, **named)
 
     monkeypatch.setattr(ChatService, "_record", slow_record)
     async with client(make_app(fake_cove)) as c:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ..engine.events import Assembler, ChatAnswer, ChatChunk, Choice
 from ..engine.options import checked_options
 from ..engine.streaming import EventCallback, stream_events
-from ..errors import BadRequest
+from ..errors import BadRequest, Cancelled, CoveError
 from ..history import Conversation, History
 from ..history import citations as kept_citations
 from ..history.records import ROLES
@@ -282,10 +282,13 @@ class ChatService:
     ) -> ChatAnswer:
         """The engine call, and the answer kept (blocking). What streamed before a failure is kept too."""
         arrived = Assembler()
+        asked_to_stop = False
 
         def relay(event: ChatChunk) -> bool:
+            nonlocal asked_to_stop
             arrived.add(event)
-            return bool(on_event(event)) if on_event else False
+            asked_to_stop = bool(on_event(event)) if on_event else False
+            return asked_to_stop
 
         streaming = on_event is not None
         if turn.reply is not None:
@@ -305,12 +308,14 @@ class ChatService:
                     cancel=cancel,
                     context=turn.context,
                 )
-        except BaseException:
+        except BaseException as exc:
             if turn.conversation_id and (arrived.text or turn.tools_used):
-                self._record(turn, arrived.answer())
+                self._record(turn, arrived.answer(), cut_off=cut_off_reason(exc))
             raise
         if turn.conversation_id:
-            self._record(turn, answer)
+            # Stopped by whoever read the stream (the person, a client that left): what came is kept.
+            stopped = asked_to_stop and answer.finish_reason not in ("stop", "length", "tool_calls")
+            self._record(turn, answer, cut_off=cut_off_reason(Cancelled()) if stopped else None)
         return answer
 
     def _own_answer(self, turn: Turn, relay: EventCallback | None) -> ChatAnswer:
@@ -401,8 +406,9 @@ class ChatService:
             return messages
         return [{"role": "system", "content": self.history.persona(persona).system}, *messages]
 
-    def _record(self, turn: Turn, answer: ChatAnswer) -> None:
-        """Keep the answer with its figures, so `cove stats` can show them later."""
+    def _record(self, turn: Turn, answer: ChatAnswer, cut_off: str | None = None) -> None:
+        """Keep the answer with its figures, so `cove stats` can show them later; an answer that
+        stopped before its end is kept marked with why (`cut_off`), never as if it were whole."""
         assert turn.conversation_id is not None
         for run in turn.tools_used:  # what the tools said is part of the conversation
             self.history.add_message(turn.conversation_id, "tool", history_line(run))
@@ -416,9 +422,21 @@ class ChatService:
             ttft_ms=ttft * 1000 if ttft is not None else None,
             tokens_per_s=answer.tokens_per_s,
             model=turn.model,
+            cut_off=cut_off,
         )
         if turn.citations:
             kept_citations.keep(self.history, kept.id, [c.to_dict() for c in turn.citations])
+
+
+def cut_off_reason(exc: BaseException) -> str:
+    """Why an answer stopped early, in a few words a person reads beside what was kept."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "stopped with Ctrl-C"
+    if isinstance(exc, Cancelled):
+        return "stopped before the end: the client left or asked to stop"
+    if isinstance(exc, CoveError):
+        return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    return f"cove failed while answering ({type(exc).__name__})"
 
 
 def can_think(manifest: Manifest) -> bool:

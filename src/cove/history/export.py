@@ -30,6 +30,7 @@ The JSON format, version 1::
               "model": "..." | null,      the model that wrote this answer
               "summary_of": [first, last] | null,  positions a summary message stands for
               "in_context": true,         false: replaced by a summary, not sent to the model
+              "cut_off": "..." | null,    why an answer stopped before its end; null: whole
               "citations": [{"n", "file", "page", "heading", "text", "score", ...}]
                                           only on an answer that cited a collection's passages
             }
@@ -147,6 +148,7 @@ def _message_json(message: Message, citations: list[dict[str, Any]] | None = Non
         "model": message.model,
         "summary_of": list(message.summary_of) if message.summary_of else None,
         "in_context": message.in_context,
+        "cut_off": message.cut_off,
     }
     if citations:
         out["citations"] = citations
@@ -162,6 +164,8 @@ def _conversation_markdown(chat: Conversation) -> str:
         lines += ["", "**System prompt**", "", chat.system]
     for message in chat.messages:
         lines += ["", f"## {_heading(message)}", "", message.content]
+        if message.cut_off:
+            lines += ["", f"*(cut off: {message.cut_off})*"]
     return "\n".join(lines)
 
 
@@ -229,6 +233,7 @@ def _cove_message(raw: dict[str, Any], where: str) -> NewMessage:
         model=fields.text(raw, "model", where, optional=True),
         summary_of=_span(raw.get("summary_of"), f"{where}.summary_of"),
         in_context=fields.flag(raw, "in_context", where, default=True),
+        cut_off=fields.text(raw, "cut_off", where, optional=True),
         citations=_citations(raw.get("citations"), f"{where}.citations"),
     )
 

@@ -183,6 +183,13 @@ def m007_citations(conn: apsw.Connection) -> None:
     )
 
 
+def m008_cut_off(conn: apsw.Connection) -> None:
+    """Why an answer stopped before its end (the engine failed, the client left, an upstream
+    replica died mid-stream), or NULL for a whole answer: what streamed is kept, never passed
+    off as complete."""
+    conn.execute("ALTER TABLE messages ADD COLUMN cut_off TEXT")
+
+
 Step = Callable[[apsw.Connection], None]
 STEPS: tuple[Step, ...] = (
     m001_conversations,
@@ -192,6 +199,7 @@ STEPS: tuple[Step, ...] = (
     m005_measurements,
     m006_branches,
     m007_citations,
+    m008_cut_off,
 )
 
 

@@ -26,6 +26,7 @@ class Message:
     model: str | None = None
     summary_of: tuple[int, int] | None = None  # first and last position this summary stands for
     in_context: bool = True
+    cut_off: str | None = None  # why the answer stopped before its end; None: it is whole
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ class NewMessage:
     model: str | None = None
     summary_of: tuple[int, int] | None = None
     in_context: bool = True
+    cut_off: str | None = None
     # The sources an imported answer cited (an export's `citations`), kept beside it.
     citations: tuple[dict[str, Any], ...] = ()
 

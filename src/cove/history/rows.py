@@ -15,7 +15,7 @@ CONVERSATION_COLUMNS = (
 )
 MESSAGE_COLUMNS = (
     "id, conversation_id, position, role, content, created_at, prompt_tokens, completion_tokens,"
-    " time_to_first_token_ms, tokens_per_s, model, summary_of, in_context"
+    " time_to_first_token_ms, tokens_per_s, model, summary_of, in_context, cut_off"
 )
 
 
@@ -38,7 +38,7 @@ def conversation(row: tuple[Any, ...], messages: list[Message]) -> Conversation:
 
 
 def message(row: tuple[Any, ...]) -> Message:
-    mid, cid, position, role, content, created, p_tok, c_tok, ttft, tps, model, summary_of, in_ctx = row
+    mid, cid, position, role, content, created, p_tok, c_tok, ttft, tps, model, summary_of, in_ctx, cut = row
     return Message(
         id=mid,
         conversation_id=cid,
@@ -53,6 +53,7 @@ def message(row: tuple[Any, ...]) -> Message:
         model=model,
         summary_of=parse_range(summary_of),
         in_context=bool(in_ctx),
+        cut_off=cut,
     )
 
 
@@ -95,7 +96,7 @@ def insert_conversation(conn: apsw.Connection, cid: str, new: NewConversation) -
 
 def insert_message(conn: apsw.Connection, cid: str, new: NewMessage) -> Message:
     conn.execute(
-        f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             cid,
             new.position,
@@ -109,6 +110,7 @@ def insert_message(conn: apsw.Connection, cid: str, new: NewMessage) -> Message:
             new.model,
             format_range(new.summary_of),
             int(new.in_context),
+            new.cut_off,
         ),
     )
     return Message(
@@ -125,4 +127,5 @@ def insert_message(conn: apsw.Connection, cid: str, new: NewMessage) -> Message:
         model=new.model,
         summary_of=new.summary_of,
         in_context=new.in_context,
+        cut_off=new.cut_off,
     )

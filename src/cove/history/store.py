@@ -122,8 +122,10 @@ class History:
         ttft_ms: float | None = None,
         tokens_per_s: float | None = None,
         model: str | None = None,
+        cut_off: str | None = None,
     ) -> Message:
-        """Append a message, committed to disk before this returns."""
+        """Append a message, committed to disk before this returns; `cut_off` says why an answer
+        stopped before its end."""
         if role not in ROLES:
             raise BadRequest(f"a message role is one of {', '.join(ROLES)}, got {role!r}")
         if not isinstance(content, str):
@@ -140,6 +142,7 @@ class History:
                 ttft_ms=ttft_ms,
                 tokens_per_s=tokens_per_s,
                 model=model,
+                cut_off=cut_off,
             )
             message = rows.insert_message(conn, cid, new)
             _touch(conn, cid, new.created_at)
