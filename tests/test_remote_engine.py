@@ -23,6 +23,7 @@ from cove.errors import BadRequest, InvalidRecipe
 from cove.library.local import Cove
 from cove.net import gate
 from cove.net.policy import EngineHost, Policy, decide
+from cove.net.report import policy_report
 from cove.recipe import parse_recipe
 from tests.fakes import FakeEngine
 
@@ -224,11 +225,12 @@ def test_plain_http_to_another_host_needs_an_opt_in(
 ) -> None:
     ref = parse_recipe("FROM openai+http://gpu.example:8000/v1#m\n").remote[0]
     with pytest.raises(gate.EgressRefused, match=r"COVE_REMOTE_HTTP_HOSTS=gpu\.example"):
-        remote.check_transport("far", ref, {})
+        remote.check_transport("far", ref, ())
     with caplog.at_level("WARNING"):
-        remote.check_transport("far", ref, {"COVE_REMOTE_HTTP_HOSTS": "other, GPU.example"})
+        opted = Settings(remote_http_hosts="other, GPU.example").remote_http_hosts  # type: ignore[arg-type]
+        remote.check_transport("far", ref, opted)
     assert "PLAIN HTTP" in caplog.text
-    remote.check_transport("far", parse_recipe("FROM openai+http://127.0.0.1:1/v1#m\n").remote[0], {})
+    remote.check_transport("far", parse_recipe("FROM openai+http://127.0.0.1:1/v1#m\n").remote[0])
 
 
 # -- bad upstreams: one clear line each -------------------------------------------------------
@@ -554,6 +556,9 @@ def test_the_privacy_report_lines_name_each_upstream_and_what_travels(cove: Cove
     assert [r["to"] for r in rules] == ["gpu.example:8000", "this machine only"]
     assert "far:latest" in rules[0]["why"] and "prompt" in rules[0]["why"] and rules[0]["allowed"]
     assert not remote.privacy_rules(cove.settings.home, offline=True)[0]["allowed"]
+    # `cove privacy` (and /api/cove/privacy) shows them with every other way out.
+    report = policy_report(gate.Gate(cove.settings))
+    assert "gpu.example:8000" in [r["to"] for r in report["rules"] if r["feature"] == remote.REMOTE_ENGINE]
 
 
 @pytest.mark.anyio

@@ -178,6 +178,12 @@ class Settings:
         env="COVE_MCP_SERVERS",
         description="JSON file declaring MCP servers whose tools cove offers (default COVE_HOME/mcp.json)",
     )
+    remote_http_hosts: CommaList = setting(
+        (),
+        env="COVE_REMOTE_HTTP_HOSTS",
+        description="comma-separated hosts a remote model may reach over plain http (unencrypted; "
+        "https and loopback need nothing)",
+    )
     searxng_url: Url | None = setting(
         None,
         env="COVE_SEARXNG_URL",

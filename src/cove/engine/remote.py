@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -123,12 +123,12 @@ class _EngineGate(gate.Gate):
         """The ledger is the base gate's: it closes it."""
 
 
-def check_transport(name: str, ref: RemoteRef, environ: dict[str, str] | None = None) -> None:
-    """https anywhere the recipe names; http to loopback; http elsewhere only when opted in."""
+def check_transport(name: str, ref: RemoteRef, plain_http_hosts: Iterable[str] = ()) -> None:
+    """https anywhere the recipe names; http to loopback; http elsewhere only to the hosts the
+    user opted in for (COVE_REMOTE_HTTP_HOSTS)."""
     if ref.scheme == "https" or is_loopback_host(ref.host):
         return
-    env = os.environ if environ is None else environ
-    opted = {normal_host(h) for h in env.get(HTTP_HOSTS_ENV, "").split(",") if h.strip()}
+    opted = {normal_host(h) for h in plain_http_hosts if h.strip()}
     if normal_host(ref.host) not in opted:
         raise gate.EgressRefused(
             f"cove did not connect to {ref.host}:{ref.port} for {name}: plain http would send "
@@ -193,11 +193,12 @@ class RemoteModel:
             raise ValueError("RemoteModel needs a spec with remote upstreams")
         self.spec = spec
         self.refs = [parse_remote(ref) for ref in spec.remote]
+        base = gate.current()
         for ref in self.refs:
-            check_transport(spec.name, ref)
+            check_transport(spec.name, ref, base.settings.remote_http_hosts)
         key = api_key(spec)
         engines = tuple(EngineHost(r.host, r.port, spec.name) for r in self.refs)
-        self._gate = _EngineGate(gate.current(), engines)
+        self._gate = _EngineGate(base, engines)
         refused = [self._gate.decide(REMOTE_ENGINE, r.host, r.port) for r in self.refs]
         if not any(d.allowed for d in refused):  # offline, say: one clear refusal, no probing
             for ref, decision in zip(self.refs, refused, strict=True):

@@ -20,7 +20,13 @@ def policy_report(gate: Gate) -> dict[str, Any]:
     """Every way out of this machine cove knows of, each with whether it is open and why."""
     settings = gate.settings
     offline = settings.offline
-    rules = [_pull_rule(gate), _remote_rule(gate), *_tool_rules(gate), *_mcp_rules(gate)]
+    rules = [
+        _pull_rule(gate),
+        _remote_rule(gate),
+        *_remote_engine_rules(gate),
+        *_tool_rules(gate),
+        *_mcp_rules(gate),
+    ]
     if offline:
         summary = "Offline: cove connects to nothing but this machine, not even for `cove pull`."
     else:
@@ -53,6 +59,13 @@ def _pull_rule(gate: Gate) -> dict[str, Any]:
         "why": "only while `cove pull NAME` (or an API pull) fetches the model you named"
         + ("; refused: offline" if settings.offline else ""),
     }
+
+
+def _remote_engine_rules(gate: Gate) -> list[dict[str, Any]]:
+    """Each upstream a stored remote model's recipe names: where prompts go when it answers."""
+    from ..engine.remote import privacy_rules  # the engine layer sits above net/: imported late
+
+    return privacy_rules(gate.home, gate.settings.offline)
 
 
 def _remote_rule(gate: Gate) -> dict[str, Any]:
