@@ -47,8 +47,10 @@ def through_server(monkeypatch: pytest.MonkeyPatch, backend: Loaded) -> None:
     monkeypatch.setattr(Context, "backend", property(found))
 
 
-def info(name: str, *, active: int, slots: int, expires: float | None) -> LoadedInfo:
-    return LoadedInfo(name, "ab" * 32, 98_000_000, 4096, slots, active, expires)
+def info(
+    name: str, *, active: int, slots: int, expires: float | None, runs_on: tuple[str, ...] = ()
+) -> LoadedInfo:
+    return LoadedInfo(name, "ab" * 32, 98_000_000, 4096, slots, active, expires, runs_on)
 
 
 def test_without_a_server_says_why_nothing_is_loaded(cove_home: Path) -> None:
@@ -68,13 +70,26 @@ def test_active_out_of_slots(monkeypatch: pytest.MonkeyPatch) -> None:
             info("smollm2:135m", active=1, slots=4, expires=None),
             info("gemma3:270m", active=0, slots=2, expires=299.6),
             info("old:latest", active=0, slots=0, expires=None),  # a server that does not say
+            info("far:latest", active=0, slots=1, expires=60, runs_on=("gpu-box:8000", "[::1]:8001")),
         ),
     )
     lines = [line.split() for line in ps().stdout.splitlines()]
-    assert lines[0] == ["NAME", "ID", "SIZE", "CONTEXT", "ACTIVE/SLOTS", "UNTIL"]
-    assert lines[1] == ["smollm2:135m", "abababababab", "98.0", "MB", "4096", "1/4", "busy"]
-    assert lines[2] == ["gemma3:270m", "abababababab", "98.0", "MB", "4096", "0/2", "300", "s"]
-    assert lines[3] == ["old:latest", "abababababab", "98.0", "MB", "4096", "0/?", "forever"]
+    assert lines[0] == ["NAME", "ID", "SIZE", "CONTEXT", "ACTIVE/SLOTS", "UNTIL", "WHERE"]
+    assert lines[1] == ["smollm2:135m", "abababababab", "98.0", "MB", "4096", "1/4", "busy", "here"]
+    assert lines[2] == ["gemma3:270m", "abababababab", "98.0", "MB", "4096", "0/2", "300", "s", "here"]
+    assert lines[3] == ["old:latest", "abababababab", "98.0", "MB", "4096", "0/?", "forever", "here"]
+    # A remote model holds no memory here; it says where it answers.
+    assert lines[4] == [
+        "far:latest",
+        "abababababab",
+        "-",
+        "4096",
+        "0/1",
+        "60",
+        "s",
+        "gpu-box:8000,",
+        "[::1]:8001",
+    ]
 
 
 def test_through_a_real_server(fake_cove: Cove, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:

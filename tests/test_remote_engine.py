@@ -201,6 +201,8 @@ def test_ps_shows_a_remote_model_and_it_takes_no_local_slot(
     cove.scheduler.max_loaded = 1
     loaded = {m.name: m for m in cove.loaded()}
     assert "far:latest" in loaded and loaded["far:latest"].size == 0
+    assert loaded["far:latest"].runs_on == (url.split("//")[1].split("/")[0],)
+    assert loaded["tiny:latest"].runs_on == ()
     cove.chat("tiny", [{"role": "user", "content": "again"}])  # no eviction of far needed
     assert {m.name for m in cove.loaded()} == {"far:latest", "tiny:latest"}
 

@@ -257,12 +257,14 @@ def ps(ctx: Context) -> None:
             else "a model stays loaded between commands only while `cove serve` runs"
         )
         return out.print(f"no models loaded ({hint})")
-    table = Table("NAME", "ID", "SIZE", "CONTEXT", "ACTIVE/SLOTS", "UNTIL", box=None)
+    table = Table("NAME", "ID", "SIZE", "CONTEXT", "ACTIVE/SLOTS", "UNTIL", "WHERE", box=None)
     for r in loaded:
         forever = "busy" if r.active else "forever"  # no expiry while answering, or keep-alive -1
         until = forever if r.expires_in_s is None else f"{r.expires_in_s:.0f} s"
         slots = f"{r.active}/{r.num_parallel if r.num_parallel > 0 else '?'}"  # 0: a server too old to say
-        table.add_row(r.name, r.digest[:12], human_size(r.size), str(r.num_ctx), slots, until)
+        size = "-" if r.runs_on else human_size(r.size)  # a remote model holds no memory here
+        where = ", ".join(r.runs_on) if r.runs_on else "here"
+        table.add_row(r.name, r.digest[:12], size, str(r.num_ctx), slots, until, where)
     out.print(table)
 
 

@@ -139,6 +139,8 @@ class LoadedInfo:
     num_parallel: int
     active: int
     expires_in_s: float | None
+    #: Where a remote model answers (its upstreams' host:port); empty for a model running here.
+    runs_on: tuple[str, ...] = ()
 
 
 def usage_of(raw: dict[str, Any]) -> Usage:

@@ -22,7 +22,7 @@ from ..engine.scheduler import ModelRequest, Scheduler
 from ..engine.streaming import EventCallback, stream_events
 from ..errors import BadRequest, InvalidRecipe, ModelNotFound
 from ..history import History, db_path
-from ..recipe import Recipe, looks_like_path, parse_recipe
+from ..recipe import Recipe, looks_like_path, parse_recipe, parse_remote
 from ..store import catalog
 from ..store.models import Manifest, ModelStore, describe, remote_base, validate_gguf
 from ..store.names import parse_name
@@ -399,6 +399,7 @@ class Cove:
                 num_parallel=r.spec.num_parallel,
                 active=r.active,
                 expires_in_s=None if r.expires_at == float("inf") else r.expires_at - now,
+                runs_on=tuple(_host_port(ref) for ref in r.spec.remote),
             )
             for r in self.scheduler.loaded()
         ]
@@ -440,6 +441,11 @@ def _remote_fields(manifest: Manifest, recipe: Recipe) -> dict[str, Any]:
         "api_key_env": recipe.parameters.get("api_key_env"),
         "remote_timeout_s": float(recipe.parameters.get("remote_timeout") or 0.0),
     }
+
+
+def _host_port(remote: str) -> str:
+    ref = parse_remote(remote)
+    return f"[{ref.host}]:{ref.port}" if ":" in ref.host else f"{ref.host}:{ref.port}"
 
 
 def _with_context(

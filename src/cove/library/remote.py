@@ -179,6 +179,7 @@ class RemoteCove:
                 num_parallel=int(m.get("num_parallel") or 0),
                 active=int(m.get("active") or 0),
                 expires_in_s=_seconds_until(m.get("expires_at")),
+                runs_on=tuple(str(h) for h in m.get("cove_runs_on") or ()),
             )
             for m in response.json()["models"]
         ]

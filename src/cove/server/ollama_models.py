@@ -271,6 +271,7 @@ async def ps(request: Request) -> Response:
                 # cove's own, beside Ollama's (its clients ignore them): slots in use and in all.
                 "num_parallel": loaded.num_parallel,
                 "active": loaded.active,
+                "cove_runs_on": list(loaded.runs_on),  # a remote model's upstreams; [] here
             }
         )
     return JSONResponse({"models": models})
