@@ -461,6 +461,9 @@ async def test_the_server_answers_an_upstream_failure_in_its_own_shape(
         assert ollama.status_code == 502 and "upstream 127.0.0.1" in ollama.json()["error"]
         metrics = await http.get("/metrics")
         assert 'model="far:latest"' in metrics.text
+        # The replica that just failed is out: its health gauge says so.
+        gauges = [ln for ln in metrics.text.splitlines() if ln.startswith("cove_remote_replica_healthy{")]
+        assert len(gauges) == 1 and 'model="far:latest"' in gauges[0] and gauges[0].endswith(" 0.0")
 
 
 def test_a_failed_answer_is_never_kept_as_whole(cove: Cove, upstream: tuple[Upstream, str]) -> None:

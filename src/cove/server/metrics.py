@@ -29,9 +29,19 @@ class SchedulerCollector(Collector):
         memory = GaugeMetricFamily(
             "cove_model_memory_bytes", "Estimated memory of each loaded model", labels=["model"]
         )
+        healthy = GaugeMetricFamily(
+            "cove_remote_replica_healthy",
+            "1 while a remote model's upstream replica answers its health checks, else 0",
+            labels=["model", "replica"],
+        )
         for runner in runners:
             memory.add_metric([runner.spec.name], runner.size)
-        yield from (queue, loaded, memory)
+            describe = getattr(runner.model, "describe", None) if runner.spec.remote else None
+            for replica in describe() if describe else ():
+                healthy.add_metric(
+                    [runner.spec.name, str(replica["name"])], 1.0 if replica["healthy"] else 0.0
+                )
+        yield from (queue, loaded, memory, healthy)
 
 
 class Metrics:
