@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 from kb_helpers import FAKE_MODEL, consistent, make_kb, write
+from small_disk import fill, small_disk
 
-from cove.errors import BadRequest
+from cove.errors import BadRequest, DiskFull
 from cove.knowledge.documents import Chunk
 from cove.knowledge.embedder import HashEmbedder
 from cove.knowledge.errors import CollectionExists, CollectionNotFound
 from cove.knowledge.index import Indexed
 
 SECRET = "zanzibarquokka"
+__all__ = ["small_disk"]  # the fixture, imported for its use here
 
 
 def test_collections_are_created_listed_and_dropped(tmp_path: Path) -> None:
@@ -119,3 +121,19 @@ def test_a_failed_write_leaves_the_document_as_it_was(tmp_path: Path) -> None:
     [doc] = kb.documents("notes")
     assert (doc.hash, doc.chunks) == ("h1", 1)
     assert consistent(kb, "notes") == 1
+
+
+def test_a_full_disk_is_one_clear_error_and_loses_nothing(small_disk: Path, tmp_path: Path) -> None:
+    kb = make_kb(small_disk / "home")
+    kb.create("notes", FAKE_MODEL)
+    write(tmp_path / "d", "kept.txt", "indexed before the disk filled up")
+    kb.add("notes", [tmp_path / "d"])
+    kb.sync("notes")
+    write(tmp_path / "d", "big.txt", " ".join(f"word{i}" for i in range(20_000)))
+    filler = fill(small_disk)
+    with pytest.raises(DiskFull, match=r"disk full: the knowledge index in .* sync again"):
+        kb.sync("notes")
+    filler.unlink()
+    assert [d.file for d in kb.documents("notes")] == ["kept.txt"]
+    consistent(kb, "notes")
+    assert kb.sync("notes").added == ["big.txt"]  # room again: the next sync does the rest

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ import apsw
 import numpy as np
 import sqlite_vec
 
-from ..errors import BadRequest
+from ..errors import BadRequest, DiskFull
 from ..history.db import Database, many, one
 from .documents import Chunk
 from .errors import CollectionExists, CollectionNotFound
@@ -167,7 +168,7 @@ class KnowledgeIndex:
         # Not FULL as for the history: a commit lost to a power cut is only a document the next
         # sync reads again, and 10,000 small files should not cost 10,000 flushes to the disk.
         conn.execute("PRAGMA synchronous=NORMAL")
-        with self.db.write() as c:
+        with self._write() as c:
             c.execute(SCHEMA)
             columns = {row[1] for row in c.execute("PRAGMA table_info(chunks)")}
             if "vector" not in columns:  # an index made before vectors were kept in the chunk rows
@@ -176,11 +177,23 @@ class KnowledgeIndex:
     def close(self) -> None:
         self.db.close()
 
+    @contextmanager
+    def _write(self) -> Iterator[apsw.Connection]:
+        """A write transaction; a full disk is said as the knowledge base's, not the history's."""
+        try:
+            with self.db.write() as c:
+                yield c
+        except DiskFull as exc:
+            raise DiskFull(
+                f"disk full: the knowledge index in {self.db.path.parent} could not be saved (what "
+                "was indexed before is kept); free some space on that disk and sync again"
+            ) from exc
+
     # -- collections -------------------------------------------------------------------------
 
     def create(self, name: str, model: str) -> Collection:
         check_name(name)
-        with self.db.write() as c:
+        with self._write() as c:
             if c.execute("SELECT 1 FROM collections WHERE name = ?", (name,)).fetchone():
                 raise CollectionExists(f"a collection named '{name}' already exists")
             c.execute("INSERT INTO collections(name, model, created) VALUES (?, ?, ?)", (name, model, now()))
@@ -218,7 +231,7 @@ class KnowledgeIndex:
 
     def drop(self, name: str) -> None:
         cid = self.collection(name).id
-        with self.db.write() as c:
+        with self._write() as c:
             self._clear_vectors(c, cid)
             c.execute(f"DROP TABLE IF EXISTS {_fts(cid)}")
             c.execute(f"DROP TABLE IF EXISTS {_vec(cid)}")
@@ -227,7 +240,7 @@ class KnowledgeIndex:
 
     def add_root(self, name: str, root: Root) -> None:
         cid = self.collection(name).id
-        with self.db.write() as c:
+        with self._write() as c:
             c.execute(
                 "INSERT INTO roots(collection, path, include, exclude) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(collection, path) DO UPDATE SET "
@@ -237,19 +250,19 @@ class KnowledgeIndex:
 
     def remove_roots(self, name: str, paths: Iterable[str]) -> None:
         cid = self.collection(name).id
-        with self.db.write() as c:
+        with self._write() as c:
             for path in paths:
                 c.execute("DELETE FROM roots WHERE collection = ? AND path = ?", (cid, path))
 
     def synced(self, name: str) -> None:
-        with self.db.write() as c:
+        with self._write() as c:
             c.execute("UPDATE collections SET last_sync = ? WHERE name = ?", (now(), name))
 
     def set_model(self, name: str, model: str) -> int:
         """A new embedding model: every vector goes, and every document is read again at the next
         sync (its hash forgotten). Returns how many documents that is."""
         col = self.collection(name)
-        with self.db.write() as c:
+        with self._write() as c:
             self._clear_vectors(c, col.id)
             c.execute(f"DROP TABLE IF EXISTS {_vec(col.id)}")
             c.execute("UPDATE collections SET model = ?, dimensions = NULL WHERE id = ?", (model, col.id))
@@ -277,7 +290,7 @@ class KnowledgeIndex:
 
     def write_document(self, col: Collection, doc: Indexed) -> None:
         """The document's row, chunks, search rows and vectors replaced together, or not at all."""
-        with self.db.write() as c:
+        with self._write() as c:
             if doc.vectors:
                 self._ensure_vectors(c, col, len(doc.vectors[0]))
             row = c.execute(
@@ -307,14 +320,14 @@ class KnowledgeIndex:
 
     def move_document(self, col: Collection, old_path: str, new_path: str, file: str, mtime_ns: int) -> None:
         """A renamed file: same content, so its chunks and vectors stay; only where it is changes."""
-        with self.db.write() as c:
+        with self._write() as c:
             c.execute(
                 "UPDATE documents SET path = ?, file = ?, mtime_ns = ? WHERE collection = ? AND path = ?",
                 (new_path, file, mtime_ns, col.id, old_path),
             )
 
     def touch_document(self, col: Collection, path: str, mtime_ns: int, size: int) -> None:
-        with self.db.write() as c:
+        with self._write() as c:
             c.execute(
                 "UPDATE documents SET mtime_ns = ?, size = ? WHERE collection = ? AND path = ?",
                 (mtime_ns, size, col.id, path),
@@ -322,7 +335,7 @@ class KnowledgeIndex:
 
     def delete_documents(self, col: Collection, paths: Iterable[str]) -> int:
         deleted = 0
-        with self.db.write() as c:
+        with self._write() as c:
             for path in paths:
                 row = c.execute(
                     "SELECT id FROM documents WHERE collection = ? AND path = ?", (col.id, path)
