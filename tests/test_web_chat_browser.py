@@ -580,6 +580,18 @@ def test_a_cut_stream_keeps_what_came_and_a_lost_server_is_shown(site: Site, pag
     expect(page.locator("#connection")).to_contain_text("Reconnected", timeout=10_000)
 
 
+def test_a_stored_cut_off_answer_is_shown_as_cut_off(site: Site, page: Any) -> None:
+    chat = conversation("cutoff000001", "Cut", 1)
+    chat["messages"][1]["cut_off"] = "the engine stopped"
+    site.load(chat)
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    page.locator("#conversations li[data-id='cutoff000001'] .conv-open").click()
+    answer = page.locator("#messages > .msg.assistant")
+    expect(answer.locator(".cutoff")).to_have_text("Cut off: the engine stopped")
+    assert "cut off" in answer.locator(".stats").inner_text()
+
+
 def test_it_works_behind_an_api_key(tmp_path: Path, site: Site) -> None:
     engine = FakeEngine()
     cove = tiny_cove(tmp_path / "keyed", engine)

@@ -140,7 +140,11 @@ function answerNode(m, html) {
   if (html !== undefined) fill(body, html);
   else body.textContent = m.content;
   const node = el("article", { class: "msg assistant", "aria-label": "cove" }, body, el("div", { class: "msg-foot" }));
-  setMessage(node, m, { ttft: m.time_to_first_token_ms, tps: m.tokens_per_s });
+  if (m.cut_off) { // kept as far as it came, and said so (the history records why it stopped)
+    node.classList.add("cut");
+    node.insertBefore(el("p", { class: "cutoff", text: `Cut off: ${m.cut_off}` }), node.lastChild);
+  }
+  setMessage(node, m, { ttft: m.time_to_first_token_ms, tps: m.tokens_per_s, cut: Boolean(m.cut_off) });
   return node;
 }
 
