@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import numpy as np
 import sqlite_vec
 
 from ..errors import BadRequest, DiskFull
-from ..history.db import Database, many, one
+from ..history.db import BUSY_TIMEOUT_MS, Database, many, one
 from .documents import Chunk
 from .errors import CollectionExists, CollectionNotFound
 
@@ -173,9 +174,31 @@ class KnowledgeIndex:
             columns = {row[1] for row in c.execute("PRAGMA table_info(chunks)")}
             if "vector" not in columns:  # an index made before vectors were kept in the chunk rows
                 c.execute("ALTER TABLE chunks ADD COLUMN vector BLOB")
+        self._searcher: apsw.Connection | None = None
+        self._searcher_lock = threading.Lock()
 
     def close(self) -> None:
+        with self._searcher_lock:
+            if self._searcher is not None:
+                self._searcher.close()
+                self._searcher = None
         self.db.close()
+
+    @contextmanager
+    def _search_rows(self) -> Iterator[apsw.Connection]:
+        """A second connection, for the BM25 half of a hybrid search: it runs on another thread
+        while this one embeds the question and ranks vectors (WAL lets both read at once)."""
+        with self._searcher_lock:
+            if self._searcher is None:
+                conn = apsw.Connection(str(self.db.path), flags=apsw.SQLITE_OPEN_READONLY)
+                conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+                self._searcher = conn
+            conn = self._searcher
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
 
     @contextmanager
     def _write(self) -> Iterator[apsw.Connection]:
@@ -450,7 +473,7 @@ class KnowledgeIndex:
     def bm25(self, col: Collection, match: str, limit: int) -> list[tuple[int, float]]:
         """(chunk id, BM25 score, higher is better) for an FTS5 query, best first."""
         t = _fts(col.id)
-        with self.db.read() as c:
+        with self._search_rows() as c:
             rows = many(
                 c, f"SELECT rowid, bm25({t}) FROM {t} WHERE {t} MATCH ? ORDER BY rank LIMIT ?",
                 (match, limit),

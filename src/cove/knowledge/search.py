@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from ..errors import BadRequest
@@ -37,6 +38,7 @@ MAX_TERMS = 64
 RELEVANCE: dict[str, float] = {"all-minilm": 0.28}
 
 Reranker = Callable[[str, list[str]], list[float]]
+_BM25 = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cove-kb-bm25")
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -91,20 +93,23 @@ def search(
     similarity: dict[int, float] = {}
     for name in dict.fromkeys(names):
         col = index.collection(name)
+        match = fts_query(query) if mode != "vector" else None
+        # BM25 on its own connection and thread while this one embeds the question and ranks
+        # vectors: the engine, SQLite and numpy all let go of the GIL, so the halves overlap.
+        lexical = _BM25.submit(index.bm25, col, match, depth) if match else None
         vector = embedder_of(col).embed([query])[0] if mode != "bm25" or col.dimensions else None
+        near = (
+            index.knn(col, vector, depth, max(CANDIDATES, CANDIDATES_PER_RESULT * depth))
+            if vector is not None and mode != "bm25"
+            else []
+        )
         if mode != "vector":
-            match = fts_query(query)
-            hits = index.bm25(col, match, depth) if match else []
+            hits = lexical.result() if lexical is not None else []
             rankings.append([i for i, _ in hits])
             weights.append(BM25_WEIGHT)
             if mode == "bm25":
                 scores.update(hits)
         if vector is not None:
-            near = (
-                index.knn(col, vector, depth, max(CANDIDATES, CANDIDATES_PER_RESULT * depth))
-                if mode != "bm25"
-                else []
-            )
             similarity.update(near)
             if mode != "bm25":
                 rankings.append([i for i, _ in near])
