@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -120,6 +121,7 @@ def main() -> None:
         command = [sys.executable, __file__, "--one", model, "--home", str(home)]
         command += ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
         done = subprocess.run(command, capture_output=True, text=True)
+        shutil.rmtree(home, ignore_errors=True)
         if done.returncode != 0:
             print(f"{model}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
             continue
