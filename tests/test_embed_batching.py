@@ -7,19 +7,16 @@ from typing import Any
 
 import pytest
 
-from cove.engine.embedding import EMBED_BATCH, embed_in_batches, embedding_layout
+from cove.engine.embedding import embed_in_batches, embedding_layout
 
 
 @pytest.mark.parametrize(
     ("num_ctx", "planned", "expected"),
     [
-        (512, 8, (EMBED_BATCH, 4)),  # all-minilm: four whole inputs fill a step
-        (512, 2, (EMBED_BATCH, 2)),  # never more slots than the scheduler planned memory for
-        (256, 16, (EMBED_BATCH, 8)),
-        (2048, 8, (2048, 2)),  # a long-context embedder: short inputs still share a step
-        (8192, 8, (8192, 2)),  # the batch always holds a whole input
+        (512, 8, (512, 8)),  # all-minilm: a step holds one whole input, and no more
+        (256, 4, (512, 4)),  # never less than llama.cpp's own batch
+        (2048, 8, (2048, 8)),  # a long-context embedder: the batch grows to hold a whole input
         (8192, 1, (8192, 1)),
-        (128, 1, (EMBED_BATCH, 1)),
     ],
 )
 def test_embedding_layout(num_ctx: int, planned: int, expected: tuple[int, int]) -> None:

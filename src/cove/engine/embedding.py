@@ -22,21 +22,18 @@ EmbedInput = str | list[int]
 BATCH_TARGET_S = 0.25
 FIRST_BATCH = 8
 MAX_BATCH = 256
-#: Tokens an embedder's engine step takes at once: whole inputs from several slots. 2048 with
-#: a 512-token model (4 slots, so a step is full) embedded faster than llama.cpp's 512 with 8
-#: slots (benchmarks/embed_throughput.py); more slots than a step holds only add attention
-#: over tokens of other inputs, masked out (llama.cpp embeds a step's inputs in one pass).
-EMBED_BATCH = 2048
 #: llama.cpp's default batch, the least an embedder gets.
 DEFAULT_BATCH = 512
 
 
 def embedding_layout(num_ctx: int, num_parallel: int) -> tuple[int, int]:
-    """(batch tokens, slots) of an embedder: a batch that holds at least one whole input, and
-    as many slots as whole inputs fill it (at least 2, so short inputs still share a step; at
-    most the slots the scheduler planned memory for)."""
-    batch = max(num_ctx, EMBED_BATCH, DEFAULT_BATCH)
-    return batch, max(1, min(num_parallel, max(2, batch // max(num_ctx, 1))))
+    """(batch tokens, slots) of an embedder. The batch holds one whole input (llama.cpp refuses
+    an input longer than its micro-batch) and no more: the inputs of one step attend over the
+    whole step, masked, so a bigger one costs CPU for nothing. Measured with all-minilm on
+    220-token chunks, one thread (benchmarks/embed_throughput.py and per CPU-second): 512 with 1
+    or 2 slots' inputs in a step embedded 4.7 texts per CPU-second, 2048 with 4 slots 4.3. The
+    slots stay those the scheduler planned: short inputs (queries) share a step."""
+    return max(num_ctx, DEFAULT_BATCH), max(1, num_parallel)
 
 
 @dataclass(frozen=True)
