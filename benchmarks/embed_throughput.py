@@ -46,9 +46,10 @@ MODEL = catalog.DEFAULT_EMBEDDING_MODEL
 #: (label, n_batch (0: cove's), slots (0: cove's), threads (0: cove's), poll (None: cove's))
 SWEEP: list[tuple[str, int, int, int, int | None]] = [
     ("cove's embedding load (engine alone)", 0, 0, 0, None),
-    ("old load: batch 512, 8 slots", 512, 8, 0, None),
+    ("batch 2048, 4 slots", 2048, 4, 0, None),
     ("batch 2048, 8 slots", 2048, 8, 0, None),
     ("2 threads, poll 0", 0, 0, 2, 0),
+    ("2 threads, poll 50", 0, 0, 2, 50),
 ]
 
 
