@@ -122,10 +122,9 @@ def test_the_migration_links_conversations_written_before_branches(tmp_path: Pat
 
 
 def turn(text: str | None, cid: str, **extra: Any) -> dict[str, Any]:
-    """A turn with a new question; with None, a turn that answers the shown branch again. That one
-    sends the conversation's own system prompt (an empty message list would only load the model,
-    as on Ollama), which the page does too."""
-    messages = [{"role": "system", "content": ""}] if text is None else [{"role": "user", "content": text}]
+    """A turn with a new question; with None, a turn with no new message, which in a stored
+    conversation answers the shown branch again (the page's Regenerate)."""
+    messages = [] if text is None else [{"role": "user", "content": text}]
     return {"model": "tiny", "messages": messages, "stream": False, "conversation_id": cid, **extra}
 
 
@@ -163,6 +162,13 @@ async def test_edit_and_regenerate_through_the_api(fake_cove: Cove, engine: Fake
         assert engine.requests[-1]["messages"] == [{"role": "user", "content": "an edited question"}]
         r = await c.get(f"/api/cove/conversations/{cid}/branches")
         assert r.json()["branches"] == 3 and len(r.json()["messages"]) == 5
+        # Nothing to answer again when the branch shown ends with an answer; nothing is stored.
+        r = await c.post("/api/chat", json=turn(None, cid))
+        assert r.status_code == 400 and "nothing to answer again" in r.json()["error"]
+        assert len((await c.get(f"/api/cove/conversations/{cid}/branches")).json()["messages"]) == 5
+        # Without a stored conversation, no messages only loads the model (Ollama's rule).
+        r = await c.post("/api/chat", json={"model": "tiny", "messages": [], "stream": False})
+        assert r.status_code == 200 and r.json()["done_reason"] == "load"
         r = await c.post(f"/api/cove/conversations/{cid}/select", json={"message_id": question["id"]})
         back = r.json()["messages"]
         assert back[0]["content"] == "first question" and back[-1]["id"] == second["id"]

@@ -237,12 +237,15 @@ class ChatService:
         if request.context is not None:
             raise BadRequest("collections need a chat; a generate context cannot cite documents")
         asked = [_text_of(m.get("content")) for m in messages if m["role"] == "user"]
+        stored: list[str] = []
+        if request.conversation and request.conversation != "new":
+            shown = self.history.get(str(request.conversation)).messages
+            stored = [m.content for m in shown if m.role == "user" and m.in_context]
+        if not asked and not messages:  # answering the stored question again: it is the question
+            asked, stored = stored[-1:], stored[:-1]
         if not asked or not asked[-1].strip():
             raise BadRequest("collections need a question: the last user message is empty or missing")
-        earlier = asked[:-1]
-        if request.conversation and request.conversation != "new":
-            stored = self.history.get(str(request.conversation)).messages
-            earlier = [m.content for m in stored if m.role == "user" and m.in_context] + earlier
+        earlier = stored + asked[:-1]
         return retrieval.retrieve(self.knowledge, request.collections, asked[-1], earlier, request.strict)
 
     def _add_sources(self, turn: Turn, found: Retrieval, room: int) -> None:
@@ -346,6 +349,11 @@ class ChatService:
                 f"a stored conversation keeps only {', '.join(ROLES)} messages, not {unknown[0]!r}"
             )
         chat = self._settled(request, model, options, messages)
+        if not messages and (not chat.messages or chat.messages[-1].role not in ("user", "tool")):
+            raise BadRequest(
+                "nothing to answer again: the conversation does not end with a question "
+                "(branch before an answer first, or send a message)"
+            )
         for message in messages:
             text = _text_of(message.get("content"))
             if message["role"] == "system":

@@ -120,7 +120,9 @@ def generate_request(req: OllamaGenerateRequest) -> TurnRequest:
 
 async def chat(request: Request) -> Response:
     req = await parse(request, OllamaChatRequest)
-    if not req.messages:
+    # No messages only loads the model (Ollama's rule), except in a stored conversation: there
+    # it answers the conversation as it stands again (the web chat's Regenerate, after a branch).
+    if not req.messages and req.conversation_id in (None, "", "new"):
         return await load_only(request, req.model, req.keep_alive, "message")
     return await answer(request, chat_request(req, request), req.stream, "message")
 

@@ -255,8 +255,8 @@ async function regenerate(node) {
     let from = node;
     while (from.previousSibling && from.previousSibling.classList.contains("tool-note")) from = from.previousSibling;
     dropFrom(from);
-    // The conversation's own system prompt stands in for "no new message" (an empty list only loads the model).
-    await stream({ ...turnBody(), messages: [{ role: "system", content: chat.system || "" }] });
+    // No new message in a stored conversation: the server answers its question again.
+    await stream({ ...turnBody(), messages: [] });
   } catch (err) { notice(explain(err)); }
 }
 
