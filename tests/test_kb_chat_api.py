@@ -61,6 +61,16 @@ async def test_ollama_chat_answers_with_citations(cove: Cove, engine: FakeEngine
     assert REFUND in engine.requests[0]["messages"][-1]["content"]
 
 
+async def test_a_reopened_conversation_shows_its_answers_citations(cove: Cove) -> None:
+    body = {"model": "tiny", "messages": ASK, "options": OPTIONS, "collections": ["contracts"]}
+    async with client(make_app(cove)) as http:
+        r = await http.post("/api/chat", json={**body, "stream": False, "conversation_id": "new"})
+        cid = r.headers["x-cove-conversation"]
+        shown = (await http.get(f"/api/cove/conversations/{cid}")).json()["messages"]
+    question, answer = shown
+    assert "citations" not in question and cited(answer["citations"]) == EXPECTED
+
+
 async def test_openai_chat_answers_with_citations(cove: Cove) -> None:
     body = {"model": "tiny", "messages": ASK, "num_ctx": 4096, "collections": ["contracts"]}
     async with client(make_app(cove)) as http:

@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from ..errors import BadRequest
 from ..history import History, export_json, export_markdown, import_file
+from ..history import citations as kept_citations
 from ..history.branches import Tree
 from ..history.export import conversation_json
 from ..history.prices import cost, load_prices
@@ -92,10 +93,13 @@ async def conversations(request: Request) -> Response:
     )
 
 
-def shown(chat: Conversation, tree: Tree) -> dict[str, Any]:
+def shown(
+    chat: Conversation, tree: Tree, cited: dict[int, list[dict[str, Any]]] | None = None
+) -> dict[str, Any]:
     """A conversation as the page shows it: the branch on screen, each message with its id, its
-    parent and its siblings (the other versions of it, for the "‹ 2/3 ›" switcher)."""
-    out = conversation_json(chat)
+    parent and its siblings (the other versions of it, for the "‹ 2/3 ›" switcher), and the
+    sources an answer cited (`cited`, by position), as the export writes them."""
+    out = conversation_json(chat, cited)
     for kept, message in zip(out["messages"], chat.messages, strict=True):
         kept["id"] = message.id
         kept["parent_id"] = tree.parents.get(message.id)
@@ -105,7 +109,7 @@ def shown(chat: Conversation, tree: Tree) -> dict[str, Any]:
 
 
 def _shown_now(history: History, cid: str) -> dict[str, Any]:
-    return shown(history.get(cid), history.tree(cid))
+    return shown(history.get(cid), history.tree(cid), kept_citations.by_position(history, cid))
 
 
 async def conversation(request: Request) -> Response:
