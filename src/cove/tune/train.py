@@ -147,7 +147,9 @@ def add_lora(model: Any, settings: TuneSettings) -> Any:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft reads a property transformers has deprecated
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 # -- tokens -----------------------------------------------------------------------------------
