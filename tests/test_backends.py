@@ -23,6 +23,7 @@ from cove.history import History, db_path
 from cove.library.backend import Backend
 from cove.library.local import Cove
 from cove.library.remote import RemoteCove, find_server
+from cove.store import catalog
 
 
 @pytest.fixture
@@ -123,6 +124,11 @@ def test_model_names_and_the_store(backend: Backend) -> None:
         backend.model("nothing-here")
     backend.copy("tiny", "twin")
     assert "twin:latest" in {m.name for m in backend.models()}
+    # What each model is for, the same whichever way `cove list` asks: tiny has no chat template.
+    backend.create("chatty", "FROM tiny\nTEMPLATE chatml\n")
+    kinds = {m.name: catalog.model_kind(m) for m in backend.models()}
+    assert (kinds["tiny:latest"], kinds["chatty:latest"]) == ("base", "chat")
+    backend.remove("chatty")
     backend.remove("twin")
     assert "twin:latest" not in {m.name for m in backend.models()}
 

@@ -14,7 +14,7 @@ import pytest
 from cli_helpers import _workdir, feed, history, run_main
 from click.testing import CliRunner, Result
 from fakes import FakeEngine
-from gguf_writer import write_gguf
+from gguf_writer import DEFAULT_METADATA, write_gguf
 
 import cove.cli.chat  # noqa: F401 - registers `cove run` on the group
 from cove.cli import main as main_module
@@ -76,6 +76,16 @@ def test_list_json(tiny_store: Cove) -> None:
     assert [row["name"] for row in rows] == ["tiny:latest"]
     assert rows[0]["digest"] == tiny_store.model("tiny").digest
     assert rows[0]["id"] == rows[0]["digest"][:12]
+    assert rows[0]["kind"] == "base"
+
+
+def test_list_says_what_each_model_is_for(tiny_store: Cove, cove_home: Path) -> None:
+    chat = {**DEFAULT_METADATA, "tokenizer.chat_template": "{{ messages[0].content }}"}
+    write_gguf(cove_home / "chatty.gguf", chat)
+    invoke("import", str(cove_home / "chatty.gguf"), "chatty")
+    kinds = {row["name"]: row["kind"] for row in json.loads(invoke("list", "--json").stdout)}
+    assert kinds == {"tiny:latest": "base", "chatty:latest": "chat"}  # tiny has no chat template
+    assert "KIND" in invoke("list").stdout.splitlines()[0]
 
 
 def test_list_table(tiny_store: Cove) -> None:

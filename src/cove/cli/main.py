@@ -20,6 +20,7 @@ from ..errors import CoveError
 from ..library.backend import Backend
 from ..library.local import Cove
 from ..library.remote import find_server
+from ..store import catalog
 from ..store.names import parse_name
 from ..store.progress import PullProgress
 from .confirm import confirm, yes_option
@@ -104,9 +105,10 @@ def list_models(ctx: Context, as_json: bool, available: bool) -> None:
     models = ctx.backend.models()
     if as_json:
         return print_json([_model_row(m) for m in models])
-    table = Table("NAME", "ID", "SIZE", "MODIFIED", box=None)
+    # KIND: chat (follows instructions), base (only continues text) or embedding (makes vectors).
+    table = Table("NAME", "ID", "SIZE", "KIND", "MODIFIED", box=None)
     for m in models:
-        table.add_row(m.name, m.short_id, human_size(m.size), human_age(m.modified))
+        table.add_row(m.name, m.short_id, human_size(m.size), catalog.model_kind(m), human_age(m.modified))
     out.print(table)
 
 
@@ -116,6 +118,7 @@ def _model_row(m: Any) -> dict[str, Any]:
         "id": m.short_id,
         "digest": m.digest,
         "size": m.size,
+        "kind": catalog.model_kind(m),
         "modified": m.modified,
     }
 

@@ -279,7 +279,8 @@ def _manifest(data: dict[str, Any]) -> Manifest:
         digest=data.get("digest", ""),
         size=data.get("size", 0),
         source="server",
-        info={},
+        # What the server says the model is for (its /api/tags `kind`), for `cove list`.
+        info={"kind": data["kind"]} if isinstance(data.get("kind"), str) else {},
         modified=data.get("modified_at", ""),
     )
 

@@ -433,6 +433,8 @@ def model_kind(manifest: Manifest) -> str:
     its files say (a model with no chat template only continues text)."""
     if manifest.is_embedding:
         return "embedding"
+    if isinstance(manifest.info.get("kind"), str):  # a server's listing said (RemoteCove)
+        return str(manifest.info["kind"])
     entry = next((e for e in CATALOG if e.sha256 and e.sha256 == manifest.digest), None)
     if entry:
         return entry.kind
