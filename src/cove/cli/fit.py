@@ -211,7 +211,8 @@ def available(as_json: bool) -> None:
         return print_json([r.to_dict() for r in ranked] + [e.to_dict() for e in rest])
     table = Table("NAME", "SIZE", "RAM", "FIT", "SPEED", "LICENSE", "DESCRIPTION", box=None)
     for r in ranked:
-        speed = f"{tps(r.plan.decode_tps)} tok/s"
+        # An embedding model writes no text: a writing speed would mislead.
+        speed = "-" if r.entry.kind == "embedding" else f"{tps(r.plan.decode_tps)} tok/s"
         ram = f"{r.plan.memory['total'] / GB:.1f} GB"
         table.add_row(
             r.entry.name, human_size(r.entry.size), ram, r.label, speed, r.entry.license, r.entry.description
