@@ -2,6 +2,7 @@
 // /api/cove/render returned after sanitising it. No libraries (KaTeX, bundled, only for formulas).
 
 import { loadPrivacy } from "/static/privacy.js";
+import { knowledgeFields, loadCollectionPicker, showSources, strictShown } from "/static/sources.js";
 import {
   $, HttpError, api, copy, el, explain, fill, getJSON, ndjson, notice, onReconnect, postJSON,
   renderInto, renderMany, watchServer,
@@ -153,6 +154,7 @@ function setMessage(node, m, figures) {
   node.message = m;
   if (m.id) node.dataset.id = m.id;
   if (figures) node.figures = figures;
+  if (m.role === "assistant" && m.citations?.length) showSources(node, m.citations);
   foot(node);
 }
 
@@ -469,7 +471,7 @@ function turnBody() {
   const body = { model: $("#model").value, stream: true, conversation_id: state.chat ? state.chat.id : "new" };
   const opts = options();
   if (Object.keys(opts).length) body.options = opts;
-  return body;
+  return { ...body, ...knowledgeFields() };
 }
 
 async function send(typed) {
@@ -578,6 +580,7 @@ async function stream(body, userBubble) {
     figures.tps = final && final.eval_duration ? final.eval_count / (final.eval_duration / 1e9) : null;
     node.figures = figures;
     node.message = { role: "assistant", content: node.textBuffer };
+    if (final?.citations?.length) showSources(node, final.citations);
     if (node.isConnected) foot(node);
     setBusy(false);
     state.measured.delete(body.model); // this answer was measured: ask again next time
@@ -689,6 +692,7 @@ async function loadPickers() {
   const catalog = await Promise.race([catalogCall, new Promise((r) => setTimeout(() => r(null), 300))]);
   if (catalog === null) catalogCall.then((c) => { if (c.models?.length) { state.catalog = c.models; loadPickers().catch(() => {}); } });
   pickModels(models, catalog || { models: [] });
+  await loadCollectionPicker().catch(() => { $("#kb-box").hidden = true; });
   setPersonas(personas);
   showEmpty();
 }
@@ -817,6 +821,7 @@ function wire() {
   $("#search-form").addEventListener("submit", (e) => { e.preventDefault(); search($("#search").value).catch((err) => notice(explain(err))); });
   $("#pull-form").addEventListener("submit", (e) => { e.preventDefault(); pullModel($("#pull-name").value); });
   $("#model").addEventListener("change", () => { state.autoPicked = false; describeChoice(); });
+  $("#kb").addEventListener("change", strictShown);
   $("#settings-button").addEventListener("click", () => ($("#settings-panel").hidden ? openSettings() : closeSettings()));
   $("#settings-close").addEventListener("click", () => { closeSettings(); $("#settings-button").focus(); });
   $("#persona").addEventListener("change", () => {

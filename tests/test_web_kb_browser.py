@@ -1,0 +1,151 @@
+"""The web chat's knowledge base in a real Chromium, on the fake engine: the composer's collection
+picker and what a turn sends, cited sources under streamed and reopened answers, [n] links that
+open them, passages kept inert as text, and axe-core on all of it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from test_web_chat_browser import AXE, Site, axe, conversation, open_page
+from test_web_chat_browser import site as site
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (the test extra)")
+expect = sync_api.expect
+pytestmark = [pytest.mark.browser]
+
+EVIL = '<img src=x onerror="window.pwned=1">'
+CITATIONS = [
+    {"n": 1, "file": "harbour.pdf", "page": 3, "heading": None, "text": "Seals rest on the north pier.",
+     "score": 0.9, "collection": "notes", "chunk_id": 11, "start": 0, "end": 29, "whole": False},
+    {"n": 2, "file": "<b>tides</b>.md", "page": None, "heading": "Spring tides", "text": EVIL,
+     "score": 0.5, "collection": "notes", "chunk_id": 12, "start": 0, "end": 40, "whole": False},
+]  # fmt: skip
+ANSWER = "Seals rest on the pier [1], at spring tides too [2]. Not [3]."
+
+
+def kb_page(site: Site, collections: list[str], sent: list[dict[str, Any]], bypass_csp: bool = False) -> Any:
+    """A page whose knowledge base holds `collections` and whose /api/chat answers ANSWER citing
+    CITATIONS; each chat body sent is kept in `sent`."""
+    context = site.browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=bypass_csp)
+    context.route(
+        "**/api/cove/kb", lambda r: r.fulfill(json={"collections": [{"name": n} for n in collections]})
+    )
+
+    def chat(route: Any) -> None:
+        sent.append(json.loads(route.request.post_data))
+        lines = [
+            {"message": {"role": "assistant", "content": w + " "}, "done": False} for w in ANSWER.split(" ")
+        ]
+        lines.append({"message": {"role": "assistant", "content": ""}, "done": True, "citations": CITATIONS})
+        route.fulfill(body="".join(json.dumps(x) + "\n" for x in lines), content_type="application/x-ndjson")
+
+    context.route("**/api/chat", chat)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.on("console", lambda m: page.errors.append(m.text) if "Content Security Policy" in m.text else None)
+    page.goto(site.url + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    return page
+
+
+@pytest.fixture
+def closing() -> Iterator[list[Any]]:
+    pages: list[Any] = []
+    yield pages
+    for page in pages:
+        errors = page.errors
+        page.context.close()
+        assert errors == []
+
+
+def ask(page: Any, text: str) -> Any:
+    page.fill("#prompt", text)
+    page.press("#prompt", "Enter")
+    answer = page.locator("#messages > .msg.assistant").last
+    answer.locator(".msg-foot .act-copy").wait_for()
+    expect(page.locator("#send")).to_have_text("Send")
+    return answer
+
+
+def test_the_picker_is_hidden_without_collections(site: Site) -> None:
+    page = open_page(site)
+    try:
+        expect(page.locator("#kb-box")).to_be_hidden()
+    finally:
+        page.context.close()
+
+
+def test_the_chosen_collection_and_strictness_go_with_every_turn(site: Site, closing: list[Any]) -> None:
+    sent: list[dict[str, Any]] = []
+    page = kb_page(site, ["notes", "work"], sent)
+    closing.append(page)
+    expect(page.locator("#kb-box")).to_be_visible()
+    expect(page.locator("#kb option")).to_have_text(["No documents", "notes", "work"])
+    expect(page.locator("#kb")).to_have_value("")
+    expect(page.locator("#kb-strict")).to_be_disabled()
+    ask(page, "no documents")
+    page.select_option("#kb", "work")
+    page.check("#kb-strict")
+    ask(page, "from work, strictly")
+    page.uncheck("#kb-strict")
+    ask(page, "from work")
+    assert "collections" not in sent[0] and "cove_strict" not in sent[0]
+    assert (sent[1]["collections"], sent[1]["cove_strict"]) == (["work"], True)
+    assert (sent[2]["collections"], sent[2]["cove_strict"]) == (["work"], False)
+
+
+def check_sources(page: Any, answer: Any) -> None:
+    """Sources listed, [n] linked to them, and every passage and name shown as text only."""
+    sources = answer.locator(".sources details")
+    expect(sources.locator("summary")).to_have_text(
+        ["[1] harbour.pdf, page 3", "[2] <b>tides</b>.md, Spring tides"]
+    )
+    expect(answer.locator(".sources details[open]")).to_have_count(0)
+    links = answer.locator(".md a.cite")
+    expect(links).to_have_text(["[1]", "[2]"])  # [3] cites nothing: it stays text
+    links.nth(1).click()
+    expect(sources.nth(1)).to_have_attribute("open", "")
+    expect(sources.nth(1).locator("summary")).to_be_focused()
+    expect(sources.nth(1).locator(".passage")).to_have_text(EVIL)
+    assert answer.locator(".sources img, .sources b").count() == 0
+    assert page.evaluate("() => window.pwned") is None
+    sources.nth(0).locator("summary").click()
+    expect(sources.nth(0).locator(".passage")).to_have_text("Seals rest on the north pier.")
+
+
+def test_a_streamed_answer_shows_its_sources(site: Site, closing: list[Any]) -> None:
+    page = kb_page(site, ["notes"], [])
+    closing.append(page)
+    page.select_option("#kb", "notes")
+    check_sources(page, ask(page, "where are the seals?"))
+
+
+def test_a_reopened_answer_shows_its_sources(site: Site) -> None:
+    chat = conversation("kbcite000001", "Seals", 1)
+    chat["messages"][1]["content"] = ANSWER
+    chat["messages"][1]["citations"] = CITATIONS
+    site.load(chat)
+    page = open_page(site)
+    try:
+        page.locator("#conversations li[data-id='kbcite000001'] .conv-open").click()
+        answer = page.locator("#messages > .msg.assistant").first
+        answer.locator(".sources").wait_for()
+        check_sources(page, answer)
+        assert page.errors == []
+    finally:
+        page.context.close()
+
+
+@pytest.mark.skipif(not AXE.exists(), reason="needs axe-core: npm ci --prefix tests/web")
+def test_axe_finds_nothing_serious_in_the_picker_and_sources(site: Site, closing: list[Any]) -> None:
+    page = kb_page(site, ["notes"], [], bypass_csp=True)
+    closing.append(page)
+    page.select_option("#kb", "notes")
+    answer = ask(page, "where are the seals?")
+    answer.locator(".sources summary").first.click()
+    assert axe(page) == []
