@@ -8,7 +8,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
+from kb_helpers import FAKE_MODEL
 from test_web_chat_browser import AXE, Site, axe, conversation, open_page
 from test_web_chat_browser import site as site
 
@@ -149,3 +151,71 @@ def test_axe_finds_nothing_serious_in_the_picker_and_sources(site: Site, closing
     answer = ask(page, "where are the seals?")
     answer.locator(".sources summary").first.click()
     assert axe(page) == []
+
+
+# -- the Knowledge view, on the real knowledge routes (a hashed bag-of-words embedder) ----------
+
+
+def test_the_knowledge_view_creates_a_collection(site: Site) -> None:
+    page = open_page(site)
+    try:
+        page.click(".top nav button[data-view='knowledge']")
+        page.fill("#kb-new-name", "created")
+        page.click("#kb-create button[type=submit]")
+        expect(page.locator("#kb-status")).to_have_text("Created created.")
+        expect(page.locator("#kb-list section[data-collection='created'] h3")).to_have_text("created")
+        expect(page.locator("#kb option")).to_contain_text(["No documents", "created"])  # the composer's too
+        assert page.errors == []
+    finally:
+        page.context.close()
+
+
+def test_files_uploaded_in_the_knowledge_view_are_indexed_and_searchable(site: Site, tmp_path: Any) -> None:
+    made = httpx.post(site.url + "/api/cove/kb", json={"name": "docs", "model": FAKE_MODEL})
+    assert made.status_code == 201, made.text
+    (tmp_path / "harbour.txt").write_text("Seals rest on the north pier every morning.", "utf-8")
+    (tmp_path / "evil.md").write_text(f"Seals and markup: {EVIL}", "utf-8")
+    page = open_page(site)
+    try:
+        page.click(".top nav button[data-view='knowledge']")
+        docs = page.locator("#kb-list section[data-collection='docs']")
+        expect(docs.locator("p.muted").last).to_have_text("No documents yet.")
+        docs.locator("input[type=file]").set_input_files(
+            [str(tmp_path / "harbour.txt"), str(tmp_path / "evil.md")]
+        )
+        expect(page.locator("#kb-status")).to_have_text("docs synced: 2 added, 0 updated, 0 removed.")
+        expect(docs.locator("tbody tr td:first-child")).to_have_text(["evil.md", "harbour.txt"])
+        page.select_option("#kb-search-in", "docs")
+        page.fill("#kb-query", "seals pier")
+        page.click("#kb-search button[type=submit]")
+        found = page.locator("#kb-results li")
+        expect(found.first.locator(".kb-where")).to_contain_text("harbour.txt")
+        expect(found.first.locator(".passage")).to_contain_text("Seals rest on the north pier")
+        expect(page.locator("#kb-results .passage", has_text="onerror")).to_contain_text(EVIL)
+        assert page.locator("#kb-results img").count() == 0
+        assert page.evaluate("() => window.pwned") is None
+        assert page.errors == []
+    finally:
+        page.context.close()
+
+
+@pytest.mark.skipif(not AXE.exists(), reason="needs axe-core: npm ci --prefix tests/web")
+def test_axe_finds_nothing_serious_in_the_knowledge_view(site: Site) -> None:
+    httpx.post(site.url + "/api/cove/kb", json={"name": "docs", "model": FAKE_MODEL})  # 409 if there
+    files = {"file": ("seals.txt", b"Seals rest on the pier.", "text/plain")}
+    assert httpx.post(site.url + "/api/cove/kb/docs/upload", files=files).status_code == 201
+    synced = httpx.post(site.url + "/api/cove/kb/docs/sync", json={"stream": False}, timeout=60)
+    assert synced.status_code == 200, synced.text
+    page = open_page(site, bypass_csp=True)
+    try:
+        page.click(".top nav button[data-view='knowledge']")
+        page.locator("#kb-list section").first.wait_for()
+        page.select_option("#kb-search-in", "docs")
+        page.fill("#kb-query", "seals")
+        page.click("#kb-search button[type=submit]")
+        page.locator("#kb-results li").first.wait_for()
+        assert axe(page) == []
+        page.emulate_media(color_scheme="dark")
+        assert axe(page) == []
+    finally:
+        page.context.close()

@@ -2,6 +2,7 @@
 // /api/cove/render returned after sanitising it. No libraries (KaTeX, bundled, only for formulas).
 
 import { loadPrivacy } from "/static/privacy.js";
+import { loadKnowledge, wireKnowledge } from "/static/knowledge.js";
 import { knowledgeFields, loadCollectionPicker, showSources, strictShown } from "/static/sources.js";
 import {
   $, HttpError, api, copy, el, explain, fill, getJSON, ndjson, notice, onReconnect, postJSON,
@@ -40,10 +41,11 @@ function show(view) {
     if (button.dataset.view === view) button.setAttribute("aria-current", "page");
     else button.removeAttribute("aria-current");
   }
-  for (const name of ["chat", "models", "usage", "tools", "privacy"]) $(`#view-${name}`).hidden = name !== view;
+  for (const name of ["chat", "models", "usage", "knowledge", "tools", "privacy"]) $(`#view-${name}`).hidden = name !== view;
   if (view !== "chat") closeSettings();
   if (view === "models") loadModels().catch((e) => notice(explain(e), "#models-notice"));
   if (view === "usage") loadUsage().catch((e) => { $("#usage-summary").textContent = explain(e); });
+  if (view === "knowledge") loadKnowledge().catch((e) => { $("#kb-summary").textContent = explain(e); });
   if (view === "tools") loadTools().catch((e) => { $("#tools-summary").textContent = explain(e); });
   if (view === "privacy") loadPrivacy(getJSON).catch((e) => { $("#privacy-summary").textContent = explain(e); });
 }
@@ -822,6 +824,7 @@ function wire() {
   $("#pull-form").addEventListener("submit", (e) => { e.preventDefault(); pullModel($("#pull-name").value); });
   $("#model").addEventListener("change", () => { state.autoPicked = false; describeChoice(); });
   $("#kb").addEventListener("change", strictShown);
+  wireKnowledge(() => loadCollectionPicker().catch(() => {}));
   $("#settings-button").addEventListener("click", () => ($("#settings-panel").hidden ? openSettings() : closeSettings()));
   $("#settings-close").addEventListener("click", () => { closeSettings(); $("#settings-button").focus(); });
   $("#persona").addEventListener("change", () => {

@@ -1,0 +1,96 @@
+// The Knowledge view: collections and their documents, creating one, uploading files into one
+// (then syncing it, its progress shown), and searching them. All data goes in as text.
+
+import { $, api, el, explain, getJSON, ndjson, postJSON } from "/static/util.js";
+
+let changed = () => {};
+
+/** `onChange` runs after a collection is created (the composer's picker lists it). */
+export function wireKnowledge(onChange) {
+  changed = onChange;
+  $("#kb-create").addEventListener("submit", (e) => { e.preventDefault(); create().catch(say); });
+  $("#kb-search").addEventListener("submit", (e) => { e.preventDefault(); search().catch(say); });
+}
+
+function say(err) { $("#kb-status").textContent = explain(err); }
+
+export async function loadKnowledge() {
+  const { collections } = await getJSON("/api/cove/kb");
+  $("#kb-summary").textContent = collections.length
+    ? `${collections.length} collection${collections.length === 1 ? "" : "s"}.`
+    : "No collection yet: create one, then add files to it.";
+  const docs = await Promise.all(collections.map((c) =>
+    getJSON(`/api/cove/kb/${encodeURIComponent(c.name)}/documents`).then((r) => r.documents).catch(() => [])));
+  $("#kb-list").replaceChildren(...collections.map((c, i) => collectionNode(c, docs[i])));
+  const within = $("#kb-search-in");
+  const was = within.value;
+  within.replaceChildren(...collections.map((c) => el("option", { value: c.name, text: c.name })));
+  if (collections.some((c) => c.name === was)) within.value = was;
+  $("#kb-search").hidden = collections.length === 0;
+}
+
+function collectionNode(c, documents) {
+  const id = `kb-c-${c.name.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+  const input = el("input", { type: "file", multiple: true, id: `${id}-file`, class: "kb-file" });
+  input.addEventListener("change", () => { upload(c.name, [...input.files]).catch(say); input.value = ""; });
+  const rows = documents.map((d) => el("tr", {},
+    el("td", { text: d.file }), el("td", { text: d.status || "" }),
+    el("td", { text: d.pages ?? "" }), el("td", { text: d.chunks ?? "" })));
+  const table = documents.length
+    ? el("table", { class: "kb-docs" },
+      el("thead", {}, el("tr", {}, ...["File", "State", "Pages", "Passages"].map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, ...rows))
+    : el("p", { class: "muted", text: "No documents yet." });
+  return el("section", { class: "kb-collection", "data-collection": c.name, "aria-labelledby": `${id}-name` },
+    el("h3", { id: `${id}-name`, text: c.name }),
+    el("p", { class: "muted", text: `${c.documents ?? documents.length} documents, ${c.chunks ?? 0} passages${c.model ? `, embedded with ${c.model}` : ""}` }),
+    el("label", { for: `${id}-file`, text: `Add files to ${c.name}` }), input,
+    table);
+}
+
+async function create() {
+  const name = $("#kb-new-name").value.trim();
+  if (!name) return;
+  await postJSON("/api/cove/kb", { name });
+  $("#kb-new-name").value = "";
+  $("#kb-status").textContent = `Created ${name}.`;
+  await loadKnowledge();
+  changed();
+}
+
+async function upload(name, files) {
+  if (!files.length) return;
+  const form = new FormData();
+  for (const file of files) form.append("file", file, file.name);
+  const where = `/api/cove/kb/${encodeURIComponent(name)}`;
+  const status = $("#kb-status");
+  status.textContent = `Uploading ${files.length} file${files.length === 1 ? "" : "s"} to ${name}…`;
+  await api(`${where}/upload`, { method: "POST", raw: form });
+  const res = await api(`${where}/sync`, { method: "POST", body: {} });
+  for await (const line of ndjson(res)) {
+    if (line.error) throw new Error(line.error);
+    if (line.progress) {
+      const p = line.progress;
+      status.textContent = `Indexing ${name}: ${p.files_done} of ${p.files_total} files, ${p.chunks} passages${p.current ? ` (${p.current})` : ""}…`;
+    }
+    if (line.report) {
+      const r = line.report;
+      const refused = (r.refused || []).map((x) => `${x.file}: ${x.reason}`);
+      const count = (v) => (Array.isArray(v) ? v.length : v || 0);
+      status.textContent = `${name} synced: ${count(r.added)} added, ${count(r.updated)} updated, ${count(r.removed)} removed.`
+        + (refused.length ? ` Not read: ${refused.join("; ")}.` : "");
+    }
+  }
+  await loadKnowledge();
+}
+
+async function search() {
+  const query = $("#kb-query").value.trim();
+  const collection = $("#kb-search-in").value;
+  if (!query || !collection) return;
+  const { passages } = await postJSON("/api/cove/kb/search", { collections: [collection], query, k: 5 });
+  $("#kb-results-summary").textContent = passages.length ? `${passages.length} passages, best first.` : "Nothing found.";
+  $("#kb-results").replaceChildren(...passages.map((p) => el("li", { class: "kb-passage" },
+    el("p", { class: "kb-where", text: `${p.file}${p.page != null ? `, page ${p.page}` : p.heading ? `, ${p.heading}` : ""} · score ${Number(p.score).toFixed(3)}` }),
+    el("blockquote", { class: "passage", text: p.text || "" }))));
+}
