@@ -199,13 +199,45 @@ def test_files_uploaded_in_the_knowledge_view_are_indexed_and_searchable(site: S
         page.context.close()
 
 
-@pytest.mark.skipif(not AXE.exists(), reason="needs axe-core: npm ci --prefix tests/web")
-def test_axe_finds_nothing_serious_in_the_knowledge_view(site: Site) -> None:
+def indexed(site: Site) -> None:
+    """The collection `docs` holds seals.txt (whatever earlier tests left there too)."""
     httpx.post(site.url + "/api/cove/kb", json={"name": "docs", "model": FAKE_MODEL})  # 409 if there
     files = {"file": ("seals.txt", b"Seals rest on the pier.", "text/plain")}
     assert httpx.post(site.url + "/api/cove/kb/docs/upload", files=files).status_code == 201
     synced = httpx.post(site.url + "/api/cove/kb/docs/sync", json={"stream": False}, timeout=60)
     assert synced.status_code == 200, synced.text
+
+
+def test_a_real_turn_cites_its_collection_streamed_and_reopened(site: Site) -> None:
+    """The server's own answer (the fake engine repeats the question, [1] and all) and its citations."""
+    indexed(site)
+    page = open_page(site)
+    try:
+        page.select_option("#kb", "docs")
+        page.fill("#prompt", "seals on the pier [1]")
+        page.press("#prompt", "Enter")
+        answer = page.locator("#messages > .msg.assistant").last
+        answer.locator(".msg-foot .act-regenerate").wait_for()
+        expect(answer.locator(".sources summary").first).to_contain_text("[1] seals.txt")
+        expect(answer.locator(".md a.cite").first).to_have_text("[1]")
+        expect(answer.locator(".sources")).to_have_count(1)  # not drawn again once the turn is stored
+        title = page.locator("#chat-title").inner_text()
+        page.reload()
+        page.wait_for_selector("body[data-ready='1']")
+        page.locator("#conversations .conv-open", has_text=title).first.click()
+        again = page.locator("#messages > .msg.assistant").last
+        expect(again.locator(".sources summary").first).to_contain_text("[1] seals.txt")
+        again.locator(".md a.cite").first.click()
+        expect(again.locator(".sources details").first).to_have_attribute("open", "")
+        expect(again.locator(".sources .passage").first).to_contain_text("Seals rest on the pier")
+        assert page.errors == []
+    finally:
+        page.context.close()
+
+
+@pytest.mark.skipif(not AXE.exists(), reason="needs axe-core: npm ci --prefix tests/web")
+def test_axe_finds_nothing_serious_in_the_knowledge_view(site: Site) -> None:
+    indexed(site)
     page = open_page(site, bypass_csp=True)
     try:
         page.click(".top nav button[data-view='knowledge']")
