@@ -28,10 +28,16 @@ CITATIONS = [
 ANSWER = "Seals rest on the pier [1], at spring tides too [2]. Not [3]."
 
 
-def kb_page(site: Site, collections: list[str], sent: list[dict[str, Any]], bypass_csp: bool = False) -> Any:
+def kb_page(
+    site: Site,
+    collections: list[str],
+    sent: list[dict[str, Any]],
+    bypass_csp: bool = False,
+    width: int = 1280,
+) -> Any:
     """A page whose knowledge base holds `collections` and whose /api/chat answers ANSWER citing
     CITATIONS; each chat body sent is kept in `sent`."""
-    context = site.browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=bypass_csp)
+    context = site.browser.new_context(viewport={"width": width, "height": 800}, bypass_csp=bypass_csp)
     context.route(
         "**/api/cove/kb", lambda r: r.fulfill(json={"collections": [{"name": n} for n in collections]})
     )
@@ -99,6 +105,28 @@ def test_the_chosen_collection_and_strictness_go_with_every_turn(site: Site, clo
     assert "collections" not in sent[0] and "cove_strict" not in sent[0]
     assert (sent[1]["collections"], sent[1]["cove_strict"]) == (["work"], True)
     assert (sent[2]["collections"], sent[2]["cove_strict"]) == (["work"], False)
+
+
+def test_the_picker_fits_a_narrow_screen(site: Site, closing: list[Any]) -> None:
+    page = kb_page(site, ["a-collection-with-a-long-name"], [], width=375)
+    closing.append(page)
+    page.click("#menu")  # the conversation list covers the chat on a phone until it is hidden
+    for part in ("#kb", "#kb-strict", "#send", "#model"):
+        box = page.locator(part).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375, (part, box)
+
+
+def test_the_knowledge_view_explains_a_bad_name(site: Site) -> None:
+    page = open_page(site)
+    try:
+        page.click(".top nav button[data-view='knowledge']")
+        page.fill("#kb-new-name", "../etc")
+        page.click("#kb-create button[type=submit]")
+        expect(page.locator("#kb-status")).to_contain_text("invalid collection name")
+        expect(page.locator("#kb-new-name")).to_have_value("../etc")  # kept, to correct
+        assert page.errors == []
+    finally:
+        page.context.close()
 
 
 def check_sources(page: Any, answer: Any) -> None:
