@@ -279,3 +279,19 @@ def test_axe_finds_nothing_serious_in_the_knowledge_view(site: Site) -> None:
         assert axe(page) == []
     finally:
         page.context.close()
+
+
+def test_a_failed_sync_is_explained(site: Site, tmp_path: Any) -> None:
+    made = httpx.post(site.url + "/api/cove/kb", json={"name": "nomodel", "model": "missing-embedder:latest"})
+    assert made.status_code == 201, made.text
+    (tmp_path / "a.txt").write_text("Some words to index.", "utf-8")
+    page = open_page(site)
+    try:
+        page.click(".top nav button[data-view='knowledge']")
+        box = page.locator("#kb-list section[data-collection='nomodel']")
+        box.locator("input[type=file]").set_input_files(str(tmp_path / "a.txt"))
+        expect(page.locator("#kb-status")).to_contain_text("missing-embedder")
+        assert "synced" not in page.locator("#kb-status").inner_text()
+        assert page.errors == []
+    finally:
+        page.context.close()
