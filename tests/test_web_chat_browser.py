@@ -614,7 +614,7 @@ def test_it_works_behind_an_api_key(tmp_path: Path, site: Site) -> None:
 
 # -- accessibility: axe-core on every page, both themes -----------------------------------------
 
-VIEWS = ["chat", "models", "usage", "tools", "privacy"]
+VIEWS = ["chat", "models", "usage", "tools", "privacy", "knowledge"]
 
 
 @pytest.mark.skipif(not AXE.exists(), reason="needs axe-core: npm ci --prefix tests/web")
