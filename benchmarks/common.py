@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import time
@@ -76,3 +77,27 @@ def stream_figures(started: float, stamps: list[float]) -> tuple[float, float, i
     span = stamps[-1] - stamps[0]
     speed = (len(stamps) - 1) / span if span > 0 else float("nan")
     return ttft, speed, len(stamps)
+
+
+def openai_stream(
+    client: Any, base: str, model: str, tokens: int, prompt: str = PROMPT
+) -> tuple[float, float, int]:
+    """One streamed /v1/chat/completions answer of `tokens` greedy tokens, timed at each token
+    that arrives: (time to first token, decode tokens/s, tokens) as `stream_figures` gives them."""
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": tokens,
+        "temperature": 0,
+        "stream": True,
+    }
+    stamps: list[float] = []
+    started = time.perf_counter()
+    with client.stream("POST", f"{base}/v1/chat/completions", json=body) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            for choice in json.loads(line[6:]).get("choices") or []:
+                if (choice.get("delta") or {}).get("content"):
+                    stamps.append(time.perf_counter())
+    return stream_figures(started, stamps)

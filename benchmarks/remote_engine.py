@@ -37,7 +37,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import PROMPT, median, percentile, stream_figures
+from common import PROMPT, median, openai_stream, percentile
 from server_speed import free_port, wait_until_up
 
 from cove.config import Settings
@@ -75,23 +75,7 @@ def serve(home: Path) -> tuple[str, subprocess.Popen[bytes]]:
 
 
 def stream(base: str, model: str, tokens: int, prompt: str = PROMPT) -> tuple[float, float, int]:
-    body = {
-        "model": model,
-        "messages": [{"role": "user", "content": prompt}],
-        "max_tokens": tokens,
-        "temperature": 0,
-        "stream": True,
-    }
-    stamps: list[float] = []
-    started = time.perf_counter()
-    with CLIENT.stream("POST", f"{base}/v1/chat/completions", json=body) as response:
-        for line in response.iter_lines():
-            if not line.startswith("data: {"):
-                continue
-            for choice in json.loads(line[6:]).get("choices") or []:
-                if (choice.get("delta") or {}).get("content"):
-                    stamps.append(time.perf_counter())
-    return stream_figures(started, stamps)
+    return openai_stream(CLIENT, base, model, tokens, prompt)
 
 
 def aggregate(base: str, model: str, tokens: int, streams: int) -> float:

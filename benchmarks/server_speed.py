@@ -14,7 +14,6 @@ is installed into .bench/llama-cpp-python on first use; it compiles for several 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
@@ -26,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import PROMPT, direct_server, ensure_model, median, percentile, stream_figures, timed_stream
+from common import (
+    PROMPT,
+    direct_server,
+    ensure_model,
+    median,
+    openai_stream,
+    percentile,
+    timed_stream,
+)
 
 from cove.library.local import Cove
 
@@ -62,23 +69,7 @@ def wait_until_up(url: str, proc: subprocess.Popen[bytes], seconds: float = 120)
 
 
 def http_stream(base: str, model: str, tokens: int) -> tuple[float, float, int]:
-    body = {
-        "model": model,
-        "messages": [{"role": "user", "content": PROMPT}],
-        "max_tokens": tokens,
-        "temperature": 0,
-        "stream": True,
-    }
-    stamps: list[float] = []
-    started = time.perf_counter()
-    with CLIENT.stream("POST", f"{base}/v1/chat/completions", json=body) as response:
-        for line in response.iter_lines():
-            if not line.startswith("data: {"):
-                continue
-            for choice in json.loads(line[6:]).get("choices") or []:
-                if (choice.get("delta") or {}).get("content"):
-                    stamps.append(time.perf_counter())
-    return stream_figures(started, stamps)
+    return openai_stream(CLIENT, base, model, tokens)
 
 
 def http_once(base: str, model: str, tokens: int, i: int) -> int:
