@@ -197,6 +197,29 @@ def cove_script() -> Path:
     return Path(sys.executable).parent / "cove"
 
 
+def start_serve(home: Path, folder: Path, **env: str) -> RealServer:
+    """A real `cove serve` on a free loopback port over `home`, its log in `folder`, up when this
+    returns; none of the caller's COVE_ settings or other servers' keys leak into it."""
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("COVE_") and k not in ("HF_TOKEN", "OLLAMA_HOST", "OLLAMA_API_KEY")
+    }
+    environment.update({"COVE_HOME": str(home), **env})
+    port = free_port()
+    log = folder / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(cove_script()), "serve", "--port", str(port)],
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = RealServer(f"http://127.0.0.1:{port}", home, process, log)
+    _wait_until_up(server)
+    return server
+
+
 @pytest.fixture(scope="session")
 def _real_servers(
     model_home: Path, tmp_path_factory: pytest.TempPathFactory
@@ -209,25 +232,8 @@ def _real_servers(
         if key in started:
             return started[key]
         folder = tmp_path_factory.mktemp("real-server")
-        home = linked_home(model_home, folder / "home")
-        environment = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("COVE_") and k not in ("HF_TOKEN", "OLLAMA_HOST", "OLLAMA_API_KEY")
-        }
-        environment.update({"COVE_HOME": str(home), **env})
-        port = free_port()
-        log = folder / "serve.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [str(cove_script()), "serve", "--port", str(port)],
-                env=environment,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        server = RealServer(f"http://127.0.0.1:{port}", home, process, log)
+        server = start_serve(linked_home(model_home, folder / "home"), folder, **env)
         started[key] = server
-        _wait_until_up(server)
         return server
 
     yield start

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from server_fixtures import RealServer, _wait_until_up, cove_script, free_port, linked_home
+from server_fixtures import RealServer, cove_script, linked_home, start_serve
 
 from cove.config import Settings
 from cove.engine.remote import RemoteModel
@@ -22,23 +22,6 @@ from cove.library.local import Cove
 pytestmark = pytest.mark.model
 
 MODEL = "gemma3:270m"
-
-
-def start_serve(home: Path, folder: Path, **env: str) -> RealServer:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("COVE_")}
-    environment.update({"COVE_HOME": str(home), **env})
-    port = free_port()
-    log = folder / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(cove_script()), "serve", "--port", str(port)],
-            env=environment,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = RealServer(f"http://127.0.0.1:{port}", home, process, log)
-    _wait_until_up(server)
-    return server
 
 
 def stop(server: RealServer) -> None:
