@@ -18,7 +18,7 @@ from ..knowledge.errors import CollectionExists, CollectionNotFound, DocumentRef
 from ..knowledge.index import DocumentRow, Root
 from ..knowledge.service import CollectionInfo
 from ..knowledge.sync import Progress, SyncProgress, SyncReport, no_progress
-from .remote import ERRORS
+from .remote import ERRORS, raise_for
 
 KB_ERRORS: dict[int, type[CoveError]] = {
     **ERRORS,
@@ -29,14 +29,7 @@ KB_ERRORS: dict[int, type[CoveError]] = {
 
 
 def _raise_for(response: httpx.Response) -> None:
-    if response.status_code < 400:
-        return
-    try:
-        error = response.json().get("error") or response.text
-    except ValueError:
-        error = response.text
-    message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
-    raise KB_ERRORS.get(response.status_code, CoveError)(f"server: {message}")
+    raise_for(response, KB_ERRORS)
 
 
 class RemoteKnowledge:

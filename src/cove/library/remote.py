@@ -67,14 +67,14 @@ class RemoteCove:
 
     def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         response = self.http.post(path, json=body)
-        _raise_for(response)
+        raise_for(response)
         return response
 
     def _lines(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         with self.http.stream("POST", path, json=body) as response:
             if response.status_code >= 400:
                 response.read()
-                _raise_for(response)
+                raise_for(response)
             for line in response.iter_lines():
                 if line.strip():
                     data = json.loads(line)
@@ -84,7 +84,7 @@ class RemoteCove:
 
     def models(self) -> list[Manifest]:
         response = self.http.get("/api/tags")
-        _raise_for(response)
+        raise_for(response)
         return [_manifest(m) for m in response.json()["models"]]
 
     def model(self, name: str) -> Manifest:
@@ -128,7 +128,7 @@ class RemoteCove:
         if response.status_code >= 400:
             response.read()
             response.close()
-            _raise_for(response)
+            raise_for(response)
         conversation = response.headers.get(CONVERSATION_HEADER)
         notice = response.headers.get(CONTEXT_HEADER)
         cited: list[Citation] = []  # filled from the stream's last line
@@ -155,7 +155,7 @@ class RemoteCove:
 
     def remove(self, name: str) -> Manifest:
         response = self.http.request("DELETE", "/api/delete", json={"model": name})
-        _raise_for(response)
+        raise_for(response)
         return _manifest({"name": name})
 
     def copy(self, source: str, destination: str) -> Manifest:
@@ -169,7 +169,7 @@ class RemoteCove:
 
     def loaded(self) -> list[LoadedInfo]:
         response = self.http.get("/api/ps")
-        _raise_for(response)
+        raise_for(response)
         return [
             LoadedInfo(
                 name=m["name"],
@@ -285,7 +285,8 @@ def _manifest(data: dict[str, Any]) -> Manifest:
     )
 
 
-def _raise_for(response: httpx.Response) -> None:
+def raise_for(response: httpx.Response, errors: dict[int, type[CoveError]] = ERRORS) -> None:
+    """A server's error answer as the typed error its status stands for, with its message."""
     if response.status_code < 400:
         return
     try:
@@ -294,4 +295,4 @@ def _raise_for(response: httpx.Response) -> None:
         message = response.text
     if isinstance(message, dict):
         message = message.get("message", str(message))
-    raise ERRORS.get(response.status_code, CoveError)(f"server: {message}")
+    raise errors.get(response.status_code, CoveError)(f"server: {message}")
