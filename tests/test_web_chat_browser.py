@@ -368,7 +368,7 @@ def test_an_attachment_can_go_to_a_collection_too(page: Any, tmp_path: Path) -> 
         request = route.request
         calls.append((request.method, request.url.split("/api/cove/kb", 1)[1]))
         if request.method == "GET":
-            route.fulfill(json={"collections": [{"name": "notes"}, {"name": "work"}]})
+            route.fulfill(json={"collections": [{"name": "notes"}, {"name": "shipping"}]})
         elif request.url.endswith("/upload"):
             assert b'filename="harbour.txt"' in (request.post_data_buffer or b"")
             route.fulfill(status=201, json={"files": ["harbour.txt"]})
@@ -381,9 +381,9 @@ def test_an_attachment_can_go_to_a_collection_too(page: Any, tmp_path: Path) -> 
     path.write_text("Seals on the pier.", "utf-8")
     page.set_input_files("#file", str(path))
     picker = page.locator("#chips select.to-collection")
-    picker.select_option("work")
-    expect(page.locator("#toast")).to_contain_text("harbour.txt is in the collection work")
-    assert calls == [("GET", ""), ("POST", "/work/upload"), ("POST", "/work/sync")]
+    picker.select_option("shipping")
+    expect(page.locator("#toast")).to_contain_text("harbour.txt is in the collection shipping")
+    assert calls == [("GET", ""), ("POST", "/shipping/upload"), ("POST", "/shipping/sync")]
     expect(page.locator("#chips .chip")).to_have_count(1)  # and it still goes with the next message
 
 

@@ -28,23 +28,20 @@ def keep(history: History, message_id: int, items: list[dict[str, Any]]) -> None
 
 def of(history: History, conversation_id: str) -> dict[int, list[dict[str, Any]]]:
     """Every cited answer of a conversation: message id → its citations, in their order."""
-    with history._db.read() as conn:
-        cid = _resolve(conn, conversation_id)
-        found = conn.execute(
-            "SELECT c.message_id, c.items FROM citations c JOIN messages m ON m.id = c.message_id"
-            " WHERE m.conversation_id = ? ORDER BY m.position",
-            (cid,),
-        )
-        return {int(mid): list(json.loads(items)) for mid, items in found}
+    return _cited(history, conversation_id, "m.id")
 
 
 def by_position(history: History, conversation_id: str) -> dict[int, list[dict[str, Any]]]:
     """The same, keyed by the message's position (what an export writes beside each message)."""
+    return _cited(history, conversation_id, "m.position")
+
+
+def _cited(history: History, conversation_id: str, key: str) -> dict[int, list[dict[str, Any]]]:
     with history._db.read() as conn:
         cid = _resolve(conn, conversation_id)
         found = conn.execute(
-            "SELECT m.position, c.items FROM citations c JOIN messages m ON m.id = c.message_id"
+            f"SELECT {key}, c.items FROM citations c JOIN messages m ON m.id = c.message_id"
             " WHERE m.conversation_id = ? ORDER BY m.position",
             (cid,),
         )
-        return {int(position): list(json.loads(items)) for position, items in found}
+        return {int(k): list(json.loads(items)) for k, items in found}
