@@ -25,7 +25,11 @@ def main() -> None:
     sys.unraisablehook = _interrupt_again
     try:
         from cove.cli.main import main as cove_main
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RuntimeError) as exc:
+        # Python 3.11 wraps a Ctrl-C that lands while a class is being made (a dataclass field's
+        # __set_name__) in a RuntimeError: it is still the Ctrl-C.
+        if not isinstance(exc, KeyboardInterrupt) and not isinstance(exc.__cause__, KeyboardInterrupt):
+            raise
         if "--debug" in sys.argv[1:]:
             raise
         sys.stderr.write("\naborted\n")

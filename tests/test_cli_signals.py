@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -98,3 +99,24 @@ def test_a_command_exit_code_reaches_the_shell(
     code, out, _ = run_main(monkeypatch, capsys, "stopped")
     assert (code, out) == (130, "half an answer\n")
     assert main_module.main is not None
+
+
+def test_a_ctrl_c_python_wraps_while_a_class_is_made_still_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import builtins
+
+    import cove_entry
+
+    real_import = builtins.__import__
+
+    def interrupted(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "cove.cli.main":  # Python 3.11 turns a Ctrl-C in __set_name__ into this
+            raise RuntimeError("Error calling __set_name__") from KeyboardInterrupt()
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    monkeypatch.setattr(sys, "argv", ["cove", "list"])
+    with pytest.raises(SystemExit) as exited:
+        cove_entry.main()
+    assert exited.value.code == 130 and capsys.readouterr().err == "\naborted\n"
