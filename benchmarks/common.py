@@ -12,7 +12,8 @@ from typing import Any
 
 import xllamacpp
 
-from cove.engine.memory import default_threads
+from cove.config import Settings
+from cove.engine.threads import choose_threads
 from cove.library.local import Cove
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
@@ -40,14 +41,23 @@ def ensure_model(cove: Cove, name: str) -> Path:
     return cove.store.model_path(manifest)
 
 
-def direct_server(path: Path, template: str | None, n_ctx: int, parallel: int) -> Any:
-    """xllamacpp with the same settings cove uses, but none of cove's code in the way."""
+def direct_server(
+    path: Path, template: str | None, n_ctx: int, parallel: int, threads: int | None = None
+) -> Any:
+    """xllamacpp with the same settings cove uses, but none of cove's code in the way.
+
+    Threads and poll are chosen as cove's engine chooses them at load (engine/threads.py:
+    the physical cores idle now, or `threads`, default COVE_NUM_THREADS, when set; workers
+    sleep rather than spin when cores are shared), so a comparison against cove measures cove's
+    code, not a different thread setting: on a busy machine all cores with poll 50 decode
+    several times slower than cove's choice."""
     params = xllamacpp.CommonParams()
     params.model.path = str(path)
     params.n_ctx = n_ctx * parallel
     params.n_parallel = parallel
-    params.cpuparams.n_threads = default_threads()
-    params.cpuparams_batch.n_threads = default_threads()
+    chosen = choose_threads(Settings.from_env().num_threads if threads is None else threads)
+    params.cpuparams.n_threads = params.cpuparams_batch.n_threads = chosen.count
+    params.cpuparams.poll = params.cpuparams_batch.poll = chosen.poll
     params.verbosity = -1
     if template:
         params.chat_template = template
