@@ -276,6 +276,7 @@ def test_migrations_are_recorded_once(cove_home: Path) -> None:
             "m006_branches",
             "m007_citations",
             "m008_cut_off",
+            "m009_conversation_collections",
         ]
     )
     assert migrate(Database(path)) == []

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+#: The header a server's error answer names its error type in (`CollectionNotFound`), so a
+#: client tells apart errors that share a status (a model, a collection, a conversation: 404).
+ERROR_TYPE_HEADER = "x-cove-error"
+
 
 class CoveError(Exception):
     """Base for every error cove reports to a person or a client instead of a traceback."""

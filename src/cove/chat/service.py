@@ -25,15 +25,16 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..engine.events import Assembler, ChatAnswer, ChatChunk, Choice
 from ..engine.options import checked_options
 from ..engine.streaming import EventCallback, stream_events
 from ..errors import BadRequest, Cancelled, CoveError
-from ..history import Conversation, History
+from ..history import Conversation, History, chosen
 from ..history import citations as kept_citations
+from ..history.chosen import Chosen
 from ..history.records import ROLES
 from ..store.models import Manifest
 from ..tools import knowledge_search
@@ -83,9 +84,11 @@ class TurnRequest:
     #: chat; on HTTP the `X-Cove-Consent: ask` header). Otherwise naming a tool is the consent.
     asks_consent: bool = False
     #: The user's document collections to answer from (retrieval with citations); [] for none.
-    collections: list[str] = field(default_factory=list)
-    #: Answer only from the collections, and say so when they do not hold the answer.
-    strict: bool = False
+    #: Named, they are kept with the conversation; None: the ones the conversation chose last.
+    collections: list[str] | None = None
+    #: Answer only from the collections, and say so when they do not hold the answer; None:
+    #: as the conversation chose with its collections.
+    strict: bool | None = None
 
 
 @dataclass
@@ -210,6 +213,7 @@ class ChatService:
             if request.collections:
                 raise BadRequest("collections need a chat; a raw completion cannot cite documents")
             return Turn(model, fields, options, request.keep_alive, completion=True)
+        request, keep_chosen = self._documents_chosen(request)
         tools = self._offered_tools(request)  # checked before the first write
         found = self._retrieve(request, messages)  # so is every collection named
         if request.conversation is None:
@@ -221,7 +225,7 @@ class ChatService:
         elif request.context is not None:
             raise BadRequest("context and a stored conversation are two memories; send one of them")
         else:
-            turn = self._stored(request, model, options, messages, fields, found)
+            turn = self._stored(request, model, options, messages, fields, found, keep_chosen)
         if tools:
             if turn.context is not None:
                 raise BadRequest("cove_tools need a chat; a generate context cannot call tools")
@@ -229,6 +233,25 @@ class ChatService:
             turn.ask_consent = request.asks_consent
             turn.consent_scope = turn.conversation_id or secrets.token_hex(8)
         return turn
+
+    def _documents_chosen(self, request: TurnRequest) -> tuple[TurnRequest, bool]:
+        """The request with the collections and strictness this turn answers from, and whether
+        they are a new choice to keep with its conversation.
+
+        A turn that names collections chooses them for its conversation ([] chooses none); one
+        that names none goes on with what the conversation chose (its `strict`, when sent, for
+        this turn only). A request without a stored conversation keeps nothing."""
+        stored = Chosen()
+        if request.conversation not in (None, "new"):
+            stored = chosen.of(self.history, str(request.conversation))
+        if request.collections is None:
+            strict = stored.strict if request.strict is None else request.strict
+            names = stored.collections
+            return replace(request, collections=names, strict=bool(strict) and bool(names)), False
+        names = list(dict.fromkeys(request.collections))
+        wanted = Chosen(names, bool(request.strict) and bool(names))
+        keep = request.conversation is not None and wanted != stored
+        return replace(request, collections=wanted.collections, strict=wanted.strict), keep
 
     def _retrieve(self, request: TurnRequest, messages: list[dict[str, Any]]) -> Retrieval | None:
         """Search the request's collections for its question (and the recent user turns)."""
@@ -246,7 +269,8 @@ class ChatService:
         if not asked or not asked[-1].strip():
             raise BadRequest("collections need a question: the last user message is empty or missing")
         earlier = stored + asked[:-1]
-        return retrieval.retrieve(self.knowledge, request.collections, asked[-1], earlier, request.strict)
+        strict = bool(request.strict)
+        return retrieval.retrieve(self.knowledge, request.collections, asked[-1], earlier, strict)
 
     def _add_sources(self, turn: Turn, found: Retrieval, room: int) -> None:
         """Put what was found into the turn's messages, within the room left."""
@@ -342,6 +366,7 @@ class ChatService:
         messages: list[dict[str, Any]],
         fields: dict[str, Any],
         found: Retrieval | None = None,
+        keep_chosen: bool = False,
     ) -> Turn:
         unknown = sorted({str(m["role"]) for m in messages if m["role"] not in ROLES})
         if unknown:  # checked before the first write: a refused request stores nothing
@@ -354,6 +379,9 @@ class ChatService:
                 "nothing to answer again: the conversation does not end with a question "
                 "(branch before an answer first, or send a message)"
             )
+        if keep_chosen:  # after the checks: a refused turn changes nothing
+            kept = Chosen(list(request.collections or []), bool(request.strict))
+            chosen.choose(self.history, chat.id, kept)
         for message in messages:
             text = _text_of(message.get("content"))
             if message["role"] == "system":

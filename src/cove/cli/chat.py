@@ -15,7 +15,7 @@ from ..chat.retrieval import Citation
 from ..chat.service import TurnRequest
 from ..engine.events import ChatChunk
 from ..errors import CoveError, ModelNotFound
-from ..history import History, db_path
+from ..history import History, chosen, db_path
 from ..history import citations as kept_citations
 from ..library.local import Cove
 from ..recipe import Recipe, check_parameter
@@ -376,7 +376,7 @@ def run(
     strict: bool,
 ) -> None:
     """Chat with MODEL; with PROMPT (or piped input) answer once and exit."""
-    if strict and not collections:
+    if strict and not collections and not resume:
         raise CoveError("--strict answers only from documents: name a collection with --kb NAME")
     if resume and model:
         # A resumed chat keeps its own model, so `run --resume ID hello` means the prompt "hello".
@@ -389,7 +389,19 @@ def run(
     ctx.on_close(history.close)
     session = resumed(history, resume) if resume else new_session(history, model, system, persona)
     session.model = stored_model(backend, session.model)
-    session.collections, session.strict = list(dict.fromkeys(collections)), strict
+    if collections or not resume:
+        session.collections, session.strict = list(dict.fromkeys(collections)), strict
+    elif strict:
+        if not session.collections:
+            raise CoveError("--strict answers only from documents: name a collection with --kb NAME")
+        session.strict = True
+    if resume and not collections and session.collections:
+        only = " only" if session.strict else ""
+        names = escape(", ".join(session.collections))
+        err.print(
+            f"[dim]answering from {names}{only}, as this conversation chose (/kb off stops)[/dim]",
+            emoji=False,
+        )
     text = " ".join(prompt)
     if not sys.stdin.isatty():
         piped = sys.stdin.read()
@@ -447,6 +459,8 @@ def resumed(history: History, conversation_id: str) -> Session:
         options=dict(chat.parameters),
         conversation_id=chat.id,
     )
+    documents = chosen.of(history, chat.id)  # the collections its turns answer from
+    session.collections, session.strict = documents.collections, documents.strict
     session.messages = [{"role": m.role, "content": m.content} for m in chat.messages if m.role != "system"]
     for message in session.messages[-4:]:
         err.print(f"[dim]{message['role']}: {message['content'][:200]}[/dim]")

@@ -190,6 +190,21 @@ def m008_cut_off(conn: apsw.Connection) -> None:
     conn.execute("ALTER TABLE messages ADD COLUMN cut_off TEXT")
 
 
+def m009_conversation_collections(conn: apsw.Connection) -> None:
+    """The document collections a conversation answers from, and whether strictly, so a later
+    turn (a resumed chat, a reopened page) that names none goes on with them. A row only for a
+    conversation that chose some; it goes with its conversation."""
+    conn.execute(
+        """
+        CREATE TABLE conversation_collections (
+            conversation_id TEXT PRIMARY KEY REFERENCES conversations (id) ON DELETE CASCADE,
+            names TEXT NOT NULL CHECK (json_valid(names) AND json_type(names) = 'array'),
+            strict INTEGER NOT NULL DEFAULT 0 CHECK (strict IN (0, 1))
+        );
+        """
+    )
+
+
 Step = Callable[[apsw.Connection], None]
 STEPS: tuple[Step, ...] = (
     m001_conversations,
@@ -200,6 +215,7 @@ STEPS: tuple[Step, ...] = (
     m006_branches,
     m007_citations,
     m008_cut_off,
+    m009_conversation_collections,
 )
 
 

@@ -14,7 +14,9 @@ from ..chat.retrieval import Citation
 from ..chat.service import TurnRequest, TurnStream
 from ..config import Settings
 from ..engine.events import ChatChunk, LoadedInfo, ToolCallDelta, Usage
-from ..errors import BadRequest, Busy, CoveError, DoesNotFit, ModelNotFound
+from ..errors import ERROR_TYPE_HEADER, BadRequest, Busy, CoveError, DoesNotFit, ModelNotFound
+from ..history import errors as _history_errors  # noqa: F401  (their names, for error_type)
+from ..knowledge import errors as _knowledge_errors  # noqa: F401
 from ..net import gate
 from ..net.policy import REMOTE_ENGINE, is_loopback_host
 from ..recipe import parse_recipe
@@ -117,8 +119,9 @@ class RemoteCove:
             body["keep_alive"] = request.keep_alive
         if request.cove_tools is not None:
             body["cove_tools"] = request.cove_tools
-        if request.collections:
+        if request.collections is not None:  # None: the conversation's own (see ChatService)
             body["collections"] = request.collections
+        if request.strict is not None:
             body["cove_strict"] = request.strict
         headers = {SOURCE_HEADER: request.source}
         if request.asks_consent:
@@ -286,7 +289,8 @@ def _manifest(data: dict[str, Any]) -> Manifest:
 
 
 def raise_for(response: httpx.Response, errors: dict[int, type[CoveError]] = ERRORS) -> None:
-    """A server's error answer as the typed error its status stands for, with its message."""
+    """A server's error answer as the typed error it names (its X-Cove-Error header), or else the
+    one its status stands for in `errors`, with the server's message."""
     if response.status_code < 400:
         return
     try:
@@ -295,4 +299,25 @@ def raise_for(response: httpx.Response, errors: dict[int, type[CoveError]] = ERR
         message = response.text
     if isinstance(message, dict):
         message = message.get("message", str(message))
-    raise errors.get(response.status_code, CoveError)(f"server: {message}")
+    named = error_type(response.headers.get(ERROR_TYPE_HEADER, ""), response.status_code)
+    raise (named or errors.get(response.status_code, CoveError))(f"server: {message}")
+
+
+def error_type(name: str, status: int) -> type[CoveError] | None:
+    """The error class a server named: one of cove's, with that name and status, and only one
+    (a name two modules share, or a status that disagrees, falls back to the status)."""
+    if not name:
+        return None
+    found = [cls for cls in _error_classes() if cls.__name__ == name and cls.status == status]
+    return found[0] if len(found) == 1 else None
+
+
+def _error_classes() -> list[type[CoveError]]:
+    seen: list[type[CoveError]] = []
+    todo: list[type[CoveError]] = [CoveError]
+    while todo:
+        cls = todo.pop()
+        if cls not in seen:
+            seen.append(cls)
+            todo.extend(cls.__subclasses__())
+    return seen

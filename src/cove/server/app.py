@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import Busy, CoveError
+from ..errors import ERROR_TYPE_HEADER, Busy, CoveError
 from ..knowledge.watch import watching
 from ..library.local import Cove
 from . import (
@@ -123,7 +123,9 @@ def json_error(
 
 async def on_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CoveError)
-    headers = {"retry-after": "2"} if isinstance(exc, Busy) else None
+    headers = {ERROR_TYPE_HEADER: type(exc).__name__}
+    if isinstance(exc, Busy):
+        headers["retry-after"] = "2"
     return json_error(request, exc.status, str(exc), headers)
 
 

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..errors import BadRequest
-from ..history import History, export_json, export_markdown, import_file
+from ..history import History, chosen, export_json, export_markdown, import_file
 from ..history import citations as kept_citations
 from ..history.branches import Tree
 from ..history.export import conversation_json
@@ -109,7 +109,9 @@ def shown(
 
 
 def _shown_now(history: History, cid: str) -> dict[str, Any]:
-    return shown(history.get(cid), history.tree(cid), kept_citations.by_position(history, cid))
+    out = shown(history.get(cid), history.tree(cid), kept_citations.by_position(history, cid))
+    documents = chosen.of(history, cid)  # what the next turn answers from, unless it names others
+    return {**out, "collections": documents.collections, "strict": documents.strict}
 
 
 async def conversation(request: Request) -> Response:

@@ -94,7 +94,7 @@ def chat_request(req: OllamaChatRequest, request: Request) -> TurnRequest:
         think=req.think,
         cove_tools=req.cove_tools,
         asks_consent=request.headers.get(CONSENT_HEADER, "").strip().lower() == "ask",
-        collections=list(req.collections or []),
+        collections=None if req.collections is None else list(req.collections),
         strict=req.cove_strict,
     )
 

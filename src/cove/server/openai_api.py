@@ -67,7 +67,7 @@ def chat_request(req: OAIChatRequest, request: Request) -> TurnRequest:
         source=conversations.source(request),
         keep_alive=parse_keep_alive(req.keep_alive),
         cove_tools=req.cove_tools,
-        collections=list(req.collections or []),
+        collections=None if req.collections is None else list(req.collections),
         strict=req.cove_strict,
     )
 

@@ -135,7 +135,7 @@ class OAIChatRequest(Strict):
     #: The user's document collections to answer from; the answer carries `citations`.
     collections: Collections = Field(None, max_length=32)
     #: With collections: answer only from them, and say so when they do not hold the answer.
-    cove_strict: bool = False
+    cove_strict: bool | None = None
 
 
 class OAICompletionRequest(Strict):
@@ -211,7 +211,7 @@ class OllamaChatRequest(Strict):
     #: The user's document collections to answer from; the answer carries `citations`.
     collections: Collections = Field(None, max_length=32)
     #: With collections: answer only from them, and say so when they do not hold the answer.
-    cove_strict: bool = False
+    cove_strict: bool | None = None
 
 
 class OllamaGenerateRequest(Strict):
@@ -322,4 +322,4 @@ class ResponsesRequest(Strict):
     cove_tools: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=64)
     #: The user's document collections to answer from (as on /v1/chat/completions).
     collections: Collections = Field(None, max_length=32)
-    cove_strict: bool = False
+    cove_strict: bool | None = None
