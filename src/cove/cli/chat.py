@@ -17,7 +17,9 @@ from ..engine.events import ChatChunk
 from ..errors import CoveError, ModelNotFound
 from ..history import History, chosen, db_path
 from ..history import citations as kept_citations
+from ..library.kb_remote import KB_ERRORS
 from ..library.local import Cove
+from ..library.remote import raise_for
 from ..recipe import Recipe, check_parameter
 from ..store import catalog
 from ..store.names import parse_name
@@ -289,9 +291,7 @@ def check_collection(cove: Backend, name: str) -> None:
         return
     http = getattr(cove, "http", None)  # RemoteCove's client of the running server
     if http is not None:
-        response = http.get(f"/api/cove/kb/{quote_path(name, safe='')}")
-        if response.status_code == 404:
-            raise CoveError(f"server: {response.json().get('error') or f'no collection {name!r}'}")
+        raise_for(http.get(f"/api/cove/kb/{quote_path(name, safe='')}"), KB_ERRORS)
 
 
 def use_persona(session: Session, name: str) -> None:

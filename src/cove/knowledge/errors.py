@@ -23,3 +23,9 @@ class DocumentRefused(BadRequest):
     The sync reports it with the file's name and this reason and goes on with the others."""
 
     status = 422
+
+
+class DocumentNotFound(CoveError):
+    """No document of the collection has that id or name (or its file is no longer there)."""
+
+    status = 404

@@ -18,7 +18,7 @@ from ..knowledge.errors import CollectionExists, CollectionNotFound, DocumentRef
 from ..knowledge.index import DocumentRow, Root
 from ..knowledge.service import CollectionInfo
 from ..knowledge.sync import Progress, SyncProgress, SyncReport, no_progress
-from .remote import ERRORS, raise_for
+from .remote import ERRORS, error_type, raise_for
 
 KB_ERRORS: dict[int, type[CoveError]] = {
     **ERRORS,
@@ -93,8 +93,9 @@ class RemoteKnowledge:
                 if not line.strip():
                     continue
                 item = json.loads(line)
-                if "error" in item:
-                    raise CoveError(f"server: {item['error']}")
+                if "error" in item:  # the stream had started: the error came as a line, typed
+                    named = error_type(str(item.get("type") or ""), int(item.get("status") or 0))
+                    raise (named or CoveError)(f"server: {item['error']}")
                 if "progress" in item:
                     p = item["progress"]
                     progress(
@@ -139,8 +140,8 @@ def _info(d: dict[str, Any]) -> CollectionInfo:
 
 def _document(d: dict[str, Any]) -> DocumentRow:
     return DocumentRow(
-        0, d["path"], d["file"], None, 0, d["size"], d["pages"], d["pages_without_text"], d["problems"],
-        d["status"], d["chunks"], d["indexed_at"],
+        int(d.get("id") or 0), d["path"], d["file"], None, 0, d["size"], d["pages"], d["pages_without_text"],
+        d["problems"], d["status"], d["chunks"], d["indexed_at"],
     )  # fmt: skip
 
 

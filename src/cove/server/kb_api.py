@@ -20,6 +20,7 @@ from starlette.routing import Route
 from ..errors import BadRequest, CoveError
 from ..knowledge.service import KnowledgeBase, document_json, passage_json, upload_name
 from ..knowledge.sync import SyncProgress
+from . import kb_files
 from .bodies import parse
 from .schemas import Strict
 from .state import state_of
@@ -150,8 +151,8 @@ async def _sync_lines(
         try:
             report = kb.sync(name, progress, ocr=body.ocr, model=body.model, cancel=cancel)
             outcome: dict[str, Any] = {"report": report.to_json()}
-        except CoveError as exc:
-            outcome = {"error": str(exc)}
+        except CoveError as exc:  # typed, as an error answer's x-cove-error header is
+            outcome = {"error": str(exc), "type": type(exc).__name__, "status": exc.status}
         except Exception as exc:  # the stream has started: the error goes in it, as a line
             outcome = {"error": f"sync failed: {exc.__class__.__name__}: {exc}"}
         loop.call_soon_threadsafe(queue.put_nowait, outcome)
@@ -184,7 +185,8 @@ def progress_json(p: SyncProgress) -> dict[str, Any]:
 
 async def documents(request: Request) -> Response:
     rows = await _run(request, _kb(request).documents, request.path_params["name"])
-    return JSONResponse({"documents": [document_json(r) for r in rows]})
+    # The id opens the document's own file (kb_files); the path alone may be another's name.
+    return JSONResponse({"documents": [{**document_json(r), "id": r.id} for r in rows]})
 
 
 async def remove(request: Request) -> Response:
@@ -219,4 +221,5 @@ routes = [
     Route("/api/cove/kb/{name}/sync", sync, methods=["POST"]),
     Route("/api/cove/kb/{name}/documents", documents, methods=["GET"]),
     Route("/api/cove/kb/{name}/documents", remove, methods=["DELETE"]),
+    *kb_files.routes,
 ]
