@@ -12,7 +12,7 @@ from fakes import FakeEngine
 from cove.config import Settings
 from cove.engine.base import LoadSpec
 from cove.engine.llamacpp import LlamaCppModel
-from cove.engine.speculative import apply_speculative
+from cove.engine.speculative import DEFAULT_NGRAM, Ngram, apply_speculative
 from cove.errors import InvalidRecipe
 from cove.library.local import Cove
 from cove.recipe import Recipe, parse_recipe
@@ -48,18 +48,23 @@ def test_engine_params_for_each_kind_of_drafting(tmp_path: Path) -> None:
     assert params.speculative.types == [KIND.COMMON_SPECULATIVE_TYPE_NONE]  # off: untouched
     apply_speculative(params, 12)
     assert params.speculative.types == [KIND.COMMON_SPECULATIVE_TYPE_NGRAM_MOD]
-    assert params.speculative.ngram_mod.n_max == 12 and params.speculative.ngram_mod.n_min <= 12
+    mod = params.speculative.ngram_mod
+    assert (mod.n_max, mod.n_min, mod.n_match) == (12, 12, DEFAULT_NGRAM.n_match)  # n_min <= n_max
     simple = xllamacpp.CommonParams()
-    apply_speculative(simple, 12, kind="simple")
+    apply_speculative(simple, 12, ngram=Ngram("simple", n_match=6, n_min=0))
     assert simple.speculative.types == [KIND.COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE]
-    assert simple.speculative.ngram_simple.size_m == 12 and simple.speculative.draft.n_max >= 12
+    lookup = simple.speculative.ngram_simple
+    assert (lookup.size_n, lookup.size_m) == (6, 12) and simple.speculative.draft.n_max >= 12
     both = xllamacpp.CommonParams()
+    both.cache_type_k = both.cache_type_v = xllamacpp.ggml_type.GGML_TYPE_Q8_0
     apply_speculative(both, 8, str(tmp_path / "draft.gguf"))
     assert both.speculative.types == [
         KIND.COMMON_SPECULATIVE_TYPE_DRAFT_SIMPLE,
         KIND.COMMON_SPECULATIVE_TYPE_NGRAM_MOD,
     ]
     assert both.speculative.draft.mparams.path == str(tmp_path / "draft.gguf")
+    # The draft's KV cache is of the target's type, as the memory plan counts it.
+    assert both.speculative.draft.cache_type_k == xllamacpp.ggml_type.GGML_TYPE_Q8_0
 
 
 def test_a_spec_with_drafting_is_another_load() -> None:
@@ -132,3 +137,24 @@ def test_a_draft_model_drafts_for_its_target(real_home: Path) -> None:
         assert runner.spec.draft_path == str(cove.store.model_path(cove.model("gemma3:270m")))
         raw = runner.model.chat({"messages": messages, "max_tokens": 32, "temperature": 0})
         assert raw["timings"]["draft_n"] > 0 and raw["timings"]["draft_n_accepted"] > 0
+
+
+@pytest.mark.model
+def test_a_turn_says_the_same_with_speculation_on_and_off(real_home: Path) -> None:
+    """Greedy speculation changes the speed, never the text: a repeat-and-edit turn (drafted)
+    and a plain question, through the library, with prompt lookup on and then off."""
+    prompts = (f"Repeat exactly, but write 'tower' for 'steps':\n\n{PASSAGE}", "Why is the sky blue?")
+    answers: dict[int, list[str]] = {}
+    with Cove(Settings.from_env()) as cove:
+        for drafted in (16, 0):
+            options = {"num_predict": 48, "temperature": 0, "draft_ngram": drafted}
+            for prompt in prompts:
+                turn = cove.chat("gemma3:270m", [{"role": "user", "content": prompt}], options=options)
+                answers.setdefault(drafted, []).append(turn.content)
+            (runner,) = cove.scheduler.loaded()
+            assert runner.spec.draft_ngram == drafted
+            if drafted:
+                body = {"messages": [{"role": "user", "content": prompts[0]}], "max_tokens": 48}
+                timings = runner.model.chat({**body, "temperature": 0})["timings"]
+                assert timings["draft_n"] > 0 and timings["draft_n_accepted"] > 0
+    assert answers[16] == answers[0] and all(answers[0])

@@ -16,6 +16,7 @@ from ..config import Settings
 from ..engine import fitting, planner
 from ..errors import InvalidName, ModelNotFound
 from ..history.measurements import Measured, Measurements
+from ..library.drafts import draft_of
 from ..machine import GB, Machine, this_machine
 from ..store import catalog, remote_header
 from ..store.huggingface import parse_hf_ref
@@ -134,7 +135,7 @@ def model_figures(
         stored = None
     entry = catalog.find(model)
     if stored is not None:
-        own = fitting.manifest_figures(stored)
+        own = fitting.manifest_figures(stored, draft_of(stored, store))
         other = quant is not None and quant.upper() != own.default_quant.upper()
         if not (other and entry is not None):
             return own, "store"

@@ -33,10 +33,13 @@ def entry_figures(entry: CatalogEntry) -> ModelFigures | None:
     return ModelFigures(entry.name, entry.arch.info(), sizes, {q: entry.ref_for(q) for q in sizes})
 
 
-def manifest_figures(manifest: Manifest) -> ModelFigures:
-    """A stored model: its own header and exact size."""
+def manifest_figures(manifest: Manifest, draft: Manifest | None = None) -> ModelFigures:
+    """A stored model: its own header and exact size; with its recipe's DRAFT model, whose
+    weights and KV cache (memory.kv_bytes_per_token) load beside it."""
     quant = str(manifest.info.get("quantization") or "stored")
-    return ModelFigures(manifest.name, dict(manifest.info), {quant: manifest.size}, {quant: manifest.name})
+    info = {**manifest.info, "draft": draft.info} if draft else dict(manifest.info)
+    size = manifest.size + (draft.size if draft else 0)
+    return ModelFigures(manifest.name, info, {quant: size}, {quant: manifest.name})
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,11 @@ def kv_bytes_per_token(info: dict[str, Any], kv_type: str = "f16") -> int:
     embedding = int(info.get("embedding_length") or 4096)
     key = int(info.get("key_length") or embedding // max(heads, 1))
     value = int(info.get("value_length") or key)
-    return int(layers * kv_heads * (key + value) * KV_TYPE_BYTES[kv_type])
+    # A draft model (recipe DRAFT, its summary under "draft") keeps a KV cache of its own, as
+    # long as its target's and of the same type.
+    draft = info.get("draft")
+    drafts = kv_bytes_per_token(draft, kv_type) if isinstance(draft, dict) else 0
+    return int(layers * kv_heads * (key + value) * KV_TYPE_BYTES[kv_type]) + drafts
 
 
 def kv_cache_type(recipe_parameters: dict[str, Any], options: dict[str, Any]) -> str | None:

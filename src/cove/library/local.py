@@ -28,6 +28,7 @@ from ..store.models import Manifest, ModelStore, describe, remote_base, validate
 from ..store.names import parse_name
 from ..store.progress import ProgressCallback, ignore_progress
 from ..store.pull import pull
+from .drafts import check_api_draft, find_draft, store_draft
 
 if TYPE_CHECKING:
     from ..knowledge.service import KnowledgeBase
@@ -139,6 +140,7 @@ class Cove:
         # Checked against the folder and the store first, so every error names its recipe line.
         recipe = parse_recipe(recipe_text, source=source, folder=where, lookup=self.model)
         base = self._recipe_base(recipe, where)
+        recipe = store_draft(recipe, where, self.store.blobs, source)
         return self._save_recipe(name, recipe, base, self._recipe_adapter(recipe, where))
 
     def create_from_api(
@@ -162,6 +164,7 @@ class Cove:
             base = self.model(parsed.base)
         if adapter:
             self._blob_model("adapter", adapter)
+        check_api_draft(parsed, self.store.blobs)
         parsed.adapter = None
         return self._save_recipe(name, parsed, base, adapter)
 
@@ -236,7 +239,7 @@ class Cove:
         opts = checked_options(options)
         adapter = self.store.blobs.path(manifest.adapter_digest) if manifest.adapter_digest else None
         drafts = recipe.draft and not embedding and not manifest.is_remote
-        draft = self.model(recipe.draft) if drafts and recipe.draft else None
+        draft = find_draft(recipe.draft, self.store.blobs, self.model) if drafts and recipe.draft else None
         drafted = recipe.parameters.get("draft_ngram", self.settings.draft_ngram)  # the option wins
         spec = LoadSpec(
             name=manifest.name,
@@ -252,9 +255,10 @@ class Cove:
             draft_path=str(self.store.model_path(draft)) if draft else None,
             **_remote_fields(manifest, recipe),
         )
-        # A draft model loads beside its target: its weights count in the plan too.
+        # A draft model loads beside its target: its weights and KV cache count in the plan too.
         weights = manifest.size + (draft.size if draft else 0)
-        return ModelRequest(spec, manifest.info, weights), recipe, opts
+        info = {**manifest.info, "draft": draft.info} if draft else manifest.info
+        return ModelRequest(spec, info, weights), recipe, opts
 
     def run_chat(
         self,

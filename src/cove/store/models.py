@@ -198,6 +198,9 @@ class ModelStore:
             used.add(manifest.digest)
             if manifest.adapter_digest:
                 used.add(manifest.adapter_digest)
+            draft = manifest.recipe.get("draft")
+            if isinstance(draft, str) and draft.startswith("sha256:"):  # a DRAFT file's blob
+                used.add(draft.removeprefix("sha256:"))
         for digest in self.blobs.all_digests() - used:
             self.blobs.remove(digest)
         self.blobs.remove_stale()
