@@ -6,6 +6,7 @@ in-process otherwise; the commands and their output are the same either way."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -46,14 +47,63 @@ def kb() -> None:
     """Collections of your documents: create, add folders, sync, search."""
 
 
+def rerank_options(auto: bool) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """--rerank MODEL and --no-rerank (and, where a setting is kept, --auto-rerank)."""
+
+    def add(command: Callable[..., None]) -> Callable[..., None]:
+        command = click.option(
+            "--no-rerank", "no_rerank", is_flag=True, help="Keep the fused BM25 + vector order."
+        )(command)
+        if auto:
+            command = click.option(
+                "--auto-rerank",
+                "auto_rerank",
+                is_flag=True,
+                help="Rerank with a reranking model when the store has one (the default).",
+            )(command)
+        return click.option(
+            "--rerank", "rerank", metavar="MODEL", help="Rerank the best passages with this reranking model."
+        )(command)
+
+    return add
+
+
+def rerank_choice(rerank: str | None, no_rerank: bool, auto_rerank: bool = False) -> str | None:
+    """The options as one setting: a model, "off", "auto", or None (none given)."""
+    if sum((rerank is not None, no_rerank, auto_rerank)) > 1:
+        raise click.UsageError("give one of --rerank MODEL, --no-rerank and --auto-rerank")
+    return "off" if no_rerank else "auto" if auto_rerank else rerank
+
+
+def rerank_shown(setting: str) -> str:
+    return "auto (a reranker in the store)" if setting == "auto" else setting
+
+
 @kb.command()
 @click.argument("name")
 @click.option("--model", help="Embedding model (default: all-minilm, made offline from a PyPI wheel).")
+@rerank_options(auto=False)
 @pass_ctx
-def create(ctx: Context, name: str, model: str | None) -> None:
-    """Create an empty collection."""
-    info = knowledge(ctx).create(name, model)
-    click.echo(f"created collection '{info.name}' (embeddings: {info.model})")
+def create(ctx: Context, name: str, model: str | None, rerank: str | None, no_rerank: bool) -> None:
+    """Create an empty collection. Its searches are reranked with a reranking model when the
+    store has one, unless --rerank names one or --no-rerank turns it off."""
+    info = knowledge(ctx).create(name, model, rerank_choice(rerank, no_rerank))
+    click.echo(
+        f"created collection '{info.name}' (embeddings: {info.model}; reranking: {rerank_shown(info.rerank)})"
+    )
+
+
+@kb.command("rerank")
+@click.argument("name")
+@rerank_options(auto=True)
+@pass_ctx
+def set_rerank(ctx: Context, name: str, rerank: str | None, no_rerank: bool, auto_rerank: bool) -> None:
+    """Change how a collection's searches are reranked."""
+    choice = rerank_choice(rerank, no_rerank, auto_rerank)
+    if choice is None:
+        raise click.UsageError("give --rerank MODEL, --no-rerank or --auto-rerank")
+    info = knowledge(ctx).set_rerank(name, choice)
+    click.echo(f"'{info.name}' reranking: {rerank_shown(info.rerank)}")
 
 
 @kb.command()
@@ -102,14 +152,13 @@ def ls(ctx: Context, name: str | None, as_json: bool) -> None:
             return click.echo(json.dumps([i.to_json() for i in infos], indent=2))
         if not infos:
             return err.print("no collections yet: `cove kb create NAME`, then `cove kb add NAME FOLDER`")
-        table = Table("NAME", "MODEL", "DOCUMENTS", "CHUNKS", "LAST SYNC", box=None)
+        table = Table("NAME", "MODEL", "RERANK", "DOCUMENTS", "CHUNKS", "LAST SYNC", box=None)
         table.add_column("FOLDERS", overflow="fold")  # a path cut short names no folder
         for i in infos:
             synced = human_age(i.last_sync) if i.last_sync else "never"
             folders = ", ".join(r.path for r in i.roots) or "-"
-            table.add_row(
-                escape(i.name), escape(i.model), str(i.documents), str(i.chunks), synced, escape(folders)
-            )
+            row = (escape(i.name), escape(i.model), escape(i.rerank), str(i.documents), str(i.chunks))
+            table.add_row(*row, synced, escape(folders))
         return out.print(table)
     info = kbase.info(name)
     docs = kbase.documents(name)
@@ -135,7 +184,7 @@ def ls(ctx: Context, name: str | None, as_json: bool) -> None:
     synced = human_age(info.last_sync) if info.last_sync else "never"
     err.print(
         f"[dim]{info.documents} documents, {info.chunks} chunks, last sync {synced}, "
-        f"embeddings {escape(info.model)}[/dim]"
+        f"embeddings {escape(info.model)}, reranking {escape(rerank_shown(info.rerank))}[/dim]"
     )
 
 
@@ -171,18 +220,34 @@ def drop(ctx: Context, name: str, yes: bool) -> None:
 @click.option("-k", "k", type=click.IntRange(1, 100), default=5, show_default=True, help="How many passages.")
 @click.option("--mode", type=click.Choice(["hybrid", "bm25", "vector"]), default="hybrid", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help='[{"file","page","heading","text","score","chunk_id"}]')
+@rerank_options(auto=False)
 @pass_ctx
-def search(ctx: Context, name: str, query: str, k: int, mode: str, as_json: bool) -> None:
-    """Search a collection (several: NAME1,NAME2); passages best first, with file and page."""
+def search(
+    ctx: Context,
+    name: str,
+    query: str,
+    k: int,
+    mode: str,
+    as_json: bool,
+    rerank: str | None,
+    no_rerank: bool,
+) -> None:
+    """Search a collection (several: NAME1,NAME2); passages best first, with file and page.
+    Reranked as the collection says (`cove kb ls`), or as --rerank MODEL / --no-rerank say."""
     kbase = knowledge(ctx)
     names = [n for n in name.split(",") if n]
-    found = kbase.search(names, query, k, mode)
+    result = kbase.find(names, query, k, mode, rerank_choice(rerank, no_rerank))
+    found = result.passages
     relevant = {p.chunk_id for p in kbase.relevant(found)}
+    if result.warning:
+        err.print(f"[yellow]{escape(result.warning)}[/yellow]")
     if as_json:
         rows = [{**passage_json(p), "relevant": p.chunk_id in relevant} for p in found]
         return click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     if not found:
         return err.print("nothing found")
+    if result.reranked_by:
+        err.print(f"[dim]reranked by {escape(result.reranked_by)} (scores are its own)[/dim]")
     if not relevant:
         err.print("[yellow]none of these passages looks relevant to the question[/yellow]")
     for n, p in enumerate(found, start=1):

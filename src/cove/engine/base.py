@@ -1,4 +1,4 @@
-"""The Engine protocol: what any inference backend gives cove (chat, completion, embeddings)."""
+"""The Engine protocol: what any inference backend gives cove (chat, completion, embeddings, rerank)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ class LoadSpec:
     template: str | None = None
     adapter_path: Path | None = None
     embedding: bool = False
+    #: A cross-encoder loaded to rerank (an embedder too, with pooling type rank): scores, no vectors.
+    rerank: bool = False
     #: Host RAM for prompts kept after they leave a slot (llama.cpp's cache_ram_mib; its default
     #: until the scheduler sizes it to the model, see memory.prompt_cache_mib).
     cache_ram_mib: int = 8192
@@ -49,7 +51,15 @@ class LoadSpec:
 
     @property
     def key(self) -> tuple[object, ...]:
-        load = (self.digest, self.num_ctx, self.template, self.adapter_path, self.embedding, self.kv_type)
+        load: tuple[object, ...] = (
+            self.digest,
+            self.num_ctx,
+            self.template,
+            self.adapter_path,
+            self.embedding,
+            self.kv_type,
+        )
+        load = (*load, True) if self.rerank else load  # a reranker's engine is not its embedder's
         remote = (self.remote, self.api_key_env, self.remote_timeout_s) if self.remote else ()
         return (*load, self.draft_ngram, self.draft_path, *remote)
 
@@ -69,6 +79,10 @@ class LoadedModel(Protocol):
     def complete(self, body: dict[str, Any], on_chunk: ChunkCallback | None = None) -> dict[str, Any]: ...
 
     def embed(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def rerank(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`{query, documents, top_n}` scored by a reranker: `{results: [{index, relevance_score}]}`."""
+        ...
 
     def prompt_tokens(self, messages: list[dict[str, Any]], *, continuing: bool) -> list[int]:
         """The chat template applied to `messages` (answer prompt added), as token ids. With

@@ -18,14 +18,19 @@ from ..errors import BadRequest, CoveError, EngineError
 from ..store.gguf import read_gguf
 from ..templates import is_builtin_template_name, tool_template
 from .base import ChunkCallback, LoadSpec
-from .embedding import embedding_layout, fit_to_context
+from .embedding import SPECIALS_ALLOWANCE, embedding_layout, fit_to_context
 from .render_guard import RenderGuard
 from .speculative import apply_speculative
 from .threads import choose_threads
 from .tool_choice import ForcedCallStream, as_tool_call_result, forced_request, forced_tools
 
 #: The in-process engine's call for each kind of request.
-HANDLERS = {"chat": "handle_chat_completions", "complete": "handle_completions", "embed": "handle_embeddings"}
+HANDLERS = {
+    "chat": "handle_chat_completions",
+    "complete": "handle_completions",
+    "embed": "handle_embeddings",
+    "rerank": "handle_rerank",
+}
 
 
 class LlamaCppModel:
@@ -90,7 +95,9 @@ class LlamaCppModel:
             params.lora_adapters = [adapter]
         if spec.embedding:
             params.embedding = True
-            params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+            # Rank pooling runs a cross-encoder's classification head on [CLS]: one score a pair.
+            pooling = "RANK" if spec.rerank else "MEAN"
+            params.pooling_type = getattr(xllamacpp.llama_pooling_type, f"LLAMA_POOLING_TYPE_{pooling}")
             # An embedder reads a whole input in one micro-batch; past the batch size it fails
             # ("increase the physical batch size"), so the batch holds a slot's whole context.
             batch, slots = embedding_layout(spec.num_ctx, spec.num_parallel)
@@ -166,6 +173,38 @@ class LlamaCppModel:
         result = self._call("embed", request, None)
         return {**result, "truncated": fitted.truncated}
 
+    def rerank(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The engine's rerank call: `{query, documents, top_n}` → results, best first, and
+        `truncated`: how many documents were cut so that the query and each fit a slot's context
+        (the engine refuses a pair longer than its batch)."""
+        if not self.spec.rerank:
+            raise BadRequest(f"{self.spec.name} is not loaded as a reranker")
+        query, documents = str(body.get("query", "")), [str(d) for d in body.get("documents") or []]
+        fitted, cut = self._fit_pairs(query, documents)
+        result = self._call("rerank", {**body, "documents": fitted}, None)
+        return {**result, "truncated": cut}
+
+    def _fit_pairs(self, query: str, documents: list[str]) -> tuple[list[str], int]:
+        limit = self.spec.num_ctx - SPECIALS_ALLOWANCE
+        question = len(query.encode())
+        if question + max((len(d.encode()) for d in documents), default=0) <= limit:
+            return documents, 0  # a token takes at least a byte: everything fits
+        tokenizer = self._tokens()
+        room = limit - len(tokenizer.tokenize(query, add_special=False))
+        if room < 1:
+            limit_tokens = self.spec.num_ctx
+            raise BadRequest(f"the query is too long for {self.spec.name}: it takes {limit_tokens} tokens")
+        fitted, cut = [], 0
+        for document in documents:
+            if question + len(document.encode()) <= limit:
+                fitted.append(document)
+                continue
+            tokens = tokenizer.tokenize(document, add_special=False)
+            if len(tokens) > room:
+                document, cut = tokenizer.detokenize(tokens[:room]), cut + 1
+            fitted.append(document)
+        return fitted, cut
+
     def prompt_tokens(self, messages: list[dict[str, Any]], *, continuing: bool) -> list[int]:
         self.check_render(messages)
         with self._listener() as tokenizer:
@@ -200,7 +239,7 @@ class LlamaCppModel:
             return self._tokenizer
 
     def _call(self, kind: str, body: dict[str, Any], on_chunk: ChunkCallback | None) -> dict[str, Any]:
-        """One engine request ("chat", "complete" or "embed"); engine/process.py sends it over HTTP."""
+        """One engine request (a kind in HANDLERS); engine/process.py sends it over HTTP."""
         handler = getattr(self._server, HANDLERS[kind])
         last: dict[str, Any] = {}
 
@@ -263,6 +302,10 @@ class Tokenizer:
         """Token ids as the engine makes them (for an embedding: special tokens added)."""
         tokens = self._ask("/tokenize", {"content": text, "add_special": add_special}, "tokens")
         return [int(t) for t in tokens]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        """Token ids back to text, as the engine reads them."""
+        return str(self._ask("/detokenize", {"tokens": tokens}, "content"))
 
     def render(self, messages: list[dict[str, Any]]) -> str:
         """The model's chat template applied to `messages`, ready for the answer."""

@@ -32,7 +32,12 @@ from .llamacpp import LlamaCppModel, engine_client, raise_engine_error
 
 #: How long a model may take to load before its process is given up on.
 LOAD_TIMEOUT_S = 600.0
-PATHS = {"chat": "/v1/chat/completions", "complete": "/v1/completions", "embed": "/v1/embeddings"}
+PATHS = {
+    "chat": "/v1/chat/completions",
+    "complete": "/v1/completions",
+    "embed": "/v1/embeddings",
+    "rerank": "/v1/rerank",
+}
 
 
 class IsolatedModel(LlamaCppModel):

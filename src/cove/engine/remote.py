@@ -262,6 +262,9 @@ class RemoteModel:
         )
 
     def tokenize(self, text: str) -> list[int]:
+    def rerank(self, body: dict[str, Any]) -> dict[str, Any]:
+        raise BadRequest(f"{self.spec.name} is a remote engine: its upstreams have no rerank call")
+
         raise BadRequest(f"{self.spec.name} is a remote engine: its tokenizer is upstream")
 
     def _call(self, kind: str, body: dict[str, Any], on_chunk: ChunkCallback | None) -> dict[str, Any]:

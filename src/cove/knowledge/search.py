@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
-from ..errors import BadRequest
+from ..errors import BadRequest, CoveError
 from .documents import Passage
 from .embedder import Embedder
 from .index import Collection, KnowledgeIndex
@@ -129,10 +129,16 @@ def search(
 def _reranked(
     index: KnowledgeIndex, reranker: Reranker, query: str, ranked: list[tuple[int, float]]
 ) -> list[tuple[int, float]]:
+    """The fused candidates in the reranker's order, each scored by it; when the reranker fails
+    (its engine, its model), the fused order as it was: a search is never lost to its reranker,
+    which keeps what went wrong for the caller to say."""
     rows = index.chunk_rows([i for i, _ in ranked])
     ids = [i for i, _ in ranked if i in rows]
-    scores = reranker(query, [rows[i][0] for i in ids])
-    return sorted(zip(ids, scores, strict=True), key=lambda kv: -kv[1])
+    try:
+        scores = reranker(query, [rows[i][0] for i in ids])
+    except CoveError:
+        return ranked
+    return sorted(zip(ids, scores, strict=True), key=lambda kv: (-kv[1], kv[0]))
 
 
 def _passages(

@@ -1,5 +1,6 @@
 """The knowledge base as the CLI, the server and chat turns use it: collections, their folders
-and uploads, sync, and search, over one index file (COVE_HOME/knowledge.db)."""
+and uploads, sync, and search (reranked when a reranker is set or in the store), over one
+index file (COVE_HOME/knowledge.db)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .documents import Passage
 from .embedder import Embedder, embedder_for
 from .errors import CollectionNotFound, DocumentRefused
 from .index import Collection, DocumentRow, KnowledgeIndex, Root, check_name, index_path
+from .reranking import EngineReranker, RerankSettings, StoreRerankers, checked_setting, choose
 from .search import Reranker
 from .search import relevant as relevant_for
 from .search import search as run_search
@@ -49,11 +51,14 @@ class CollectionInfo:
     created: str
     last_sync: str | None
     roots: list[Root] = field(default_factory=list)
+    #: Its reranking: "auto" (a reranker in the store, if any), "off", or a reranking model's name.
+    rerank: str = "auto"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "model": self.model,
+            "rerank": self.rerank,
             "dimensions": self.dimensions,
             "documents": self.documents,
             "chunks": self.chunks,
@@ -77,6 +82,16 @@ def document_json(row: DocumentRow) -> dict[str, Any]:
         "problems": row.problems,
         "indexed_at": row.indexed_at,
     }
+
+
+@dataclass
+class Found:
+    """A search's passages, best first, the reranker that ordered them (None: the fused order),
+    and, when the reranker failed and the fused order stands, what went wrong."""
+
+    passages: builtins.list[Passage]
+    reranked_by: str | None = None
+    warning: str | None = None
 
 
 def passage_json(p: Passage) -> dict[str, Any]:
@@ -146,7 +161,10 @@ class KnowledgeBase:
         self.index = KnowledgeIndex(path or index_path(self.home))
         self._embedder_of = embedder_of or (lambda model: embedder_for(cove, model))
         self._embedders: dict[str, Embedder] = {}
+        #: A fixed reranker for every search (tests); else each search picks one (reranking.py).
         self.reranker = reranker
+        self.rerank_settings = RerankSettings(self.index)
+        self._rerankers = StoreRerankers(cove)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -165,15 +183,31 @@ class KnowledgeBase:
 
     # -- collections -------------------------------------------------------------------------
 
-    def create(self, name: str, model: str | None = None) -> CollectionInfo:
+    def create(self, name: str, model: str | None = None, rerank: str | None = None) -> CollectionInfo:
+        """A new collection; `rerank`: a reranking model's name, "off", or None/"auto"."""
+        setting = checked_setting(self.cove, rerank)  # a wrong reranker is refused before anything
         self.index.create(name, model or default_model())
+        self.rerank_settings.set(name, setting)
+        return self.info(name)
+
+    def set_rerank(self, name: str, rerank: str | None) -> CollectionInfo:
+        """Change how the collection's searches are reranked (see `create`)."""
+        self.rerank_settings.set(name, checked_setting(self.cove, rerank))
         return self.info(name)
 
     def info(self, name: str) -> CollectionInfo:
         col = self.index.collection(name)
         docs, chunks = self.index.counts(name)
         return CollectionInfo(
-            col.name, col.model, col.dimensions, docs, chunks, col.created, col.last_sync, col.roots
+            col.name,
+            col.model,
+            col.dimensions,
+            docs,
+            chunks,
+            col.created,
+            col.last_sync,
+            col.roots,
+            self.rerank_settings.get(name),
         )
 
     def list(self) -> builtins.list[CollectionInfo]:
@@ -283,19 +317,34 @@ class KnowledgeBase:
             return report
 
     def search(
-        self, names: Sequence[str], query: str, k: int = 5, mode: str = "hybrid"
+        self, names: Sequence[str], query: str, k: int = 5, mode: str = "hybrid", rerank: str | None = None
     ) -> builtins.list[Passage]:
+        return self.find(names, query, k, mode, rerank).passages
+
+    def find(
+        self, names: Sequence[str], query: str, k: int = 5, mode: str = "hybrid", rerank: str | None = None
+    ) -> Found:
+        """The k best passages, and how they were ordered. `rerank`: a reranking model's name,
+        "off", or None for the collections' own settings (see reranking.choose). Reranked, a
+        passage's `score` is the reranker's; its `similarity` (the relevance threshold's) stays."""
         if not names:
             raise BadRequest("name at least one collection to search")
-        return run_search(
+        settings = [self.rerank_settings.get(n) for n in dict.fromkeys(names)]
+        fixed = self.reranker if rerank is None else None
+        model = None if fixed is not None else choose(self.cove, settings, rerank, self._rerankers.names)
+        engine = EngineReranker(self.cove.rerank, model) if model else None
+        passages = run_search(
             self.index,
             lambda col: self.embedder(col.model),
             names,
             query,
             k=k,
             mode=mode,
-            reranker=self.reranker,
+            reranker=fixed or engine,
         )
+        if engine is not None and engine.failure:
+            return Found(passages, None, engine.failure)
+        return Found(passages, model or ("custom" if fixed else None))
 
     def relevant(self, passages: Sequence[Passage]) -> builtins.list[Passage]:
         """The passages that pass their collection's model's measured relevance threshold."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..chat.service import TurnRequest, TurnStream
 from ..config import Settings
 from ..engine.events import ChatChunk, LoadedInfo
+from ..engine.reranking import Reranked
 from ..store.models import Manifest
 from ..store.progress import ProgressCallback
 
@@ -43,6 +44,10 @@ class Backend(Protocol):
     def stream_chat(
         self, model: str, messages: list[dict[str, Any]], *, options: dict[str, Any] | None = None
     ) -> Iterator[ChatChunk]: ...
+
+    def rerank(self, model: str, query: str, documents: list[str], *, top_n: int | None = None) -> Reranked:
+        """Each document scored by a reranking model for how well it answers `query`, best first."""
+        ...
 
     def close(self) -> None: ...
 

@@ -16,7 +16,7 @@ from ..errors import CoveError
 from ..knowledge.documents import Passage
 from ..knowledge.errors import CollectionExists, CollectionNotFound, DocumentRefused
 from ..knowledge.index import DocumentRow, Root
-from ..knowledge.service import CollectionInfo
+from ..knowledge.service import CollectionInfo, Found
 from ..knowledge.sync import Progress, SyncProgress, SyncReport, no_progress
 from .remote import ERRORS, error_type, raise_for
 
@@ -47,8 +47,11 @@ class RemoteKnowledge:
         _raise_for(response)
         return response.json()
 
-    def create(self, name: str, model: str | None = None) -> CollectionInfo:
-        return _info(self._json("POST", "/api/cove/kb", {"name": name, "model": model}))
+    def create(self, name: str, model: str | None = None, rerank: str | None = None) -> CollectionInfo:
+        return _info(self._json("POST", "/api/cove/kb", {"name": name, "model": model, "rerank": rerank}))
+
+    def set_rerank(self, name: str, rerank: str | None) -> CollectionInfo:
+        return _info(self._json("PUT", self._url(name, "/rerank"), {"rerank": rerank or "auto"}))
 
     def info(self, name: str) -> CollectionInfo:
         return _info(self._json("GET", self._url(name)))
@@ -113,12 +116,18 @@ class RemoteKnowledge:
         raise CoveError("server: the sync ended without a report (the server may have stopped)")
 
     def search(
-        self, names: Sequence[str], query: str, k: int = 5, mode: str = "hybrid"
+        self, names: Sequence[str], query: str, k: int = 5, mode: str = "hybrid", rerank: str | None = None
     ) -> builtins.list[Passage]:
-        body = {"collections": list(names), "query": query, "k": k, "mode": mode}
-        found = self._json("POST", "/api/cove/kb/search", body)["passages"]
+        return self.find(names, query, k, mode, rerank).passages
+
+    def find(
+        self, names: Sequence[str], query: str, k: int = 5, mode: str = "hybrid", rerank: str | None = None
+    ) -> Found:
+        body = {"collections": list(names), "query": query, "k": k, "mode": mode, "rerank": rerank}
+        answer = self._json("POST", "/api/cove/kb/search", body)
+        found = answer["passages"]
         self.relevant_ids = {p["chunk_id"] for p in found if p.get("relevant")}
-        return [_passage(p) for p in found]
+        return Found([_passage(p) for p in found], answer.get("reranked_by"), answer.get("warning"))
 
     def relevant(self, passages: Sequence[Passage]) -> builtins.list[Passage]:
         return [p for p in passages if p.chunk_id in self.relevant_ids]
@@ -135,6 +144,7 @@ def _info(d: dict[str, Any]) -> CollectionInfo:
         d["created"],
         d["last_sync"],
         roots,
+        d.get("rerank") or "auto",
     )
 
 

@@ -1,4 +1,4 @@
-"""The one way in for the CLI, the server and Python users: models, chat, generate, embed."""
+"""The one way in for the CLI, the server and Python users: models, chat, generate, embed, rerank."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from ..engine.embedding import Embeddings, embed_in_batches, embedding_layout
 from ..engine.events import Assembler, ChatAnswer, ChatChunk, LoadedInfo, answer_of, events_of
 from ..engine.memory import kv_cache_type
 from ..engine.options import checked_options, context_size, with_recipe
+from ..engine.reranking import Reranked, checked_inputs, ranked_of
 from ..engine.scheduler import ModelRequest, Scheduler
 from ..engine.streaming import EventCallback, stream_events
 from ..errors import BadRequest, InvalidRecipe, ModelNotFound
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gemma3:270m"
+#: Where a reranking model is of use, for the errors that refuse it elsewhere.
+RERANKER_USE = "it scores passages for a query (POST /v1/rerank, or `cove kb search --rerank`)"
 
 
 def engine_factory(settings: Settings) -> EngineFactory:
@@ -232,9 +235,11 @@ class Cove:
     ) -> tuple[ModelRequest, Recipe, dict[str, Any]]:
         """Everything needed to run `name`: what to load, its recipe, and the checked options.
 
-        With `embedding`, any model loads as an embedder (its own engine instance, mean pooling).
+        With `embedding`, any model loads as an embedder (its own engine instance, mean pooling);
+        a reranker always loads as one, with rank pooling.
         """
         manifest = self.model(name)
+        reranker = catalog.is_reranker(manifest)
         recipe = manifest.recipe_obj()
         opts = checked_options(options)
         adapter = self.store.blobs.path(manifest.adapter_digest) if manifest.adapter_digest else None
@@ -249,7 +254,8 @@ class Cove:
             num_threads=self.settings.num_threads,
             template=recipe.template,
             adapter_path=adapter,
-            embedding=manifest.is_embedding or embedding,
+            embedding=manifest.is_embedding or embedding or reranker,
+            rerank=reranker,
             kv_type=kv_cache_type(recipe.parameters, opts),
             draft_ngram=int(opts.get("draft_ngram", drafted)),
             draft_path=str(self.store.model_path(draft)) if draft else None,
@@ -282,6 +288,8 @@ class Cove:
         the answer carries the context to send next time.
         """
         request, recipe, opts = self.prepare(name, options)
+        if request.spec.rerank:
+            raise BadRequest(f"{request.spec.name} is a reranking model and cannot chat: {RERANKER_USE}")
         if request.spec.embedding:
             raise BadRequest(f"{request.spec.name} is an embedding model and cannot chat")
         full = with_recipe(body, recipe, opts)
@@ -372,6 +380,8 @@ class Cove:
             raise BadRequest("nothing to embed: input is empty")
         started = time.perf_counter()
         request, _, _ = self.prepare(model, embedding=True)
+        if request.spec.rerank:
+            raise BadRequest(f"{request.spec.name} is a reranking model and makes no vectors: {RERANKER_USE}")
         size = request.info.get("embedding_length")
         if dimensions is not None and size and dimensions != size:
             raise BadRequest(f"{request.spec.name} gives {size}-dimensional vectors and cannot shorten them")
@@ -386,6 +396,40 @@ class Cove:
             )
         return Embeddings(
             vectors=vectors,
+            prompt_tokens=int((result.get("usage") or {}).get("prompt_tokens", 0)),
+            load_duration_s=ready - started,
+            total_duration_s=time.perf_counter() - started,
+            truncated=int(result.get("truncated") or 0),
+        )
+
+    def rerank(
+        self,
+        model: str,
+        query: str,
+        documents: list[str],
+        *,
+        top_n: int | None = None,
+        keep_alive: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Reranked:
+        """Each document scored by the reranker `model` for how well it answers `query`, best
+        first (the `top_n` best when given). A document too long to fit the context with the
+        query is cut to fit (counted in `truncated`). Only a reranking model can rerank."""
+        query, documents, top_n = checked_inputs(query, documents, top_n)
+        started = time.perf_counter()
+        manifest = self.model(model)
+        if not catalog.is_reranker(manifest):
+            raise BadRequest(
+                f"{manifest.name} is a {catalog.model_kind(manifest)} model and cannot rerank; "
+                "use a reranking model (`cove list` shows their KIND as reranker)"
+            )
+        request, _, _ = self.prepare(model)
+        body = {"query": query, "documents": documents, "top_n": top_n or len(documents)}
+        with self.scheduler.use(request, keep_alive, cancel) as loaded:
+            ready = time.perf_counter()
+            result = loaded.rerank(body)
+        return Reranked(
+            results=ranked_of(result, len(documents))[: top_n or len(documents)],
             prompt_tokens=int((result.get("usage") or {}).get("prompt_tokens", 0)),
             load_duration_s=ready - started,
             total_duration_s=time.perf_counter() - started,

@@ -14,6 +14,7 @@ from ..chat.retrieval import Citation
 from ..chat.service import TurnRequest, TurnStream
 from ..config import Settings
 from ..engine.events import ChatChunk, LoadedInfo, ToolCallDelta, Usage
+from ..engine.reranking import Reranked, ranked_of
 from ..errors import ERROR_TYPE_HEADER, BadRequest, Busy, CoveError, DoesNotFit, ModelNotFound
 from ..history import errors as _history_errors  # noqa: F401  (their names, for error_type)
 from ..knowledge import errors as _knowledge_errors  # noqa: F401
@@ -186,6 +187,15 @@ class RemoteCove:
             )
             for m in response.json()["models"]
         ]
+
+    def rerank(self, model: str, query: str, documents: list[str], *, top_n: int | None = None) -> Reranked:
+        """The server's /v1/rerank: each document scored for `query`, best first."""
+        body: dict[str, Any] = {"model": model, "query": query, "documents": documents}
+        if top_n is not None:
+            body["top_n"] = top_n
+        data = self._post("/v1/rerank", body).json()
+        usage = data.get("usage") or {}
+        return Reranked(ranked_of(data, len(documents)), int(usage.get("prompt_tokens") or 0))
 
     def stop(self, name: str) -> bool:
         loaded = {m.name for m in self.loaded()}

@@ -23,6 +23,7 @@ from . import (
     ollama_api,
     openai_api,
     privacy_api,
+    rerank,
     responses_api,
     tools_api,
     web,
@@ -35,7 +36,13 @@ from .state import ServerState, state_of
 
 log = logging.getLogger("cove.server")
 access = logging.getLogger("cove.access")
-ROUTES = (*ollama_api.routes, *openai_api.routes, *responses_api.routes, *embeddings.routes)
+ROUTES = (
+    *ollama_api.routes,
+    *openai_api.routes,
+    *responses_api.routes,
+    *embeddings.routes,
+    *rerank.routes,
+)
 ROUTE_LABELS = {r.path for r in ROUTES} | {
     "/",
     "/metrics",
@@ -55,6 +62,7 @@ def build_app(cove: Cove, policy: Policy) -> Callable[[Scope, Receive, Send], Aw
         *openai_api.routes,
         *responses_api.routes,
         *embeddings.routes,
+        *rerank.routes,
         *history_api.routes,
         *tools_api.routes,
         *privacy_api.routes,

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import BadRequest, CoveError
-from ..knowledge.service import KnowledgeBase, document_json, passage_json, upload_name
+from ..knowledge.service import Found, KnowledgeBase, document_json, passage_json, upload_name
 from ..knowledge.sync import SyncProgress
 from . import kb_files
 from .bodies import parse
@@ -33,6 +33,12 @@ MAX_UPLOAD_FILES = 100
 class CreateBody(Strict):
     name: str = Field(min_length=1, max_length=64)
     model: str | None = Field(None, max_length=300)
+    #: A reranking model's name, "off", or "auto" (a reranker in the store); null: auto.
+    rerank: str | None = Field(None, max_length=300)
+
+
+class RerankBody(Strict):
+    rerank: str = Field(min_length=1, max_length=300)
 
 
 class PathsBody(Strict):
@@ -57,6 +63,8 @@ class SearchBody(Strict):
     query: str = Field(min_length=1, max_length=10_000)
     k: int = Field(5, ge=1, le=100)
     mode: str = "hybrid"
+    #: A reranking model's name or "off"; null: the collections' own settings.
+    rerank: str | None = Field(None, max_length=300)
 
 
 def _kb(request: Request) -> KnowledgeBase:
@@ -75,8 +83,14 @@ async def collections(request: Request) -> Response:
 
 async def create(request: Request) -> Response:
     body = await parse(request, CreateBody)
-    info = await _run(request, _kb(request).create, body.name, body.model)
+    info = await _run(request, _kb(request).create, body.name, body.model, body.rerank)
     return JSONResponse(info.to_json(), status_code=201)
+
+
+async def set_rerank(request: Request) -> Response:
+    body = await parse(request, RerankBody)
+    info = await _run(request, _kb(request).set_rerank, request.path_params["name"], body.rerank)
+    return JSONResponse(info.to_json())
 
 
 async def collection(request: Request) -> Response:
@@ -200,14 +214,13 @@ async def search(request: Request) -> Response:
     body = await parse(request, SearchBody)
     kb = _kb(request)
 
-    def find() -> tuple[list[Any], set[int]]:
-        found = kb.search(body.collections, body.query, body.k, body.mode)
-        return found, {p.chunk_id for p in kb.relevant(found)}
+    def find() -> tuple[Found, set[int]]:
+        found = kb.find(body.collections, body.query, body.k, body.mode, body.rerank)
+        return found, {p.chunk_id for p in kb.relevant(found.passages)}
 
     found, relevant = await _run(request, find)
-    return JSONResponse(
-        {"passages": [{**passage_json(p), "relevant": p.chunk_id in relevant} for p in found]}
-    )
+    passages = [{**passage_json(p), "relevant": p.chunk_id in relevant} for p in found.passages]
+    return JSONResponse({"passages": passages, "reranked_by": found.reranked_by, "warning": found.warning})
 
 
 routes = [
@@ -216,6 +229,7 @@ routes = [
     Route("/api/cove/kb/search", search, methods=["POST"]),
     Route("/api/cove/kb/{name}", collection, methods=["GET"]),
     Route("/api/cove/kb/{name}", drop, methods=["DELETE"]),
+    Route("/api/cove/kb/{name}/rerank", set_rerank, methods=["PUT"]),
     Route("/api/cove/kb/{name}/paths", add_paths, methods=["POST"]),
     Route("/api/cove/kb/{name}/upload", upload, methods=["POST"]),
     Route("/api/cove/kb/{name}/sync", sync, methods=["POST"]),

@@ -1,10 +1,15 @@
-"""A BERT sentence-embedding model in Hugging Face's layout (config.json, vocab.txt,
-model.safetensors) converted into the GGUF llama.cpp embeds with.
+"""A BERT in Hugging Face's layout (config.json, vocab.txt, model.safetensors) converted into
+the GGUF llama.cpp runs it with: a sentence-embedding model, or a cross-encoder that reranks.
 
 The conversion is what llama.cpp's own converter does for architecture `bert`: the shape from
 config.json, causal attention off, the pooling sentence-transformers uses, the token type
 count (the loader refuses a BERT without it), tensor names through gguf's own name map, 2-D
 weights as f16, and the WordPiece vocabulary rewritten as llama.cpp's WPM tokenizer reads it.
+
+A cross-encoder (BertForSequenceClassification with one label) keeps its [CLS] pooler and
+classifier as llama.cpp's classification head: the pooler's dense layer as `cls` (the engine
+applies its tanh), the classifier as `cls.output`, and pooling type rank. The engine writes a
+pair as `[CLS] query [SEP] document [SEP]`, so [SEP] is also the end-of-text token, added.
 """
 
 from __future__ import annotations
@@ -27,6 +32,12 @@ ReadFile = Callable[[str], bytes]
 DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32}
 #: Tensors a sentence embedding never uses: BERT's position id buffer and its [CLS] pooler.
 UNUSED_PREFIXES = ("embeddings.position_ids", "pooler.")
+#: A cross-encoder uses its pooler; only the position ids (and masked-LM heads) go.
+UNUSED_BY_RERANKER = ("embeddings.position_ids", "cls.predictions", "cls.seq_relationship")
+#: A cross-encoder's head, and the names llama.cpp's classification head has.
+HEAD_NAMES = {"pooler.dense": "cls", "classifier": "cls.output"}
+#: The pooling a conversion writes: sentence-transformers' for an embedder, rank for a reranker.
+POOLINGS = ("mean", "cls", "rank")
 #: The specials llama.cpp treats as control tokens (never split, never text).
 CONTROL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -41,32 +52,41 @@ class Converted:
     pooling: str
 
 
-def convert(read: ReadFile, out: Path, name: str, license: str | None = None) -> Converted:
-    """Write `out`, a GGUF of the BERT whose files `read` gives; a PullError when they are not one."""
+def convert(
+    read: ReadFile, out: Path, name: str, license: str | None = None, *, full_precision: bool = False
+) -> Converted:
+    """Write `out`, a GGUF of the BERT whose files `read` gives; a PullError when they are not one.
+
+    A cross-encoder (config.json's architectures say *ForSequenceClassification) becomes a
+    reranker. `full_precision` keeps every weight f32 (for checking a conversion exactly)."""
     import gguf  # imported on first conversion only: it is a pull's tool, not the engine's
 
     config = _json(read, "config.json")
     if config.get("model_type", "bert") != "bert":
         raise PullError(f"{name} is a {config.get('model_type')} model; cove converts only BERT models")
     tokens = _vocabulary(read)
-    pooling = _pooling(read)
+    pooling = "rank" if is_cross_encoder(config) else _pooling(read)
     layers = int(config["num_hidden_layers"])
     writer = gguf.GGUFWriter(str(out), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.BERT])
     try:
-        _write_parameters(writer, gguf, config, name, pooling)
+        _write_parameters(writer, gguf, config, name, pooling, full_precision)
         if license:
             writer.add_license(license)
-        _write_vocabulary(writer, gguf, tokens, int(config.get("type_vocab_size", 1)))
+        _write_vocabulary(writer, gguf, tokens, int(config.get("type_vocab_size", 1)), pair=pooling == "rank")
         names = gguf.TensorNameMap(gguf.MODEL_ARCH.BERT, layers)
         count = 0
+        placed: set[str] = set()
         for source, array in read_safetensors(_member(read, "model.safetensors")):
-            if source.startswith(UNUSED_PREFIXES):
-                continue
-            target = names.get_name(_strip_prefix(source), try_suffixes=(".weight", ".bias"))
+            target = _target(names, source, rerank=pooling == "rank")
             if target is None:
+                continue
+            if target == "":
                 raise PullError(f"{name} has a tensor cove cannot place in a BERT GGUF: {source}")
-            writer.add_tensor(target, _stored_as(target, array))
+            writer.add_tensor(target, _stored_as(target, array, full_precision))
+            placed.add(target)
             count += 1
+        if pooling == "rank":
+            _check_head(name, placed)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -75,7 +95,43 @@ def convert(read: ReadFile, out: Path, name: str, license: str | None = None) ->
     return Converted(out, count, len(tokens), pooling)
 
 
-def _write_parameters(writer: Any, gguf: Any, config: dict[str, Any], name: str, pooling: str) -> None:
+def is_cross_encoder(config: dict[str, Any]) -> bool:
+    """A BERT with a sequence classification head: one label is a relevance score; more
+    (sentiment, NLI) are classifiers, which llama.cpp's rerank call does not serve."""
+    architectures = config.get("architectures") or []
+    if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        return False
+    labels = config.get("id2label") or {}
+    count = int(config.get("num_labels") or len(labels) or 1)
+    if count != 1:
+        raise PullError(
+            f"this BERT classifies into {count} labels; cove reranks only with one-label cross-encoders"
+        )
+    return True
+
+
+def _target(names: Any, source: str, *, rerank: bool) -> str | None:
+    """The GGUF name of a checkpoint tensor; None to leave it out, "" when it has no place."""
+    if source.startswith(UNUSED_BY_RERANKER if rerank else UNUSED_PREFIXES):
+        return None
+    stripped = _strip_prefix(source)
+    if rerank:
+        for prefix, head in HEAD_NAMES.items():
+            if stripped.startswith(prefix + "."):
+                return head + stripped.removeprefix(prefix)
+    target = names.get_name(stripped, try_suffixes=(".weight", ".bias"))
+    return "" if target is None or target.startswith("cls") else str(target)
+
+
+def _check_head(name: str, placed: set[str]) -> None:
+    missing = [t for t in ("cls.weight", "cls.output.weight") if t not in placed]
+    if missing:
+        raise PullError(f"{name} is a cross-encoder without its head ({', '.join(missing)} missing)")
+
+
+def _write_parameters(
+    writer: Any, gguf: Any, config: dict[str, Any], name: str, pooling: str, full_precision: bool
+) -> None:
     writer.add_name(name)
     writer.add_context_length(int(config["max_position_embeddings"]))
     writer.add_embedding_length(int(config["hidden_size"]))
@@ -84,20 +140,31 @@ def _write_parameters(writer: Any, gguf: Any, config: dict[str, Any], name: str,
     writer.add_head_count(int(config["num_attention_heads"]))
     writer.add_layer_norm_eps(float(config.get("layer_norm_eps", 1e-12)))
     writer.add_causal_attention(False)
-    writer.add_pooling_type(gguf.PoolingType.CLS if pooling == "cls" else gguf.PoolingType.MEAN)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    types = {"cls": gguf.PoolingType.CLS, "rank": gguf.PoolingType.RANK}
+    writer.add_pooling_type(types.get(pooling, gguf.PoolingType.MEAN))
+    if pooling == "rank":
+        labels = config.get("id2label") or {"0": "LABEL_0"}
+        writer.add_classifier_output_labels([str(v) for _, v in sorted(labels.items())])
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if full_precision else gguf.LlamaFileType.MOSTLY_F16)
 
 
-def _write_vocabulary(writer: Any, gguf: Any, tokens: list[str], type_count: int) -> None:
+def _write_vocabulary(
+    writer: Any, gguf: Any, tokens: list[str], type_count: int, *, pair: bool = False
+) -> None:
     """WordPiece as llama.cpp's WPM tokenizer reads it: a word's first piece carries the
-    sentencepiece space mark (`▁the`), a continuation loses its `##`, specials stay as they are."""
+    sentencepiece space mark (`▁the`), a continuation loses its `##`, specials stay as they are.
+    With `pair` (a reranker), [SEP] also ends the text, so a pair ends `document [SEP]`."""
     index = {token: i for i, token in enumerate(tokens)}
     for special in ("[CLS]", "[SEP]", "[UNK]"):
         if special not in index:
             raise PullError(f"the vocabulary has no {special} token; is this a BERT WordPiece vocabulary?")
+    pieces = [_wpm_piece(token) for token in tokens]
+    repeated = _repeated(tokens, pieces)
+    if repeated is not None:  # llama.cpp asserts (and its process dies) on a piece seen twice
+        raise PullError(f"the vocabulary has the token {repeated!r} twice (as llama.cpp reads WordPiece)")
     writer.add_tokenizer_model("bert")
     writer.add_tokenizer_pre("default")
-    writer.add_token_list([_wpm_piece(token) for token in tokens])
+    writer.add_token_list(pieces)
     writer.add_token_types([_token_type(gguf, token) for token in tokens])
     writer.add_token_type_count(type_count)
     writer.add_bos_token_id(index["[CLS]"])
@@ -108,7 +175,22 @@ def _write_vocabulary(writer: Any, gguf: Any, tokens: list[str], type_count: int
     if "[MASK]" in index:
         writer.add_mask_token_id(index["[MASK]"])
     writer.add_add_bos_token(True)
-    writer.add_add_sep_token(True)
+    if pair:  # the engine joins a pair as bos query eos [sep] document eos: one [SEP] between
+        writer.add_eos_token_id(index["[SEP]"])
+        writer.add_add_eos_token(True)
+        writer.add_add_sep_token(False)
+    else:
+        writer.add_add_sep_token(True)
+
+
+def _repeated(tokens: list[str], pieces: list[str]) -> str | None:
+    """The first token whose piece an earlier token already has (`a` and `▁a` are not twice)."""
+    seen: set[str] = set()
+    for token, piece in zip(tokens, pieces, strict=True):
+        if piece in seen:
+            return token
+        seen.add(piece)
+    return None
 
 
 def _wpm_piece(token: str) -> str:
@@ -127,10 +209,12 @@ def _token_type(gguf: Any, token: str) -> int:
     return int(gguf.TokenType.NORMAL)
 
 
-def _stored_as(target: str, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+def _stored_as(
+    target: str, array: np.ndarray[Any, Any], full_precision: bool = False
+) -> np.ndarray[Any, Any]:
     """2-D weights as f16 (half the file, the figures unchanged to four places); vectors (norms,
     biases) and the tiny token type table stay f32, as llama.cpp's converter keeps them."""
-    if array.ndim == 2 and not target.startswith("token_types"):
+    if array.ndim == 2 and not target.startswith("token_types") and not full_precision:
         return array.astype(np.float16)
     return array.astype(np.float32)
 

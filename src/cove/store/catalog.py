@@ -106,7 +106,8 @@ class CatalogEntry:
     recipe: dict[str, Any] = field(default_factory=dict)
     #: Bytes fetched when that differs from `size` (a compressed wheel); None: the same.
     download_size: int | None = None
-    #: "chat" follows instructions; "base" only continues text; "embedding" makes vectors.
+    #: "chat" follows instructions; "base" only continues text; "embedding" makes vectors;
+    #: "reranker" scores how well passages answer a query.
     kind: str = "chat"
     arch: Arch | None = None
     #: Quant → bytes of that GGUF in the same repo; the source's own quant is the default.
@@ -428,13 +429,28 @@ CATALOG: tuple[CatalogEntry, ...] = (
 )
 
 
+#: llama.cpp's pooling type for a cross-encoder's classification head (`bert.pooling_type`).
+RANK_POOLING = 4
+
+
+def kind_from_metadata(architecture: str | None, metadata: dict[str, Any]) -> dict[str, Any]:
+    """`{"kind": "reranker"}` for a GGUF whose pooling type is rank (a cross-encoder), else {}."""
+    pooling = metadata.get(f"{architecture}.pooling_type") if architecture else None
+    return {"kind": "reranker"} if pooling == RANK_POOLING else {}
+
+
+def is_reranker(manifest: Manifest) -> bool:
+    return manifest.info.get("kind") == "reranker"
+
+
 def model_kind(manifest: Manifest) -> str:
     """What a stored model is for: its catalog entry's kind (a copy or recipe of it too), else what
-    its files say (a model with no chat template only continues text)."""
+    its files say (a model with no chat template only continues text; a GGUF with rank pooling
+    reranks)."""
+    if isinstance(manifest.info.get("kind"), str):  # its file said (reranker), or a server's listing
+        return str(manifest.info["kind"])
     if manifest.is_embedding:
         return "embedding"
-    if isinstance(manifest.info.get("kind"), str):  # a server's listing said (RemoteCove)
-        return str(manifest.info["kind"])
     entry = next((e for e in CATALOG if e.sha256 and e.sha256 == manifest.digest), None)
     if entry:
         return entry.kind

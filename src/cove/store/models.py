@@ -252,7 +252,11 @@ def _newest_change(folder: Path) -> float:
 
 
 def describe(info: GGUFInfo) -> dict[str, Any]:
-    return {**info.summary(), "embedding_only": info.architecture in EMBEDDING_ARCHITECTURES}
+    return {
+        **info.summary(),
+        "embedding_only": info.architecture in EMBEDDING_ARCHITECTURES,
+        **catalog.kind_from_metadata(info.architecture, info.metadata),
+    }
 
 
 def validate_gguf(path: Path) -> GGUFInfo:

@@ -1,0 +1,212 @@
+"""A BERT cross-encoder converted to a rerank GGUF scores in the real engine as transformers does.
+
+There is no reranker on PyPI, so the test makes one: a tiny random BertForSequenceClassification
+(one label) with a small WordPiece vocabulary, saved in Hugging Face's layout, converted by
+cove, stored, and called through the library and the server. Its scores must equal
+transformers' own logits for the same (query, document) pairs, and its order theirs.
+
+llama.cpp gives every token of a pair token type 0 (its batch carries no token types), so
+transformers is asked with token_type_ids of 0 too: the comparison is of everything else, the
+weights' places, the [CLS] pooler and classifier head, the pair's tokens and special tokens.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from server_fixtures import anyio_backend, client, make_app
+
+from cove.config import Settings
+from cove.errors import PullError
+from cove.library.local import Cove
+from cove.store import catalog
+from cove.store.bert_gguf import convert
+
+__all__ = ["anyio_backend"]
+
+WORDS = [
+    *("the", "a", "of", "to", "is", "in", "and", "what", "how", "where", "when", "who", "cat", "cats"),
+    *("dog", "sat", "mat", "on", "sun", "hot", "star", "moon", "night", "sky", "paris", "france"),
+    *("capital", "city", "river", "bank", "money", "water", "fish", "swim", "garden", "plant"),
+    *("grow", "summer", "winter", "rain", "tax", "office", "close", "noon", "friday"),
+]
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+LETTERS = "bcdefghijklmnopqrstuvwxyz"  # "a" is a word already: no piece twice
+VOCAB = [*SPECIALS, *WORDS, "?", ".", ",", *LETTERS, *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz")]
+
+#: How far the engine's scores may be from transformers' (seen here: about 1e-4).
+TOLERANCE = 2e-3
+QUERY = "where is the cat?"
+DOCUMENTS = [
+    "the cat sat on the mat.",
+    "paris is the capital of france",
+    "a dog swim in the river",
+    "the sun is a hot star",
+    "when do the tax office close? friday at noon",
+    "xyzzy",
+]
+
+
+@pytest.fixture(scope="module")
+def cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder a Hugging Face cross-encoder is saved as: config.json, model.safetensors, vocab.txt."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("cross-encoder")
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    torch.manual_seed(11)
+    config = BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        type_vocab_size=2,
+        num_labels=1,
+    )
+    model = BertForSequenceClassification(config).eval()
+    with torch.no_grad():  # weights far from the tiny init, so the documents score far apart
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.4)
+    model.save_pretrained(folder)
+    return folder
+
+
+def transformers_scores(folder: Path, query: str, documents: list[str]) -> list[float]:
+    """transformers' logit for each pair, tokenized by Hugging Face's own WordPiece tokenizer."""
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertForSequenceClassification
+
+    tokenizer = BertWordPieceTokenizer(str(folder / "vocab.txt"))
+    model = BertForSequenceClassification.from_pretrained(folder).eval()
+    scores = []
+    for document in documents:
+        ids = torch.tensor([tokenizer.encode(query, document).ids])
+        with torch.no_grad():
+            logits = model(input_ids=ids, token_type_ids=torch.zeros_like(ids)).logits
+        scores.append(float(logits[0, 0]))
+    return scores
+
+
+def reader(folder: Path) -> Any:
+    def read(member: str) -> bytes:
+        path = folder / member
+        if not path.is_file():
+            raise KeyError(member)
+        return path.read_bytes()
+
+    return read
+
+
+@pytest.fixture(scope="module")
+def reranking_cove(cross_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cove]:
+    """A Cove with the cross-encoder stored twice: exact (f32) and as cove converts by default (f16)."""
+    home = tmp_path_factory.mktemp("home")
+    exact, half = home.parent / "exact.gguf", home.parent / "half.gguf"
+    assert convert(reader(cross_encoder), exact, "tiny-reranker", full_precision=True).pooling == "rank"
+    convert(reader(cross_encoder), half, "tiny-reranker")
+    with Cove(Settings(home=home)) as cove:
+        cove.store.import_gguf(exact, "tiny-reranker", source="test")
+        cove.store.import_gguf(half, "tiny-reranker-f16", source="test")
+        yield cove
+
+
+@pytest.mark.model
+def test_the_engine_scores_pairs_as_transformers_does(reranking_cove: Cove, cross_encoder: Path) -> None:
+    assert catalog.model_kind(reranking_cove.model("tiny-reranker")) == "reranker"
+    expected = transformers_scores(cross_encoder, QUERY, DOCUMENTS)
+    result = reranking_cove.rerank("tiny-reranker", QUERY, DOCUMENTS)
+    # llama.cpp's GELU is a tanh approximation: the last digits differ, nothing more
+    assert result.scores() == pytest.approx(expected, abs=TOLERANCE)
+    order = sorted(range(len(expected)), key=lambda i: -expected[i])
+    assert [r.index for r in result.results] == order
+    gaps = [expected[a] - expected[b] for a, b in itertools.pairwise(order)]
+    assert min(gaps) > 2 * TOLERANCE, "the documents score too close together for the order to say much"
+    half = reranking_cove.rerank("tiny-reranker-f16", QUERY, DOCUMENTS)
+    assert half.scores() == pytest.approx(expected, abs=min(gaps) / 2)
+    assert [r.index for r in half.results] == order
+
+
+@pytest.mark.model
+def test_a_document_longer_than_the_context_is_cut_to_fit(reranking_cove: Cove) -> None:
+    long = " ".join(["the cat sat on the mat."] * 60)  # about 420 tokens; the context is 128
+    result = reranking_cove.rerank("tiny-reranker", QUERY, [long, DOCUMENTS[1]])
+    assert result.truncated == 1 and len(result.results) == 2
+
+
+@pytest.mark.model
+@pytest.mark.anyio
+async def test_the_rerank_route_serves_the_engine(reranking_cove: Cove, cross_encoder: Path) -> None:
+    expected = transformers_scores(cross_encoder, QUERY, DOCUMENTS)
+    body = {"model": "tiny-reranker", "query": QUERY, "documents": DOCUMENTS, "top_n": 3}
+    async with client(make_app(reranking_cove)) as c:
+        r = await c.post("/v1/rerank", json=body)
+        embed = await c.post("/v1/embeddings", json={"model": "tiny-reranker", "input": "x"})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    best = sorted(range(len(expected)), key=lambda i: -expected[i])[:3]
+    assert [x["index"] for x in results] == best
+    assert [x["relevance_score"] for x in results] == pytest.approx(
+        [expected[i] for i in best], abs=TOLERANCE
+    )
+    assert embed.status_code == 400 and "no vectors" in embed.text
+
+
+# -- the conversion itself (no engine) ---------------------------------------------------------------
+
+
+def test_a_cross_encoder_converts_to_llamacpps_classification_head(
+    cross_encoder: Path, tmp_path: Path
+) -> None:
+    import gguf
+
+    out = tmp_path / "r.gguf"
+    converted = convert(reader(cross_encoder), out, "tiny-reranker")
+    assert converted.pooling == "rank" and converted.vocabulary == len(VOCAB)
+    file = gguf.GGUFReader(out)
+    names = {t.name for t in file.tensors}
+    assert {"cls.weight", "cls.bias", "cls.output.weight", "cls.output.bias"} <= names
+    assert not any(n.startswith(("pooler", "classifier")) for n in names)
+
+    def value(key: str) -> Any:
+        return file.fields[key].contents()
+
+    assert value("bert.pooling_type") == int(gguf.PoolingType.RANK)
+    assert value("bert.classifier.output_labels") == ["LABEL_0"]
+    sep = VOCAB.index("[SEP]")
+    assert value("tokenizer.ggml.eos_token_id") == sep and value("tokenizer.ggml.seperator_token_id") == sep
+    assert value("tokenizer.ggml.add_eos_token") is True and value("tokenizer.ggml.add_sep_token") is False
+    with Cove(Settings(home=tmp_path / "home")) as cove:  # the store reads its kind from the pooling type
+        assert catalog.model_kind(cove.store.import_gguf(out, "r", source="test")) == "reranker"
+
+
+def edited(folder: Path, tmp_path: Path, **changes: Any) -> Path:
+    """A copy of the cross-encoder's folder with config.json changed."""
+    import json
+    import shutil
+
+    copy = tmp_path / "edited"
+    shutil.copytree(folder, copy)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, **changes}))
+    return copy
+
+
+def test_a_classifier_of_several_labels_is_refused(cross_encoder: Path, tmp_path: Path) -> None:
+    folder = edited(cross_encoder, tmp_path, id2label={"0": "NO", "1": "YES"}, num_labels=2)
+    with pytest.raises(PullError, match="2 labels; cove reranks only with one-label cross-encoders"):
+        convert(reader(folder), tmp_path / "r.gguf", "two-labels")
+
+
+def test_a_vocabulary_with_a_piece_twice_is_refused(cross_encoder: Path, tmp_path: Path) -> None:
+    folder = edited(cross_encoder, tmp_path)
+    (folder / "vocab.txt").write_text("\n".join([*VOCAB, "cat"]) + "\n")
+    with pytest.raises(PullError, match="the token 'cat' twice"):
+        convert(reader(folder), tmp_path / "r.gguf", "twice")
