@@ -17,7 +17,6 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +112,19 @@ class _EngineGate(gate.Gate):
     def __init__(self, base: gate.Gate, engines: tuple[EngineHost, ...]) -> None:
         self.settings = base.settings
         self.ledger = base.ledger
-        self._base = base
-        self._engines = engines
+        # Made once: a remote engine's verdict rests on the settings (offline, COVE_HOST) and
+        # the recipe's upstreams, which a loaded model keeps, not on the tools' rules file,
+        # which the base gate reads again for every request.
+        settings = base.settings
+        self._policy = Policy(
+            offline=settings.offline,
+            remote_host=settings.host,
+            remote_port=settings.port,
+            engines=engines,
+        )
 
     def policy(self) -> Policy:
-        return replace(self._base.policy(), engines=self._engines)
+        return self._policy
 
     def close(self) -> None:
         """The ledger is the base gate's: it closes it."""
@@ -255,6 +262,9 @@ class RemoteModel:
     def embed(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._call("embed", body, None)
 
+    def rerank(self, body: dict[str, Any]) -> dict[str, Any]:
+        raise BadRequest(f"{self.spec.name} is a remote engine: its upstreams have no rerank call")
+
     def prompt_tokens(self, messages: list[dict[str, Any]], *, continuing: bool) -> list[int]:
         raise BadRequest(
             f"{self.spec.name} is a remote engine: its tokenizer is upstream, so Ollama's `context` "
@@ -262,9 +272,6 @@ class RemoteModel:
         )
 
     def tokenize(self, text: str) -> list[int]:
-    def rerank(self, body: dict[str, Any]) -> dict[str, Any]:
-        raise BadRequest(f"{self.spec.name} is a remote engine: its upstreams have no rerank call")
-
         raise BadRequest(f"{self.spec.name} is a remote engine: its tokenizer is upstream")
 
     def _call(self, kind: str, body: dict[str, Any], on_chunk: ChunkCallback | None) -> dict[str, Any]:

@@ -122,23 +122,31 @@ class Database:
         self._lock = threading.RLock()
 
     @contextmanager
-    def write(self) -> Iterator[apsw.Connection]:
+    def write(self, *, durable: bool = True) -> Iterator[apsw.Connection]:
         """A transaction that holds the write lock from its first statement, committed on exit.
 
         IMMEDIATE rather than deferred: a deferred transaction that reads and then writes can
         fail at once with SQLITE_BUSY when another process committed in between, instead of
-        waiting for the busy timeout.
+        waiting for the busy timeout. Not `durable`: committed without waiting for the disk
+        (synchronous=NORMAL: safe if cove crashes, lost only on a power cut), for running
+        counts rewritten often.
         """
         with self._lock, disk_full_is_reported(self.path, self.conn):
-            self.conn.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self.conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield self.conn
-                self.conn.execute("COMMIT")
-            except BaseException:
-                # SQLite may already have rolled back (it does for some SQLITE_FULL errors).
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.conn
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    # SQLite may already have rolled back (it does for some SQLITE_FULL errors).
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise
+            finally:
+                if not durable:
+                    self.conn.execute("PRAGMA synchronous=FULL")
 
     @contextmanager
     def read(self) -> Iterator[apsw.Connection]:

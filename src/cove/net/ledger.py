@@ -81,8 +81,12 @@ class Ledger:
     def finish(
         self, row: int, sent: int, received: int, address: str | None = None, *, ended: bool = True
     ) -> None:
-        """Write the bytes an allowed attempt has moved (and, when `ended`, that it is over)."""
-        with self._open().write() as conn:
+        """Write the bytes an allowed attempt has moved (and, when `ended`, that it is over).
+
+        A running count (not `ended`: a long-lived client writes one after every response) does
+        not wait for the disk: an fsync there cost each answer of a remote engine milliseconds.
+        """
+        with self._open().write(durable=ended) as conn:
             conn.execute(
                 "UPDATE egress SET bytes_sent = ?, bytes_received = ?, "
                 "ended_at = CASE WHEN ? THEN ? ELSE ended_at END, "
