@@ -13,6 +13,9 @@ weights' places, the [CLS] pooler and classifier head, the pair's tokens and spe
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,10 @@ import pytest
 from server_fixtures import anyio_backend, client, make_app
 
 from cove.config import Settings
+from cove.engine.process import IsolatedModel
 from cove.errors import PullError
+from cove.knowledge.embedder import HashEmbedder
+from cove.knowledge.service import KnowledgeBase
 from cove.library.local import Cove
 from cove.store import catalog
 from cove.store.bert_gguf import convert
@@ -157,6 +163,68 @@ async def test_the_rerank_route_serves_the_engine(reranking_cove: Cove, cross_en
         [expected[i] for i in best], abs=TOLERANCE
     )
     assert embed.status_code == 400 and "no vectors" in embed.text
+
+
+# -- in the knowledge base, and in an engine process ----------------------------------------------
+
+
+NOTES = {
+    "pets.md": "# Pets\n\nthe cat sat on the mat.",
+    "travel.md": "# Travel\n\nparis is the capital of france",
+    "sky.md": "# Sky\n\nthe sun is a hot star",
+}
+
+
+def knowledge(cove: Cove, folder: Path, rerank: str) -> KnowledgeBase:
+    for name, text in NOTES.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
+    kb = KnowledgeBase(cove, path=folder / "knowledge.db", embedder_of=lambda model: HashEmbedder(model))
+    kb.create("notes", rerank=rerank)
+    kb.add("notes", [folder])
+    kb.sync("notes")
+    return kb
+
+
+@pytest.mark.model
+def test_a_search_is_ordered_and_scored_by_the_engines_reranker(
+    reranking_cove: Cove, cross_encoder: Path, tmp_path: Path
+) -> None:
+    kb = knowledge(reranking_cove, tmp_path / "docs", "tiny-reranker")
+    try:
+        found = kb.find(["notes"], QUERY, k=3)
+    finally:
+        kb.close()
+    assert found.reranked_by == "tiny-reranker:latest" and found.warning is None
+    texts = [p.text for p in found.passages]
+    expected = transformers_scores(cross_encoder, QUERY, texts)
+    assert [p.score for p in found.passages] == pytest.approx(expected, abs=TOLERANCE)
+    assert expected == sorted(expected, reverse=True)
+
+
+@pytest.mark.model
+def test_a_killed_reranker_engine_costs_only_the_reranking(
+    reranking_cove: Cove, cross_encoder: Path, tmp_path: Path
+) -> None:
+    """In its own engine process (as `cove serve` runs models): killed, the search keeps its fused
+    order and says why; the next search has a fresh engine and is reranked again."""
+    home = tmp_path / "home"
+    shutil.copytree(reranking_cove.settings.home, home)
+    with Cove(Settings(home=home, engine="process"), factory=IsolatedModel) as isolated:
+        kb = knowledge(isolated, tmp_path / "docs", "tiny-reranker")
+        try:
+            assert kb.find(["notes"], QUERY, k=3).reranked_by == "tiny-reranker:latest"
+            (runner,) = isolated.scheduler.loaded()
+            assert isinstance(runner.model, IsolatedModel) and runner.spec.rerank
+            os.kill(runner.model.pid, signal.SIGKILL)
+            fused = kb.find(["notes"], QUERY, k=3)
+            again = kb.find(["notes"], QUERY, k=3)
+        finally:
+            kb.close()
+    assert fused.reranked_by is None and fused.passages
+    assert fused.warning and "stopped: it was killed by SIGKILL" in fused.warning
+    assert "passages are in fused order" in fused.warning
+    assert again.reranked_by == "tiny-reranker:latest"
 
 
 # -- the conversion itself (no engine) ---------------------------------------------------------------
