@@ -11,11 +11,14 @@ import pytest
 from cove.engine import fitting
 from cove.engine.memory import KV_TYPE_BYTES, kv_bytes_per_token
 from cove.engine.planner import (
+    CPU_DECODE_EFFICIENCY,
     DOES_NOT_FIT,
     FITS,
     FITS_IF_FREED,
+    THREAD_READ_SHARE,
     ModelFigures,
     describe_suggestion,
+    engine_threads,
     plan,
 )
 from cove.errors import ModelNotFound
@@ -261,6 +264,38 @@ def test_a_busy_cpu_slows_the_arithmetic_not_the_memory_reads() -> None:
     desktop = machine("desktop-16gb")
     big = figures("llama3.1:8b")  # bandwidth-bound: the measured bandwidth already saw the load
     assert plan(big, replace(desktop, load_average=15.0)).decode_tps == plan(big, desktop).decode_tps
+
+
+def test_the_free_cpu_measured_now_sets_the_speed_whatever_the_load_average_says() -> None:
+    desktop = machine("desktop-16gb")  # 30 GB/s at best
+    big = figures("llama3.1:8b")  # bandwidth-bound
+    quiet = plan(big, replace(desktop, bandwidth_now_gbs=30.0, load_average=15.0))
+    assert quiet.decode_tps == plan(big, desktop).decode_tps  # the copy just now saw no one in its way
+    # Other programs took half of what a thread gets: the reads and the arithmetic both slow.
+    halved = replace(desktop, bandwidth_now_gbs=15.0, load_average=0.0)
+    assert plan(big, halved).decode_tps == pytest.approx(quiet.decode_tps / 2, rel=0.02)
+    laptop = machine("laptop-4gb")  # arithmetic-bound for a small model
+    small = figures("smollm2:135m")
+    shared = replace(laptop, bandwidth_now_gbs=laptop.bandwidth_gbs / 4 if laptop.bandwidth_gbs else 5.0)
+    assert plan(small, shared).decode_tps < plan(small, laptop).decode_tps / 3
+
+
+def test_the_plan_counts_the_threads_the_engine_will_choose() -> None:
+    desktop = machine("desktop-16gb")  # 8 physical cores
+    assert engine_threads(desktop) == 8  # a recorded machine: idle cores not measured
+    busy = replace(desktop, idle_cores=1.1)
+    assert engine_threads(busy) == 1 and engine_threads(busy, 3) == 3  # COVE_NUM_THREADS wins
+    big = figures("llama3.1:8b")
+    assert (
+        plan(big, busy).decode_tps == plan(big, desktop, threads=1).decode_tps < plan(big, desktop).decode_tps
+    )
+    # On slow memory the reads bound it either way, and one thread cannot fill the memory bus:
+    # it reads at its share of the copy's figure.
+    slow = replace(desktop, bandwidth_gbs=4.0)
+    one = plan(big, replace(slow, idle_cores=1.1)).decode_tps
+    assert one == pytest.approx(
+        plan(big, slow).decode_tps * THREAD_READ_SHARE / CPU_DECODE_EFFICIENCY, rel=0.03
+    )
 
 
 def test_the_first_run_rule_follows_what_this_machine_measured() -> None:

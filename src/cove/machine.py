@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import psutil
 
+from .engine.threads import idle_cores
 from .errors import CoveError
 
 GB = 1_000_000_000
@@ -42,6 +44,8 @@ SIMD_FLAGS = (
 _FLAG_ALIASES = {"pni": "sse3"}
 BANDWIDTH_BUFFER = 64 << 20  # far larger than any CPU cache, so the copy measures RAM
 BANDWIDTH_SECONDS = 1.0
+#: The copy repeated just now, for what a thread gets with the machine as busy as it is.
+BANDWIDTH_NOW_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -82,12 +86,27 @@ class Machine:
     programs: tuple[tuple[str, int], ...] = ()
     #: Runnable threads over the last minute (None: not known); a busy machine decodes slower.
     load_average: float | None = None
+    #: The same copy as `bandwidth_gbs`, short, just now: what one thread gets of the memory
+    #: and of a core with the machine as busy as it is (None: not measured).
+    bandwidth_now_gbs: float | None = None
+    #: Cores' worth of CPU unused over a short sample just now (engine/threads.py): how many
+    #: threads the engine will get (None: not measured).
+    idle_cores: float | None = None
+
+    @property
+    def cpu_share(self) -> float | None:
+        """The share of a core an engine thread can expect now: the copy just now against the
+        machine's best (None when either is missing)."""
+        if not self.bandwidth_now_gbs or not self.bandwidth_gbs:
+            return None
+        return min(1.0, self.bandwidth_now_gbs / self.bandwidth_gbs)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["cpu_flags"] = list(self.cpu_flags)
         data["gpus"] = [asdict(g) for g in self.gpus]
         data["programs"] = [list(p) for p in self.programs]
+        data["cpu_share"] = self.cpu_share
         return data
 
     @classmethod
@@ -102,10 +121,14 @@ class Machine:
 
 
 def describe(home: Path | None = None, measure: bool = True) -> Machine:
-    """This machine now; `measure` spends about a second finding the memory bandwidth."""
+    """This machine now; `measure` spends about a second finding the memory bandwidth (else
+    half a second sampling what the CPU has free now, which speed predictions need)."""
     memory = psutil.virtual_memory()
     engine = engine_info()
     gpus = tuple(engine.pop("gpus", ()))
+    idle = idle_cores()
+    bandwidth = measure_bandwidth() if measure else None
+    now = bandwidth if measure else bandwidth_now()
     return Machine(
         cpu_model=cpu_model(),
         physical_cores=psutil.cpu_count(logical=False) or os.cpu_count() or 1,
@@ -119,10 +142,12 @@ def describe(home: Path | None = None, measure: bool = True) -> Machine:
         disk_free=disk_free(home) if home is not None else None,
         home=str(home) if home is not None else None,
         engine=engine,
-        bandwidth_gbs=measure_bandwidth() if measure else None,
+        bandwidth_gbs=bandwidth,
         system=f"{platform.system()} {platform.machine()}",
         programs=largest_programs(),
         load_average=load_average(),
+        bandwidth_now_gbs=now,
+        idle_cores=round(idle, 2),
     )
 
 
@@ -287,6 +312,23 @@ def measure_bandwidth(seconds: float = BANDWIDTH_SECONDS, size: int = BANDWIDTH_
     return round(2 * copies * len(source) / elapsed / GB, 1)
 
 
+def bandwidth_now(seconds: float = BANDWIDTH_NOW_SECONDS, size: int = BANDWIDTH_BUFFER) -> float:
+    """The same copy, just now: the median of each copy's rate over `seconds`, so a moment when
+    other programs paused (or all woke at once) does not decide the figure alone."""
+    source = bytearray(os.urandom(1 << 16)) * (size >> 16)  # zeros would read the one zero page
+    target = bytearray(len(source))
+    src, dst = memoryview(source), memoryview(target)
+    dst[:] = src
+    rates = []
+    start = last = time.perf_counter()
+    while last - start < seconds or len(rates) < 3:
+        dst[:] = src
+        now = time.perf_counter()
+        rates.append(2 * size / max(now - last, 1e-9) / GB)
+        last = now
+    return round(statistics.median(rates), 1)
+
+
 #: Where the last bandwidth measurement is kept, so `cove fit` and `cove list` need not wait.
 BANDWIDTH_FILE = "machine.json"
 BANDWIDTH_MAX_AGE_S = 7 * 86400
@@ -312,11 +354,12 @@ def remember_bandwidth(home: Path, gbs: float) -> None:
 
 
 def this_machine(home: Path, fresh: bool = False) -> Machine:
-    """This machine now, with the remembered bandwidth unless `fresh` (then measured, and kept)."""
-    known = None if fresh else remembered_bandwidth(home)
-    described = describe(home, measure=known is None)
-    if known is not None:
-        return replace(described, bandwidth_gbs=known)
-    if described.bandwidth_gbs:
-        remember_bandwidth(home, described.bandwidth_gbs)
-    return described
+    """This machine now, with the remembered bandwidth unless `fresh` (then measured). The
+    figure kept is the best of the week: one measured while other programs ran understates
+    the machine, and what they take now is the short copy's to say (`bandwidth_now_gbs`)."""
+    known = remembered_bandwidth(home)
+    described = describe(home, measure=fresh or known is None)
+    best = max(known or 0.0, described.bandwidth_gbs or 0.0)
+    if best and best != known:
+        remember_bandwidth(home, best)
+    return replace(described, bandwidth_gbs=best or None)

@@ -57,6 +57,9 @@ def _table(m: Machine) -> Table:
     if m.load_average is not None:
         busy = "quiet" if m.load_average < 0.5 * m.logical_cores else "busy: answers come slower"
         table.add_row("load", f"{m.load_average:.1f} runnable threads on {m.logical_cores} cores ({busy})")
+    if m.idle_cores is not None:
+        share = "" if m.cpu_share is None else f"; an engine thread gets about {m.cpu_share:.0%} of a core"
+        table.add_row("free CPU", f"{m.idle_cores:.1f} cores idle just now{share} (speeds are predicted so)")
     table.add_row("instruction sets", " ".join(f.upper() for f in m.cpu_flags) or "none that llama.cpp uses")
     table.add_row(
         "memory",
@@ -79,9 +82,12 @@ def _bandwidth(m: Machine) -> str:
     if not m.bandwidth_gbs:
         return "not measured"
     # Decode reads every weight once a token: a 4 GB model can go no faster than this / 4.
+    now = m.bandwidth_now_gbs
+    measured = f"{now:.1f} GB/s now, " if now and now != m.bandwidth_gbs else ""
     return (
-        f"{m.bandwidth_gbs:.1f} GB/s measured (one thread copying RAM); a CPU writes at most about "
-        f"{m.bandwidth_gbs / 4:.1f} tokens/s with a 4 GB model, since each token reads every weight"
+        f"{measured}{m.bandwidth_gbs:.1f} GB/s at best this week (one thread copying RAM); a CPU "
+        f"writes at most about {m.bandwidth_gbs / 4:.1f} tokens/s with a 4 GB model, since each token "
+        "reads every weight"
     )
 
 

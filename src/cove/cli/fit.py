@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -22,6 +22,9 @@ from ..store import catalog, remote_header
 from ..store.huggingface import parse_hf_ref
 from ..store.models import ModelStore
 from .format import human_size
+
+if TYPE_CHECKING:
+    from ..engine.calibration import Check
 
 out = Console(highlight=False)
 
@@ -233,7 +236,6 @@ def check_store(settings: Settings, model: str | None, as_json: bool) -> None:
     from ..engine import calibration
     from ..library.local import Cove
 
-    machine = this_machine(settings.home)
     # Each model in its own engine process, so its memory is its own to measure.
     with (
         Cove(replace(settings, num_parallel=1, engine="process")) as cove,
@@ -242,7 +244,8 @@ def check_store(settings: Settings, model: str | None, as_json: bool) -> None:
         manifests = [cove.model(model)] if model else [m for m in cove.models() if not m.is_embedding]
         if not manifests:
             raise ModelNotFound("no models in the store to check: `cove pull` one first")
-        checks = [calibration.check(cove, m, machine, measurements) for m in manifests]
+        # The machine described again before each model: its load moves between them.
+        checks = [calibration.check(cove, m, this_machine(settings.home), measurements) for m in manifests]
     if as_json:
         return print_json([c.to_dict() for c in checks])
     table = Table(
@@ -259,9 +262,18 @@ def check_store(settings: Settings, model: str | None, as_json: bool) -> None:
             f"{c.decode_error:+.0%}",
         )
     out.print(table)
-    load = f"load average {machine.load_average:.1f}" if machine.load_average is not None else ""
+    for c in checks:
+        out.print(f"{escape(c.model)} was predicted for {_load(c)}")
     out.print(
         "predicted: the memory once loaded, and the decode speed scaled by the other models' "
-        "measurements here; measured: the engine process's peak RSS, and the engine's own tokens/s "
-        f"over 64 tokens ({load}). Each run is recorded: `cove fit` uses it for that model."
+        "measurements here, for the machine as busy as it was just before; measured: the engine "
+        "process's peak RSS, and the engine's own tokens/s over 64 tokens. Each run is recorded: "
+        "`cove fit` uses it for that model."
     )
+
+
+def _load(c: Check) -> str:
+    """How busy the machine was when the prediction was made."""
+    average = f"load average {c.load_average:.1f}, " if c.load_average is not None else ""
+    threads = f"{c.threads} engine thread{'s' if c.threads != 1 else ''}"
+    return f"{average}{threads} at {c.cpu_share:.0%} of a core each"

@@ -39,6 +39,11 @@ class Check:
     decode_scale: float = 1.0
     #: The planner's own decode figure, before that factor.
     unscaled_decode_tps: float = 0.0
+    #: How busy the machine was when it predicted: the load average, the share of a core a
+    #: thread got (the short copy against the machine's best), and the threads it planned.
+    load_average: float | None = None
+    cpu_share: float = 1.0
+    threads: int = 0
 
     @property
     def memory_error(self) -> float:
@@ -60,7 +65,8 @@ def _error(predicted: float, measured: float) -> float:
 def check(cove: Cove, manifest: Manifest, machine: Machine, measurements: Measurements) -> Check:
     """Plan `manifest` as the library loads it (one slot, its recipe's context, the engine's
     threads), as `cove fit` would for a model it has not run (the decode factor from the other
-    models' measurements), then measure, and record the measurement."""
+    models' measurements), then measure, and record the measurement. `machine`: described
+    just before, so the prediction sees the machine as busy as the measurement will."""
     recipe = manifest.recipe_obj()
     num_ctx = context_size(recipe, {}, manifest.info.get("context_length"))
     figures = fitting.manifest_figures(manifest)
@@ -110,6 +116,9 @@ def check(cove: Cove, manifest: Manifest, machine: Machine, measurements: Measur
         measured_tokens=answer.completion_tokens,
         decode_scale=scale,
         unscaled_decode_tps=plan.decode_tps,
+        load_average=machine.load_average,
+        cpu_share=round(planner.cpu_share(machine), 2),
+        threads=planner.engine_threads(machine, threads),
     )
 
 

@@ -11,12 +11,17 @@ from ..errors import ModelNotFound
 from ..machine import GB, Machine
 from .memory import GIB, KV_TYPES, estimate, kv_bytes_per_token, overhead_bytes
 from .options import DEFAULT_NUM_CTX
+from .threads import choose_threads
 
 FITS, FITS_IF_FREED, DOES_NOT_FIT = "fits", "fits if other programs free memory", "does not fit"
 VERDICTS = (FITS, FITS_IF_FREED, DOES_NOT_FIT)
 #: Decode reaches this share of the measured copy bandwidth: all cores read faster than the
 #: single-threaded copy measures, but dequantizing and the per-layer synchronisation cost more.
 CPU_DECODE_EFFICIENCY = 0.9
+#: ...and each engine thread at most this share: one core alone cannot keep enough reads in
+#: flight to fill the memory bus. Measured here: one thread decoded gemma3:270m reading its
+#: weights at 8.7 GB/s beside a 17.2 GB/s copy figure (two threads, quiet: about 0.85).
+THREAD_READ_SHARE = 0.5
 GPU_DECODE_EFFICIENCY = 0.6
 #: Bandwidth assumed when none was measured (a dual-channel DDR4 laptop).
 DEFAULT_BANDWIDTH_GBS = 20.0
@@ -131,7 +136,8 @@ def plan(
 ) -> Plan:
     """The plan for `model` on `machine`: the asked settings, with fewer slots and then a q8_0
     KV cache if that is what it takes to fit now; a suggestion when even that does not fit.
-    `threads`: the engine's CPU threads (default: the physical cores, as the engine uses).
+    `threads`: the engine's CPU threads (default: what the engine chooses at load, see
+    engine_threads).
     `decode_scale`: measured over predicted decode speed on this machine (its measurements)."""
     quant = _pick_quant(model, quant)
     ctx = num_ctx or _default_ctx(model)
@@ -143,8 +149,7 @@ def plan(
         levers.append(f"KV cache in {kv} (half the memory of f16)")
     layout = _layout(model, machine, quant, ctx, slots, kv)
     verdict, reason = _verdict(layout, machine)
-    if threads:
-        machine = replace(machine, physical_cores=threads)  # the compute bound counts threads
+    machine = replace(machine, physical_cores=engine_threads(machine, threads))
     result = _build(model, machine, quant, ctx, slots, kv, layout, verdict, reason, tuple(levers))
     if decode_scale != 1.0:
         result = replace(result, decode_tps=round(result.decode_tps * decode_scale, 1))
@@ -291,13 +296,34 @@ def _simd(machine: Machine) -> str:
     return next((f for f in ("avx512f", "avx2", "asimddp") if f in machine.cpu_flags), "")
 
 
+def engine_threads(machine: Machine, requested: int | None = None) -> int:
+    """The threads the engine will run with: `requested` (COVE_NUM_THREADS), else what it
+    chooses at load (engine/threads.py) from the cores idle now; the physical cores when the
+    machine's idle cores were not measured (a recorded description)."""
+    if requested:
+        return requested
+    if machine.idle_cores is None:
+        return machine.physical_cores
+    return choose_threads(0, machine.idle_cores, machine.physical_cores).count
+
+
 def cpu_share(machine: Machine) -> float:
-    """The share of its cores the engine can expect now: other programs' runnable threads
-    (the load average) take their turns on the same cores. The measured bandwidth needs no
-    such share: it was measured among them."""
+    """The share of a core each engine thread can expect now. Measured where it can be: the
+    short copy just now against the machine's best (a thread that other programs push off
+    its core copies slower by as much). Else from the load average: other programs' runnable
+    threads take their turns on the same cores. 1.0 when nothing is known."""
+    measured = machine.cpu_share
+    if measured is not None:
+        return measured
     if machine.load_average is None:
         return 1.0
     return min(1.0, machine.logical_cores / (machine.load_average + 1))
+
+
+def _now_bandwidth(machine: Machine) -> float:
+    """RAM bandwidth an engine thread can expect now (GB/s): the copy just now when it was
+    measured, else the machine's figure (which was measured among the same programs)."""
+    return machine.bandwidth_now_gbs or machine.bandwidth_gbs or DEFAULT_BANDWIDTH_GBS
 
 
 def _gpu_bandwidth(machine: Machine) -> float:
@@ -313,13 +339,17 @@ def speeds(
     Decode reads every weight once per token (and the KV cache so far), so its time is bytes
     over bandwidth, on each device for its share; a small model can instead be held up by the
     arithmetic (2 FLOPs a parameter), whichever is slower. Prompt processing is arithmetic.
+    `machine.physical_cores` counts the engine's threads here (plan() sets it). On the CPU
+    both bounds are for the machine as busy as it is now: the bandwidth is the short copy's
+    just now, and the arithmetic gets cpu_share() of each thread's core.
     """
     share = gpu_layers / model.layers
     params = model.params(quant)
     kv_read = kv_bytes_per_token(model.info, kv) * TYPICAL_DEPTH
     read = model.quants[quant] + kv_read
     cores = machine.physical_cores * cpu_share(machine)
-    cpu_bw = (machine.bandwidth_gbs or DEFAULT_BANDWIDTH_GBS) * GB * CPU_DECODE_EFFICIENCY
+    reach = min(CPU_DECODE_EFFICIENCY, machine.physical_cores * THREAD_READ_SHARE)
+    cpu_bw = _now_bandwidth(machine) * GB * reach
     cpu_flops = cores * DECODE_GFLOPS_PER_CORE[_simd(machine)] * 1e9
     cpu_time = (1 - share) * max(read / cpu_bw, 2 * params / cpu_flops)
     gpu_time = share * read / (_gpu_bandwidth(machine) * GB * GPU_DECODE_EFFICIENCY)
