@@ -319,7 +319,7 @@ def bandwidth_now(seconds: float = BANDWIDTH_NOW_SECONDS, size: int = BANDWIDTH_
     target = bytearray(len(source))
     src, dst = memoryview(source), memoryview(target)
     dst[:] = src
-    rates = []
+    rates: list[float] = []
     start = last = time.perf_counter()
     while last - start < seconds or len(rates) < 3:
         dst[:] = src
