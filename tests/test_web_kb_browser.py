@@ -1,6 +1,8 @@
 """The web chat's knowledge base in a real Chromium, on the fake engine: the composer's collection
-picker and what a turn sends, cited sources under streamed and reopened answers, [n] links that
-open them, passages kept inert as text, and axe-core on all of it."""
+picker and what a turn sends (set back to a reopened conversation's collections), cited sources
+under streamed and reopened answers, [n] links that open them, each source's link to its original
+file (a PDF's page), deleting documents and collections from the Knowledge view, passages, HTML
+documents and hostile file names kept inert, and axe-core on all of it."""
 
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
+from fakes import FakeEngine
+from kb_files import pdf_bytes
 from kb_helpers import FAKE_MODEL
+from server_fixtures import LiveServer, make_app, tiny_cove
 from test_web_chat_browser import AXE, Site, axe, conversation, open_page
 from test_web_chat_browser import site as site
 
@@ -102,7 +107,8 @@ def test_the_chosen_collection_and_strictness_go_with_every_turn(site: Site, clo
     ask(page, "from work, strictly")
     page.uncheck("#kb-strict")
     ask(page, "from work")
-    assert "collections" not in sent[0] and "cove_strict" not in sent[0]
+    # "No documents" is said too: it turns off what a conversation chose before
+    assert sent[0]["collections"] == [] and "cove_strict" not in sent[0]
     assert (sent[1]["collections"], sent[1]["cove_strict"]) == (["work"], True)
     assert (sent[2]["collections"], sent[2]["cove_strict"]) == (["work"], False)
 
@@ -295,3 +301,278 @@ def test_a_failed_sync_is_explained(site: Site, tmp_path: Any) -> None:
         assert page.errors == []
     finally:
         page.context.close()
+
+
+# -- deleting from the Knowledge view, opening a document's original, the picker restored ---------
+
+
+def collection_of(site: Site, name: str, files: dict[str, bytes]) -> None:
+    """A fresh collection `name` holding `files` (uploaded, then synced)."""
+    httpx.delete(f"{site.url}/api/cove/kb/{name}")  # whatever an earlier run left
+    made = httpx.post(site.url + "/api/cove/kb", json={"name": name, "model": FAKE_MODEL})
+    assert made.status_code == 201, made.text
+    if files:
+        parts = [("file", (file, data, "application/octet-stream")) for file, data in files.items()]
+        assert httpx.post(f"{site.url}/api/cove/kb/{name}/upload", files=parts).status_code == 201
+    synced = httpx.post(f"{site.url}/api/cove/kb/{name}/sync", json={"stream": False}, timeout=60)
+    assert synced.status_code == 200, synced.text
+
+
+def knowledge_view(site: Site) -> Any:
+    page = open_page(site)
+    page.click(".top nav button[data-view='knowledge']")
+    page.locator("#kb-list section").first.wait_for()
+    return page
+
+
+def test_a_document_and_a_collection_are_deleted_from_the_knowledge_view(site: Site) -> None:
+    collection_of(
+        site, "doomed", {"keep.txt": b"Gulls nest on cliffs.", "drop.txt": b"Crabs hide under rocks."}
+    )
+    page = knowledge_view(site)
+    try:
+        box = page.locator("#kb-list section[data-collection='doomed']")
+        row = box.locator("tr[data-file='drop.txt']")
+        delete = row.get_by_role("button", name="Delete drop.txt from doomed")
+        delete.click()
+        expect(row.locator("button")).to_have_text("Really delete?")  # asked, not yet done
+        assert {d["file"] for d in documents(site, "doomed")} == {"keep.txt", "drop.txt"}
+        row.locator("button").click()
+        expect(page.locator("#kb-status")).to_have_text("Deleted drop.txt from doomed.")
+        expect(box.locator("tbody tr td:first-child")).to_have_text(["keep.txt"])
+        assert [d["file"] for d in documents(site, "doomed")] == ["keep.txt"]
+        found = httpx.post(
+            site.url + "/api/cove/kb/search", json={"collections": ["doomed"], "query": "crabs rocks"}
+        )
+        assert all(p["file"] != "drop.txt" for p in found.json()["passages"])  # its text is gone too
+        drop = box.get_by_role("button", name="Delete collection doomed (its documents' index)")
+        drop.click()
+        expect(drop).to_have_text("Really delete?")
+        drop.click()
+        expect(page.locator("#kb-status")).to_have_text("Deleted the collection doomed.")
+        expect(page.locator("#kb-list section[data-collection='doomed']")).to_have_count(0)
+        expect(page.locator("#kb option[value='doomed']")).to_have_count(0)  # nor in the composer
+        assert httpx.get(site.url + "/api/cove/kb/doomed").status_code == 404
+        assert page.errors == []
+    finally:
+        page.context.close()
+
+
+def test_a_failed_delete_is_explained_and_the_button_can_be_pressed_again(site: Site) -> None:
+    collection_of(site, "vanishing", {"a.txt": b"Words."})
+    page = knowledge_view(site)
+    try:
+        httpx.delete(site.url + "/api/cove/kb/vanishing")  # gone behind the page's back
+        drop = page.get_by_role("button", name="Delete collection vanishing (its documents' index)")
+        drop.click()
+        drop.click()
+        expect(page.locator("#kb-status")).to_contain_text("no collection named 'vanishing'")
+        expect(drop).to_be_enabled()
+        expect(drop).to_have_text("Delete collection")
+        assert page.errors == []
+    finally:
+        page.context.close()
+
+
+def documents(site: Site, name: str, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    listed = httpx.get(f"{site.url}/api/cove/kb/{name}/documents", headers=headers or {}).json()
+    found: list[dict[str, Any]] = listed["documents"]
+    return found
+
+
+PDF = pdf_bytes(["Gulls circle the harbour.", "Seals rest on the pier at noon."])
+
+
+def test_a_pdf_citation_links_to_its_page(site: Site) -> None:
+    collection_of(site, "papers", {"harbour.pdf": PDF})
+    page = open_page(site)
+    try:
+        page.select_option("#kb", "papers")
+        page.fill("#prompt", "seals rest on the pier at noon [1]")
+        page.press("#prompt", "Enter")
+        answer = page.locator("#messages > .msg.assistant").last
+        answer.locator(".msg-foot .act-regenerate").wait_for()
+        expect(answer.locator(".sources summary").first).to_have_text("[1] harbour.pdf, page 2")
+        link = answer.locator(".sources a.original").first
+        expect(link).to_have_text("Open page 2 of harbour.pdf")
+        expect(link).to_have_attribute("href", "/api/cove/kb/papers/file?file=harbour.pdf#page=2")
+        expect(link).to_have_attribute("target", "_blank")
+        fetched = page.evaluate(
+            """async (href) => { const r = await fetch(href); const b = new Uint8Array(await r.arrayBuffer());
+                return [r.status, r.headers.get('content-type'), r.headers.get('content-disposition'),
+                        String.fromCharCode(...b.slice(0, 5))]; }""",
+            link.get_attribute("href"),
+        )
+        assert fetched == [
+            200,
+            "application/pdf",
+            "inline; filename=\"harbour.pdf\"; filename*=UTF-8''harbour.pdf",
+            "%PDF-",
+        ]
+        # The Knowledge view links each document to its file too.
+        page.click(".top nav button[data-view='knowledge']")
+        row = page.locator("#kb-list section[data-collection='papers'] tr[data-file='harbour.pdf']")
+        href = row.locator("a.original").get_attribute("href")
+        doc_id = documents(site, "papers")[0]["id"]
+        assert href == f"/api/cove/kb/papers/documents/{doc_id}/file"
+        assert page.errors == []
+    finally:
+        page.context.close()
+
+
+SCRIPTED = (
+    "<html><body><script>window.pwned = 1</script><img src=x onerror='window.pwned = 2'>Seals.</body></html>"
+)
+HOSTILE_NAME = "<img src=x onerror=window.pwned=3>.txt"
+
+
+def test_an_html_document_and_a_hostile_name_run_no_script(site: Site, tmp_path: Any) -> None:
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    (folder / "page.html").write_text(SCRIPTED, "utf-8")
+    (folder / HOSTILE_NAME).write_text("Seals rest on the pier under a hostile name.", "utf-8")
+    collection_of(site, "hostile", {})
+    assert (
+        httpx.post(site.url + "/api/cove/kb/hostile/paths", json={"paths": [str(folder)]}).status_code == 200
+    )
+    assert (
+        httpx.post(site.url + "/api/cove/kb/hostile/sync", json={"stream": False}, timeout=60).status_code
+        == 200
+    )
+    page = knowledge_view(site)
+    try:
+        box = page.locator("#kb-list section[data-collection='hostile']")
+        expect(box.locator("a.original")).to_have_text([HOSTILE_NAME, "page.html"])  # as text
+        for name in ("page.html", HOSTILE_NAME):
+            with page.context.expect_page() as opened:
+                box.locator(f"tr[data-file='{name}'] a.original").click()
+            tab = opened.value
+            tab.wait_for_load_state()
+            shown = tab.evaluate("() => document.body.innerText")
+            assert shown == (
+                SCRIPTED if name == "page.html" else "Seals rest on the pier under a hostile name."
+            )
+            assert tab.evaluate("() => window.pwned") is None and tab.locator("img").count() == 0
+            tab.close()
+        page.click(".top nav button[data-view='chat']")
+        page.select_option("#kb", "hostile")
+        page.fill("#prompt", "seals rest on the pier under a hostile name [1]")
+        page.press("#prompt", "Enter")
+        answer = page.locator("#messages > .msg.assistant").last
+        answer.locator(".msg-foot .act-regenerate").wait_for()
+        expect(answer.locator(".sources summary").first).to_have_text(f"[1] {HOSTILE_NAME}")
+        expect(answer.locator(".sources a.original").first).to_have_text(f"Open {HOSTILE_NAME}")
+        assert answer.locator(".sources img").count() == 0
+        assert page.evaluate("() => window.pwned") is None
+        assert page.errors == []
+    finally:
+        page.context.close()
+
+
+def test_a_reopened_conversation_sets_the_picker_back_to_its_collections(site: Site) -> None:
+    collection_of(site, "alpha", {"a.txt": b"Seals rest on the pier."})
+    collection_of(site, "beta", {"b.txt": b"Gulls nest on cliffs."})
+    both = httpx.post(site.url + "/api/chat", json={
+        "model": "tiny", "stream": False, "conversation_id": "new", "collections": ["alpha", "beta"],
+        "messages": [{"role": "user", "content": "gulls and seals from both"}]})  # fmt: skip
+    assert both.status_code == 200, both.text
+    page = open_page(site)
+    sent: list[dict[str, Any]] = []
+    page.on(
+        "request", lambda r: sent.append(json.loads(r.post_data)) if r.url.endswith("/api/chat") else None
+    )
+    try:
+        page.select_option("#kb", "alpha")
+        page.check("#kb-strict")
+        ask(page, "seals on the pier, strictly")
+        page.click("#new-chat")
+        page.select_option("#kb", "")
+        ask(page, "no documents at all")
+        open_titled(page, "seals on the pier, strictly")
+        expect(page.locator("#kb")).to_have_value("alpha")
+        expect(page.locator("#kb-strict")).to_be_checked()
+        open_titled(page, "no documents at all")
+        expect(page.locator("#kb")).to_have_value("")
+        expect(page.locator("#kb-strict")).to_be_disabled()
+        open_titled(page, "gulls and seals from both")
+        expect(page.locator("#kb")).to_have_value("alpha,beta")
+        expect(page.locator("#kb option:checked")).to_have_text("alpha + beta")
+        expect(page.locator("#kb-strict")).not_to_be_checked()
+        ask(page, "and the gulls?")
+        assert (sent[-1]["collections"], sent[-1]["cove_strict"]) == (["alpha", "beta"], False)
+        assert page.errors == []
+    finally:
+        page.context.close()
+
+
+def test_a_conversation_whose_collection_is_gone_says_so(site: Site) -> None:
+    collection_of(site, "fleeting", {"f.txt": b"Seals rest on the pier."})
+    made = httpx.post(site.url + "/api/chat", json={
+        "model": "tiny", "stream": False, "conversation_id": "new", "collections": ["fleeting"],
+        "messages": [{"role": "user", "content": "about the fleeting seals"}]})  # fmt: skip
+    assert made.status_code == 200, made.text
+    httpx.delete(site.url + "/api/cove/kb/fleeting")
+    page = open_page(site)
+    try:
+        open_titled(page, "about the fleeting seals")
+        expect(page.locator("#notice")).to_contain_text(
+            "answered from fleeting, which is no longer a collection"
+        )
+        expect(page.locator("#kb")).to_have_value("")
+        assert page.errors == []
+    finally:
+        page.context.close()
+
+
+def open_titled(page: Any, title: str) -> None:
+    page.locator("#conversations .conv-open", has_text=title).first.click()
+    expect(page.locator("#chat-title")).to_have_text(title)
+
+
+KEY = "k3y-for-the-page"
+
+
+@pytest.fixture(scope="module")
+def keyed(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """A server that wants an API key, which a plain link to a file cannot send (the same browser)."""
+    cove = tiny_cove(tmp_path_factory.mktemp("web-kb-keyed") / "home", FakeEngine())
+    with LiveServer(make_app(cove, api_keys=(KEY,))) as url:
+        yield Site(url, cove, FakeEngine(), site.browser)
+    cove.close()
+
+
+def test_with_an_api_key_a_document_opens_from_memory_as_text(keyed: Site) -> None:
+    auth = {"authorization": f"Bearer {KEY}"}
+    made = httpx.post(keyed.url + "/api/cove/kb", json={"name": "locked", "model": FAKE_MODEL}, headers=auth)
+    assert made.status_code == 201, made.text
+    files = [("file", ("page.html", SCRIPTED.encode(), "text/html"))]
+    assert httpx.post(keyed.url + "/api/cove/kb/locked/upload", files=files, headers=auth).status_code == 201
+    synced = httpx.post(
+        keyed.url + "/api/cove/kb/locked/sync", json={"stream": False}, headers=auth, timeout=60
+    )
+    assert synced.status_code == 200, synced.text
+    href = f"/api/cove/kb/locked/documents/{documents(keyed, 'locked', auth)[0]['id']}/file"
+    assert httpx.get(keyed.url + href).status_code == 401  # what a plain link would get
+    context = keyed.browser.new_context()
+    context.add_init_script(f"sessionStorage.setItem('cove-api-key', {json.dumps(KEY)})")
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(keyed.url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.click(".top nav button[data-view='knowledge']")
+        link = page.locator("#kb-list section[data-collection='locked'] a.original")
+        expect(link).to_have_attribute("href", href)
+        with context.expect_page() as opened:
+            link.click()
+        tab = opened.value
+        tab.wait_for_url("blob:**")
+        tab.wait_for_load_state()
+        assert tab.evaluate("() => document.body.innerText") == SCRIPTED  # the source, as text
+        assert tab.evaluate("() => window.pwned") is None and tab.locator("img").count() == 0
+        assert tab.evaluate("() => window.opener") is None
+        assert page.evaluate("() => window.pwned") is None and errors == []
+    finally:
+        context.close()

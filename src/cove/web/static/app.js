@@ -3,7 +3,7 @@
 
 import { loadPrivacy } from "/static/privacy.js";
 import { loadKnowledge, wireKnowledge } from "/static/knowledge.js";
-import { knowledgeFields, loadCollectionPicker, showSources, strictShown } from "/static/sources.js";
+import { knowledgeFields, loadCollectionPicker, showChosen, showSources, strictShown } from "/static/sources.js";
 import {
   $, HttpError, api, copy, el, explain, fill, getJSON, ndjson, notice, onReconnect, postJSON,
   renderInto, renderMany, watchServer,
@@ -74,6 +74,7 @@ async function openConversation(id) {
     state.autoPicked = false;
     describeChoice();
   }
+  showChosen(chat.collections, chat.strict); // the documents its next turn answers from
   show("chat");
   closeSidebarIfNarrow();
   drawConversations();

@@ -1,11 +1,14 @@
 // The Knowledge view: collections and their documents, creating one, uploading files into one
-// (then syncing it, its progress shown), and searching them. All data goes in as text.
+// (then syncing it, its progress shown), opening a document's original, deleting a document or a
+// whole collection (a second press confirms), and searching them. All data goes in as text.
 
 import { $, api, el, explain, getJSON, ndjson, postJSON } from "/static/util.js";
+import { originalLink } from "/static/sources.js";
 
 let changed = () => {};
+const CONFIRM_MS = 4000; // how long a delete button waits for its second press
 
-/** `onChange` runs after a collection is created (the composer's picker lists it). */
+/** `onChange` runs after a collection is created or deleted (the composer's picker lists them). */
 export function wireKnowledge(onChange) {
   changed = onChange;
   $("#kb-create").addEventListener("submit", (e) => { e.preventDefault(); create().catch(say); });
@@ -33,19 +36,61 @@ function collectionNode(c, documents) {
   const id = `kb-c-${c.name.replace(/[^A-Za-z0-9_-]/g, "_")}`;
   const input = el("input", { type: "file", multiple: true, id: `${id}-file`, class: "kb-file" });
   input.addEventListener("change", () => { upload(c.name, [...input.files]).catch(say); input.value = ""; });
-  const rows = documents.map((d) => el("tr", {},
-    el("td", { text: d.file }), el("td", { text: d.status || "" }),
-    el("td", { text: d.pages ?? "" }), el("td", { text: d.chunks ?? "" })));
+  const rows = documents.map((d) => el("tr", { "data-file": d.file },
+    el("td", {}, d.id ? fileLink(c.name, d) : d.file), el("td", { text: d.status || "" }),
+    el("td", { text: d.pages ?? "" }), el("td", { text: d.chunks ?? "" }),
+    el("td", {}, deleteButton("Delete", `Delete ${d.file} from ${c.name}`, () => removeDocument(c.name, d)))));
   const table = documents.length
     ? el("table", { class: "kb-docs" },
-      el("thead", {}, el("tr", {}, ...["File", "State", "Pages", "Passages"].map((h) => el("th", { scope: "col", text: h })))),
+      el("thead", {}, el("tr", {}, ...["File", "State", "Pages", "Passages", "Actions"].map((h) => el("th", { scope: "col", text: h })))),
       el("tbody", {}, ...rows))
     : el("p", { class: "muted", text: "No documents yet." });
+  const drop = deleteButton("Delete collection", `Delete collection ${c.name} (its documents' index)`, () => dropCollection(c.name));
   return el("section", { class: "kb-collection", "data-collection": c.name, "aria-labelledby": `${id}-name` },
-    el("h3", { id: `${id}-name`, text: c.name }),
+    el("div", { class: "kb-head" }, el("h3", { id: `${id}-name`, text: c.name }), drop),
     el("p", { class: "muted", text: `${c.documents ?? documents.length} documents, ${c.chunks ?? 0} passages${c.model ? `, embedded with ${c.model}` : ""}` }),
     el("label", { for: `${id}-file`, text: `Add files to ${c.name}` }), input,
     table);
+}
+
+function fileLink(name, d) {
+  const href = `/api/cove/kb/${encodeURIComponent(name)}/documents/${encodeURIComponent(d.id)}/file`;
+  const link = originalLink(href, d.file, `Open ${d.file} in a new tab`);
+  link.dataset.file = d.file.split("/").pop();
+  return link;
+}
+
+/** A delete button that acts on its second press within a few seconds (no browser dialog). */
+function deleteButton(text, label, action) {
+  const button = el("button", { type: "button", class: "small danger", text, "aria-label": label });
+  let timer = null;
+  button.addEventListener("click", () => {
+    if (button.dataset.armed !== "1") {
+      button.dataset.armed = "1";
+      button.textContent = "Really delete?";
+      button.setAttribute("aria-label", `Really delete? Press again to confirm: ${label}`);
+      timer = setTimeout(() => { button.dataset.armed = ""; button.textContent = text; button.setAttribute("aria-label", label); }, CONFIRM_MS);
+      return;
+    }
+    clearTimeout(timer);
+    button.disabled = true;
+    action().catch((err) => { say(err); button.disabled = false; button.dataset.armed = ""; button.textContent = text; });
+  });
+  return button;
+}
+
+async function removeDocument(name, d) {
+  const where = `/api/cove/kb/${encodeURIComponent(name)}/documents`;
+  const { removed } = await postJSON(where, { paths: [d.path || d.file] }, "DELETE");
+  $("#kb-status").textContent = removed ? `Deleted ${d.file} from ${name}.` : `${d.file} was already gone from ${name}.`;
+  await loadKnowledge();
+}
+
+async function dropCollection(name) {
+  await postJSON(`/api/cove/kb/${encodeURIComponent(name)}`, undefined, "DELETE");
+  $("#kb-status").textContent = `Deleted the collection ${name}.`;
+  await loadKnowledge();
+  changed();
 }
 
 async function create() {
