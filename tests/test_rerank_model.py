@@ -5,9 +5,10 @@ There is no reranker on PyPI, so the test makes one: a tiny random BertForSequen
 cove, stored, and called through the library and the server. Its scores must equal
 transformers' own logits for the same (query, document) pairs, and its order theirs.
 
-llama.cpp gives every token of a pair token type 0 (its batch carries no token types), so
-transformers is asked with token_type_ids of 0 too: the comparison is of everything else, the
-weights' places, the [CLS] pooler and classifier head, the pair's tokens and special tokens.
+transformers reads the pair with the document as token type 1; llama.cpp gives every token type
+0, so the conversion adds the vocabulary's segment-B copy and cove writes the document with it
+(engine/reranking.py): the scores agree only if that, the weights' places, the [CLS] pooler and
+classifier head and the pair's special tokens are all right.
 """
 
 from __future__ import annotations
@@ -60,10 +61,14 @@ DOCUMENTS = [
 @pytest.fixture(scope="module")
 def cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder a Hugging Face cross-encoder is saved as: config.json, model.safetensors, vocab.txt."""
+    return save_cross_encoder(tmp_path_factory.mktemp("cross-encoder"), type_count=2)
+
+
+def save_cross_encoder(folder: Path, type_count: int) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    folder = tmp_path_factory.mktemp("cross-encoder")
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
     torch.manual_seed(11)
     config = BertConfig(
@@ -73,7 +78,7 @@ def cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_attention_heads=4,
         intermediate_size=64,
         max_position_embeddings=128,
-        type_vocab_size=2,
+        type_vocab_size=type_count,
         num_labels=1,
     )
     model = BertForSequenceClassification(config).eval()
@@ -85,7 +90,8 @@ def cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def transformers_scores(folder: Path, query: str, documents: list[str]) -> list[float]:
-    """transformers' logit for each pair, tokenized by Hugging Face's own WordPiece tokenizer."""
+    """transformers' logit for each pair as Hugging Face's own WordPiece tokenizer encodes it:
+    `[CLS] query [SEP] document [SEP]`, the document and its [SEP] as token type 1."""
     import torch
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertForSequenceClassification
@@ -94,9 +100,12 @@ def transformers_scores(folder: Path, query: str, documents: list[str]) -> list[
     model = BertForSequenceClassification.from_pretrained(folder).eval()
     scores = []
     for document in documents:
-        ids = torch.tensor([tokenizer.encode(query, document).ids])
+        pair = tokenizer.encode(query, document)
+        ids, types = torch.tensor([pair.ids]), torch.tensor([pair.type_ids])
+        if model.config.type_vocab_size == 1:  # a model without a second segment reads it as the first
+            types = torch.zeros_like(ids)
         with torch.no_grad():
-            logits = model(input_ids=ids, token_type_ids=torch.zeros_like(ids)).logits
+            logits = model(input_ids=ids, token_type_ids=types).logits
         scores.append(float(logits[0, 0]))
     return scores
 
@@ -138,6 +147,20 @@ def test_the_engine_scores_pairs_as_transformers_does(reranking_cove: Cove, cros
     half = reranking_cove.rerank("tiny-reranker-f16", QUERY, DOCUMENTS)
     assert half.scores() == pytest.approx(expected, abs=min(gaps) / 2)
     assert [r.index for r in half.results] == order
+
+
+@pytest.mark.model
+def test_a_cross_encoder_with_one_token_type_reranks_through_the_engines_own_pairs(
+    tmp_path: Path, cove_home: Path
+) -> None:
+    """No second segment: the engine joins the pair itself (bos, query, eos, document, eos)."""
+    folder = save_cross_encoder(tmp_path / "plain", type_count=1)
+    out = tmp_path / "plain.gguf"
+    convert(reader(folder), out, "plain-reranker", full_precision=True)
+    with Cove(Settings(home=cove_home)) as cove:
+        cove.store.import_gguf(out, "plain-reranker", source="test")
+        result = cove.rerank("plain-reranker", QUERY, DOCUMENTS)
+    assert result.scores() == pytest.approx(transformers_scores(folder, QUERY, DOCUMENTS), abs=TOLERANCE)
 
 
 @pytest.mark.model
@@ -251,6 +274,14 @@ def test_a_cross_encoder_converts_to_llamacpps_classification_head(
     sep = VOCAB.index("[SEP]")
     assert value("tokenizer.ggml.eos_token_id") == sep and value("tokenizer.ggml.seperator_token_id") == sep
     assert value("tokenizer.ggml.add_eos_token") is True and value("tokenizer.ggml.add_sep_token") is False
+    # the second segment: a copy of every token, named so that only the rerank template reads it
+    assert value("cove.rerank.segment_b") == len(VOCAB)
+    assert value("tokenizer.chat_template.rerank") == "[CLS]{query}[SEP]{document}"
+    pieces, types = value("tokenizer.ggml.tokens"), value("tokenizer.ggml.token_type")
+    assert len(pieces) == 2 * len(VOCAB) and pieces[len(VOCAB) + 7] == "<|b7|>"
+    assert set(types[len(VOCAB) :]) == {int(gguf.TokenType.CONTROL)}
+    embeddings = next(t for t in file.tensors if t.name == "token_embd.weight")
+    assert embeddings.shape[1] == 2 * len(VOCAB)
     with Cove(Settings(home=tmp_path / "home")) as cove:  # the store reads its kind from the pooling type
         assert catalog.model_kind(cove.store.import_gguf(out, "r", source="test")) == "reranker"
 

@@ -20,6 +20,7 @@ from ..templates import is_builtin_template_name, tool_template
 from .base import ChunkCallback, LoadSpec
 from .embedding import SPECIALS_ALLOWANCE, embedding_layout, fit_to_context
 from .render_guard import RenderGuard
+from .reranking import SEGMENT_B_KEY, as_segment_b, plain_query
 from .speculative import apply_speculative
 from .threads import choose_threads
 from .tool_choice import ForcedCallStream, as_tool_call_result, forced_request, forced_tools
@@ -180,9 +181,37 @@ class LlamaCppModel:
         if not self.spec.rerank:
             raise BadRequest(f"{self.spec.name} is not loaded as a reranker")
         query, documents = str(body.get("query", "")), [str(d) for d in body.get("documents") or []]
-        fitted, cut = self._fit_pairs(query, documents)
-        result = self._call("rerank", {**body, "documents": fitted}, None)
+        with self._listener():  # a dead engine may be met first here: say it stopped, and why
+            if self._segment_b() is not None:
+                query, fitted, cut = self._as_segment_b(query, documents)
+            else:
+                fitted, cut = self._fit_pairs(query, documents)
+        result = self._call("rerank", {**body, "query": query, "documents": fitted}, None)
         return {**result, "truncated": cut}
+
+    def _segment_b(self) -> int | None:
+        """Where the model's segment-B copies start (a cross-encoder cove converted), or None."""
+        if not hasattr(self, "_segment_b_start"):
+            start = read_gguf(self.spec.model_path).metadata.get(SEGMENT_B_KEY)
+            self._segment_b_start = start if isinstance(start, int) and start > 0 else None
+        return self._segment_b_start
+
+    def _as_segment_b(self, query: str, documents: list[str]) -> tuple[str, list[str], int]:
+        """The query as the rerank template holds it, and each document as its tokens'
+        segment-B copies (cut so that the pair fits a slot), and how many were cut."""
+        tokenizer = self._tokens()
+        query = plain_query(query)
+        room = self.spec.num_ctx - 3 - len(tokenizer.tokenize(query, add_special=False))
+        if room < 1:
+            limit_tokens = self.spec.num_ctx
+            raise BadRequest(f"the query is too long for {self.spec.name}: it takes {limit_tokens} tokens")
+        sep = tokenizer.specials[-1]  # [CLS] … [SEP] around every text
+        fitted, cut = [], 0
+        for document in documents:
+            tokens = tokenizer.tokenize(document, add_special=False)
+            cut += len(tokens) > room
+            fitted.append(as_segment_b(tokens[:room], sep))
+        return query, fitted, cut
 
     def _fit_pairs(self, query: str, documents: list[str]) -> tuple[list[str], int]:
         limit = self.spec.num_ctx - SPECIALS_ALLOWANCE

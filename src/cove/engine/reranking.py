@@ -71,3 +71,37 @@ def ranked_of(result: dict[str, Any], count: int) -> list[Ranked]:
     if any(not 0 <= r.index < count for r in ranked):
         raise EngineError("the engine's rerank answer names a document that was not sent")
     return sorted(ranked, key=lambda r: (-r.score, r.index))
+
+
+# -- a BERT cross-encoder's second segment ----------------------------------------------------------
+#
+# A BERT cross-encoder reads `[CLS] query [SEP] document [SEP]` with the document's tokens (and the
+# last [SEP]) as token type 1, but llama.cpp gives every token type 0. So cove's conversion gives
+# the vocabulary a second copy, whose embeddings already hold type 1 (word + type 1 - type 0),
+# named `<|bN|>` (N: the token's id) as control tokens that no text tokenizes into, and a rerank
+# template `[CLS]{query}[SEP]{document}`; cove then writes each document as its copies' names,
+# which the engine's rerank call (parsing special tokens in the template) reads back as those ids.
+
+#: The GGUF key holding the id of the first segment-B copy (the vocabulary's size before it).
+SEGMENT_B_KEY = "cove.rerank.segment_b"
+
+
+def segment_b_piece(token_id: int) -> str:
+    """The name of the segment-B copy of token `token_id` (its id in the first segment):
+    `<|b` digits `|>` never overlap."""
+    return f"<|b{token_id}|>"
+
+
+def rerank_template(cls: str, sep: str) -> str:
+    return f"{cls}{{query}}{sep}{{document}}"
+
+
+def as_segment_b(tokens: list[int], sep: int) -> str:
+    """A document's tokens, and the [SEP] that ends the pair, as their segment-B copies' names."""
+    return "".join(segment_b_piece(t) for t in [*tokens, sep])
+
+
+def plain_query(query: str) -> str:
+    """The query as the template may hold it: no `{document}` for the engine to fill in and no
+    copy's name to read as one. WordPiece splits punctuation off, so the tokens are the same."""
+    return query.replace("{", "{ ").replace("<|", "< |")

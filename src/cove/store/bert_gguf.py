@@ -9,7 +9,9 @@ weights as f16, and the WordPiece vocabulary rewritten as llama.cpp's WPM tokeni
 A cross-encoder (BertForSequenceClassification with one label) keeps its [CLS] pooler and
 classifier as llama.cpp's classification head: the pooler's dense layer as `cls` (the engine
 applies its tanh), the classifier as `cls.output`, and pooling type rank. The engine writes a
-pair as `[CLS] query [SEP] document [SEP]`, so [SEP] is also the end-of-text token, added.
+pair as `[CLS] query [SEP] document [SEP]`, so [SEP] is also the end-of-text token, added. A
+cross-encoder with two token types gets its vocabulary's segment-B copy and the rerank template
+that reads it (engine/reranking.py says why), so its document half is token type 1, as trained.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.reranking import SEGMENT_B_KEY, rerank_template, segment_b_piece
 from ..errors import PullError
 
 #: Reads one file of the model's folder by its relative name; KeyError when it is not there.
@@ -36,6 +39,8 @@ UNUSED_PREFIXES = ("embeddings.position_ids", "pooler.")
 UNUSED_BY_RERANKER = ("embeddings.position_ids", "cls.predictions", "cls.seq_relationship")
 #: A cross-encoder's head, and the names llama.cpp's classification head has.
 HEAD_NAMES = {"pooler.dense": "cls", "classifier": "cls.output"}
+#: The GGUF names of the token and token type embeddings.
+TOKENS, TOKEN_TYPES = "token_embd.weight", "token_types.weight"
 #: The pooling a conversion writes: sentence-transformers' for an embedder, rank for a reranker.
 POOLINGS = ("mean", "cls", "rank")
 #: The specials llama.cpp treats as control tokens (never split, never text).
@@ -67,32 +72,35 @@ def convert(
     tokens = _vocabulary(read)
     pooling = "rank" if is_cross_encoder(config) else _pooling(read)
     layers = int(config["num_hidden_layers"])
+    type_count = int(config.get("type_vocab_size", 1))
+    segment_b = pooling == "rank" and type_count >= 2
     writer = gguf.GGUFWriter(str(out), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.BERT])
     try:
         _write_parameters(writer, gguf, config, name, pooling, full_precision)
         if license:
             writer.add_license(license)
-        _write_vocabulary(writer, gguf, tokens, int(config.get("type_vocab_size", 1)), pair=pooling == "rank")
+        _write_vocabulary(writer, gguf, tokens, type_count, pair=pooling == "rank", segment_b=segment_b)
         names = gguf.TensorNameMap(gguf.MODEL_ARCH.BERT, layers)
-        count = 0
-        placed: set[str] = set()
+        placed: dict[str, np.ndarray[Any, Any]] = {}
         for source, array in read_safetensors(_member(read, "model.safetensors")):
             target = _target(names, source, rerank=pooling == "rank")
             if target is None:
                 continue
             if target == "":
                 raise PullError(f"{name} has a tensor cove cannot place in a BERT GGUF: {source}")
-            writer.add_tensor(target, _stored_as(target, array, full_precision))
-            placed.add(target)
-            count += 1
+            placed[target] = array
         if pooling == "rank":
-            _check_head(name, placed)
+            _check_head(name, set(placed))
+        if segment_b:
+            placed[TOKENS] = with_segment_b(placed, len(tokens))
+        for target, array in placed.items():
+            writer.add_tensor(target, _stored_as(target, array, full_precision))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
     finally:
         writer.close()
-    return Converted(out, count, len(tokens), pooling)
+    return Converted(out, len(placed), len(tokens), pooling)
 
 
 def is_cross_encoder(config: dict[str, Any]) -> bool:
@@ -123,6 +131,16 @@ def _target(names: Any, source: str, *, rerank: bool) -> str | None:
     return "" if target is None or target.startswith("cls") else str(target)
 
 
+def with_segment_b(placed: dict[str, np.ndarray[Any, Any]], count: int) -> np.ndarray[Any, Any]:
+    """The token embeddings, then each again as segment B: plus token type 1, less token type 0
+    (which llama.cpp adds to every token), so a copy's sum is what transformers' type 1 gives."""
+    words, types = placed.get(TOKENS), placed.get(TOKEN_TYPES)
+    if words is None or types is None or words.shape[0] != count or types.shape[0] < 2:
+        raise PullError("the cross-encoder's token or token type embeddings do not match its vocabulary")
+    shift = types[1].astype(np.float64) - types[0].astype(np.float64)
+    return np.concatenate([words, (words.astype(np.float64) + shift).astype(words.dtype)])
+
+
 def _check_head(name: str, placed: set[str]) -> None:
     missing = [t for t in ("cls.weight", "cls.output.weight") if t not in placed]
     if missing:
@@ -149,11 +167,12 @@ def _write_parameters(
 
 
 def _write_vocabulary(
-    writer: Any, gguf: Any, tokens: list[str], type_count: int, *, pair: bool = False
+    writer: Any, gguf: Any, tokens: list[str], type_count: int, *, pair: bool = False, segment_b: bool = False
 ) -> None:
     """WordPiece as llama.cpp's WPM tokenizer reads it: a word's first piece carries the
     sentencepiece space mark (`▁the`), a continuation loses its `##`, specials stay as they are.
-    With `pair` (a reranker), [SEP] also ends the text, so a pair ends `document [SEP]`."""
+    With `pair` (a reranker), [SEP] also ends the text, so a pair ends `document [SEP]`; with
+    `segment_b`, the segment-B copies follow as control tokens, and the template that reads them."""
     index = {token: i for i, token in enumerate(tokens)}
     for special in ("[CLS]", "[SEP]", "[UNK]"):
         if special not in index:
@@ -162,10 +181,16 @@ def _write_vocabulary(
     repeated = _repeated(tokens, pieces)
     if repeated is not None:  # llama.cpp asserts (and its process dies) on a piece seen twice
         raise PullError(f"the vocabulary has the token {repeated!r} twice (as llama.cpp reads WordPiece)")
+    types = [_token_type(gguf, token) for token in tokens]
+    if segment_b:
+        pieces = [*pieces, *(segment_b_piece(i) for i in range(len(tokens)))]
+        types = [*types, *[int(gguf.TokenType.CONTROL)] * len(tokens)]
+        writer.add_uint32(SEGMENT_B_KEY, len(tokens))
+        writer.add_string("tokenizer.chat_template.rerank", rerank_template("[CLS]", "[SEP]"))
     writer.add_tokenizer_model("bert")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(pieces)
-    writer.add_token_types([_token_type(gguf, token) for token in tokens])
+    writer.add_token_types(types)
     writer.add_token_type_count(type_count)
     writer.add_bos_token_id(index["[CLS]"])
     writer.add_sep_token_id(index["[SEP]"])
