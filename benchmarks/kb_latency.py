@@ -9,12 +9,18 @@ vector search (candidates from sqlite-vec's scan of the vectors' signs, ranked b
 is compared with exact nearest neighbours (numpy over every vector) to give its recall@10.
 
     .venv/bin/python benchmarks/kb_latency.py [--sizes 10000,100000] [--queries 100] [--home DIR]
+        [--keep DIR]
+
+`--keep DIR` keeps the indexes it writes there and searches them again on the next run with the
+same sizes (writing 100,000 chunks takes minutes on a busy machine); the texts and vectors of
+each size come from that size's own seed, so a kept index is the one a fresh run would write.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import random
 import re
 import shutil
@@ -30,6 +36,7 @@ import numpy as np
 from cove.config import Settings
 from cove.knowledge import search
 from cove.knowledge.documents import Chunk
+from cove.knowledge.errors import CollectionNotFound
 from cove.knowledge.index import Indexed
 from cove.knowledge.service import KnowledgeBase
 from cove.library.local import Cove
@@ -132,6 +139,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--home", type=Path)
+    parser.add_argument("--keep", type=Path, help="keep the indexes here, and reuse them")
     parser.add_argument(
         "--words", choices=["zipf", "faq"], default="zipf", help="text vocabulary (see zipf_vocabulary)"
     )
@@ -139,19 +147,24 @@ def main() -> None:
     settings = Settings.from_env()
     if args.home:
         settings = replace(settings, home=args.home)
-    rng = random.Random(7)
     words = zipf_vocabulary(vocabulary()) if args.words == "zipf" else vocabulary()
-    work = Path(tempfile.mkdtemp(prefix="cove-kb-latency-"))
+    digest = hashlib.sha256(" ".join(words).encode()).hexdigest()[:12]  # a kept index's text source
+    work = args.keep or Path(tempfile.mkdtemp(prefix="cove-kb-latency-"))
+    work.mkdir(parents=True, exist_ok=True)
     cove = Cove(replace(settings, num_parallel=1))
     try:
-        base = base_vectors(cove, words, rng)
+        base = base_vectors(cove, words, random.Random(7))
         for size in (int(s) for s in args.sizes.split(",")):
-            kb = KnowledgeBase(cove, path=work / f"k{size}.db")
-            kb.create("bench", "all-minilm")
+            kb = KnowledgeBase(cove, path=work / f"k{size}-{args.words}-{digest}.db")
             vectors = synthetic(base, size, seed=size)
-            started = time.perf_counter()
-            fill(kb, vectors, words, rng)
-            print(f"{size:,} chunks written in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            filled = _filled(kb)
+            if filled != size:
+                if filled is not None:  # a run cut short: written again whole
+                    kb.index.drop("bench")
+                kb.create("bench", "all-minilm")
+                started = time.perf_counter()
+                fill(kb, vectors, words, random.Random(size))
+                print(f"{size:,} chunks written in {time.perf_counter() - started:.1f} s", file=sys.stderr)
             kb.search(["bench"], "warm up", k=5)  # the model loads and the file is read once
             query_vectors = np.array(kb.embedder("all-minilm").embed(QUERIES), dtype=np.float32)
             recall = knn_recall(kb, vectors, query_vectors)
@@ -166,7 +179,16 @@ def main() -> None:
             kb.close()
     finally:
         cove.close()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _filled(kb: KnowledgeBase) -> int | None:
+    """How many chunks the kept index's collection holds (None: it has none)."""
+    try:
+        return kb.index.counts("bench")[1]
+    except CollectionNotFound:
+        return None
 
 
 def _embed_ms(kb: KnowledgeBase) -> float:

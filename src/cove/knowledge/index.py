@@ -22,6 +22,7 @@ from ..errors import BadRequest, DiskFull
 from ..history.db import BUSY_TIMEOUT_MS, Database, many, one
 from .documents import Chunk
 from .errors import CollectionExists, CollectionNotFound
+from .signs import Signs, SignsCache
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
@@ -30,7 +31,8 @@ CREATE TABLE IF NOT EXISTS collections (
     model TEXT NOT NULL,
     dimensions INTEGER,
     created TEXT NOT NULL,
-    last_sync TEXT
+    last_sync TEXT,
+    generation INTEGER NOT NULL DEFAULT 0  -- a new random value with every change to its chunks
 );
 CREATE TABLE IF NOT EXISTS roots (
     id INTEGER PRIMARY KEY,
@@ -70,6 +72,12 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_document ON chunks(document);
 CREATE INDEX IF NOT EXISTS documents_hash ON documents(collection, hash);
 """
+
+#: The read-only connections searches use, each by one thread at a time (see _reading).
+READERS = ("bm25", "vectors")
+#: Document frequencies kept between searches (they are only read again after a write).
+FREQUENCIES_KEPT = 4096
+QUERY = apsw.FTS5_TOKENIZE_QUERY
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 #: Statuses a document row can have.
@@ -174,26 +182,36 @@ class KnowledgeIndex:
             columns = {row[1] for row in c.execute("PRAGMA table_info(chunks)")}
             if "vector" not in columns:  # an index made before vectors were kept in the chunk rows
                 c.execute("ALTER TABLE chunks ADD COLUMN vector BLOB")
-        self._searcher: apsw.Connection | None = None
-        self._searcher_lock = threading.Lock()
+            columns = {row[1] for row in c.execute("PRAGMA table_info(collections)")}
+            if "generation" not in columns:  # an index made before the signs were held in memory
+                c.execute("ALTER TABLE collections ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+        self._readers: dict[str, apsw.Connection] = {}
+        self._reader_locks = {name: threading.Lock() for name in READERS}
+        self._signs = SignsCache()
+        self._frequencies: dict[tuple[int, int, str], int] = {}
 
     def close(self) -> None:
-        with self._searcher_lock:
-            if self._searcher is not None:
-                self._searcher.close()
-                self._searcher = None
+        for name, lock in self._reader_locks.items():
+            with lock:
+                conn = self._readers.pop(name, None)
+                if conn is not None:
+                    conn.close()
         self.db.close()
 
     @contextmanager
-    def _search_rows(self) -> Iterator[apsw.Connection]:
-        """A second connection, for the BM25 half of a hybrid search: it runs on another thread
-        while this one embeds the question and ranks vectors (WAL lets both read at once)."""
-        with self._searcher_lock:
-            if self._searcher is None:
+    def _reading(self, name: str) -> Iterator[apsw.Connection]:
+        """A read transaction on a read-only connection of its own (one of READERS): the BM25
+        half of a hybrid search runs on another thread while the vector half runs on this one,
+        and neither waits for a sync's writes on the main connection (WAL lets all read at once)."""
+        with self._reader_locks[name]:
+            conn = self._readers.get(name)
+            if conn is None:
                 conn = apsw.Connection(str(self.db.path), flags=apsw.SQLITE_OPEN_READONLY)
                 conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-                self._searcher = conn
-            conn = self._searcher
+                conn.enable_load_extension(True)
+                conn.load_extension(sqlite_vec.loadable_path())
+                conn.enable_load_extension(False)
+                self._readers[name] = conn
             conn.execute("BEGIN")
             try:
                 yield conn
@@ -219,7 +237,10 @@ class KnowledgeIndex:
         with self._write() as c:
             if c.execute("SELECT 1 FROM collections WHERE name = ?", (name,)).fetchone():
                 raise CollectionExists(f"a collection named '{name}' already exists")
-            c.execute("INSERT INTO collections(name, model, created) VALUES (?, ?, ?)", (name, model, now()))
+            c.execute(
+                "INSERT INTO collections(name, model, created, generation) VALUES (?, ?, ?, random())",
+                (name, model, now()),
+            )
             cid = c.last_insert_rowid()
             # Porter stemming: "installing" finds "install". secure-delete: a deleted row's terms are
             # removed from the index, not left in its old segments.
@@ -259,6 +280,7 @@ class KnowledgeIndex:
             c.execute(f"DROP TABLE IF EXISTS {_fts(cid)}")
             c.execute(f"DROP TABLE IF EXISTS {_vec(cid)}")
             c.execute("DELETE FROM collections WHERE id = ?", (cid,))  # cascades to roots, docs, chunks
+        self._signs.forget(cid)
         self.db.checkpoint()
 
     def add_root(self, name: str, root: Root) -> None:
@@ -296,6 +318,7 @@ class KnowledgeIndex:
                 (col.id,),
             )
             (count,) = one(c, "SELECT count(*) FROM documents WHERE collection = ?", (col.id,))
+            _changed(c, col.id)
         return int(count)
 
     # -- documents ---------------------------------------------------------------------------
@@ -340,6 +363,7 @@ class KnowledgeIndex:
                     (*values, doc_id),
                 )
             self._insert_chunks(c, col.id, doc_id, doc.chunks, doc.vectors)
+            _changed(c, col.id)
 
     def move_document(self, col: Collection, old_path: str, new_path: str, file: str, mtime_ns: int) -> None:
         """A renamed file: same content, so its chunks and vectors stay; only where it is changes."""
@@ -368,6 +392,8 @@ class KnowledgeIndex:
                 self._delete_chunks(c, col.id, int(row[0]))
                 c.execute("DELETE FROM documents WHERE id = ?", (row[0],))
                 deleted += 1
+            if deleted:
+                _changed(c, col.id)
         if deleted:
             self.db.checkpoint()  # the WAL would otherwise still hold the deleted pages' text
         return deleted
@@ -470,10 +496,42 @@ class KnowledgeIndex:
             )
         return {int(r[0]): r[1:] for r in rows}
 
-    def bm25(self, col: Collection, match: str, limit: int) -> list[tuple[int, float]]:
-        """(chunk id, BM25 score, higher is better) for an FTS5 query, best first."""
+    def frequencies(self, col: Collection, words: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """(the collection's chunks, in how many of them each word occurs). A word counts as its
+        stem (the index's own tokenizer); one the tokenizer splits, as its rarest part. Counting
+        a word reads its whole posting list (about 10 ms for one in every chunk of 100,000), so
+        the counts are kept until the collection changes."""
         t = _fts(col.id)
-        with self._search_rows() as c:
+        with self._reading("bm25") as c:
+            (generation,) = one(c, "SELECT generation FROM collections WHERE id = ?", (col.id,))
+            (total,) = one(
+                c, "SELECT coalesce(sum(chunks), 0) FROM documents WHERE collection = ?", (col.id,)
+            )
+            c.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{t}_terms USING fts5vocab(main, {t}, 'row')")
+            tokenize = c.fts5_tokenizer("porter", ["unicode61", "remove_diacritics", "2"])
+            found: dict[str, int] = {}
+            for word in words:
+                stems = tokenize(word.encode(), QUERY, None, include_offsets=False, include_colocated=False)
+                found[word] = min((self._frequency(c, col.id, generation, str(s)) for s in stems), default=0)
+        return int(total), found
+
+    def _frequency(self, c: apsw.Connection, cid: int, generation: int, stem: str) -> int:
+        key = (cid, generation, stem)
+        if key not in self._frequencies:
+            if len(self._frequencies) >= FREQUENCIES_KEPT:
+                self._frequencies.clear()
+            row = c.execute(f"SELECT doc FROM temp.{_fts(cid)}_terms WHERE term = ?", (stem,)).fetchone()
+            self._frequencies[key] = int(row[0]) if row else 0
+        return self._frequencies[key]
+
+    def bm25(self, col: Collection, words: Sequence[str], limit: int) -> list[tuple[int, float]]:
+        """(chunk id, BM25 score, higher is better) of the chunks holding any of these words
+        (each quoted: FTS5 syntax in a question is text, not operators), best first."""
+        if not words:
+            return []
+        t = _fts(col.id)
+        match = " OR ".join(f'"{w}"' for w in words)
+        with self._reading("bm25") as c:
             rows = many(
                 c, f"SELECT rowid, bm25({t}) FROM {t} WHERE {t} MATCH ? ORDER BY rank LIMIT ?",
                 (match, limit),
@@ -484,11 +542,11 @@ class KnowledgeIndex:
         self, col: Collection, query: Sequence[float], limit: int, candidates: int
     ) -> list[tuple[int, float]]:
         """(chunk id, cosine similarity) nearest first. In a collection of more than `candidates`
-        chunks, sqlite-vec's scan of the vectors' signs (Hamming distance) picks that many, which
-        are then ranked by their exact cosine; a smaller one is ranked whole."""
+        chunks, a scan of the vectors' signs (Hamming distance, held in memory: signs.py) picks
+        that many, which are then ranked by their exact cosine; a smaller one is ranked whole."""
         if col.dimensions is None:
             return []
-        with self.db.read() as c:
+        with self._reading("vectors") as c:
             (total,) = one(
                 c, "SELECT coalesce(sum(chunks), 0) FROM documents WHERE collection = ?", (col.id,)
             )
@@ -500,21 +558,32 @@ class KnowledgeIndex:
                     (col.id,),
                 )
             else:
-                near = many(
-                    c,
-                    f"SELECT rowid FROM {_vec(col.id)} WHERE coarse MATCH vec_quantize_binary(?) AND k = ?",
-                    (vector_blob(query), candidates),
-                )
-                rows = _vectors(c, [int(r) for (r,) in near])
+                (generation,) = one(c, "SELECT generation FROM collections WHERE id = ?", (col.id,))
+                dims = col.dimensions
+                signs = self._signs.get(col.id, generation, lambda: _signs(c, col.id, generation, dims))
+                rows = _vectors(c, signs.nearest(query, candidates))
         return _ranked(query, rows, col.dimensions)[:limit]
 
     def similarities(self, col: Collection, query: Sequence[float], ids: Sequence[int]) -> dict[int, float]:
         """Cosine similarity of the query to each of these chunks (for hits BM25 found alone)."""
         if col.dimensions is None or not ids:
             return {}
-        with self.db.read() as c:
+        with self._reading("vectors") as c:
             rows = _vectors(c, list(ids))
         return dict(_ranked(query, rows, col.dimensions))
+
+
+def _changed(c: apsw.Connection, cid: int) -> None:
+    """A write to the collection's chunks: what searches hold of them (signs.py, the word
+    counts) is read again. Random, not counted up: a collection made again under a dropped
+    one's id must not match what another process still holds of the old one."""
+    c.execute("UPDATE collections SET generation = random() WHERE id = ?", (cid,))
+
+
+def _signs(c: apsw.Connection, cid: int, generation: int, dims: int) -> Signs:
+    """The signs sqlite-vec holds for the collection (about 0.2 s for 100,000 chunks)."""
+    rows = [(int(i), bytes(b)) for i, b in c.execute(f"SELECT rowid, coarse FROM {_vec(cid)}")]
+    return Signs.of(generation, rows, dims // 8)
 
 
 def _vectors(c: apsw.Connection, ids: list[int]) -> list[tuple[Any, ...]]:

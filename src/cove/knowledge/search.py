@@ -30,6 +30,11 @@ CANDIDATES_PER_RESULT = 4
 #: How many hits each ranking contributes to the fusion, at least.
 DEPTH = 50
 MAX_TERMS = 64
+#: BM25 scores every chunk that holds any of the question's words, so its time grows with how
+#: many that is: at 100,000 chunks a question with words in most of them took 100 to 400 ms
+#: (busy machine). The rarest words are kept while the chunks they are in add up to at most
+#: this many (the rarest always); the rest, the commonest, weigh least in BM25 anyway.
+POSTINGS = 10_000
 #: The lowest cosine similarity, per embedding model, of a passage worth giving the model. For
 #: all-minilm, measured by benchmarks/kb_retrieval.py: the best of a question's top 5 passages
 #: is at least 0.28 for 111 of the debian-faq's 112 questions (the one below: 0.217), and below
@@ -50,11 +55,40 @@ were what when where which who whom why will with would you your"""
 STOPWORDS = frozenset(_STOPWORDS.split())
 
 
+def query_words(query: str) -> list[str]:
+    """The question's words for BM25: its stopwords left out unless it is nothing else."""
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))
+    return ([w for w in words if w not in STOPWORDS] or words)[:MAX_TERMS]
+
+
 def fts_query(query: str) -> str | None:
     """The question's words, each quoted (FTS5 syntax in a question is text, not operators)."""
-    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))
-    words = ([w for w in words if w not in STOPWORDS] or words)[:MAX_TERMS]
+    words = query_words(query)
     return " OR ".join(f'"{w}"' for w in words) if words else None
+
+
+def pruned(frequencies: dict[str, int], total: int, budget: int = POSTINGS) -> list[str]:
+    """The words BM25 ranks by, rarest first, from how many of the `total` chunks each is in.
+    A word in none is left out (it matches nothing), and so is one in half the chunks or more
+    unless every word is: FTS5's BM25 gives such a word a weight of almost nothing (1e-6), so
+    it only makes chunks match. Then the rarest words while their chunks add up to `budget`,
+    and always the rarest one."""
+    present = sorted((n, w) for w, n in frequencies.items() if n > 0)
+    words = [(n, w) for n, w in present if 2 * n < total] or present
+    kept: list[str] = []
+    spent = 0
+    for n, word in words:
+        if kept and spent + n > budget:
+            break
+        kept.append(word)
+        spent += n
+    return kept
+
+
+def lexical(index: KnowledgeIndex, col: Collection, words: list[str], depth: int) -> list[tuple[int, float]]:
+    """The BM25 ranking of the question's words, its work bounded (see `pruned`)."""
+    total, frequencies = index.frequencies(col, words)
+    return index.bm25(col, pruned(frequencies, total, POSTINGS), depth)
 
 
 def rrf(
@@ -93,10 +127,10 @@ def search(
     similarity: dict[int, float] = {}
     for name in dict.fromkeys(names):
         col = index.collection(name)
-        match = fts_query(query) if mode != "vector" else None
+        words = query_words(query) if mode != "vector" else []
         # BM25 on its own connection and thread while this one embeds the question and ranks
         # vectors: the engine, SQLite and numpy all let go of the GIL, so the halves overlap.
-        lexical = _BM25.submit(index.bm25, col, match, depth) if match else None
+        bm25 = _BM25.submit(lexical, index, col, words, depth) if words else None
         vector = embedder_of(col).embed([query])[0] if mode != "bm25" or col.dimensions else None
         near = (
             index.knn(col, vector, depth, max(CANDIDATES, CANDIDATES_PER_RESULT * depth))
@@ -104,7 +138,7 @@ def search(
             else []
         )
         if mode != "vector":
-            hits = lexical.result() if lexical is not None else []
+            hits = bm25.result() if bm25 is not None else []
             rankings.append([i for i, _ in hits])
             weights.append(BM25_WEIGHT)
             if mode == "bm25":
