@@ -39,6 +39,12 @@ class EngineReplica:
         from ..engine.llamacpp import LlamaCppModel
 
         self.spec = spec_from_json(spec_json)
+        for path in (self.spec.model_path, self.spec.adapter_path, self.spec.draft_path):
+            if path and not os.path.exists(path):  # a node that joined after the deploy's check
+                raise RuntimeError(
+                    f"{path} is not on this node ({os.uname().nodename}): cove's store must be on "
+                    "a folder shared at the same path on every node, or the file copied there"
+                )
         self.model = LlamaCppModel(self.spec)
         context = serve.get_replica_context()
         self.replica = context.replica_id.unique_id if context is not None else str(os.getpid())
