@@ -26,7 +26,7 @@ from server_fixtures import anyio_backend, client, make_app
 
 from cove.config import Settings
 from cove.engine.process import IsolatedModel
-from cove.errors import PullError
+from cove.errors import InvalidRecipe, PullError
 from cove.knowledge.embedder import HashEmbedder
 from cove.knowledge.service import KnowledgeBase
 from cove.library.local import Cove
@@ -309,3 +309,13 @@ def test_a_vocabulary_with_a_piece_twice_is_refused(cross_encoder: Path, tmp_pat
     (folder / "vocab.txt").write_text("\n".join([*VOCAB, "cat"]) + "\n")
     with pytest.raises(PullError, match="the token 'cat' twice"):
         convert(reader(folder), tmp_path / "r.gguf", "twice")
+
+
+def test_a_recipe_from_a_cross_encoders_folder_stores_a_reranker(cross_encoder: Path, tmp_path: Path) -> None:
+    """`cove create NAME -f Recipe` with FROM a Hugging Face folder (a snapshot in its cache, say)."""
+    with Cove(Settings(home=tmp_path / "home")) as cove:
+        made = cove.create("folder-reranker", f"FROM {cross_encoder}\n")
+        assert catalog.model_kind(made) == "reranker" and made.size > 0
+        (tmp_path / "empty").mkdir()
+        with pytest.raises(InvalidRecipe, match=r"has no config\.json and model\.safetensors"):
+            cove.create("nothing", "FROM ./empty\n", folder=tmp_path)

@@ -494,6 +494,8 @@ class _Parser:
         ):
             if value is None or (key == "FROM" and is_remote(value)) or (folder / value).is_file():
                 continue
+            if key == "FROM" and (folder / value).is_dir():
+                continue  # a model's folder in Hugging Face's layout, converted (Cove._converted_base)
             if key == "DRAFT" and value.startswith("sha256:"):
                 continue  # a draft file `cove create` stored as a blob: checked against the store there
             if looks_like_path(value, slash_is_path=slash_is_path):

@@ -25,7 +25,7 @@ from ..errors import BadRequest, InvalidRecipe, ModelNotFound
 from ..history import History, db_path
 from ..recipe import Recipe, looks_like_path, parse_recipe, parse_remote
 from ..store import catalog
-from ..store.models import Manifest, ModelStore, describe, remote_base, validate_gguf
+from ..store.models import WHEEL_FOLDER_PREFIX, Manifest, ModelStore, describe, remote_base, validate_gguf
 from ..store.names import parse_name
 from ..store.progress import ProgressCallback, ignore_progress
 from ..store.pull import pull
@@ -196,6 +196,8 @@ class Cove:
         if recipe.remote:  # served by upstreams: a manifest with no blob
             return remote_base(recipe)
         candidate = (folder / recipe.base).resolve()
+        if candidate.is_dir() and looks_like_path(recipe.base, slash_is_path=False):
+            return self._converted_base(candidate)
         if recipe.base.endswith(".gguf") or candidate.is_file():
             if not candidate.is_file():
                 raise InvalidRecipe(f"recipe: FROM file {recipe.base!r} does not exist")
@@ -207,6 +209,27 @@ class Cove:
                 name=candidate.name, digest=digest, size=info.file_size, source="file", info=describe(info)
             )
         return self.model(recipe.base)
+
+    def _converted_base(self, folder: Path) -> Manifest:
+        """FROM a BERT's folder in Hugging Face's layout (an embedder, or a cross-encoder that
+        reranks): converted into a GGUF once, and its bytes stored like a FROM file's."""
+        import tempfile
+
+        from ..store.bert_gguf import convert, folder_reader, is_model_folder
+
+        if not is_model_folder(folder):
+            raise InvalidRecipe(
+                f"recipe: FROM folder {folder.name!r} has no config.json and model.safetensors"
+            )
+        # In the folder pulls convert in: one left by a kill -9 is cleared like theirs.
+        with tempfile.TemporaryDirectory(dir=self.store.home, prefix=WHEEL_FOLDER_PREFIX) as work:
+            out = Path(work) / "model.gguf"
+            convert(folder_reader(folder), out, folder.name)
+            info = validate_gguf(out)
+            digest = self.store.blobs.add_file(out)
+        return Manifest(
+            name=folder.name, digest=digest, size=info.file_size, source="folder", info=describe(info)
+        )
 
     def _recipe_adapter(self, recipe: Recipe, folder: Path) -> str | None:
         if not recipe.adapter:

@@ -103,6 +103,24 @@ def convert(
     return Converted(out, len(placed), len(tokens), pooling)
 
 
+def folder_reader(folder: Path) -> ReadFile:
+    """The files of a model's folder by the names `convert` asks for (a Hugging Face snapshot's
+    files may be links into its cache, which are followed)."""
+
+    def read(member: str) -> bytes:
+        path = folder / member
+        if not path.is_file():
+            raise KeyError(member)
+        return path.read_bytes()
+
+    return read
+
+
+def is_model_folder(folder: Path) -> bool:
+    """A folder in Hugging Face's layout that `convert` may read."""
+    return folder.is_dir() and all((folder / f).is_file() for f in ("config.json", "model.safetensors"))
+
+
 def is_cross_encoder(config: dict[str, Any]) -> bool:
     """A BERT with a sequence classification head: one label is a relevance score; more
     (sentiment, NLI) are classifiers, which llama.cpp's rerank call does not serve."""
