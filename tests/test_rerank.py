@@ -318,6 +318,8 @@ def test_the_cli_sets_shows_and_uses_reranking(
         assert "RERANK" in out and "reranker:latest" in out
         code, out, err = run("search", "notes", QUESTION, "-k", "3")
         assert code == 0 and "reranked by reranker:latest" in err and "[1] b.md" in out
+        code, out, err = run("search", "notes", QUESTION, "--json")
+        assert code == 0 and "reranked by reranker:latest" in err and json.loads(out)[0]["file"] == "b.md"
         code, out, err = run("search", "notes", QUESTION, "--no-rerank", "--json")
         assert code == 0 and "reranked by" not in err and json.loads(out)
         code, out, _ = run("rerank", "notes", "--no-rerank")

@@ -241,13 +241,13 @@ def search(
     relevant = {p.chunk_id for p in kbase.relevant(found)}
     if result.warning:
         err.print(f"[yellow]{escape(result.warning)}[/yellow]")
+    if result.reranked_by:  # on stderr, so --json stays the passages alone
+        err.print(f"[dim]reranked by {escape(result.reranked_by)} (scores are its own)[/dim]")
     if as_json:
         rows = [{**passage_json(p), "relevant": p.chunk_id in relevant} for p in found]
         return click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     if not found:
         return err.print("nothing found")
-    if result.reranked_by:
-        err.print(f"[dim]reranked by {escape(result.reranked_by)} (scores are its own)[/dim]")
     if not relevant:
         err.print("[yellow]none of these passages looks relevant to the question[/yellow]")
     for n, p in enumerate(found, start=1):
