@@ -433,7 +433,7 @@ def first_run_model(backend: Backend) -> str:
     machine and pull it, rather than download gigabytes the user already has an answer to."""
     from .pick import first_model
 
-    stored = [m.name for m in backend.models() if catalog.model_kind(m) != "embedding"]
+    stored = [m.name for m in backend.models() if catalog.model_kind(m) not in ("embedding", "reranker")]
     if stored:
         raise CoveError(f"name a model to chat with: {', '.join(stored[:5])} (see `cove list`)")
     return first_model(backend, lambda line: click.echo(line, err=True))

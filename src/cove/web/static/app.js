@@ -709,7 +709,7 @@ function pickModels(models, catalog) {
   picker.replaceChildren(...models.map((m) =>
     el("option", { value: m.name, text: base.has(m.name) ? `${m.name} (base model)` : m.name })));
   const names = models.map((m) => m.name);
-  const chat = models.filter((m) => m.kind !== "embedding").map((m) => m.name);
+  const chat = models.filter((m) => m.kind !== "embedding" && m.kind !== "reranker").map((m) => m.name);
   // A model chosen (by hand or by opening a conversation) stays; one the page chose is chosen again.
   const keep = was && names.includes(was) && !state.autoPicked;
   picker.value = keep ? was : bestChatModel(chat.length ? chat : names, base, catalog);
