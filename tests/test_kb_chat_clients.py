@@ -105,3 +105,32 @@ def test_ollama_package_with_collections(server: RealServer, collection: str) ->
     raw = httpx.post(server.url + "/api/chat", json={**body, "stream": False}, timeout=TIMEOUT).json()
     assert raw["message"]["content"] == whole.message.content
     assert first_citation(raw["citations"]) == (1, "lease.md", True)
+
+
+def test_the_openai_package_s_conversation_remembers_its_collections(
+    server: RealServer, collection: str
+) -> None:
+    """A stored conversation (cove's `conversation_id`) named the collection once; the next turn,
+    sent by the official client without it, still cites it; its original file opens."""
+    api = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=TIMEOUT, max_retries=0)
+    first = api.chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=ASK,
+        temperature=0,
+        max_tokens=8,
+        extra_body={"collections": [collection], "conversation_id": "new"},  # type: ignore[arg-type]
+    )
+    cid = first.headers["x-cove-conversation"]
+    again = api.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "And are refunds paid within 30 days?"}],
+        temperature=0,
+        max_tokens=8,
+        extra_body={"conversation_id": cid},  # type: ignore[arg-type]
+    )
+    assert first_citation((again.model_extra or {})["citations"]) == (1, "lease.md", True)
+    shown = httpx.get(f"{server.url}/api/cove/conversations/{cid}", timeout=TIMEOUT).json()
+    assert shown["collections"] == [collection]
+    original = httpx.get(f"{server.url}/api/cove/kb/{collection}/file", params={"file": "lease.md"})
+    assert original.status_code == 200 and REFUND in original.text
+    assert original.headers["content-type"] == "text/plain; charset=utf-8"
