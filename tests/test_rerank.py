@@ -22,6 +22,7 @@ from cove.config import Settings
 from cove.engine.base import LoadSpec
 from cove.errors import BadRequest, EngineCrashed, ModelNotFound
 from cove.knowledge.embedder import HashEmbedder
+from cove.knowledge.reranking import choose
 from cove.knowledge.service import KnowledgeBase
 from cove.library.local import Cove
 from cove.store import catalog
@@ -328,3 +329,17 @@ def test_the_cli_sets_shows_and_uses_reranking(
         assert code == 0 and "reranked by" not in err
         code, out, _ = run("rerank", "notes", "--auto-rerank")
         assert code == 0 and "auto" in out
+
+
+def test_which_reranker_a_search_over_several_collections_uses(cove: Cove) -> None:
+    add_reranker(cove, "another")
+    in_store = ["another:latest", "reranker:latest"]
+    assert choose(cove, ["auto", "auto"], None, lambda: in_store) == "another:latest"  # first by name
+    assert choose(cove, ["auto", "reranker:latest"], None, lambda: in_store) == "reranker:latest"
+    assert choose(cove, ["off", "auto"], None, lambda: in_store) == "another:latest"
+    assert choose(cove, ["off", "off"], None, lambda: in_store) is None
+    assert choose(cove, ["auto"], None, lambda: []) is None  # nothing in the store
+    assert choose(cove, ["off"], "reranker", lambda: in_store) == "reranker:latest"  # the search's own
+    assert choose(cove, ["reranker:latest"], "off", lambda: in_store) is None
+    with pytest.raises(BadRequest, match="not a reranker"):
+        choose(cove, ["auto"], "tiny", lambda: in_store)
