@@ -147,6 +147,7 @@ def test_a_real_cove_serve_in_front(upstreams: list[RealServer], model_home: Pat
         assert reply.status_code == 200 and lines[-1] == "data: [DONE]"
         ps = httpx.get(front.url + "/api/ps", timeout=10).json()["models"]
         assert [m["name"] for m in ps] == ["far:latest"] and ps[0]["size"] == 0
+        assert ps[0]["cove_runs_on"] == [s.url.removeprefix("http://") for s in upstreams]
         metrics = httpx.get(front.url + "/metrics", timeout=10).text
         assert 'cove_tokens_total{direction="out",model="far:latest"}' in metrics
         for server in upstreams:
