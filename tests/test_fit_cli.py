@@ -306,7 +306,8 @@ def test_fit_check_sets_the_plan_beside_the_real_model(
     screen = invoke("fit", "--check", "gemma3:270m").stdout
     assert "gemma3:270m" in screen and "peak RSS" in screen
     # How busy the machine was is part of the report: the prediction was made for it.
-    assert "gemma3:270m was predicted for" in screen and "of a core each" in screen
+    words = " ".join(screen.split())  # as the terminal's width wrapped it
+    assert "gemma3:270m was predicted for" in words and "of a core each; memory by llama.cpp's fit" in words
     assert check["threads"] == 1 and 0 < check["cpu_share"] <= 1
     # Both runs were recorded, and `cove fit` now plans the model from them.
     shown = json.loads(invoke("fit", "gemma3:270m", "--json").stdout)

@@ -63,6 +63,10 @@ def fit(
     if not model:
         raise click.UsageError("name a model (or use --check for the stored ones)")
     figures, source = model_figures(model, settings, quant)
+    if source == "store":  # the file is here: llama.cpp's own fit can say what it will take
+        store = ModelStore(settings.home)
+        path = store.model_path(store.get(model))
+        figures = fitting.with_llama_fit(figures, path, num_ctx, parallel)
     machine = this_machine(settings.home)
     threads = settings.num_threads or None
     scale, measured = calibrated(settings, model if source == "store" else None, num_ctx, figures)
@@ -189,7 +193,8 @@ def _memory(plan: planner.Plan) -> str:
     )
     where = f", {m['vram'] / GB:.1f} GB of it on the GPU" if m["vram"] else ""
     at_load = f"{m['at_load'] / GB:.2f} GB once loaded, up to " if "at_load" in m else ""
-    return f"{at_load}{m['total'] / GB:.2f} GB as the prompt cache fills{where}: " + " + ".join(parts)
+    fills = f"{at_load}{m['total'] / GB:.2f} GB as the prompt cache fills{where}"
+    return f"{fills} ({plan.memory_by}): " + " + ".join(parts)
 
 
 def _speed(plan: planner.Plan, machine: Machine) -> str:
@@ -263,7 +268,7 @@ def check_store(settings: Settings, model: str | None, as_json: bool) -> None:
         )
     out.print(table)
     for c in checks:
-        out.print(f"{escape(c.model)} was predicted for {_load(c)}")
+        out.print(f"{escape(c.model)} was predicted for {_load(c)}; memory by {c.memory_by}")
     out.print(
         "predicted: the memory once loaded, and the decode speed scaled by the other models' "
         "measurements here, for the machine as busy as it was just before; measured: the engine "

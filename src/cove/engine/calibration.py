@@ -39,6 +39,8 @@ class Check:
     decode_scale: float = 1.0
     #: The planner's own decode figure, before that factor.
     unscaled_decode_tps: float = 0.0
+    #: Where the memory prediction came from: llama.cpp's fit of the file, or cove's estimate.
+    memory_by: str = "cove's estimate"
     #: How busy the machine was when it predicted: the load average, the share of a core a
     #: thread got (the short copy against the machine's best), and the threads it planned.
     load_average: float | None = None
@@ -70,6 +72,7 @@ def check(cove: Cove, manifest: Manifest, machine: Machine, measurements: Measur
     recipe = manifest.recipe_obj()
     num_ctx = context_size(recipe, {}, manifest.info.get("context_length"))
     figures = fitting.manifest_figures(manifest)
+    figures = fitting.with_llama_fit(figures, cove.store.model_path(manifest), num_ctx)
     threads = cove.settings.num_threads or None
     plan = planner.plan(figures, machine, num_ctx=num_ctx, kv_type="f16", threads=threads)
     scale = measurements.decode_efficiency(besides=manifest.digest) or 1.0
@@ -116,6 +119,7 @@ def check(cove: Cove, manifest: Manifest, machine: Machine, measurements: Measur
         measured_tokens=answer.completion_tokens,
         decode_scale=scale,
         unscaled_decode_tps=plan.decode_tps,
+        memory_by=plan.memory_by,
         load_average=machine.load_average,
         cpu_share=round(planner.cpu_share(machine), 2),
         threads=planner.engine_threads(machine, threads),

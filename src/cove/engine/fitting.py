@@ -4,7 +4,7 @@ the catalog ranked for this machine; and the rule that picks a newcomer's first 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,8 @@ from ..machine import Machine, this_machine
 from ..store import catalog
 from ..store.catalog import CatalogEntry
 from ..store.models import Manifest
-from .planner import FITS, FITS_IF_FREED, VERDICTS, ModelFigures, Plan, plan
+from . import llama_fit
+from .planner import FITS, FITS_IF_FREED, VERDICTS, ModelFigures, Plan, default_ctx, plan
 
 #: The first-run rule: the largest (most parameters) catalog chat model whose plan fits now,
 #: takes at most this share of the RAM free now, and decodes at least this fast.
@@ -40,6 +41,18 @@ def manifest_figures(manifest: Manifest, draft: Manifest | None = None) -> Model
     info = {**manifest.info, "draft": draft.info} if draft else dict(manifest.info)
     size = manifest.size + (draft.size if draft else 0)
     return ModelFigures(manifest.name, info, {quant: size}, {quant: manifest.name})
+
+
+def with_llama_fit(
+    figures: ModelFigures, path: Path, num_ctx: int | None, parallel: int = 1, kv_type: str = "f16"
+) -> ModelFigures:
+    """The figures with llama.cpp's own fit of the file at `path` for these settings (about
+    three seconds, llama_fit.py); as they were when the fit cannot say, so cove's estimate
+    stands in. A model with a draft keeps cove's estimate: the fit sees one file."""
+    if "draft" in figures.info:
+        return figures
+    fit = llama_fit.run_fit(path, num_ctx or default_ctx(figures), parallel, kv_type)
+    return figures if fit is None else replace(figures, fit=fit)
 
 
 @dataclass(frozen=True)

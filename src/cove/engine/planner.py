@@ -1,6 +1,8 @@
 """The load plan, as a pure function of a model's figures and a machine's description: quant,
-context, slots, KV-cache type, layers on the GPU, the memory it takes, the speeds it should
-reach, and whether it fits now, fits once other programs free memory, or does not fit."""
+context, slots, KV-cache type, layers on the GPU, the memory it takes (llama.cpp's own fit of
+the file where it was run for these settings, else cove's estimate), the speeds it should reach
+on the machine as busy as it is, and whether it fits now (in the memory free now: llama.cpp's
+fit judges host RAM against the total), fits once other programs free memory, or does not fit."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 
 from ..errors import ModelNotFound
 from ..machine import GB, Machine
+from .llama_fit import Fit
 from .memory import GIB, KV_TYPES, estimate, kv_bytes_per_token, overhead_bytes
 from .options import DEFAULT_NUM_CTX
 from .threads import choose_threads
@@ -56,6 +59,9 @@ class ModelFigures:
     quants: dict[str, int]
     #: What to pull or load for each quant ("hf.co/…:Q8_0"); missing: the name itself.
     refs: dict[str, str] = field(default_factory=dict)
+    #: llama.cpp's own fit of the default quant's file for one load's settings (llama_fit.py),
+    #: when the file is here to run it on; the plan uses it for those settings.
+    fit: Fit | None = None
 
     @property
     def default_quant(self) -> str:
@@ -102,6 +108,8 @@ class Plan:
     trained_ctx: int | None = None
     #: Why each lever was pulled ("1 slot instead of 8", "KV cache in q8_0").
     levers: tuple[str, ...] = ()
+    #: Where the memory figures come from: llama.cpp's fit of the file, or cove's estimate.
+    memory_by: str = "cove's estimate"
 
     @property
     def fits(self) -> bool:
@@ -140,7 +148,7 @@ def plan(
     engine_threads).
     `decode_scale`: measured over predicted decode speed on this machine (its measurements)."""
     quant = _pick_quant(model, quant)
-    ctx = num_ctx or _default_ctx(model)
+    ctx = num_ctx or default_ctx(model)
     levers: list[str] = []
     slots, kv = _lightest_that_fits(model, machine, quant, ctx, max(parallel, 1), kv_type)
     if slots < parallel:
@@ -183,7 +191,8 @@ def _pick_quant(model: ModelFigures, quant: str | None) -> str:
     return found
 
 
-def _default_ctx(model: ModelFigures) -> int:
+def default_ctx(model: ModelFigures) -> int:
+    """The context a plan uses unless asked: cove's default, or the model's own if smaller."""
     trained = model.trained_context
     return min(DEFAULT_NUM_CTX, trained) if trained else DEFAULT_NUM_CTX
 
@@ -194,14 +203,25 @@ def _configurations(parallel: int, kv_type: str | None) -> list[tuple[int, str]]
     return [(slots, kv) for kv in kinds for slots in range(parallel, 0, -1)]
 
 
+def _fit_for(model: ModelFigures, quant: str, ctx: int, slots: int, kv: str) -> Fit | None:
+    """llama.cpp's fit when it was run for exactly this load; other settings are cove's to estimate."""
+    fit = model.fit
+    if fit is None or "draft" in model.info:  # the fit saw the main file alone
+        return None
+    return fit if quant == model.default_quant and fit.matches(ctx, slots, kv) else None
+
+
 def _layout(model: ModelFigures, machine: Machine, quant: str, ctx: int, slots: int, kv: str) -> _Layout:
     weights = model.quants[quant]
     # The scheduler sizes a load the same way (memory.estimate): the prompt cache's budget is
     # one slot's context in the load's KV type.
     need = estimate(model.info, weights, ctx, slots, kv_type=kv)
+    fit = _fit_for(model, quant, ctx, slots, kv)
+    if fit is not None:  # what llama.cpp will allocate, and the engine process around it
+        need = replace(need, weights=fit.weights, kv_cache=fit.kv_cache, overhead=fit.compute + fit.runtime)
     kv_cache = need.kv_cache
     memory = {
-        "weights": weights,
+        "weights": need.weights,
         "kv_cache": kv_cache,
         "prompt_cache": need.prompt_cache,
         "overhead": need.overhead,
@@ -214,6 +234,9 @@ def _layout(model: ModelFigures, machine: Machine, quant: str, ctx: int, slots: 
     # On the GPU: its share of the weights and KV cache, and the compute buffers. The prompt
     # cache stays in host RAM. Unified memory counts everything in RAM (the GPU works there).
     vram = int((weights + kv_cache) * share) + (need.overhead if gpu_layers else 0)
+    if fit is not None and fit.all_on_device and not machine.unified_memory:
+        # llama.cpp found every layer fits with its margin: it offloads them all, and says how much.
+        gpu_layers, vram = model.layers, fit.device
     ram = memory["total"] - vram
     if machine.unified_memory:
         ram, vram = memory["total"], 0
@@ -268,6 +291,7 @@ def _build(
     levers: tuple[str, ...],
 ) -> Plan:
     decode, prompt = speeds(model, machine, quant, layout.gpu_layers, kv)
+    fitted = _fit_for(model, quant, ctx, slots, kv) is not None
     return Plan(
         model=model.name,
         quant=quant,
@@ -286,6 +310,7 @@ def _build(
         params=model.params(quant),
         trained_ctx=model.trained_context,
         levers=levers,
+        memory_by="llama.cpp's fit" if fitted else "cove's estimate",
     )
 
 
