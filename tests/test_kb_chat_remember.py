@@ -190,3 +190,20 @@ def test_an_unknown_collection_through_a_server_is_collection_not_found(cove: Co
                 raise_for(synced, KB_ERRORS)
         finally:
             remote.close()
+
+
+def test_a_resumed_conversation_leaves_out_a_collection_dropped_since(
+    door: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], cove_home: Path
+) -> None:
+    code, _, err = run_main(monkeypatch, capsys, "run", "tiny", "--kb", "contracts", "when are refunds paid?")
+    assert code == 0, err
+    with History(db_path(cove_home)) as history:
+        (chat,) = history.list()
+        kept_choice.choose(history, chat.id, kept_choice.Chosen(["gone-one", "contracts"], True))
+    code, out, err = run_main(monkeypatch, capsys, "run", "--resume", chat.id, "refunds by transfer?")
+    assert code == 0, err
+    assert "note: gone-one is no longer a collection" in err
+    assert "answering from contracts only, as this conversation chose" in err
+    assert "[1] lease.pdf, page 2" in out
+    with History(db_path(cove_home)) as history:  # the turn sent its choice: the gone one is off
+        assert kept_choice.of(history, chat.id) == kept_choice.Chosen(["contracts"], True)

@@ -17,6 +17,7 @@ from ..engine.events import ChatChunk
 from ..errors import CoveError, ModelNotFound
 from ..history import History, chosen, db_path
 from ..history import citations as kept_citations
+from ..knowledge.errors import CollectionNotFound
 from ..library.kb_remote import KB_ERRORS
 from ..library.local import Cove
 from ..library.remote import raise_for
@@ -396,12 +397,7 @@ def run(
             raise CoveError("--strict answers only from documents: name a collection with --kb NAME")
         session.strict = True
     if resume and not collections and session.collections:
-        only = " only" if session.strict else ""
-        names = escape(", ".join(session.collections))
-        err.print(
-            f"[dim]answering from {names}{only}, as this conversation chose (/kb off stops)[/dim]",
-            emoji=False,
-        )
+        say_kept_collections(backend, session)
     text = " ".join(prompt)
     if not sys.stdin.isatty():
         piped = sys.stdin.read()
@@ -413,6 +409,26 @@ def run(
             raise KeyboardInterrupt  # a one-shot answer stopped with Ctrl-C exits 130, as `pull` does
         return
     repl(backend, session, verbose)
+
+
+def say_kept_collections(backend: Backend, session: Session) -> None:
+    """One line on what a resumed conversation answers from; a collection dropped since is left
+    out, and said, rather than failing every turn."""
+    gone = []
+    for name in session.collections:
+        try:
+            check_collection(backend, name)
+        except CollectionNotFound:
+            gone.append(name)
+    session.collections = [n for n in session.collections if n not in gone]
+    session.strict = session.strict and bool(session.collections)
+    if gone:
+        err.print(f"[yellow]note: {escape(', '.join(gone))} is no longer a collection[/yellow]", emoji=False)
+    if session.collections:
+        only = " only" if session.strict else ""
+        names = escape(", ".join(session.collections))
+        said = f"answering from {names}{only}, as this conversation chose (/kb off stops)"
+        err.print(f"[dim]{said}[/dim]", emoji=False)
 
 
 def stored_model(backend: Backend, name: str) -> str:
