@@ -101,16 +101,17 @@ async function openWithKey(link) {
   }
   const kind = (res.headers.get("content-type") || "").split(";")[0];
   const pdf = kind === "application/pdf";
-  const blob = new Blob([await res.arrayBuffer()], { type: pdf ? "application/pdf" : "text/plain;charset=utf-8" });
-  const local = URL.createObjectURL(blob);
+  const download = /^attachment/i.test(res.headers.get("content-disposition") || "");
+  // Only two types are ever opened here: a PDF, or text. Nothing from the file becomes a page.
+  const type = download ? "application/octet-stream" : pdf ? "application/pdf" : "text/plain;charset=utf-8";
+  const local = URL.createObjectURL(new Blob([await res.arrayBuffer()], { type }));
   setTimeout(() => URL.revokeObjectURL(local), 60_000);
-  if (/^attachment/i.test(res.headers.get("content-disposition") || "")) {
+  if (download) {
     tab?.close();
-    const save = el("a", { href: URL.createObjectURL(new Blob([blob], { type: kind })), download: link.dataset.file || "document" });
-    save.click();
-    return;
+    el("a", { href: local, download: link.dataset.file || "document" }).click();
+  } else if (tab) {
+    tab.location.href = local + (pdf ? url.hash : "");
   }
-  if (tab) tab.location.href = local + (pdf ? url.hash : "");
 }
 
 function where(c) {
