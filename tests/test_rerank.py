@@ -164,6 +164,15 @@ async def test_the_rerank_routes_speak_the_common_api(cove: Cove, path: str) -> 
 
 
 @pytest.mark.anyio
+async def test_ollamas_show_says_a_reranker_only_reranks(cove: Cove) -> None:
+    async with client(make_app(cove)) as c:
+        reranker = await c.post("/api/show", json={"model": "reranker"})
+        chat = await c.post("/api/show", json={"model": "tiny"})
+    assert reranker.json()["capabilities"] == ["rerank"]
+    assert "rerank" not in chat.json()["capabilities"]
+
+
+@pytest.mark.anyio
 async def test_cohere_style_documents_are_read_as_text(cove: Cove) -> None:
     docs = [{"text": d} for d in DOCS]
     async with client(make_app(cove)) as c:

@@ -9,6 +9,7 @@ from .chat.service import TurnRequest
 from .config import Settings
 from .engine.embedding import Embeddings
 from .engine.events import ChatAnswer, ChatChunk, LoadedInfo
+from .engine.reranking import Reranked
 from .errors import CoveError
 from .library.local import DEFAULT_MODEL, Cove
 from .library.remote import RemoteCove
@@ -24,6 +25,7 @@ __all__ = [
     "LoadedInfo",
     "Manifest",
     "RemoteCove",
+    "Reranked",
     "Settings",
     "TurnRequest",
 ]

@@ -72,7 +72,11 @@ async def show(request: Request) -> Response:
     m = await state.blocking(state.cove.model, req.ref)
     recipe = m.recipe_obj()
     template = recipe.template or m.info.get("chat_template") or ""
-    capabilities = ["embedding"] if m.is_embedding else ["completion"]
+    # A reranker is an embedding model to the store, but only the rerank call takes it.
+    if catalog.is_reranker(m):
+        capabilities = ["rerank"]
+    else:
+        capabilities = ["embedding"] if m.is_embedding else ["completion"]
     if "tools" in template:
         capabilities.append("tools")
     params = "\n".join(
