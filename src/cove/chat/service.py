@@ -44,7 +44,7 @@ from ..tools.policy import ToolPolicy
 from ..tools.policy import load as load_policy
 from ..tools.registry import Registry, ToolError
 from . import retrieval
-from .context import ContextNotice, budget, estimate_tokens, fit_context
+from .context import ContextNotice, ModelTokens, budget, estimate_tokens, fit_context
 from .retrieval import Citation, Retrieval
 from .tool_loop import ToolLoop, ToolRun, history_line
 
@@ -279,7 +279,8 @@ class ChatService:
         if turn.reply is not None:
             return
         messages = turn.body["messages"]
-        sources = retrieval.fitted(self.knowledge, found, room - estimate_tokens(messages))
+        counter = ModelTokens(self.cove, turn.model, turn.options)  # counted already: remembered
+        sources = retrieval.fitted(self.knowledge, found, room - estimate_tokens(messages, counter))
         turn.body = {**turn.body, "messages": retrieval.with_sources(messages, sources)}
         turn.citations = sources.citations
 
@@ -398,7 +399,10 @@ class ChatService:
         room = budget(num_ctx, effective)
         # Room for the sources is kept before older turns are summarised, up to half the budget.
         reserve = min(found.wanted_tokens(), room // 2) if found and not found.refusal() else 0
-        fitted, notice = fit_context(self.cove, self.history, chat.id, num_ctx, effective, policy, reserve)
+        counter = ModelTokens(self.cove, model, effective)  # the model's own tokenizer
+        fitted, notice = fit_context(
+            self.cove, self.history, chat.id, num_ctx, effective, policy, reserve, counter
+        )
         body = {**fields, "messages": fitted}
         turn = Turn(model, body, effective, request.keep_alive, conversation_id=chat.id, notice=notice)
         if found is not None:
