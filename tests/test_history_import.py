@@ -13,6 +13,7 @@ from cove.history import (
     History,
     ImportResult,
     InvalidImport,
+    chosen,
     citations,
     db_path,
     export_json,
@@ -99,6 +100,32 @@ def test_an_answers_citations_travel_with_the_export(
     import_file(other, path)
     copied = other.get(chat.id).messages[1]
     assert citations.of(other, chat.id) == {copied.id: [source]}
+
+
+def test_a_conversations_collections_travel_with_the_export(
+    history: History, other: History, tmp_path: Path
+) -> None:
+    chat = history.start("gemma3:270m")
+    history.add_message(chat.id, "user", "When does the lease end?")
+    chosen.choose(history, chat.id, chosen.Chosen(["lease", "letters"], strict=True))
+    plain = history.start("gemma3:270m")
+    path = tmp_path / "export.json"
+    write_export(history, path)
+    written = {c["id"]: c for c in json.loads(path.read_text(encoding="utf-8"))["conversations"]}
+    assert (written[chat.id]["collections"], written[chat.id]["strict"]) == (["lease", "letters"], True)
+    assert written[plain.id]["collections"] == []
+
+    import_file(other, path)
+    assert chosen.of(other, chat.id) == chosen.Chosen(["lease", "letters"], strict=True)
+    assert chosen.of(other, plain.id) == chosen.Chosen()
+
+
+def test_collections_that_are_not_names_refuse_the_file(history: History, tmp_path: Path) -> None:
+    history.start("m")
+    document = export_json(history)
+    document["conversations"][0]["collections"] = "lease"
+    with pytest.raises(InvalidImport, match=r"conversations\[0\]\.collections must be a list"):
+        import_file(history, write(tmp_path / "bad.json", document))
 
 
 def test_citations_that_are_not_a_list_refuse_the_file(history: History, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from . import rows
 from .store import History, _resolve
 
 
@@ -32,15 +33,5 @@ def of(history: History, conversation_id: str) -> Chosen:
 
 def choose(history: History, conversation_id: str, chosen: Chosen) -> None:
     """Keep the conversation's collections; none chosen deletes the row (answers from none)."""
-    names = list(dict.fromkeys(chosen.collections))
     with history._db.write() as conn:  # the history's one connection: one writer at a time
-        cid = _resolve(conn, conversation_id)
-        if not names:
-            conn.execute("DELETE FROM conversation_collections WHERE conversation_id = ?", (cid,))
-            return
-        conn.execute(
-            "INSERT INTO conversation_collections (conversation_id, names, strict) VALUES (?, ?, ?)"
-            " ON CONFLICT (conversation_id) DO UPDATE SET names = excluded.names,"
-            " strict = excluded.strict",
-            (cid, json.dumps(names, ensure_ascii=False), int(chosen.strict)),
-        )
+        rows.keep_collections(conn, _resolve(conn, conversation_id), chosen.collections, chosen.strict)

@@ -19,6 +19,8 @@ The JSON format, version 1::
           "updated_at": ISO-8601 with offset,
           "source": "cli" | "api" | "web" | "import:chatgpt" | ...,
           "external_id": "chatgpt:..." | "cove:..." | null,   what makes re-imports skip
+          "collections": ["..."],         document collections its turns answer from (may be absent)
+          "strict": false,                true: answers come from those documents only
           "messages": [
             {
               "position": 0,              order in the conversation, unique within it
@@ -47,11 +49,12 @@ same file twice adds nothing the second time.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
 from ..store.atomic import atomic_write_bytes
-from . import chatgpt, fields
+from . import chatgpt, chosen, fields
 from . import citations as kept_citations
 from .errors import InvalidImport
 from .jsonfile import read_json
@@ -71,17 +74,18 @@ def export_json(history: History, ids: list[str] | None = None) -> dict[str, Any
         "version": VERSION,
         "exported_at": now(),
         "conversations": [
-            conversation_json(history.get(cid), kept_citations.by_position(history, cid))
-            for cid in _chosen(history, ids)
+            {
+                **conversation_json(history.get(cid), kept_citations.by_position(history, cid)),
+                **asdict(chosen.of(history, cid)),
+            }
+            for cid in _ids(history, ids)
         ],
     }
 
 
 def export_markdown(history: History, ids: list[str] | None = None) -> str:
     """The given conversations, or all of them, as one Markdown document for reading."""
-    return (
-        "\n\n---\n\n".join(_conversation_markdown(history.get(cid)) for cid in _chosen(history, ids)) + "\n"
-    )
+    return "\n\n---\n\n".join(_conversation_markdown(history.get(cid)) for cid in _ids(history, ids)) + "\n"
 
 
 def write_export(
@@ -110,7 +114,7 @@ def import_file(history: History, path: Path) -> ImportResult:
     return history.import_conversations(conversations)
 
 
-def _chosen(history: History, ids: list[str] | None) -> list[str]:
+def _ids(history: History, ids: list[str] | None) -> list[str]:
     return history.ids() if ids is None else ids
 
 
@@ -214,7 +218,17 @@ def _cove_conversation(raw: dict[str, Any], where: str) -> NewConversation:
         source=fields.text(raw, "source", where, optional=True) or "import:cove",
         external_id=fields.text(raw, "external_id", where, optional=True) or f"cove:{cid}",
         messages=messages,
+        collections=_collections(raw.get("collections"), f"{where}.collections"),
+        strict=raw.get("strict") is True,
     )
+
+
+def _collections(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+        raise InvalidImport(f"{where} must be a list of collection names")
+    return list(value)
 
 
 def _cove_message(raw: dict[str, Any], where: str) -> NewMessage:

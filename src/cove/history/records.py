@@ -148,3 +148,6 @@ class NewConversation:
     source: str = "cli"
     external_id: str | None = None
     messages: list[NewMessage] = field(default_factory=list)
+    #: The document collections its turns answer from, and whether only from them.
+    collections: list[str] = field(default_factory=list)
+    strict: bool = False

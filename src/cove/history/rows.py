@@ -85,6 +85,8 @@ def insert_conversation(conn: apsw.Connection, cid: str, new: NewConversation) -
             new.external_id,
         ),
     )
+    if new.collections:
+        keep_collections(conn, cid, new.collections, new.strict)
     for item in new.messages:
         stored = insert_message(conn, cid, item)
         if item.citations:
@@ -92,6 +94,19 @@ def insert_conversation(conn: apsw.Connection, cid: str, new: NewConversation) -
                 "INSERT INTO citations (message_id, items) VALUES (?, ?)",
                 (stored.id, json.dumps(list(item.citations), ensure_ascii=False, allow_nan=False)),
             )
+
+
+def keep_collections(conn: apsw.Connection, cid: str, names: list[str], strict: bool) -> None:
+    """The conversation answers from these collections from now on; none: from no documents."""
+    names = list(dict.fromkeys(names))
+    if not names:
+        conn.execute("DELETE FROM conversation_collections WHERE conversation_id = ?", (cid,))
+        return
+    conn.execute(
+        "INSERT INTO conversation_collections (conversation_id, names, strict) VALUES (?, ?, ?)"
+        " ON CONFLICT (conversation_id) DO UPDATE SET names = excluded.names, strict = excluded.strict",
+        (cid, json.dumps(names, ensure_ascii=False), int(strict)),
+    )
 
 
 def insert_message(conn: apsw.Connection, cid: str, new: NewMessage) -> Message:
