@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -58,65 +58,35 @@ class Generator:
 
         Leaving the loop early (the client went away) stops the engine; what arrived is kept.
         """
-        async for item in self._streamed(lambda: turn):
-            if not isinstance(item, Turn):  # the caller has it already
-                yield item
-
-    async def prepared_stream(self, request: TurnRequest) -> tuple[Turn, AsyncIterator[ChatChunk]]:
-        """`prepare` then `stream`, on one trip to a worker thread and back: the turn (errors in
-        preparing it raise here), and its events. On a busy machine each trip off the event
-        loop waits for a core; a remote engine's first token is one trip sooner."""
-        source = self._streamed(lambda: self.service.prepare(request))
-        turn = await anext(source)
-        assert isinstance(turn, Turn)
-        return turn, source  # type: ignore[return-value]  # only events follow the turn
-
-    async def _streamed(self, make: Callable[[], Turn]) -> AsyncIterator[Turn | ChatChunk]:
-        """The turn `make` gives (made on the worker), then its events, then `done`."""
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         cancel = threading.Event()
-        # The turn waits here (worker thread only) to travel with the first event: nobody needs
-        # it sooner, and each wake-up of the event loop is a switch of threads.
-        pending: list[tuple[str, Any]] = []
-
-        def post(kind: str, item: Any) -> None:
-            batch = [*pending, (kind, item)]
-            pending.clear()
-            loop.call_soon_threadsafe(_put_all, items, batch)
 
         def relay(event: ChatChunk) -> bool:
-            post("event", event)
+            loop.call_soon_threadsafe(items.put_nowait, ("event", event))
             return cancel.is_set()
 
         def work() -> None:
             try:
-                turn = make()
-                pending.append(("turn", (turn, time.perf_counter())))
-                post("done", self.service.run(turn, relay, cancel))
+                answer = self.service.run(turn, relay, cancel)
+                loop.call_soon_threadsafe(items.put_nowait, ("done", answer))
             except BaseException as exc:  # handed to the request, which answers with it
-                post("error", exc)
+                loop.call_soon_threadsafe(items.put_nowait, ("error", exc))
 
         loop.run_in_executor(self.pool, work)
         try:
-            async for item in self._observed(items):
-                yield item
+            async for event in self._observed(turn.model, items):
+                yield event
         finally:
             cancel.set()
 
-    async def _observed(self, items: asyncio.Queue[tuple[str, Any]]) -> AsyncIterator[Turn | ChatChunk]:
+    async def _observed(self, model: str, items: asyncio.Queue[tuple[str, Any]]) -> AsyncIterator[ChatChunk]:
         started = last = time.perf_counter()
         first = True
-        model = ""
         while True:
             kind, item = await items.get()
             if kind == "error":
                 raise item
-            if kind == "turn":  # with when it was made: time to first token counts from there, as ever
-                turn, started = item
-                model, last = turn.model, started
-                yield turn
-                continue
             if kind == "done":
                 self._count(model, item.usage)
                 yield final_event(item)
@@ -137,11 +107,6 @@ class Generator:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _put_all(items: asyncio.Queue[tuple[str, Any]], batch: list[tuple[str, Any]]) -> None:
-    for item in batch:
-        items.put_nowait(item)
 
 
 async def _watch(client: Request, cancel: threading.Event, every_s: float = 0.25) -> None:

@@ -106,9 +106,9 @@ async def answer(
 ) -> Response:
     state = state_of(request)
     generator = state.generator
+    turn = await generator.prepare(wanted)
     reply = Reply(shape, wanted.model)
     if not stream:
-        turn = await generator.prepare(wanted)
         result = await generator.once(turn, request)
         body = reply.whole(result)
         if turn.tools:
@@ -116,8 +116,7 @@ async def answer(
         if turn.collections:
             body["citations"] = turn.citations_json()
         return JSONResponse(body, headers=conversations.headers(turn))
-    turn, events = await generator.prepared_stream(wanted)
-    events = await primed(events)
+    events = await primed(generator.stream(turn))
     return StreamingResponse(
         _sse(events, reply, include_usage, state.scrub, turn.citations_json()),
         media_type="text/event-stream",
