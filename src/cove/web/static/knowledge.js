@@ -48,9 +48,15 @@ function collectionNode(c, documents) {
   const drop = deleteButton("Delete collection", `Delete collection ${c.name} (its documents' index)`, () => dropCollection(c.name));
   return el("section", { class: "kb-collection", "data-collection": c.name, "aria-labelledby": `${id}-name` },
     el("div", { class: "kb-head" }, el("h3", { id: `${id}-name`, text: c.name }), drop),
-    el("p", { class: "muted", text: `${c.documents ?? documents.length} documents, ${c.chunks ?? 0} passages${c.model ? `, embedded with ${c.model}` : ""}` }),
+    el("p", { class: "muted", text: `${c.documents ?? documents.length} documents, ${c.chunks ?? 0} passages${c.model ? `, embedded with ${c.model}` : ""}${reranking(c.rerank)}` }),
     el("label", { for: `${id}-file`, text: `Add files to ${c.name}` }), input,
     table);
+}
+
+// "auto" reranks only when a reranking model is in the store, so it is said as a condition.
+function reranking(setting) {
+  if (!setting || setting === "off") return "";
+  return setting === "auto" ? ", reranked when a reranking model is in the store" : `, reranked by ${setting}`;
 }
 
 function fileLink(name, d) {
@@ -133,8 +139,10 @@ async function search() {
   const query = $("#kb-query").value.trim();
   const collection = $("#kb-search-in").value;
   if (!query || !collection) return;
-  const { passages } = await postJSON("/api/cove/kb/search", { collections: [collection], query, k: 5 });
-  $("#kb-results-summary").textContent = passages.length ? `${passages.length} passages, best first.` : "Nothing found.";
+  const { passages, reranked_by: by, warning } = await postJSON("/api/cove/kb/search", { collections: [collection], query, k: 5 });
+  const order = by ? ` Ordered by the reranker ${by}.` : "";
+  $("#kb-results-summary").textContent =
+    (passages.length ? `${passages.length} passages, best first.${order}` : "Nothing found.") + (warning ? ` ${warning}` : "");
   $("#kb-results").replaceChildren(...passages.map((p) => el("li", { class: "kb-passage" },
     el("p", { class: "kb-where", text: `${p.file}${p.page != null ? `, page ${p.page}` : p.heading ? `, ${p.heading}` : ""} · score ${Number(p.score).toFixed(3)}` }),
     el("blockquote", { class: "passage", text: p.text || "" }))));
