@@ -10,10 +10,20 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_fit_cli import TINY
 
 from cove.cli.main import cli
 from cove.engine import fitting, llama_fit
-from cove.engine.llama_fit import ENGINE_RUNTIME_BYTES, MIB, Fit, parse, run_fit
+from cove.engine.llama_fit import (
+    ENGINE_RUNTIME_BASE,
+    ENGINE_RUNTIME_BYTES,
+    ENGINE_RUNTIME_PER_TOKEN,
+    MIB,
+    Fit,
+    engine_runtime,
+    parse,
+    run_fit,
+)
 from cove.engine.memory import kv_bytes_per_token
 from cove.engine.planner import ModelFigures, plan
 from cove.machine import Machine
@@ -116,6 +126,15 @@ def test_without_the_engine_the_fit_is_skipped_and_cove_estimates(
     monkeypatch.setattr(llama_fit.subprocess, "Popen", _refuse)
     figures = model()
     assert fitting.with_llama_fit(figures, not_a_model, None) is figures
+
+
+def test_the_engines_own_memory_grows_with_the_vocabulary(tmp_path: Path) -> None:
+    small = tmp_path / "two-tokens.gguf"
+    small.write_bytes(TINY)  # a header whose vocabulary is two tokens
+    assert engine_runtime(small) == ENGINE_RUNTIME_BASE + 2 * ENGINE_RUNTIME_PER_TOKEN
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a gguf")
+    assert engine_runtime(broken) == ENGINE_RUNTIME_BYTES  # unknown: a large vocabulary's
 
 
 def _refuse(*_: object, **__: object) -> None:

@@ -19,8 +19,11 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from ..errors import CoveError
+from ..store.gguf import read_gguf
 
 MIB = 1 << 20
 #: A load's fit answers in about three seconds here; a machine that cannot is planned by cove.
@@ -29,9 +32,13 @@ TIMEOUT_S = 60.0
 DEVICE_MARGIN = 1 << 30
 
 #: What an engine process holds besides llama.cpp's buffers: the interpreter, cove's engine
-#: code, the vocabulary and the server's state. Measured here as peak RSS less the fit's
-#: buffers: 126 MiB for gemma3:270m (whose 262k-token vocabulary is among the largest).
-ENGINE_RUNTIME_BYTES = 128 * MIB
+#: code and the server's state, and the vocabulary (its strings, scores and lookup tables).
+#: Measured here as peak RSS less the fit's buffers: 82.5 MB for smollm2:135m (49,152 tokens),
+#: 132.2 MB for gemma3:270m (262,144 tokens), which this base and per-token cost give.
+ENGINE_RUNTIME_BASE = 71_000_000
+ENGINE_RUNTIME_PER_TOKEN = 233
+#: ...and for a vocabulary of unknown size, a large one's.
+ENGINE_RUNTIME_BYTES = ENGINE_RUNTIME_BASE + ENGINE_RUNTIME_PER_TOKEN * 262_144
 
 #: The child: a load with the fit logged. The parent stops it once the fit is done.
 _CHILD = r"""
@@ -62,7 +69,7 @@ class Fit:
     weights: int
     kv_cache: int
     compute: int
-    #: The engine process itself (ENGINE_RUNTIME_BYTES).
+    #: The engine process itself (engine_runtime).
     runtime: int = ENGINE_RUNTIME_BYTES
     #: Of the above, what the GPUs hold, and the free GPU memory the fit compared it with.
     device: int = 0
@@ -109,6 +116,16 @@ def parse(lines: Iterable[str], num_ctx: int, parallel: int, kv_type: str) -> Fi
     return Fit(num_ctx, parallel, kv_type, weights, kv_cache, compute, device=device, device_free=device_free)
 
 
+def engine_runtime(path: Path) -> int:
+    """The engine process's own memory for the model at `path`, by its vocabulary's size."""
+    try:
+        tokens = read_gguf(path).metadata.get("tokenizer.ggml.tokens")
+    except (OSError, ValueError, CoveError):
+        return ENGINE_RUNTIME_BYTES
+    count = getattr(tokens, "length", None) if not isinstance(tokens, list) else len(tokens)
+    return ENGINE_RUNTIME_BASE + ENGINE_RUNTIME_PER_TOKEN * count if count else ENGINE_RUNTIME_BYTES
+
+
 def run_fit(
     path: Path, num_ctx: int, parallel: int = 1, kv_type: str = "f16", timeout: float = TIMEOUT_S
 ) -> Fit | None:
@@ -136,4 +153,5 @@ def run_fit(
         child.wait()
         if child.stderr is not None:
             child.stderr.close()
-    return parse(lines, num_ctx, parallel, kv_type)
+    fit = parse(lines, num_ctx, parallel, kv_type)
+    return None if fit is None else replace(fit, runtime=engine_runtime(path))
