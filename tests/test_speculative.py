@@ -12,7 +12,7 @@ from fakes import FakeEngine
 from cove.config import Settings
 from cove.engine.base import LoadSpec
 from cove.engine.llamacpp import LlamaCppModel
-from cove.engine.speculative import DEFAULT_NGRAM, Ngram, apply_speculative
+from cove.engine.speculative import DEFAULT_DRAFT_NGRAM, DEFAULT_NGRAM, Ngram, apply_speculative
 from cove.errors import InvalidRecipe
 from cove.library.local import Cove
 from cove.recipe import Recipe, parse_recipe
@@ -139,22 +139,37 @@ def test_a_draft_model_drafts_for_its_target(real_home: Path) -> None:
         assert raw["timings"]["draft_n"] > 0 and raw["timings"]["draft_n_accepted"] > 0
 
 
+LONG_PASSAGE = (
+    "The lighthouse stood at the end of a long spit of black rock, and for forty years the same "
+    "keeper had climbed its one hundred and twelve steps every evening to light the lamp. He kept "
+    "a logbook in which he wrote the weather, the ships that passed, and the birds that rested on "
+    "the gallery rail. In winter the spray froze on the glass and he scraped it away with a brass "
+    "scraper his father had given him."
+)
+
+
 @pytest.mark.model
 def test_a_turn_says_the_same_with_speculation_on_and_off(real_home: Path) -> None:
-    """Greedy speculation changes the speed, never the text: a repeat-and-edit turn (drafted)
-    and a plain question, through the library, with prompt lookup on and then off."""
-    prompts = (f"Repeat exactly, but write 'tower' for 'steps':\n\n{PASSAGE}", "Why is the sky blue?")
+    """Greedy speculation changes the speed, not the text: a repeat-and-edit turn (drafted) and
+    a plain question, through the library, with prompt lookup on (cove's default) and off.
+    Where the model's next token is a near-tie (babble past the end of a quoted passage), the
+    batched check of a draft can tip it the other way: llama.cpp's logits for a batch are not
+    bit-identical to one token's. These turns stay on what the model is sure of."""
+    edit = (
+        f"Repeat the following passage exactly, but write 'tower' instead of 'lighthouse'.\n\n{LONG_PASSAGE}"
+    )
+    prompts = (edit, "Why is the sky blue? Answer in a short paragraph.")
     answers: dict[int, list[str]] = {}
     with Cove(Settings.from_env()) as cove:
-        for drafted in (16, 0):
-            options = {"num_predict": 48, "temperature": 0, "draft_ngram": drafted}
+        for drafted in (DEFAULT_DRAFT_NGRAM, 0):
+            options = {"num_predict": 80, "temperature": 0, "draft_ngram": drafted}
             for prompt in prompts:
                 turn = cove.chat("gemma3:270m", [{"role": "user", "content": prompt}], options=options)
                 answers.setdefault(drafted, []).append(turn.content)
             (runner,) = cove.scheduler.loaded()
             assert runner.spec.draft_ngram == drafted
             if drafted:
-                body = {"messages": [{"role": "user", "content": prompts[0]}], "max_tokens": 48}
+                body = {"messages": [{"role": "user", "content": edit}], "max_tokens": 80}
                 timings = runner.model.chat({**body, "temperature": 0})["timings"]
                 assert timings["draft_n"] > 0 and timings["draft_n_accepted"] > 0
-    assert answers[16] == answers[0] and all(answers[0])
+    assert answers[DEFAULT_DRAFT_NGRAM] == answers[0] and all(answers[0])
