@@ -219,7 +219,9 @@ def test_files_uploaded_in_the_knowledge_view_are_indexed_and_searchable(site: S
         )
         expect(page.locator("#kb-status")).to_have_text("docs synced: 2 added, 0 updated, 0 removed.")
         expect(docs.locator("tbody tr td:first-child")).to_have_text(["evil.md", "harbour.txt"])
-        expect(docs.locator("p.muted").first).to_contain_text("reranked when a reranking model is in the store")
+        expect(docs.locator("p.muted").first).to_contain_text(
+            "reranked when a reranking model is in the store"
+        )
         page.select_option("#kb-search-in", "docs")
         page.fill("#kb-query", "seals pier")
         page.click("#kb-search button[type=submit]")
