@@ -37,8 +37,9 @@ def test_bad_speculative_lines_are_refused() -> None:
         parse_recipe("FROM a\nPARAMETER draft_ngram 65\n")
 
 
-def test_the_default_is_off_and_a_setting() -> None:
-    assert Settings().draft_ngram == 0
+def test_the_default_drafts_32_and_is_a_setting() -> None:
+    assert Settings.from_env({}).draft_ngram == 32
+    assert Settings.from_env({"COVE_DRAFT_NGRAM": "0"}).draft_ngram == 0
     assert Settings.from_env({"COVE_DRAFT_NGRAM": "8"}).draft_ngram == 8
 
 
