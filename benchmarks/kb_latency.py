@@ -5,8 +5,10 @@ The chunks are synthetic, said plainly: texts of words drawn from Debian's FAQ (
 word list), and vectors shaped like real ones: real all-minilm vectors of FAQ-like sentences,
 mixed and perturbed and normalised (clustered as real embeddings are, not uniform noise). They
 are written straight into the index (no embedding at ingest), so only the search is timed. The
-vector search (candidates from sqlite-vec's scan of the vectors' signs, ranked by exact cosine)
-is compared with exact nearest neighbours (numpy over every vector) to give its recall@10.
+vector search (candidates from a scan of the vectors' signs held in memory, ranked by exact
+cosine) is compared with exact nearest neighbours (numpy over every vector) to give its
+recall@10. A warm-up search first loads the model and the collection's signs; BM25 is bounded by
+`cove.knowledge.search.POSTINGS`, and word counts are kept between searches until a write.
 
     .venv/bin/python benchmarks/kb_latency.py [--sizes 10000,100000] [--queries 100] [--home DIR]
         [--keep DIR]
