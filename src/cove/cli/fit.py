@@ -63,12 +63,14 @@ def fit(
     if not model:
         raise click.UsageError("name a model (or use --check for the stored ones)")
     figures, source = model_figures(model, settings, quant)
-    if source == "store":  # the file is here: llama.cpp's own fit can say what it will take
-        store = ModelStore(settings.home)
-        path = store.model_path(store.get(model))
-        figures = fitting.with_llama_fit(figures, path, num_ctx, parallel)
     machine = this_machine(settings.home)
     threads = settings.num_threads or None
+    if source == "store":  # the file is here: llama.cpp's own fit can say what it will take
+        store = ModelStore(settings.home)
+        stored = store.get(model)
+        drafted = int(stored.recipe_obj().parameters.get("draft_ngram", settings.draft_ngram))
+        path = store.model_path(stored)
+        figures = fitting.with_llama_fit(figures, path, num_ctx, parallel, draft_ngram=drafted)
     scale, measured = calibrated(settings, model if source == "store" else None, num_ctx, figures)
     plan = planner.plan(
         figures, machine, num_ctx=num_ctx, quant=quant, parallel=parallel, threads=threads, decode_scale=scale

@@ -5,7 +5,7 @@ engine's own tokens/s."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,23 +71,15 @@ def check(cove: Cove, manifest: Manifest, machine: Machine, measurements: Measur
     just before, so the prediction sees the machine as busy as the measurement will."""
     recipe = manifest.recipe_obj()
     num_ctx = context_size(recipe, {}, manifest.info.get("context_length"))
+    threads = planner.engine_threads(machine, cove.settings.num_threads or None)
     figures = fitting.manifest_figures(manifest)
     figures = fitting.with_llama_fit(figures, cove.store.model_path(manifest), num_ctx)
-    threads = cove.settings.num_threads or None
-    plan = planner.plan(figures, machine, num_ctx=num_ctx, kv_type="f16", threads=threads)
+    # The answer's own depth: a short prompt and 64 tokens, not a conversation under way.
+    depth = ANSWER_TOKENS
+    plan = planner.plan(figures, machine, num_ctx=num_ctx, kv_type="f16", threads=threads, depth=depth)
     scale = measurements.decode_efficiency(besides=manifest.digest) or 1.0
     before = _engine_pids()
-    options = {"num_predict": ANSWER_TOKENS, "temperature": 0.0}
-    # This answer is recorded below, with the plan beside it: the library's own record of it
-    # would count it twice.
-    cove.record_answers = False
-    try:
-        if manifest.info.get("chat_template") or recipe.template:
-            answer = cove.chat(manifest.name, [{"role": "user", "content": PROMPT}], options=options)
-        else:
-            answer = cove.generate(manifest.name, PROMPT, options=options)
-    finally:
-        cove.record_answers = True
+    answer = _answer(cove, manifest, threads)
     engines = _engine_pids() - before
     peak = sum(_peak_rss(pid) for pid in engines)
     cove.stop(manifest.name)
@@ -122,8 +114,29 @@ def check(cove: Cove, manifest: Manifest, machine: Machine, measurements: Measur
         memory_by=plan.memory_by,
         load_average=machine.load_average,
         cpu_share=round(planner.cpu_share(machine), 2),
-        threads=planner.engine_threads(machine, threads),
+        threads=threads,
     )
+
+
+def _answer(cove: Cove, manifest: Manifest, threads: int) -> Any:
+    """The check's answer, with the engine on the threads the plan was made for (the engine
+    chooses again at load, and on a busy machine its choice can flip between two counts in a
+    second, which would set a prediction for one beside a measurement of the other), and
+    without prompt lookup: what it gains depends on the text (counting repeats itself), and
+    benchmarks/speculative.py measures it; the plan is of plain decoding."""
+    settings = cove.settings
+    options = {"num_predict": ANSWER_TOKENS, "temperature": 0.0, "draft_ngram": 0}
+    # This answer is recorded by check(), with the plan beside it: the library's own record of
+    # it would count it twice.
+    cove.record_answers = False
+    cove.settings = replace(settings, num_threads=threads)
+    try:
+        if manifest.info.get("chat_template") or manifest.recipe_obj().template:
+            return cove.chat(manifest.name, [{"role": "user", "content": PROMPT}], options=options)
+        return cove.generate(manifest.name, PROMPT, options=options)
+    finally:
+        cove.record_answers = True
+        cove.settings = settings
 
 
 def load_recorder(home: Path) -> Callable[[LoadSpec, Any, int], None]:

@@ -44,14 +44,21 @@ def manifest_figures(manifest: Manifest, draft: Manifest | None = None) -> Model
 
 
 def with_llama_fit(
-    figures: ModelFigures, path: Path, num_ctx: int | None, parallel: int = 1, kv_type: str = "f16"
+    figures: ModelFigures,
+    path: Path,
+    num_ctx: int | None,
+    parallel: int = 1,
+    kv_type: str = "f16",
+    draft_ngram: int = 0,
 ) -> ModelFigures:
     """The figures with llama.cpp's own fit of the file at `path` for these settings (about
     three seconds, llama_fit.py); as they were when the fit cannot say, so cove's estimate
-    stands in. A model with a draft keeps cove's estimate: the fit sees one file."""
+    stands in. A model with a draft keeps cove's estimate: the fit sees one file.
+    `draft_ngram`: the load's prompt lookup (its tables are the engine's, not llama.cpp's)."""
     if "draft" in figures.info:
         return figures
-    fit = llama_fit.run_fit(path, num_ctx or default_ctx(figures), parallel, kv_type)
+    ctx = num_ctx or default_ctx(figures)
+    fit = llama_fit.run_fit(path, ctx, parallel, kv_type, draft_ngram=draft_ngram)
     return figures if fit is None else replace(figures, fit=fit)
 
 
