@@ -274,8 +274,9 @@ def check_store(settings: Settings, model: str | None, as_json: bool) -> None:
     out.print(
         "predicted: the memory once loaded, and the decode speed scaled by the other models' "
         "measurements here, for the machine as busy as it was just before; measured: the engine "
-        "process's peak RSS, and the engine's own tokens/s over 64 tokens. Each run is recorded: "
-        "`cove fit` uses it for that model."
+        "process's peak RSS, and the engine's own tokens/s over 64 tokens, on the threads planned "
+        "and without prompt lookup (what that gains depends on the text: benchmarks/speculative.py). "
+        "Each run is recorded: `cove fit` uses it for that model."
     )
 
 
