@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from test_fit_cli import TINY
 
 from cove.cli.main import cli
-from cove.engine import fitting, llama_fit
+from cove.engine import fitting, llama_fit, memory
 from cove.engine.llama_fit import (
     ENGINE_RUNTIME_BASE,
     ENGINE_RUNTIME_BYTES,
@@ -134,7 +134,7 @@ def test_the_engines_own_memory_grows_with_the_vocabulary(tmp_path: Path) -> Non
     assert engine_runtime(small) == ENGINE_RUNTIME_BASE + 2 * ENGINE_RUNTIME_PER_TOKEN
     # Prompt lookup adds its drafter's table and a whole draft's logits (vocabulary x 4 bytes).
     drafting = engine_runtime(small, draft_ngram=32) - engine_runtime(small)
-    assert drafting == llama_fit.NGRAM_TABLE_BYTES + 4 * 2 * 33
+    assert drafting == memory.NGRAM_TABLE_BYTES + 4 * 2 * 33
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"not a gguf")
     assert engine_runtime(broken) == ENGINE_RUNTIME_BYTES  # unknown: a large vocabulary's

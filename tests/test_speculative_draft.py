@@ -4,6 +4,7 @@ refused on its line, and the draft's weights and KV cache count in every memory 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,8 @@ from fakes import FakeEngine
 from gguf_writer import write_gguf
 
 from cove.engine import fitting, planner
-from cove.engine.memory import estimate, kv_bytes_per_token, plan_load
-from cove.errors import BadRequest, InvalidRecipe, ModelNotFound
+from cove.engine.memory import drafting_bytes, estimate, kv_bytes_per_token, plan_load
+from cove.errors import BadRequest, DoesNotFit, InvalidRecipe, ModelNotFound
 from cove.library.drafts import draft_of
 from cove.library.local import Cove
 from cove.machine import Machine
@@ -101,3 +102,27 @@ def test_the_draft_s_kv_cache_counts_in_the_plan(fake_cove: Cove, tmp_path: Path
     fit_both = planner.plan(with_draft, laptop, num_ctx=1024, parallel=1)
     assert fit_both.memory["kv_cache"] == fit_alone.memory["kv_cache"] + 1024 * kv_bytes_per_token(draft.info)
     assert fit_both.memory["weights"] == fit_alone.memory["weights"] + draft.size
+
+
+def test_prompt_lookups_tables_count_in_every_memory_plan(fake_cove: Cove, engine: FakeEngine) -> None:
+    tiny = fake_cove.model("tiny")
+    plain = estimate(tiny.info, tiny.size, 1024, 1)
+    drafting = estimate(tiny.info, tiny.size, 1024, 1, draft_ngram=32)
+    assert drafting.total - plain.total == drafting_bytes(32, tiny.info.get("vocab_size")) > 0
+    assert estimate(tiny.info, tiny.size, 1024, 1, embedding=True, draft_ngram=32).overhead == (
+        estimate(tiny.info, tiny.size, 1024, 1, embedding=True).overhead
+    )  # an embedder drafts nothing
+    # Room for the model alone is not room for it with its drafter.
+    with pytest.raises(DoesNotFit):
+        plan_load("m", tiny.info, tiny.size, 1024, 1, plain.total, kv_type="f16", draft_ngram=32)
+    laptop = Machine.from_dict(json.loads((MACHINES / "desktop-16gb.json").read_text()))
+    figures = fitting.manifest_figures(tiny)
+    off = planner.plan(figures, laptop, num_ctx=1024)
+    on = planner.plan(replace(figures, draft_ngram=32), laptop, num_ctx=1024)
+    assert on.memory["overhead"] - off.memory["overhead"] == drafting_bytes(32, tiny.info.get("vocab_size"))
+    # The scheduler bounds a drafting engine's memory by the same count.
+    fake_cove.chat("tiny", [{"role": "user", "content": "hi"}], options={"draft_ngram": 0})
+    fake_cove.chat("tiny", [{"role": "user", "content": "hi"}], options={"draft_ngram": 32})
+    without, drafted = engine.loads[-2], engine.loads[-1]
+    assert drafted.draft_ngram == 32 and without.draft_ngram == 0
+    assert drafted.memory_limit - without.memory_limit == 2 * drafting_bytes(32, tiny.info.get("vocab_size"))

@@ -65,11 +65,13 @@ def fit(
     figures, source = model_figures(model, settings, quant)
     machine = this_machine(settings.home)
     threads = settings.num_threads or None
+    figures = replace(figures, draft_ngram=settings.draft_ngram)
     if source == "store":  # the file is here: llama.cpp's own fit can say what it will take
         store = ModelStore(settings.home)
         stored = store.get(model)
         drafted = int(stored.recipe_obj().parameters.get("draft_ngram", settings.draft_ngram))
         path = store.model_path(stored)
+        figures = replace(figures, draft_ngram=drafted)
         figures = fitting.with_llama_fit(figures, path, num_ctx, parallel, draft_ngram=drafted)
     scale, measured = calibrated(settings, model if source == "store" else None, num_ctx, figures)
     plan = planner.plan(

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..errors import CoveError
 from ..store.gguf import read_gguf
+from .memory import drafting_bytes
 
 MIB = 1 << 20
 #: A load's fit answers in about three seconds here; a machine that cannot is planned by cove.
@@ -39,11 +40,6 @@ ENGINE_RUNTIME_BASE = 71_000_000
 ENGINE_RUNTIME_PER_TOKEN = 233
 #: ...and for a vocabulary of unknown size, a large one's.
 ENGINE_RUNTIME_BYTES = ENGINE_RUNTIME_BASE + ENGINE_RUNTIME_PER_TOKEN * 262_144
-#: Prompt lookup (engine/speculative.py) outside llama.cpp's buffers: its drafter's table at
-#: load, and the logits of a whole draft (n_max + 1 tokens, 4 bytes each per vocabulary entry)
-#: once one is checked. Measured here with n_max 32: peak RSS grew by 52 MB for gemma3:270m
-#: (262k tokens: 17.4 MB + 34.6 MB) and 25 MB for smollm2:135m (49k tokens: 18.5 MB + 6.5 MB).
-NGRAM_TABLE_BYTES = 18_000_000
 
 #: The child: a load with the fit logged. The parent stops it once the fit is done.
 _CHILD = r"""
@@ -124,23 +120,17 @@ def parse(lines: Iterable[str], num_ctx: int, parallel: int, kv_type: str) -> Fi
 def vocabulary(path: Path) -> int | None:
     """How many tokens the model at `path` knows (None: its header does not say)."""
     try:
-        tokens = read_gguf(path).metadata.get("tokenizer.ggml.tokens")
+        return read_gguf(path).vocab_size
     except (OSError, ValueError, CoveError):
         return None
-    count = len(tokens) if isinstance(tokens, list) else getattr(tokens, "length", None)
-    return int(count) if count else None
 
 
 def engine_runtime(path: Path, draft_ngram: int = 0) -> int:
     """The engine process's own memory for the model at `path`, by its vocabulary's size, with
     prompt lookup drafting up to `draft_ngram` tokens a step (0: off)."""
     vocab = vocabulary(path)
-    if vocab is None:
-        return ENGINE_RUNTIME_BYTES + (
-            NGRAM_TABLE_BYTES + 4 * 262_144 * (draft_ngram + 1) if draft_ngram else 0
-        )
-    drafting = NGRAM_TABLE_BYTES + 4 * vocab * (draft_ngram + 1) if draft_ngram > 0 else 0
-    return ENGINE_RUNTIME_BASE + ENGINE_RUNTIME_PER_TOKEN * vocab + drafting
+    own = ENGINE_RUNTIME_BYTES if vocab is None else ENGINE_RUNTIME_BASE + ENGINE_RUNTIME_PER_TOKEN * vocab
+    return own + drafting_bytes(draft_ngram, vocab)
 
 
 def run_fit(

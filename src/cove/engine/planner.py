@@ -60,6 +60,8 @@ class ModelFigures:
     #: llama.cpp's own fit of the default quant's file for one load's settings (llama_fit.py),
     #: when the file is here to run it on; the plan uses it for those settings.
     fit: Fit | None = None
+    #: The prompt lookup it loads with (engine/speculative.py; 0: none): its tables take memory.
+    draft_ngram: int = 0
 
     @property
     def default_quant(self) -> str:
@@ -218,7 +220,7 @@ def _layout(model: ModelFigures, machine: Machine, quant: str, ctx: int, slots: 
     weights = model.quants[quant]
     # The scheduler sizes a load the same way (memory.estimate): the prompt cache's budget is
     # one slot's context in the load's KV type.
-    need = estimate(model.info, weights, ctx, slots, kv_type=kv)
+    need = estimate(model.info, weights, ctx, slots, kv_type=kv, draft_ngram=model.draft_ngram)
     fit = _fit_for(model, quant, ctx, slots, kv)
     if fit is not None:  # what llama.cpp will allocate, and the engine process around it
         need = replace(need, weights=fit.weights, kv_cache=fit.kv_cache, overhead=fit.compute + fit.runtime)

@@ -262,7 +262,15 @@ class Scheduler:
                 if not self._evict_idle():  # a model nobody is using gives its memory back
                     raise
         info, weights, embedding = request.info, request.weights, spec.embedding
-        need = estimate(info, weights, spec.num_ctx, parallel, embedding=embedding, kv_type=kv)
+        need = estimate(
+            info,
+            weights,
+            spec.num_ctx,
+            parallel,
+            embedding=embedding,
+            kv_type=kv,
+            draft_ngram=spec.draft_ngram,
+        )
         self._pending_bytes[spec.key] = need.total
         return replace(
             spec,
@@ -291,6 +299,7 @@ class Scheduler:
             embedding=spec.embedding,
             kv_type=spec.kv_type if spec.kv_type in self.kv_types else None,
             kv_types=self.kv_types,
+            draft_ngram=spec.draft_ngram,
         )
 
     def _measure(self, sized: LoadSpec, model: LoadedModel, request: ModelRequest) -> None:

@@ -216,6 +216,19 @@ class GGUFInfo:
         return self._arch_int("embedding_length")
 
     @property
+    def vocab_size(self) -> int | None:
+        """How many tokens its tokenizer knows (what per-token tables an engine keeps scale with)."""
+        tokens = self.metadata.get("tokenizer.ggml.tokens")
+        count = (
+            tokens.length
+            if isinstance(tokens, ArraySummary)
+            else len(tokens)
+            if isinstance(tokens, list)
+            else 0
+        )
+        return count or None
+
+    @property
     def head_count(self) -> int | None:
         return self._arch_int("attention.head_count")
 
@@ -271,6 +284,7 @@ class GGUFInfo:
             "context_length": self.context_length,
             "block_count": self.block_count,
             "embedding_length": self.embedding_length,
+            "vocab_size": self.vocab_size,
             "head_count": self.head_count,
             "head_count_kv": self.head_count_kv,
             "key_length": self.key_length,
