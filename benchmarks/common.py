@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -111,3 +114,18 @@ def openai_stream(
                 if (choice.get("delta") or {}).get("content"):
                     stamps.append(time.perf_counter())
     return stream_figures(started, stamps)
+
+
+#: Debian's FAQ in plain text (package `debian-faq`): the knowledge-base benchmarks' real text.
+FAQ = Path("/usr/share/doc/debian/FAQ/debian-faq.en.txt.gz")
+
+
+def debian_faq() -> str:
+    """The FAQ's text, installing the package with apt-get when missing (root, or sudo without a
+    password): a benchmark must not quietly measure other text."""
+    if not FAQ.exists():
+        print("installing debian-faq with apt-get ...", file=sys.stderr)
+        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-q", "debian-faq"], check=True, env=env)
+    return gzip.decompress(FAQ.read_bytes()).decode("utf-8")

@@ -1,14 +1,15 @@
 """Query latency of the knowledge base: p50/p95 of a hybrid search, the query's embedding by
 all-minilm in cove's engine included, at 10,000 and 100,000 chunks.
 
-The chunks are synthetic, said plainly: texts of words drawn from Debian's FAQ (or a built-in
-word list), and vectors shaped like real ones: real all-minilm vectors of FAQ-like sentences,
-mixed and perturbed and normalised (clustered as real embeddings are, not uniform noise). They
-are written straight into the index (no embedding at ingest), so only the search is timed. The
-vector search (candidates from a scan of the vectors' signs held in memory, ranked by exact
-cosine) is compared with exact nearest neighbours (numpy over every vector) to give its
-recall@10. A warm-up search first loads the model and the collection's signs; BM25 is bounded by
-`cove.knowledge.search.POSTINGS`, and word counts are kept between searches until a write.
+The chunks are synthetic, said plainly: texts of words drawn from Debian's FAQ (package `debian-
+faq`, installed when missing), and vectors shaped like real ones: real all-minilm vectors of
+FAQ-like sentences, mixed and perturbed and normalised (clustered as real embeddings are, not
+uniform noise). They are written straight into the index (no embedding at ingest), so only the
+search is timed. The vector search (candidates from a scan of the vectors' signs held in memory,
+ranked by exact cosine) is compared with exact nearest neighbours (numpy over every vector) to
+give its recall@10. A warm-up search first loads the model and the collection's signs; BM25 is
+bounded by `cove.knowledge.search.POSTINGS`, and word counts are kept between searches until a
+write.
 
     .venv/bin/python benchmarks/kb_latency.py [--sizes 10000,100000] [--queries 100] [--home DIR]
         [--keep DIR]
@@ -21,7 +22,6 @@ each size come from that size's own seed, so a kept index is the one a fresh run
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import random
 import re
@@ -34,6 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from common import debian_faq
 
 from cove.config import Settings
 from cove.knowledge import search
@@ -43,7 +44,6 @@ from cove.knowledge.index import Indexed
 from cove.knowledge.service import KnowledgeBase
 from cove.library.local import Cove
 
-FAQ = Path("/usr/share/doc/debian/FAQ/debian-faq.en.txt.gz")
 PER_DOCUMENT = 100
 QUERIES = [
     "how do I upgrade to a new release",
@@ -60,7 +60,7 @@ QUERIES = [
 
 
 def vocabulary() -> list[str]:
-    text = gzip.decompress(FAQ.read_bytes()).decode("utf-8") if FAQ.exists() else __doc__
+    text = debian_faq()
     return [w.lower() for w in re.findall(r"[A-Za-z]{3,}", text)]
 
 

@@ -24,17 +24,15 @@ The package is installed with apt-get when missing (root, or sudo without a pass
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from common import debian_faq
 
 from cove.config import Settings
 from cove.knowledge import search
@@ -42,7 +40,6 @@ from cove.knowledge.search import MODES
 from cove.knowledge.service import KnowledgeBase
 from cove.library.local import Cove
 
-FAQ = Path("/usr/share/doc/debian/FAQ/debian-faq.en.txt.gz")
 # The FAQ puts a no-break space after a section's number.
 HEADING = re.compile(r"^(\d+)\.(\d+)\.[ \u00a0](\S.*)$")
 SUBHEADING = re.compile(r"^\d+\.\d+\.\d+\.[ \u00a0]")
@@ -88,15 +85,6 @@ class Section:
     number: str
     question: str
     answer: str
-
-
-def ensure_faq() -> None:
-    if FAQ.exists():
-        return
-    print("installing debian-faq with apt-get ...", file=sys.stderr)
-    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run([*sudo, "apt-get", "install", "-y", "-q", "debian-faq"], check=True, env=env)
 
 
 def sections(text: str) -> list[Section]:
@@ -187,8 +175,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.postings:
         search.POSTINGS = args.postings
-    ensure_faq()
-    items = sections(gzip.decompress(FAQ.read_bytes()).decode("utf-8"))
+    items = sections(debian_faq())
     settings = Settings.from_env()
     if args.home:
         settings = replace(settings, home=args.home)
