@@ -16,8 +16,8 @@ load barely moves.
 
 `--sweep` also loads the engine directly (engine/llamacpp.py, its embedding load path) with
 other batch sizes, slot counts, threads and poll levels, each interleaved with torch again, and
-with the model's matrices as Q8_0 (a copy of the GGUF made here, in .bench: what a Q8_0
-conversion would embed at, its vectors' cosine to the F16 ones printed beside it).
+with the model converted with its matrices in F16 and in F32 (made here, in .bench, by the
+store's converter), each one's vectors' cosine to the first row's printed beside it.
 """
 
 from __future__ import annotations
@@ -41,20 +41,22 @@ from cove.engine.embedding import embed_in_batches
 from cove.engine.llamacpp import LlamaCppModel
 from cove.library.local import Cove
 from cove.store import catalog
+from cove.store.catalog import Weights
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / ".bench"
 MODEL = catalog.DEFAULT_EMBEDDING_MODEL
 #: (label, n_batch (0: cove's), slots (0: cove's), threads (0: cove's), poll (None: cove's),
-#: weights ("": the stored GGUF's))
-SWEEP: list[tuple[str, int, int, int, int | None, str]] = [
-    ("cove's embedding load (engine alone)", 0, 0, 0, None, ""),
-    ("batch 2048, 4 slots", 2048, 4, 0, None, ""),
-    ("batch 2048, 8 slots", 2048, 8, 0, None, ""),
-    ("1 thread", 0, 0, 1, None, ""),
-    ("2 threads, poll 0", 0, 0, 2, 0, ""),
-    ("2 threads, poll 50", 0, 0, 2, 50, ""),
-    ("Q8_0 matrices", 0, 0, 0, None, "q8_0"),
+#: weights (None: the stored GGUF's))
+SWEEP: list[tuple[str, int, int, int, int | None, Weights | None]] = [
+    ("cove's embedding load (engine alone)", 0, 0, 0, None, None),
+    ("batch 2048, 4 slots", 2048, 4, 0, None, None),
+    ("batch 2048, 8 slots", 2048, 8, 0, None, None),
+    ("1 thread", 0, 0, 1, None, None),
+    ("2 threads, poll 0", 0, 0, 2, 0, None),
+    ("2 threads, poll 50", 0, 0, 2, 50, None),
+    ("F16 matrices", 0, 0, 0, None, "f16"),
+    ("F32 matrices", 0, 0, 0, None, "f32"),
 ]
 
 
@@ -167,7 +169,7 @@ def main() -> None:
         for label, n_batch, slots, threads, poll, weights in SWEEP:
             spec = replace(base, num_threads=threads)
             if weights:
-                spec = replace(spec, model_path=q8_0_copy(base.model_path))
+                spec = replace(spec, model_path=converted(weights))
             model = model_class(n_batch, slots, poll)(spec)
             try:
                 run = lambda m=model: embed_in_batches(m.embed, texts)  # noqa: E731
@@ -184,43 +186,13 @@ def main() -> None:
     report(rows, lengths, args, torch.get_num_threads())
 
 
-def q8_0_copy(source: Path) -> Path:
-    """The GGUF with its 2-D F16 tensors as Q8_0 (the rest, and every key, as they are)."""
-    import gguf
-    import numpy as np
+def converted(weights: Weights) -> Path:
+    """all-minilm converted by the store's own converter with its matrices in `weights`."""
+    from cove.store.bert_gguf import convert, folder_reader
 
-    target = BENCH / f"{source.name}.q8_0.gguf"
-    if target.is_file():
-        return target
-    reader = gguf.GGUFReader(source)
-    writer = gguf.GGUFWriter(str(target), "bert")
-    for f in reader.fields.values():
-        if f.name.startswith("GGUF.") or f.name in ("general.architecture", "general.file_type"):
-            continue
-        kind = f.types[0]
-        if kind == gguf.GGUFValueType.ARRAY:
-            sub = f.types[-1]
-            strings = sub == gguf.GGUFValueType.STRING
-            values = [bytes(f.parts[i]).decode() if strings else f.parts[i].tolist()[0] for i in f.data]
-            writer.add_key_value(f.name, values, kind, sub_type=sub)
-        elif kind == gguf.GGUFValueType.STRING:
-            writer.add_key_value(f.name, bytes(f.parts[f.data[0]]).decode(), kind)
-        else:
-            writer.add_key_value(f.name, f.parts[f.data[0]].tolist()[0], kind)
-    f16, q8 = gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.Q8_0
-    for t in reader.tensors:
-        shape = [int(x) for x in reversed(t.shape.tolist())]
-        data = np.array(t.data)
-        if t.tensor_type == f16:
-            data = data.view(np.float16).astype(np.float32).reshape(shape)
-            if len(shape) == 2 and shape[-1] % 32 == 0:
-                writer.add_tensor(t.name, gguf.quants.quantize(data, q8), raw_dtype=q8)
-                continue
-        writer.add_tensor(t.name, data.reshape(shape))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    target = BENCH / f"{MODEL}.{weights}.gguf"
+    if not target.is_file():
+        convert(folder_reader(model_folder()), target, MODEL, weights=weights)
     return target
 
 

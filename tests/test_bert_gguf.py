@@ -22,7 +22,7 @@ from cove.library.local import Cove
 from cove.net.gate import EgressRefused
 from cove.store import catalog
 from cove.store import pull as pull_module
-from cove.store.bert_gguf import convert, read_safetensors
+from cove.store.bert_gguf import _stored_as, convert, read_safetensors
 from cove.store.catalog import CatalogEntry, PyPIBert
 from cove.store.models import ModelStore, validate_gguf
 from cove.store.pull import pull
@@ -337,6 +337,19 @@ TEXTS = {  # each text and its WordPiece ids in VOCAB, [CLS] … [SEP]
 }
 
 
+def test_q8_0_packs_the_matrices_whose_rows_fill_its_blocks(tmp_path: Path) -> None:
+    out = tmp_path / "bert-q8.gguf"
+    convert(reader(model_files()), out, "fake-bert", weights="q8_0")
+    assert fields(out)["general.file_type"] == int(gguf.LlamaFileType.MOSTLY_Q8_0)
+    stored = {t.name: t.tensor_type for t in gguf.GGUFReader(out).tensors}
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    assert stored["token_embd.weight"] == q8 and stored["blk.1.ffn_down.weight"] == q8
+    assert stored["token_types.weight"] == gguf.GGMLQuantizationType.F32  # the tiny table stays exact
+    assert stored["blk.0.attn_q.bias"] == gguf.GGMLQuantizationType.F32
+    row_of_33 = np.ones((1, 33), np.float32)  # not a whole block of 32: kept as f16
+    assert _stored_as(gguf, "cls.output.weight", row_of_33, "q8_0")[0].dtype == np.float16
+
+
 def transformers_vectors(tensors: Tensors) -> dict[str, Any]:
     """Mean-pooled last hidden states of transformers' own BertModel with these weights."""
     import torch
@@ -388,6 +401,21 @@ async def test_both_apis_serve_the_converted_model(random_bert: tuple[Cove, Tens
     from_openai = [item["embedding"] for item in openai.json()["data"]]
     for want, one, other in zip(expected, from_ollama, from_openai, strict=True):
         assert len(one) == HIDDEN and cosine(one, want) >= 0.999 and cosine(other, want) >= 0.999
+
+
+@pytest.mark.model
+def test_a_random_bert_in_q8_0_embeds_close_to_transformers(tmp_path: Path, cove_home: Path) -> None:
+    tensors = bert_tensors(seed=7)
+    out = tmp_path / "random-bert-q8.gguf"
+    convert(reader(model_files(tensors)), out, "random-bert-q8", weights="q8_0")
+    cove = Cove(Settings(home=cove_home))
+    try:
+        cove.store.import_gguf(out, "random-bert-q8", source="test")
+        got = cove.embed("random-bert-q8", list(TEXTS)).vectors
+    finally:
+        cove.close()
+    for (text, want), vector in zip(transformers_vectors(tensors).items(), got, strict=True):
+        assert cosine(vector, want) >= 0.995, text
 
 
 @pytest.mark.network

@@ -125,7 +125,7 @@ def reranking_cove(cross_encoder: Path, tmp_path_factory: pytest.TempPathFactory
     """A Cove with the cross-encoder stored twice: exact (f32) and as cove converts by default (f16)."""
     home = tmp_path_factory.mktemp("home")
     exact, half = home.parent / "exact.gguf", home.parent / "half.gguf"
-    assert convert(reader(cross_encoder), exact, "tiny-reranker", full_precision=True).pooling == "rank"
+    assert convert(reader(cross_encoder), exact, "tiny-reranker", weights="f32").pooling == "rank"
     convert(reader(cross_encoder), half, "tiny-reranker")
     with Cove(Settings(home=home)) as cove:
         cove.store.import_gguf(exact, "tiny-reranker", source="test")
@@ -156,7 +156,7 @@ def test_a_cross_encoder_with_one_token_type_reranks_through_the_engines_own_pai
     """No second segment: the engine joins the pair itself (bos, query, eos, document, eos)."""
     folder = save_cross_encoder(tmp_path / "plain", type_count=1)
     out = tmp_path / "plain.gguf"
-    convert(reader(folder), out, "plain-reranker", full_precision=True)
+    convert(reader(folder), out, "plain-reranker", weights="f32")
     with Cove(Settings(home=cove_home)) as cove:
         cove.store.import_gguf(out, "plain-reranker", source="test")
         result = cove.rerank("plain-reranker", QUERY, DOCUMENTS)

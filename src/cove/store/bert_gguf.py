@@ -27,6 +27,7 @@ import numpy as np
 
 from ..engine.reranking import SEGMENT_B_KEY, rerank_template, segment_b_piece
 from ..errors import PullError
+from .catalog import Weights
 
 #: Reads one file of the model's folder by its relative name; KeyError when it is not there.
 ReadFile = Callable[[str], bytes]
@@ -58,12 +59,13 @@ class Converted:
 
 
 def convert(
-    read: ReadFile, out: Path, name: str, license: str | None = None, *, full_precision: bool = False
+    read: ReadFile, out: Path, name: str, license: str | None = None, *, weights: Weights = "f16"
 ) -> Converted:
     """Write `out`, a GGUF of the BERT whose files `read` gives; a PullError when they are not one.
 
     A cross-encoder (config.json's architectures say *ForSequenceClassification) becomes a
-    reranker. `full_precision` keeps every weight f32 (for checking a conversion exactly)."""
+    reranker. `weights`: how its matrices are stored (see Weights); "f32" keeps every weight
+    exact, for checking a conversion."""
     import gguf  # imported on first conversion only: it is a pull's tool, not the engine's
 
     config = _json(read, "config.json")
@@ -76,7 +78,7 @@ def convert(
     segment_b = pooling == "rank" and type_count >= 2
     writer = gguf.GGUFWriter(str(out), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.BERT])
     try:
-        _write_parameters(writer, gguf, config, name, pooling, full_precision)
+        _write_parameters(writer, gguf, config, name, pooling, weights)
         if license:
             writer.add_license(license)
         _write_vocabulary(writer, gguf, tokens, type_count, pair=pooling == "rank", segment_b=segment_b)
@@ -94,7 +96,8 @@ def convert(
         if segment_b:
             placed[TOKENS] = with_segment_b(placed, len(tokens))
         for target, array in placed.items():
-            writer.add_tensor(target, _stored_as(target, array, full_precision))
+            stored, kind = _stored_as(gguf, target, array, weights)
+            writer.add_tensor(target, stored, raw_dtype=kind)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -166,7 +169,7 @@ def _check_head(name: str, placed: set[str]) -> None:
 
 
 def _write_parameters(
-    writer: Any, gguf: Any, config: dict[str, Any], name: str, pooling: str, full_precision: bool
+    writer: Any, gguf: Any, config: dict[str, Any], name: str, pooling: str, weights: Weights
 ) -> None:
     writer.add_name(name)
     writer.add_context_length(int(config["max_position_embeddings"]))
@@ -181,7 +184,8 @@ def _write_parameters(
     if pooling == "rank":
         labels = config.get("id2label") or {"0": "LABEL_0"}
         writer.add_classifier_output_labels([str(v) for _, v in sorted(labels.items())])
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if full_precision else gguf.LlamaFileType.MOSTLY_F16)
+    kinds = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0"}
+    writer.add_file_type(getattr(gguf.LlamaFileType, kinds[weights]))
 
 
 def _write_vocabulary(
@@ -253,13 +257,17 @@ def _token_type(gguf: Any, token: str) -> int:
 
 
 def _stored_as(
-    target: str, array: np.ndarray[Any, Any], full_precision: bool = False
-) -> np.ndarray[Any, Any]:
-    """2-D weights as f16 (half the file, the figures unchanged to four places); vectors (norms,
-    biases) and the tiny token type table stay f32, as llama.cpp's converter keeps them."""
-    if array.ndim == 2 and not target.startswith("token_types") and not full_precision:
-        return array.astype(np.float16)
-    return array.astype(np.float32)
+    gguf: Any, target: str, array: np.ndarray[Any, Any], weights: Weights
+) -> tuple[np.ndarray[Any, Any], Any]:
+    """The tensor as written, and its GGML type (None: numpy's own): 2-D weights in `weights`;
+    vectors (norms, biases) and the tiny token type table stay f32, as llama.cpp's converter
+    keeps them. Q8_0 packs rows in blocks of 32, so a row of another length stays f16."""
+    if array.ndim != 2 or target.startswith("token_types") or weights == "f32":
+        return array.astype(np.float32), None
+    if weights == "q8_0" and array.shape[-1] % 32 == 0:
+        q8 = gguf.GGMLQuantizationType.Q8_0
+        return gguf.quants.quantize(array.astype(np.float32), q8), q8
+    return array.astype(np.float16), None
 
 
 def _strip_prefix(name: str) -> str:

