@@ -31,7 +31,7 @@ from cove.knowledge.embedder import HashEmbedder
 from cove.knowledge.service import KnowledgeBase
 from cove.library.local import Cove
 from cove.store import catalog
-from cove.store.bert_gguf import convert
+from cove.store.bert_gguf import convert, folder_reader
 
 __all__ = ["anyio_backend"]
 
@@ -110,14 +110,7 @@ def transformers_scores(folder: Path, query: str, documents: list[str]) -> list[
     return scores
 
 
-def reader(folder: Path) -> Any:
-    def read(member: str) -> bytes:
-        path = folder / member
-        if not path.is_file():
-            raise KeyError(member)
-        return path.read_bytes()
-
-    return read
+reader = folder_reader
 
 
 @pytest.fixture(scope="module")

