@@ -248,10 +248,11 @@ def indexed(site: Site) -> None:
 
 def test_a_real_turn_cites_its_collection_streamed_and_reopened(site: Site) -> None:
     """The server's own answer (the fake engine repeats the question, [1] and all) and its citations."""
-    indexed(site)
+    # A collection of its own: what other tests upload would otherwise compete for [1].
+    collection_of(site, "cited", {"seals.txt": b"Seals rest on the pier."})
     page = open_page(site)
     try:
-        page.select_option("#kb", "docs")
+        page.select_option("#kb", "cited")
         page.fill("#prompt", "seals on the pier [1]")
         page.press("#prompt", "Enter")
         answer = page.locator("#messages > .msg.assistant").last

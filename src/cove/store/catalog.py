@@ -265,7 +265,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         license="Apache-2.0",
         kind="embedding",
         arch=Arch(layers=6, heads=12, kv_heads=12, head_dim=32, embedding=384, context=512, params=23 * M),
-        quants={"F16": 45_827_168},
+        quants={"Q8_0": 24_701_664},
     ),
     _hf(
         "qwen2.5:0.5b",
