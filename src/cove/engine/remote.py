@@ -392,10 +392,10 @@ class RemoteModel:
             for data in _events(where, response):
                 if finished:
                     continue  # read to the body's end, so the connection is kept for the next request
-                if data == "[DONE]":
+                if data == b"[DONE]":
                     finished = True
                     continue
-                chunk = _json_of(where, path, data.encode())
+                chunk = _json_of(where, path, data)
                 if not isinstance(chunk, dict):
                     raise RemoteError(
                         f"upstream {where} streamed something that is not a chunk", upstream=where
@@ -613,7 +613,10 @@ def _error_in(where: str, data: dict[str, Any]) -> None:
 
 def _json_of(where: str, path: str, raw: bytes) -> Any:
     try:
-        return json.loads(raw)
+        try:
+            return json.loads(raw)
+        except UnicodeDecodeError:  # a broken character is shown as one, not a broken answer
+            return json.loads(raw.decode("utf-8", "replace"))
     except ValueError:
         sample = _short(raw[:80].decode("utf-8", "replace"))
         raise RemoteError(
@@ -637,7 +640,7 @@ def _capped(where: str, pieces: Iterator[bytes]) -> Iterator[bytes]:
         yield piece
 
 
-def _events(where: str, response: httpx.Response) -> Iterator[str]:
+def _events(where: str, response: httpx.Response) -> Iterator[bytes]:
     """The `data:` payloads of a server-sent-event stream, each line and the whole stream capped."""
     buffer = bytearray()
     for piece in _capped(where, response.iter_bytes()):
@@ -646,7 +649,7 @@ def _events(where: str, response: httpx.Response) -> Iterator[str]:
             line = bytes(buffer[:end]).rstrip(b"\r")
             del buffer[: end + 1]
             if line.startswith(b"data:"):
-                yield line[5:].strip().decode("utf-8", "replace")
+                yield line[5:].strip()
         if len(buffer) > MAX_LINE_BYTES:
             raise RemoteError(
                 f"upstream {where} sent a line longer than {MAX_LINE_BYTES >> 20} MiB; cove stopped reading",
@@ -654,7 +657,7 @@ def _events(where: str, response: httpx.Response) -> Iterator[str]:
                 retryable=False,
             )
     if buffer.startswith(b"data:"):
-        yield bytes(buffer[5:]).strip().decode("utf-8", "replace")
+        yield bytes(buffer[5:]).strip()
 
 
 def privacy_rules(home: Path, offline: bool) -> list[dict[str, Any]]:

@@ -83,6 +83,7 @@ class Generator:
     async def _observed(self, model: str, items: asyncio.Queue[tuple[str, Any]]) -> AsyncIterator[ChatChunk]:
         started = last = time.perf_counter()
         first = True
+        ttft, token_gap = self.metrics.ttft.labels(model), self.metrics.token_gap.labels(model)
         while True:
             kind, item = await items.get()
             if kind == "error":
@@ -94,10 +95,10 @@ class Generator:
             if item.content or item.tool_calls:
                 now = time.perf_counter()
                 if first:
-                    self.metrics.ttft.labels(model).observe(now - started)
+                    ttft.observe(now - started)
                     first = False
                 else:
-                    self.metrics.token_gap.labels(model).observe(now - last)
+                    token_gap.observe(now - last)
                 last = now
             yield item
 
