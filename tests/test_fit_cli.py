@@ -307,8 +307,9 @@ def test_fit_check_sets_the_plan_beside_the_real_model(
     assert "gemma3:270m" in screen and "peak RSS" in screen
     # How busy the machine was is part of the report: the prediction was made for it.
     words = " ".join(screen.split())  # as the terminal's width wrapped it
-    assert "gemma3:270m was predicted for" in words and "of a core each; memory by llama.cpp's fit" in words
-    assert check["threads"] == 1 and 0 < check["cpu_share"] <= 1
+    assert "gemma3:270m was predicted for" in words and "of a core each (each got" in words
+    assert "while it answered); memory by llama.cpp's fit" in words
+    assert check["threads"] == 1 and 0 < check["cpu_share"] <= 1 and 0 < check["answer_share"] <= 1
     # Both runs were recorded, and `cove fit` now plans the model from them.
     shown = json.loads(invoke("fit", "gemma3:270m", "--json").stdout)
     assert shown["measured"]["runs"] == 2

@@ -93,6 +93,7 @@ def test_bandwidth_is_measured_and_remembered_for_a_week(
     monkeypatch.setattr(machine, "measure_bandwidth", lambda: 9.5)
     assert machine.this_machine(tmp_path).bandwidth_gbs == 9.5
     monkeypatch.setattr(machine, "measure_bandwidth", lambda: 3.0)
+    monkeypatch.setattr(machine, "bandwidth_now", lambda: 3.0)
     assert machine.this_machine(tmp_path).bandwidth_gbs == 9.5  # remembered
     # Doctor measures anew; a figure measured while other programs ran does not replace the
     # machine's best of the week, it says what a thread gets now.
@@ -125,7 +126,22 @@ def test_what_the_cpu_has_free_now_is_measured_without_the_long_copy(monkeypatch
     monkeypatch.setattr(machine, "idle_cores", lambda: 0.6)
     described = machine.describe(measure=False)
     assert (described.bandwidth_now_gbs, described.idle_cores, described.bandwidth_gbs) == (6.0, 0.6, None)
+    assert described.thread_share is None  # the stand-in copy took no time to measure
     assert described.cpu_share is None  # nothing to set it against yet
     busy = Machine.from_dict({**described.to_dict(), "bandwidth_gbs": 12.0})
     assert busy.cpu_share == 0.5 and busy.to_dict()["cpu_share"] == 0.5
     assert Machine.from_dict({**described.to_dict(), "bandwidth_gbs": 4.0}).cpu_share == 1.0
+
+
+def test_the_share_of_a_core_is_the_cpu_time_the_copy_got(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A copy that got its core for 0.3 s of the 0.6 s it took: the thread's share is half,
+    # whatever its rate (a median of copies, which leaves the waits out) says.
+    clock = iter([10.0, 10.6])
+    cpu = iter([1.0, 1.3])
+    monkeypatch.setattr(machine, "idle_cores", lambda: 0.4)
+    monkeypatch.setattr(machine, "bandwidth_now", lambda: 20.0)
+    monkeypatch.setattr(machine.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(machine.time, "thread_time", lambda: next(cpu))
+    described = machine.describe(measure=False)
+    assert described.thread_share == 0.5
+    assert Machine.from_dict({**described.to_dict(), "bandwidth_gbs": 20.0}).cpu_share == 0.5

@@ -92,11 +92,17 @@ class Machine:
     #: Cores' worth of CPU unused over a short sample just now (engine/threads.py): how many
     #: threads the engine will get (None: not measured).
     idle_cores: float | None = None
+    #: The CPU time the copy just now got over the wall time it took: the share of a core a
+    #: CPU-bound thread gets now (None: not measured). The copy's rate, a median of copies,
+    #: leaves out the time it waited for its core, so it cannot say this itself.
+    thread_share: float | None = None
 
     @property
     def cpu_share(self) -> float | None:
-        """The share of a core an engine thread can expect now: the copy just now against the
-        machine's best (None when either is missing)."""
+        """The share of a core an engine thread can expect now: what the copy just now got
+        (thread_share), else its rate against the machine's best (None when unknown)."""
+        if self.thread_share is not None:
+            return self.thread_share
         if not self.bandwidth_now_gbs or not self.bandwidth_gbs:
             return None
         return min(1.0, self.bandwidth_now_gbs / self.bandwidth_gbs)
@@ -121,14 +127,16 @@ class Machine:
 
 
 def describe(home: Path | None = None, measure: bool = True) -> Machine:
-    """This machine now; `measure` spends about a second finding the memory bandwidth (else
-    half a second sampling what the CPU has free now, which speed predictions need)."""
+    """This machine now; `measure` spends about a second finding the memory bandwidth (and
+    always half a second sampling what the CPU has free now, which speed predictions need)."""
     memory = psutil.virtual_memory()
     engine = engine_info()
     gpus = tuple(engine.pop("gpus", ()))
     idle = idle_cores()
     bandwidth = measure_bandwidth() if measure else None
-    now = bandwidth if measure else bandwidth_now()
+    cpu, wall = time.thread_time(), time.perf_counter()
+    now = bandwidth_now()
+    share = _share(time.thread_time() - cpu, time.perf_counter() - wall)
     return Machine(
         cpu_model=cpu_model(),
         physical_cores=psutil.cpu_count(logical=False) or os.cpu_count() or 1,
@@ -148,7 +156,13 @@ def describe(home: Path | None = None, measure: bool = True) -> Machine:
         load_average=load_average(),
         bandwidth_now_gbs=now,
         idle_cores=round(idle, 2),
+        thread_share=share,
     )
+
+
+def _share(cpu_s: float, wall_s: float) -> float | None:
+    """CPU time over wall time; None over a span too short for the CPU clock to say."""
+    return round(min(1.0, cpu_s / wall_s), 2) if wall_s >= 0.05 else None
 
 
 def load_average() -> float | None:

@@ -253,8 +253,13 @@ def check_store(settings: Settings, model: str | None, as_json: bool) -> None:
         manifests = [cove.model(model)] if model else [m for m in cove.models() if not m.is_embedding]
         if not manifests:
             raise ModelNotFound("no models in the store to check: `cove pull` one first")
-        # The machine described again before each model: its load moves between them.
-        checks = [calibration.check(cove, m, this_machine(settings.home), measurements) for m in manifests]
+
+        # The machine described again for each model, before its load and once it is loaded:
+        # its load moves between them.
+        def now() -> Machine:
+            return this_machine(settings.home)
+
+        checks = [calibration.check(cove, m, now(), measurements, now) for m in manifests]
     if as_json:
         return print_json([c.to_dict() for c in checks])
     table = Table(
@@ -275,7 +280,8 @@ def check_store(settings: Settings, model: str | None, as_json: bool) -> None:
         out.print(f"{escape(c.model)} was predicted for {_load(c)}; memory by {c.memory_by}")
     out.print(
         "predicted: the memory once loaded, and the decode speed scaled by the other models' "
-        "measurements here, for the machine as busy as it was just before; measured: the engine "
+        "measurements here, for the machine as busy as it was once the model was loaded, just "
+        "before it answered; measured: the engine "
         "process's peak RSS, and the engine's own tokens/s over 64 tokens, on the threads planned "
         "and without prompt lookup (what that gains depends on the text: benchmarks/speculative.py). "
         "Each run is recorded: `cove fit` uses it for that model."
@@ -286,4 +292,5 @@ def _load(c: Check) -> str:
     """How busy the machine was when the prediction was made."""
     average = f"load average {c.load_average:.1f}, " if c.load_average is not None else ""
     threads = f"{c.threads} engine thread{'s' if c.threads != 1 else ''}"
-    return f"{average}{threads} at {c.cpu_share:.0%} of a core each"
+    got = f" (each got {c.answer_share:.0%} while it answered)" if c.answer_share else ""
+    return f"{average}{threads} at {c.cpu_share:.0%} of a core each{got}"

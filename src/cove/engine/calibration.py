@@ -4,7 +4,9 @@ engine's own tokens/s."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +48,9 @@ class Check:
     load_average: float | None = None
     cpu_share: float = 1.0
     threads: int = 0
+    #: The share of a core each engine thread got while it answered (its CPU time over the
+    #: answer's wall time; 0.0: not measured): what the prediction had to foresee.
+    answer_share: float = 0.0
 
     @property
     def memory_error(self) -> float:
@@ -56,19 +61,37 @@ class Check:
     def decode_error(self) -> float:
         return _error(self.predicted_decode_tps, self.measured_decode_tps)
 
+    @property
+    def decode_error_at_share(self) -> float:
+        """The decode error had the prediction known the share of a core the answer got: the
+        planner's own error, apart from how other programs' use of the CPU moved meanwhile."""
+        if not self.answer_share or not self.cpu_share:
+            return self.decode_error
+        at_share = self.predicted_decode_tps * self.answer_share / self.cpu_share
+        return _error(at_share, self.measured_decode_tps)
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "memory_error": self.memory_error, "decode_error": self.decode_error}
+        errors = {"memory_error": self.memory_error, "decode_error": self.decode_error}
+        return {**asdict(self), **errors, "decode_error_at_share": self.decode_error_at_share}
 
 
 def _error(predicted: float, measured: float) -> float:
     return round((predicted - measured) / measured, 3) if measured else float("inf")
 
 
-def check(cove: Cove, manifest: Manifest, machine: Machine, measurements: Measurements) -> Check:
+def check(
+    cove: Cove,
+    manifest: Manifest,
+    machine: Machine,
+    measurements: Measurements,
+    now: Callable[[], Machine] | None = None,
+) -> Check:
     """Plan `manifest` as the library loads it (one slot, its recipe's context, the engine's
     threads), as `cove fit` would for a model it has not run (the decode factor from the other
     models' measurements), then measure, and record the measurement. `machine`: described
-    just before, so the prediction sees the machine as busy as the measurement will."""
+    before the load, for the threads the engine gets; `now` describes it again once the model
+    is loaded, just before it answers, so the speed is predicted for the CPU as busy as the
+    answer finds it (seconds of llama.cpp's fit and the load would lie between otherwise)."""
     recipe = manifest.recipe_obj()
     num_ctx = context_size(recipe, {}, manifest.info.get("context_length"))
     threads = planner.engine_threads(machine, cove.settings.num_threads or None)
@@ -76,11 +99,16 @@ def check(cove: Cove, manifest: Manifest, machine: Machine, measurements: Measur
     figures = fitting.with_llama_fit(figures, cove.store.model_path(manifest), num_ctx)
     # The answer's own depth: a short prompt and 64 tokens, not a conversation under way.
     depth = ANSWER_TOKENS
-    plan = planner.plan(figures, machine, num_ctx=num_ctx, kv_type="f16", threads=threads, depth=depth)
     scale = measurements.decode_efficiency(besides=manifest.digest) or 1.0
     before = _engine_pids()
-    answer = _answer(cove, manifest, threads)
-    engines = _engine_pids() - before
+    with _answering(cove, threads) as ask:
+        ask(manifest, load_only=True)
+        machine = now() if now is not None else machine
+        plan = planner.plan(figures, machine, num_ctx=num_ctx, kv_type="f16", threads=threads, depth=depth)
+        engines = _engine_pids() - before
+        cpu, wall = _cpu_seconds(engines), time.perf_counter()
+        answer = ask(manifest)
+        got = (_cpu_seconds(engines) - cpu) / (time.perf_counter() - wall)
     peak = sum(_peak_rss(pid) for pid in engines)
     cove.stop(manifest.name)
     measured_tps = round(answer.tokens_per_s or 0.0, 1)
@@ -115,25 +143,48 @@ def check(cove: Cove, manifest: Manifest, machine: Machine, measurements: Measur
         load_average=machine.load_average,
         cpu_share=round(planner.cpu_share(machine), 2),
         threads=threads,
+        answer_share=round(min(1.0, got / threads), 2),
     )
 
 
-def _answer(cove: Cove, manifest: Manifest, threads: int) -> Any:
-    """The check's answer, with the engine on the threads the plan was made for (the engine
-    chooses again at load, and on a busy machine its choice can flip between two counts in a
-    second, which would set a prediction for one beside a measurement of the other), and
+def _cpu_seconds(pids: set[int]) -> float:
+    """CPU time (user and system) the processes have had so far."""
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+@contextmanager
+def _answering(cove: Cove, threads: int) -> Iterator[Callable[..., Any]]:
+    """Asks the check's question, with the engine on the threads the plan was made for (the
+    engine chooses again at load, and on a busy machine its choice can flip between two counts
+    in a second, which would set a prediction for one beside a measurement of the other), and
     without prompt lookup: what it gains depends on the text (counting repeats itself), and
-    benchmarks/speculative.py measures it; the plan is of plain decoding."""
+    benchmarks/speculative.py measures it; the plan is of plain decoding. `load_only`: load the
+    model for that answer and return."""
     settings = cove.settings
     options = {"num_predict": ANSWER_TOKENS, "temperature": 0.0, "draft_ngram": 0}
+
+    def ask(manifest: Manifest, load_only: bool = False) -> Any:
+        if load_only:
+            request, _, _ = cove.prepare(manifest.name, options)
+            with cove.scheduler.use(request):
+                return None
+        if manifest.info.get("chat_template") or manifest.recipe_obj().template:
+            return cove.chat(manifest.name, [{"role": "user", "content": PROMPT}], options=options)
+        return cove.generate(manifest.name, PROMPT, options=options)
+
     # This answer is recorded by check(), with the plan beside it: the library's own record of
     # it would count it twice.
     cove.record_answers = False
     cove.settings = replace(settings, num_threads=threads)
     try:
-        if manifest.info.get("chat_template") or manifest.recipe_obj().template:
-            return cove.chat(manifest.name, [{"role": "user", "content": PROMPT}], options=options)
-        return cove.generate(manifest.name, PROMPT, options=options)
+        yield ask
     finally:
         cove.record_answers = True
         cove.settings = settings

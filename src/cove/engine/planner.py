@@ -18,17 +18,25 @@ from .threads import choose_threads
 
 FITS, FITS_IF_FREED, DOES_NOT_FIT = "fits", "fits if other programs free memory", "does not fit"
 VERDICTS = (FITS, FITS_IF_FREED, DOES_NOT_FIT)
-#: Decode reaches this share of the measured copy bandwidth: all cores read faster than the
-#: single-threaded copy measures, but dequantizing and the per-layer synchronisation cost more.
-CPU_DECODE_EFFICIENCY = 0.9
+#: Decode reaches this share of the copy bandwidth measured just now: 1.0 on one thread here
+#: (gemma3:270m read its 253 MB at 20-21 GB/s when the copy's median was 17-22 GB/s).
+CPU_DECODE_EFFICIENCY = 1.0
 GPU_DECODE_EFFICIENCY = 0.6
 #: Bandwidth assumed when none was measured (a dual-channel DDR4 laptop).
 DEFAULT_BANDWIDTH_GBS = 20.0
 DEFAULT_GPU_BANDWIDTH_GBS = 300.0
-#: Sustained GFLOPS per core for a quantized matrix-vector product (decode), by widest SIMD.
-#: AVX-512 measured here, one engine thread at load 2.3 on 2 cores: gemma3:270m 36 (67 tokens/s
-#: of 536 MFLOPs), smollm2:135m 29 (106 tokens/s of 270 MFLOPs).
-DECODE_GFLOPS_PER_CORE = {"avx512f": 30.0, "avx2": 25.0, "asimddp": 25.0, "": 8.0}
+#: Sustained GFLOPS per core for a quantized matrix-vector product (decode), by widest SIMD,
+#: and the fixed time each layer's ~25 small operations take on top (llama.cpp schedules and
+#: runs each on tensors of one token: norms, rope, the KV-cache copy, attention, activations).
+#: Measured here (AVX-512, one engine thread, per CPU second so other programs' share of the
+#: core is out of it: benchmarks/fit_decode.py): gemma3:270m 78 tokens/s (18 layers, 536
+#: MFLOPs), smollm2:135m 124 (30 layers, 269 MFLOPs), which 47 GFLOPS and 78 us a layer give.
+#: Arithmetic alone (the figure before) put smollm2 at twice gemma's speed: its 30 layers
+#: make it 1.6x.
+DECODE_GFLOPS_PER_CORE = {"avx512f": 47.0, "avx2": 30.0, "asimddp": 30.0, "": 8.0}
+DECODE_LAYER_S = 78e-6
+#: A thread starved outright in the sample still gets its turn in time.
+MIN_CPU_SHARE = 0.05
 #: Prompt processing batches tokens into matrix products, which run closer to peak.
 PROMPT_GFLOPS_PER_CORE = {"avx512f": 80.0, "avx2": 40.0, "asimddp": 40.0, "": 10.0}
 #: Prompt FLOPs per byte of memory bandwidth a GPU sustains (tensor cores vs Apple's GPUs).
@@ -339,23 +347,26 @@ def engine_threads(machine: Machine, requested: int | None = None) -> int:
 
 def cpu_share(machine: Machine) -> float:
     """The share of a core each engine thread can expect now. Measured where it can be: the
-    short copy just now against the machine's best (a thread that other programs push off
-    its core copies slower by as much). Else from the load average: other programs' runnable
-    threads take their turns on the same cores. 1.0 when nothing is known."""
+    CPU time the short copy just now got over its wall time (Machine.cpu_share). Else from
+    the load average: other programs' runnable threads take their turns on the same cores.
+    1.0 when nothing is known."""
     measured = machine.cpu_share
     if measured is not None:
-        return measured
+        return max(measured, MIN_CPU_SHARE)
     if machine.load_average is None:
         return 1.0
     return min(1.0, machine.logical_cores / (machine.load_average + 1))
 
 
 def _now_bandwidth(machine: Machine) -> float:
-    """RAM bandwidth an engine thread can expect now (GB/s): the machine's figure times the
-    share the copy just now found (never more: a short copy can catch a quiet instant)."""
+    """RAM bandwidth an engine thread can expect while it runs (GB/s): the copy's rate just
+    now (a median of copies, so the time it waited for its core is not in it: that is the
+    thread share's), else the machine's best. A description without the thread share sets the
+    copy against the best for the share (Machine.cpu_share): the best is its bandwidth then."""
     best = machine.bandwidth_gbs or machine.bandwidth_now_gbs or DEFAULT_BANDWIDTH_GBS
-    share = machine.cpu_share
-    return best * share if share is not None else best
+    if machine.thread_share is None:
+        return best
+    return machine.bandwidth_now_gbs or best
 
 
 def _gpu_bandwidth(machine: Machine) -> float:
@@ -370,19 +381,21 @@ def speeds(
 
     Decode reads every weight once per token (and the KV cache so far), so its time is bytes
     over bandwidth, on each device for its share; a small model can instead be held up by the
-    arithmetic (2 FLOPs a parameter), whichever is slower. Prompt processing is arithmetic.
+    arithmetic (2 FLOPs a parameter), whichever is slower; on the CPU each layer's small
+    operations add a fixed time besides (DECODE_LAYER_S). Prompt processing is arithmetic.
     `machine.physical_cores` counts the engine's threads here (plan() sets it). On the CPU
-    both bounds are for the machine as busy as it is now: the bandwidth is the short copy's
-    just now, and the arithmetic gets cpu_share() of each thread's core.
+    it is for the machine as busy as it is now: the bandwidth is the short copy's just now,
+    and all of it runs in the cpu_share() of a core each thread gets.
     """
     share = gpu_layers / model.layers
     params = model.params(quant)
     kv_read = kv_bytes_per_token(model.info, kv) * depth
     read = model.quants[quant] + kv_read
-    cores = machine.physical_cores * cpu_share(machine)
     cpu_bw = _now_bandwidth(machine) * GB * CPU_DECODE_EFFICIENCY
-    cpu_flops = cores * DECODE_GFLOPS_PER_CORE[_simd(machine)] * 1e9
-    cpu_time = (1 - share) * max(read / cpu_bw, 2 * params / cpu_flops)
+    cpu_flops = machine.physical_cores * DECODE_GFLOPS_PER_CORE[_simd(machine)] * 1e9
+    on_core = max(read / cpu_bw, 2 * params / cpu_flops) + model.layers * DECODE_LAYER_S
+    cpu_time = (1 - share) * on_core / cpu_share(machine)
+    cores = machine.physical_cores * cpu_share(machine)
     gpu_time = share * read / (_gpu_bandwidth(machine) * GB * GPU_DECODE_EFFICIENCY)
     decode = 1 / (cpu_time + gpu_time)
     cpu_prompt = cores * PROMPT_GFLOPS_PER_CORE[_simd(machine)] * 1e9
