@@ -132,6 +132,22 @@ def test_list_is_newest_activity_first_with_counts(history: History) -> None:
     assert [s.id for s in history.list(limit=1, offset=1)] == [second.id]
 
 
+def test_list_counts_and_previews_the_branch_shown(history: History) -> None:
+    chat = history.start("m")
+    asked = history.add_message(chat.id, "user", "first question")
+    history.add_message(chat.id, "assistant", "first answer")
+    history.branch_before(chat.id, asked.id)  # the question edited: a sibling branch
+    history.add_message(chat.id, "user", "edited question")
+    history.add_message(chat.id, "assistant", "another answer")
+    history.add_message(chat.id, "user", "and a follow-up")
+
+    (listed,) = history.list()
+    assert (listed.message_count, listed.preview) == (3, "edited question")
+    history.select_branch(chat.id, asked.id + 1)  # the first branch shown again
+    (listed,) = history.list()
+    assert (listed.message_count, listed.preview) == (2, "first question")
+
+
 def test_rename_and_update_settings(history: History) -> None:
     chat = history.start("m", system="old", parameters={"top_p": 0.9}, num_ctx=2048)
     history.rename(chat.id, "Named")

@@ -38,6 +38,10 @@ from .times import from_text, now
 MIN_PREFIX = 4  # like git: a short id works once it is long enough to mean something
 ID_LENGTH = 12
 PREVIEW_CHARS = 80
+#: The messages of conversation `c`'s shown branch: from its leaf up through the parents.
+SHOWN = """shown(id, parent) AS (
+    SELECT id, parent_id FROM messages WHERE id = nullif(c.leaf_id, 0)
+    UNION ALL SELECT m.id, m.parent_id FROM messages m JOIN shown ON m.id = shown.parent)"""
 
 
 class _Keep(Enum):
@@ -154,16 +158,17 @@ class History:
             return _load(conn, _resolve(conn, conversation_id))
 
     def list(self, limit: int = 50, offset: int = 0) -> builtins.list[ConversationSummary]:
-        """Conversations, most recently active first."""
+        """Conversations, most recently active first, each counted and previewed as shown (the
+        branch ending at its leaf: answers regenerated or edited away are not counted)."""
         with self._db.read() as conn:
             found = many(
                 conn,
                 f"""
                 SELECT c.id, c.title, c.model, c.persona, c.source, c.created_at, c.updated_at,
-                       (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id),
-                       (SELECT substr(m.content, 1, {PREVIEW_CHARS}) FROM messages m
-                        WHERE m.conversation_id = c.id AND m.role = 'user'
-                        ORDER BY m.position LIMIT 1)
+                       (WITH RECURSIVE {SHOWN} SELECT count(*) FROM shown),
+                       (WITH RECURSIVE {SHOWN}
+                        SELECT substr(m.content, 1, {PREVIEW_CHARS}) FROM messages m JOIN shown USING (id)
+                        WHERE m.role = 'user' ORDER BY m.position LIMIT 1)
                 FROM conversations c
                 ORDER BY c.updated_at DESC, c.rowid DESC
                 LIMIT ? OFFSET ?
