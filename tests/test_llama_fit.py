@@ -20,9 +20,11 @@ from cove.engine.llama_fit import (
     ENGINE_RUNTIME_PER_TOKEN,
     MIB,
     Fit,
+    FitCache,
     engine_runtime,
     parse,
     run_fit,
+    scaled,
 )
 from cove.engine.memory import kv_bytes_per_token
 from cove.engine.planner import ModelFigures, plan
@@ -162,3 +164,26 @@ def test_the_real_fit_runs_on_the_bundled_model_and_the_plan_uses_it(real_home: 
     shown = json.loads(screen.stdout)["plan"]
     assert shown["memory_by"] == "llama.cpp's fit"
     assert shown["memory"]["kv_cache"] == fit.kv_cache and shown["memory"]["at_load"] == fit.at_load
+
+
+def test_the_scheduler_s_fits_are_run_once_per_file_and_context_and_kept(tmp_path: Path) -> None:
+    runs: list[tuple[int, int, str]] = []
+
+    def run(path: Path, num_ctx: int, parallel: int, kv_type: str, draft_ngram: int = 0) -> Fit | None:
+        runs.append((num_ctx, parallel, kv_type))
+        return None if path.name == "broken" else Fit(num_ctx, parallel, kv_type, 100, 64, 10, runtime=5)
+
+    cache = FitCache(tmp_path, run)
+    first = cache.get(tmp_path / "m", "d1", 4096)
+    assert first is not None and first.kv_cache == 64
+    assert cache.get(tmp_path / "m", "d1", 4096) == first and runs == [(4096, 1, "f16")]
+    assert cache.get(tmp_path / "broken", "d2", 4096) is None
+    assert cache.get(tmp_path / "broken", "d2", 4096) is None and len(runs) == 2  # not tried again
+    # Another process finds it kept in COVE_HOME; a new context is a new fit.
+    again = FitCache(tmp_path, run)
+    assert again.get(tmp_path / "m", "d1", 4096) == first and len(runs) == 2
+    again.get(tmp_path / "m", "d1", 8192)
+    assert runs[-1] == (8192, 1, "f16")
+    # Other slots and KV types from the one fit: the KV cache alone grows or shrinks.
+    four = scaled(first, 4, "q8_0")
+    assert (four.weights, four.compute, four.kv_cache) == (100, 10, int(64 * 4 * 34 / 64))

@@ -13,6 +13,7 @@ import pytest
 from fakes import FakeEngine
 
 from cove.engine.base import LoadSpec
+from cove.engine.llama_fit import Fit, scaled
 from cove.engine.memory import (
     GIB,
     KV_TYPES,
@@ -499,3 +500,69 @@ def test_an_engine_process_grows_by_what_it_does_not_hold_yet() -> None:
     rss = psutil.Process().memory_info().rss
     assert _may_grow(Runner(spec, model, rss // 2, 0.0, 0.0)) == 0
     assert 5 * GIB - 100 * MIB <= _may_grow(Runner(spec, model, rss + 5 * GIB, 0.0, 0.0)) <= 5 * GIB
+
+
+class Fits:
+    """A FitCache stand-in: llama.cpp's answer for every file, or none; counts what it was asked."""
+
+    def __init__(self, fit: Fit | None) -> None:
+        self.fit = fit
+        self.asked: list[tuple[str, int]] = []
+
+    def get(self, path: Path, digest: str, num_ctx: int, draft_ngram: int = 0) -> Fit | None:
+        self.asked.append((digest, num_ctx))
+        if self.fit is None:
+            return None
+        return replace(self.fit, num_ctx=num_ctx)
+
+
+#: llama.cpp's fit of the fake model: a KV cache a quarter of cove's estimate (as a sliding
+#: window keeps it), the weights and buffers as cove counts them.
+FIT = Fit(
+    num_ctx=8192,
+    parallel=1,
+    kv_type="f16",
+    weights=WEIGHTS,
+    kv_cache=kv_bytes_per_token(INFO) * 8192 // 4,
+    compute=50 * MIB,
+    runtime=40 * MIB,
+)
+
+
+def test_the_plan_takes_llamas_fit_where_it_has_one(
+    make: SchedulerFactory, engine: FakeEngine, memory: Memory
+) -> None:
+    fits = Fits(FIT)
+    scheduler = make(num_parallel=4, kv_types=KV_TYPES, fits=fits)
+    fitted = scaled(FIT, 4, "f16")
+    prompt = prompt_cache_mib(INFO, 8192) * MIB
+    # Room for four slots by llama.cpp's fit, not by cove's estimate (whose KV is 4x larger).
+    memory.free = WEIGHTS + fitted.kv_cache + FIT.compute + FIT.runtime + prompt
+    assert memory.free < estimate(INFO, WEIGHTS, 8192, 2).total
+    use(scheduler, request("a", num_ctx=8192))
+    assert (engine.loads[-1].num_parallel, engine.loads[-1].kv_cache_type) == (4, "f16")
+    assert scheduler.loaded()[0].size == memory.free
+    # Loaded: the next request asks for no fit; a new context is a new fit.
+    use(scheduler, request("a", num_ctx=8192))
+    assert fits.asked == [("a" * 8, 8192)]
+    scheduler.close()
+    # Where it does not fit by the fit either, the error says so and what would.
+    scheduler = make(num_parallel=1, kv_types=("f16",), fits=Fits(FIT))
+    memory.free = WEIGHTS + FIT.compute + FIT.runtime + MIB + kv_bytes_per_token(INFO) * 2 * 1024
+    with pytest.raises(DoesNotFit, match="num_ctx 1024 would fit"):
+        use(scheduler, request("b", num_ctx=8192))
+
+
+def test_without_a_fit_the_plan_is_coves_estimate(
+    make: SchedulerFactory, engine: FakeEngine, memory: Memory
+) -> None:
+    scheduler = make(num_parallel=4, kv_types=("f16",), fits=Fits(None))
+    memory.free = estimate(INFO, WEIGHTS, 8192, 2).total
+    use(scheduler, request("a", num_ctx=8192))
+    assert engine.loads[-1].num_parallel == 2
+    assert scheduler.loaded()[0].size == estimate(INFO, WEIGHTS, 8192, 2).total
+    # An embedder is never fitted (llama.cpp's fit loads it as a chat model).
+    fits = Fits(FIT)
+    scheduler = make(num_parallel=1, fits=fits)
+    use(scheduler, replace_spec(request("e", num_ctx=512), embedding=True))
+    assert fits.asked == []

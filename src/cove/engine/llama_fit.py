@@ -14,17 +14,19 @@ three seconds). What it is compared with is cove's: the memory free *now* (plann
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..errors import CoveError
 from ..store.gguf import read_gguf
-from .memory import drafting_bytes
+from .memory import KV_TYPE_BYTES, drafting_bytes
 
 MIB = 1 << 20
 #: A load's fit answers in about three seconds here; a machine that cannot is planned by cove.
@@ -168,3 +170,60 @@ def run_fit(
             child.stderr.close()
     fit = parse(lines, num_ctx, parallel, kv_type)
     return None if fit is None else replace(fit, runtime=engine_runtime(path, draft_ngram))
+
+
+# -- for the scheduler: one fit per model file and context, kept ------------------------------
+
+#: Where fits are kept in COVE_HOME, so a load in the next process need not run one.
+FITS_FILE = "fits.json"
+
+
+def scaled(fit: Fit, parallel: int, kv_type: str) -> Fit:
+    """The fit for other slots and another KV-cache type than it was run for: the KV cache is
+    each slot's context in every layer that keeps one, so it grows with the slots and with the
+    bytes of its type; the weights and the compute buffers (sized by the batch) stay."""
+    ratio = parallel / fit.parallel * KV_TYPE_BYTES[kv_type] / KV_TYPE_BYTES[fit.kv_type]
+    return replace(fit, parallel=parallel, kv_type=kv_type, kv_cache=int(fit.kv_cache * ratio))
+
+
+class FitCache:
+    """llama.cpp's fit of each model file at each context (one slot, f16 KV cache; `scaled`
+    gives the others), run once and kept in memory and in COVE_HOME's fits.json (keyed by the
+    file's digest), so only the first load of a file at a context waits for it (about three
+    seconds). A fit that cannot be had is not tried again in this process. Thread-safe."""
+
+    def __init__(self, home: Path | None, run: Callable[..., Fit | None] = run_fit) -> None:
+        self._file = home / FITS_FILE if home is not None else None
+        self._run = run
+        self._lock = threading.Lock()
+        self._known: dict[str, Fit | None] = {}
+        self._loaded = False
+
+    def get(self, path: Path, digest: str, num_ctx: int, draft_ngram: int = 0) -> Fit | None:
+        key = f"{digest}:{num_ctx}:{draft_ngram}"
+        with self._lock:  # one fit at a time: two at once would each take twice as long here
+            self._read()
+            if key not in self._known:
+                self._known[key] = self._run(path, num_ctx, 1, "f16", draft_ngram=draft_ngram)
+                if self._known[key] is not None:
+                    self._write()
+            return self._known[key]
+
+    def _read(self) -> None:
+        if self._loaded or self._file is None:
+            return
+        self._loaded = True
+        try:
+            data = json.loads(self._file.read_text("utf-8"))
+            self._known.update({key: Fit(**value) for key, value in data.items()})
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass  # none kept yet, or unreadable: fits are run again as needed
+
+    def _write(self) -> None:
+        if self._file is None:
+            return
+        from ..store.atomic import atomic_write_bytes
+
+        kept = {key: asdict(fit) for key, fit in self._known.items() if fit is not None}
+        with contextlib.suppress(OSError, CoveError):  # a read-only store: fit again next time
+            atomic_write_bytes(self._file, json.dumps(kept).encode())

@@ -4,6 +4,7 @@ and the memory bound an engine process runs under."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,31 +151,45 @@ def plan_load(
     kv_type: str | None = None,
     kv_types: tuple[str, ...] = KV_TYPES,
     draft_ngram: int = 0,
+    need: Callable[[int, str], Estimate] | None = None,
 ) -> tuple[int, str]:
     """(slots, KV-cache type) that fit in `free`: the most slots (up to `wanted`) in f16, then in
     q8_0 (half the KV memory, a little quality) unless the caller named a type; DoesNotFit with
-    a way out when even one slot does not. `kv_types`: the levers the engine honours."""
+    a way out when even one slot does not. `kv_types`: the levers the engine honours.
+    `need(slots, kv_type)`: what a load takes (llama.cpp's fit); default cove's estimate."""
+
+    def estimated(parallel: int, kind: str) -> Estimate:
+        return estimate(
+            info, weights, num_ctx, parallel, embedding=embedding, kv_type=kind, draft_ngram=draft_ngram
+        )
+
+    sizer = need or estimated
     for kind in [kv_type] if kv_type else list(kv_types):
         for parallel in range(max(wanted, 1), 0, -1):
-            need = estimate(
-                info, weights, num_ctx, parallel, embedding=embedding, kv_type=kind, draft_ngram=draft_ngram
-            )
-            if need.total <= free:
+            if sizer(parallel, kind).total <= free:
                 return parallel, kind
-    raise DoesNotFit(_advice(name, info, weights, num_ctx, free, embedding, kv_type or kv_types[-1]))
+    kind = kv_type or kv_types[-1]
+    raise DoesNotFit(_advice(name, info, num_ctx, free, embedding, kind, sizer(1, kind)))
 
 
 def _advice(
-    name: str, info: dict[str, Any], weights: int, num_ctx: int, free: int, embedding: bool, kv_type: str
+    name: str,
+    info: dict[str, Any],
+    num_ctx: int,
+    free: int,
+    embedding: bool,
+    kv_type: str,
+    need: Estimate,
 ) -> str:
-    need = estimate(info, weights, num_ctx, 1, embedding=embedding, kv_type=kv_type)
+    """Why it does not fit (`need`: one slot's load) and the largest context that would."""
+    weights = need.weights
     kind = "" if kv_type == "f16" else f" in {kv_type}"
     text = (
         f"{name} needs {need.total / GIB:.1f} GiB (weights {weights / GIB:.1f} GiB + KV cache{kind} "
         f"{(need.kv_cache + need.prompt_cache) / GIB:.1f} GiB at num_ctx {num_ctx}) "
         f"but only {free / GIB:.1f} GiB is free"
     )
-    room = free - weights - overhead_bytes(weights) - MIB  # a MiB for the prompt cache's rounding up
+    room = free - weights - need.overhead - MIB  # a MiB for the prompt cache's rounding up
     # One slot's KV cache, and as much again for the prompt cache (it is capped, so this is safe).
     per_token = kv_bytes_per_token(info, kv_type) * (1 if embedding else 2)
     fits_ctx = room // per_token if room > 0 else 0

@@ -14,7 +14,8 @@ import psutil
 from ..errors import Busy, Cancelled, DoesNotFit, EngineCrashed, ShuttingDown
 from .base import EngineFactory, LoadedModel, LoadSpec
 from .crashes import CrashLog
-from .memory import MIB, available_bytes, estimate, plan_load, process_limit, prompt_cache_mib
+from .llama_fit import Fit, FitCache, scaled
+from .memory import MIB, Estimate, available_bytes, estimate, plan_load, process_limit, prompt_cache_mib
 
 
 @dataclass
@@ -49,6 +50,27 @@ class ModelRequest:
     spec: LoadSpec
     info: dict[str, Any]
     weights: int
+    #: llama.cpp's fit of the file at the spec's context (one slot, f16), when it was had.
+    fit: Fit | None = None
+
+    def need(self, parallel: int, kv_type: str) -> Estimate:
+        """What the load takes with these slots and KV-cache type: llama.cpp's fit of the file
+        where there is one (scaled to them), else cove's estimate; the prompt cache is cove's
+        in both (llama.cpp's fit does not see it)."""
+        spec = self.spec
+        own = estimate(
+            self.info,
+            self.weights,
+            spec.num_ctx,
+            parallel,
+            embedding=spec.embedding,
+            kv_type=kv_type,
+            draft_ngram=spec.draft_ngram,
+        )
+        if self.fit is None:
+            return own
+        fit = scaled(self.fit, parallel, kv_type)
+        return replace(own, weights=fit.weights, kv_cache=fit.kv_cache, overhead=fit.compute + fit.runtime)
 
 
 FOREVER = float("inf")
@@ -95,6 +117,7 @@ class Scheduler:
         on_loaded: LoadHook | None = None,
         kv_types: tuple[str, ...] = ("f16",),
         remote_factory: EngineFactory = remote_engine,
+        fits: FitCache | None = None,
     ) -> None:
         self._factory = factory
         #: Loads a spec with `remote` upstreams: no memory planned, no local file, no crash log.
@@ -106,6 +129,8 @@ class Scheduler:
         self._free_memory = free_memory
         self._clock = clock
         self._on_loaded = on_loaded
+        #: llama.cpp's fits of model files, for the memory plan (None: cove's estimate alone).
+        self._fits = fits
         #: KV-cache types the engine honours (LoadSpec.kv_cache_type): a load is planned only in
         #: one of them, since planning q8_0 for an engine that allocates f16 under-counts it.
         self.kv_types = kv_types
@@ -153,6 +178,7 @@ class Scheduler:
 
     def _acquire(self, request: ModelRequest) -> Runner:
         name = request.spec.name
+        request = self._with_fit(request)
         with self._cond:
             if self._closed:
                 raise ShuttingDown(f"cove is shutting down; {name} is not started again")
@@ -169,6 +195,22 @@ class Scheduler:
             runner.active += 1
             runner.expires_at = FOREVER
             return runner
+
+    def _with_fit(self, request: ModelRequest) -> ModelRequest:
+        """The request with llama.cpp's fit of its file, for a model that is to be loaded (not
+        held already), run without the lock (the first time for a file and context: up to a
+        second or so here) so requests to loaded models never wait for it. An embedder, a model
+        with a draft (the fit sees one file) and a remote one are planned by cove's estimate."""
+        spec = request.spec
+        if self._fits is None or request.fit is not None or spec.remote or spec.key in self._runners:
+            return request
+        if spec.embedding or spec.rerank or spec.draft_path or "draft" in request.info:
+            return request
+        try:
+            fit = self._fits.get(spec.model_path, spec.digest, spec.num_ctx, spec.draft_ngram)
+        except Exception:  # a fit that fails leaves the estimate to plan: it never fails a load
+            fit = None
+        return request if fit is None else replace(request, fit=fit)
 
     def _find(self, spec: LoadSpec) -> Runner | None:
         """The loaded model for `spec`; one whose engine process died is dropped, to load afresh."""
@@ -261,16 +303,8 @@ class Scheduler:
             except DoesNotFit:
                 if not self._evict_idle():  # a model nobody is using gives its memory back
                     raise
-        info, weights, embedding = request.info, request.weights, spec.embedding
-        need = estimate(
-            info,
-            weights,
-            spec.num_ctx,
-            parallel,
-            embedding=embedding,
-            kv_type=kv,
-            draft_ngram=spec.draft_ngram,
-        )
+        info, embedding = request.info, spec.embedding
+        need = request.need(parallel, kv)
         self._pending_bytes[spec.key] = need.total
         return replace(
             spec,
@@ -300,28 +334,20 @@ class Scheduler:
             kv_type=spec.kv_type if spec.kv_type in self.kv_types else None,
             kv_types=self.kv_types,
             draft_ngram=spec.draft_ngram,
+            need=request.need,
         )
 
     def _measure(self, sized: LoadSpec, model: LoadedModel, request: ModelRequest) -> None:
         """Tell the hook (lock released): a measurement that fails never fails the load."""
         if self._on_loaded is None:
             return
-        info, weights, ctx, kv = request.info, request.weights, sized.num_ctx, sized.kv_cache_type
-        planned = estimate(info, weights, ctx, sized.num_parallel, embedding=sized.embedding, kv_type=kv)
+        planned = request.need(sized.num_parallel, sized.kv_cache_type)
         with suppress(Exception):  # measuring is a side matter: a failure here is no failed load
             self._on_loaded(sized, model, planned.at_load)
 
     def _register(self, sized: LoadSpec, model: LoadedModel, request: ModelRequest) -> Runner:
         parallel = sized.num_parallel
-        need = estimate(
-            request.info,
-            request.weights,
-            sized.num_ctx,
-            parallel,
-            embedding=sized.embedding,
-            kv_type=sized.kv_cache_type,
-        )
-        size = need.total
+        size = request.need(parallel, sized.kv_cache_type).total
         now = self._clock()
         runner = Runner(sized, model, size, now, FOREVER, info=request.info)
         runner.slots = threading.Semaphore(parallel)

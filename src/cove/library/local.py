@@ -16,6 +16,7 @@ from ..engine import calibration
 from ..engine.base import EngineFactory, LoadedModel, LoadSpec
 from ..engine.embedding import Embeddings, embed_in_batches, embedding_layout
 from ..engine.events import Assembler, ChatAnswer, ChatChunk, LoadedInfo, answer_of, events_of
+from ..engine.llama_fit import FitCache
 from ..engine.memory import kv_cache_type
 from ..engine.options import checked_options, context_size, with_recipe
 from ..engine.reranking import Reranked, checked_inputs, ranked_of
@@ -74,6 +75,8 @@ class Cove:
             keep_alive_s=self.settings.keep_alive_s,
             on_loaded=calibration.load_recorder(self.settings.home),
             kv_types=("f16", "q8_0"),
+            # llama.cpp's fit of the files the real engine loads (a fake one loads none).
+            fits=FitCache(self.settings.home) if factory is None else None,
         )
         self._record_answer = calibration.answer_recorder(self.settings.home)
         #: Whether each timed answer's speeds are kept for `cove fit` (off while it checks itself).
