@@ -15,6 +15,7 @@ from tool_fakes import ToolScriptEngine
 from cove.chat import retrieval
 from cove.chat.service import TurnRequest
 from cove.history import citations as kept
+from cove.knowledge.documents import Passage
 from cove.knowledge.errors import CollectionNotFound
 from cove.library.local import Cove
 from cove.tools import policy
@@ -186,6 +187,25 @@ def test_sources_fit_the_context_budget(cove: Cove, kb: FakeKnowledge, script: T
     assert len(roomy) == 8 and 1 <= len(tight) < len(roomy)
     prompt = sum(len(str(m["content"])) for m in script.requests[-1]["messages"]) // 3
     assert prompt <= 1024 - 1024 // 4  # within the budget: the context less the answer's room
+
+
+class Words:
+    """A tokenizer that reads a word a token (the guess, a token per 3 characters, errs long)."""
+
+    def counts(self, texts: Any) -> list[int]:
+        return [len(t.split()) for t in texts]
+
+
+def test_sources_are_counted_with_the_models_tokenizer_when_given() -> None:
+    passages = [
+        Passage(i, "big", "manual.txt", f"refund rule {i}: " + "word " * 300, 1.0 - i / 10) for i in range(8)
+    ]
+    found = retrieval.Retrieval(["big"], strict=False, found=passages, question="refund rule")
+    guessed = retrieval.fitted(FakeKnowledge(), found, room=2000)
+    counted = retrieval.fitted(FakeKnowledge(), found, room=2000, counter=Words())
+    assert len(guessed.citations) == 3  # 523 tokens each guessed, 321 as the model reads them
+    assert len(counted.citations) == 5
+    assert found.wanted_tokens(Words()) < found.wanted_tokens()
 
 
 def test_whole_rule() -> None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ..knowledge.documents import Passage
-from .context import estimate_tokens
+from .context import TokenCounter, estimate_tokens
 
 #: Passages asked of the index per turn (before the relevance threshold and the budget).
 SEARCH_K = 8
@@ -172,9 +172,9 @@ class Retrieval:
     def nothing(self) -> bool:
         return not self.found
 
-    def wanted_tokens(self) -> int:
-        """Roughly what giving every passage found would take."""
-        return sum(estimate_tokens([{"content": p.text}]) + 12 for p in self.found)
+    def wanted_tokens(self, counter: TokenCounter | None = None) -> int:
+        """What giving every passage found would take (guessed without `counter`)."""
+        return sum(estimate_tokens([{"content": p.text}], counter) + 12 for p in self.found)
 
     def refusal(self) -> str | None:
         """cove's own answer when strict mode found nothing: the model is not asked to guess."""
@@ -229,27 +229,28 @@ def wants_whole(question: str) -> bool:
     return WHOLE_QUESTION.search(question) is not None
 
 
-def fitted(kb: Knowledge, retrieval: Retrieval, room: int) -> Sources:
-    """The sources to give the model within `room` tokens (estimated), best first."""
+def fitted(kb: Knowledge, retrieval: Retrieval, room: int, counter: TokenCounter | None = None) -> Sources:
+    """The sources to give the model within `room` tokens, best first: counted by `counter` (the
+    model's own tokenizer) where there is one, else guessed (which errs long, so fewer fit)."""
     instruction = STRICT_INSTRUCTION if retrieval.strict else INSTRUCTION
     if retrieval.nothing:
         return Sources(instruction, NOTHING_NOTE.format(names=_names(retrieval.collections)), [])
-    room = max(room - estimate_tokens([{"content": instruction + SOURCES_HEAD}]), MIN_ROOM)
-    whole = _whole_document(kb, retrieval, room)
+    room = max(room - estimate_tokens([{"content": instruction + SOURCES_HEAD}], counter), MIN_ROOM)
+    whole = _whole_document(kb, retrieval, room, counter)
     if whole is not None:
         citation, text = whole
         return Sources(instruction, f"{SOURCES_HEAD}\n\n{_block(citation, text)}", [citation])
-    citations = _packed(retrieval.found, room)
+    citations = _packed(retrieval.found, room, counter)
     blocks = "\n\n".join(_block(c, c.text) for c in citations)
     return Sources(instruction, f"{SOURCES_HEAD}\n\n{blocks}", citations)
 
 
-def _packed(found: list[Passage], room: int) -> list[Citation]:
+def _packed(found: list[Passage], room: int, counter: TokenCounter | None) -> list[Citation]:
     """Passages in rank order while they fit; the first is cut to fit rather than left out."""
     chosen: list[Citation] = []
     used = 0
     for passage in found:
-        cost = estimate_tokens([{"content": passage.text}]) + 12
+        cost = estimate_tokens([{"content": passage.text}], counter) + 12
         if chosen and used + cost > room:
             break
         text = passage.text if cost <= room else passage.text[: max(room - 12, 50) * 3]
@@ -258,7 +259,9 @@ def _packed(found: list[Passage], room: int) -> list[Citation]:
     return chosen
 
 
-def _whole_document(kb: Knowledge, retrieval: Retrieval, room: int) -> tuple[Citation, str] | None:
+def _whole_document(
+    kb: Knowledge, retrieval: Retrieval, room: int, counter: TokenCounter | None
+) -> tuple[Citation, str] | None:
     """The best passage's whole document, when the question is about a whole one and it fits."""
     if not wants_whole(retrieval.question):
         return None
@@ -266,7 +269,7 @@ def _whole_document(kb: Knowledge, retrieval: Retrieval, room: int) -> tuple[Cit
     text = document_text(kb, best.collection, best.file, retrieval.question)
     if not text or not text.strip():
         return None
-    if estimate_tokens([{"content": text}]) + 12 > room:
+    if estimate_tokens([{"content": text}], counter) + 12 > room:
         return None
     quote = text[:WHOLE_QUOTE_CHARS]
     # The span is the whole text: a reader that opens the document shows it from the top.

@@ -280,7 +280,7 @@ class ChatService:
             return
         messages = turn.body["messages"]
         counter = ModelTokens(self.cove, turn.model, turn.options)  # counted already: remembered
-        sources = retrieval.fitted(self.knowledge, found, room - estimate_tokens(messages, counter))
+        sources = retrieval.fitted(self.knowledge, found, room - estimate_tokens(messages, counter), counter)
         turn.body = {**turn.body, "messages": retrieval.with_sources(messages, sources)}
         turn.citations = sources.citations
 
@@ -398,8 +398,8 @@ class ChatService:
         policy = self.cove.settings.context_policy
         room = budget(num_ctx, effective)
         # Room for the sources is kept before older turns are summarised, up to half the budget.
-        reserve = min(found.wanted_tokens(), room // 2) if found and not found.refusal() else 0
         counter = ModelTokens(self.cove, model, effective)  # the model's own tokenizer
+        reserve = min(found.wanted_tokens(counter), room // 2) if found and not found.refusal() else 0
         fitted, notice = fit_context(
             self.cove, self.history, chat.id, num_ctx, effective, policy, reserve, counter
         )
