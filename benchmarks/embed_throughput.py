@@ -122,6 +122,7 @@ def model_class(n_batch: int, slots: int, poll: int | None) -> type[LlamaCppMode
             self.used = {
                 "n_batch": params.n_batch,
                 "slots": params.n_parallel,
+                "engines": self.engines,
                 "threads": params.cpuparams.n_threads,
                 "poll": params.cpuparams.poll,
             }

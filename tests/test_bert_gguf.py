@@ -17,6 +17,9 @@ import pytest
 from server_fixtures import anyio_backend, client, make_app
 
 from cove.config import Settings
+from cove.engine.base import LoadSpec
+from cove.engine.llamacpp import LlamaCppModel
+from cove.engine.process import IsolatedModel
 from cove.errors import PullError
 from cove.library.local import Cove
 from cove.net.gate import EgressRefused
@@ -401,6 +404,33 @@ async def test_both_apis_serve_the_converted_model(random_bert: tuple[Cove, Tens
     from_openai = [item["embedding"] for item in openai.json()["data"]]
     for want, one, other in zip(expected, from_ollama, from_openai, strict=True):
         assert len(one) == HIDDEN and cosine(one, want) >= 0.999 and cosine(other, want) >= 0.999
+
+
+@pytest.mark.model
+def test_an_embedder_run_as_several_engines_answers_as_one(tmp_path: Path) -> None:
+    """Three engines (one per asked thread) each take pieces of the inputs, in this process and
+    in an engine process alike: the vectors come back in the inputs' order, as one engine makes
+    them, and the tokens add up."""
+    out = tmp_path / "random-bert.gguf"
+    convert(reader(model_files(bert_tensors(seed=7))), out, "random-bert")
+    inputs = [*TEXTS, "cat", "the mat", "a mat sat", *TEXTS]  # 9: five pieces of two or one
+    answers = []
+    for kind, threads in ((LlamaCppModel, 1), (LlamaCppModel, 3), (IsolatedModel, 3)):
+        spec = LoadSpec(
+            name="random-bert", model_path=out, digest="x", num_ctx=64, num_threads=threads, embedding=True
+        )
+        model = kind(spec)
+        try:
+            answers.append((len(model._others), model.embed({"input": inputs})))
+        finally:
+            model.close()
+    (alone, single), *spread = answers
+    assert alone == 0 and [others for others, _ in spread] == [2, 2]
+    for _, answer in spread:
+        assert [d["index"] for d in answer["data"]] == list(range(len(inputs)))
+        assert answer["usage"]["prompt_tokens"] == single["usage"]["prompt_tokens"] > len(inputs)
+        for one, shared in zip(single["data"], answer["data"], strict=True):
+            assert cosine(one["embedding"], shared["embedding"]) >= 0.99999
 
 
 @pytest.mark.model

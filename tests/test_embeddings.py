@@ -14,6 +14,7 @@ from server_fixtures import add_embedder, anyio_backend, client, make_app, tiny_
 from cove.engine.base import LoadSpec
 from cove.engine.embedding import Embeddings, fit_to_context, shorten
 from cove.engine.llamacpp import LlamaCppModel
+from cove.engine.threads import MAX_EMBED_ENGINES, SHARED_POLL, SPIN_POLL, Threads, embedder_engines
 from cove.errors import BadRequest
 from cove.library.local import Cove
 from cove.store.models import ModelStore
@@ -142,6 +143,20 @@ async def test_truncate_reaches_the_engine(fake_cove: Cove, engine: FakeEngine, 
         await c.post("/api/embed", json={"model": "embedder", "input": "one"})
         await c.post("/v1/embeddings", json={"model": "embedder", "input": "one"})
     assert [b["truncate"] for b in seen] == [False, True, True]
+
+
+def test_a_bert_embedder_runs_as_an_engine_per_core_sharing_the_threads() -> None:
+    assert embedder_engines(Threads(2, SPIN_POLL), physical=2) == (2, 1)
+    assert embedder_engines(Threads(1, SHARED_POLL), physical=2) == (
+        2,
+        1,
+    )  # one idle core: no barrier to stall
+    assert embedder_engines(Threads(16, SPIN_POLL), physical=16) == (
+        MAX_EMBED_ENGINES,
+        16 // MAX_EMBED_ENGINES,
+    )
+    assert embedder_engines(Threads(3, SHARED_POLL), requested=3, physical=8) == (3, 1)  # COVE_NUM_THREADS
+    assert embedder_engines(Threads(1, SPIN_POLL), requested=1, physical=8) == (1, 1)
 
 
 # -- the real engine ----------------------------------------------------------------------------

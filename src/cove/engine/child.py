@@ -73,7 +73,8 @@ def main() -> None:
     except CoveError as exc:
         _say(channel, {"error": str(exc)})
         _leave(folder, 3)
-    _say(channel, {"address": model.address, "secret": model.secret, "no_tools": model.no_tools})
+    hello = {"address": model.address, "secret": model.secret, "no_tools": model.no_tools}
+    _say(channel, {**hello, "others": model.other_addresses})
     sys.stdin.read()
     _leave(folder, 0)
 

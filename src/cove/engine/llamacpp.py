@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,8 +23,12 @@ from .embedding import SPECIALS_ALLOWANCE, embedding_layout, fit_to_context
 from .render_guard import RenderGuard
 from .reranking import SEGMENT_B_KEY, as_segment_b, plain_query
 from .speculative import apply_speculative
-from .threads import choose_threads
+from .threads import choose_threads, embedder_engines
 from .tool_choice import ForcedCallStream, as_tool_call_result, forced_request, forced_tools
+
+#: How many pieces an embedder run as several engines cuts a call's inputs into, per engine:
+#: more than one, so that an engine the machine holds back leaves its next piece to the others.
+PIECES_PER_ENGINE = 2
 
 #: The in-process engine's call for each kind of request.
 HANDLERS = {
@@ -47,6 +52,8 @@ class LlamaCppModel:
         self.no_tools: str | None = None
         self._secret = secrets.token_urlsafe(32)
         self._folder = None if listen else tempfile.mkdtemp(prefix="cove-engine-")
+        #: How many engines this model runs as (a BERT embedder: see threads.embedder_engines).
+        self.engines = 1
         params = self._params(spec)
         params.hostnames = [listen or os.path.join(str(self._folder), "engine.sock")]
         try:
@@ -54,6 +61,9 @@ class LlamaCppModel:
         except BaseException:
             self._remove_folder()
             raise
+        #: The embedder's other engines (none for any other model), and who drives them.
+        self._others = tuple(_start_others(spec, params, self.engines - 1))
+        self._pool = ThreadPoolExecutor(len(self._others), "cove-embed") if self._others else None
         self._tokenizer: Tokenizer | None = None
         self._tokenizer_lock = threading.Lock()
 
@@ -61,6 +71,9 @@ class LlamaCppModel:
     alive = True
     #: The engine's template and what it fills in, read from its /props on first use.
     _guard: RenderGuard | None = None
+    #: An embedder's other engines and the threads that call them (none: one engine).
+    _others: tuple[Any, ...] = ()
+    _pool: ThreadPoolExecutor | None = None
 
     @property
     def address(self) -> str:
@@ -70,6 +83,11 @@ class LlamaCppModel:
     @property
     def secret(self) -> str:
         return self._secret
+
+    @property
+    def other_addresses(self) -> list[str]:
+        """The listeners of an embedder's other engines (engine/process.py spreads over them)."""
+        return [str(server.listening_address) for server in self._others]
 
     def _params(self, spec: LoadSpec) -> Any:
         params = xllamacpp.CommonParams()
@@ -104,6 +122,9 @@ class LlamaCppModel:
             batch, slots = embedding_layout(spec.num_ctx, spec.num_parallel)
             params.n_batch = params.n_ubatch = batch
             params.n_parallel, params.n_ctx = slots, spec.num_ctx * slots
+            if not spec.rerank and _is_bert(spec):
+                self.engines, each = embedder_engines(threads, spec.num_threads)
+                params.cpuparams.n_threads = params.cpuparams_batch.n_threads = each
         else:
             apply_speculative(params, spec.draft_ngram, spec.draft_path)
         return params
@@ -171,8 +192,46 @@ class LlamaCppModel:
             model=self.spec.name,
         )
         request["input"] = fitted.inputs
-        result = self._call("embed", request, None)
+        result = self._embed_spread(request) if self._others and len(fitted.inputs) > 1 else None
+        result = result or self._call("embed", request, None)
         return {**result, "truncated": fitted.truncated}
+
+    def _embed_spread(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The inputs in pieces, PIECES_PER_ENGINE per engine, each engine taking the next piece
+        when it is done with one (so one the machine slows down takes fewer), embedded at once
+        (an engine's call leaves the interpreter's lock), as one answer: indexes and tokens
+        added up, in the inputs' order."""
+        inputs: list[Any] = request["input"]
+        servers: list[Any] = [None, *self._others]  # None: the first engine, as _call has it
+        size = -(-len(inputs) // (PIECES_PER_ENGINE * len(servers)))
+        pieces = iter(range(0, len(inputs), size))
+        lock, failed = threading.Lock(), threading.Event()
+
+        def drive(server: Any) -> list[tuple[int, dict[str, Any]]]:
+            done: list[tuple[int, dict[str, Any]]] = []
+            while not failed.is_set():
+                with lock:
+                    start = next(pieces, None)
+                if start is None:
+                    break
+                body = {**request, "input": inputs[start : start + size]}
+                try:
+                    done.append((start, self._call("embed", body, None, server)))
+                except BaseException:
+                    failed.set()  # the others take no more pieces: the call has failed
+                    raise
+            return done
+
+        assert self._pool is not None
+        futures = [self._pool.submit(drive, server) for server in servers[1:]]
+        answers = sorted([*drive(None), *(a for f in futures for a in f.result())], key=lambda a: a[0])
+        data: list[dict[str, Any]] = []
+        tokens = 0
+        for start, answer in answers:
+            data.extend({**d, "index": start + int(d["index"])} for d in answer["data"])
+            tokens += int((answer.get("usage") or {}).get("prompt_tokens", 0))
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return {**answers[0][1], "data": data, "usage": usage}
 
     def rerank(self, body: dict[str, Any]) -> dict[str, Any]:
         """The engine's rerank call: `{query, documents, top_n}` → results, best first, and
@@ -267,9 +326,12 @@ class LlamaCppModel:
                 self._tokenizer = Tokenizer(self.address, self._secret)
             return self._tokenizer
 
-    def _call(self, kind: str, body: dict[str, Any], on_chunk: ChunkCallback | None) -> dict[str, Any]:
-        """One engine request (a kind in HANDLERS); engine/process.py sends it over HTTP."""
-        handler = getattr(self._server, HANDLERS[kind])
+    def _call(
+        self, kind: str, body: dict[str, Any], on_chunk: ChunkCallback | None, server: Any = None
+    ) -> dict[str, Any]:
+        """One engine request (a kind in HANDLERS) to `server` (None: the first engine);
+        engine/process.py sends it over HTTP."""
+        handler = getattr(self._server if server is None else server, HANDLERS[kind])
         last: dict[str, Any] = {}
 
         def relay(chunk: dict[str, Any]) -> bool:
@@ -294,7 +356,9 @@ class LlamaCppModel:
     def close(self) -> None:
         if self._tokenizer is not None:
             self._tokenizer.close()
-        server, self._server = self._server, None
+        if self._pool is not None:
+            self._pool.shutdown()
+        server, self._server, self._others = self._server, None, ()
         del server
         self._remove_folder()
 
@@ -379,6 +443,29 @@ def _start(spec: LoadSpec, params: Any) -> Any:
         # unavailable": name the bound, which is what the person can act on.
         bound = f" within the {spec.memory_limit >> 20} MiB its engine may use" if spec.memory_limit else ""
         raise EngineError(f"the engine could not load {spec.name}{bound}: {exc}") from exc
+
+
+def _is_bert(spec: LoadSpec) -> bool:
+    """A BERT keeps no KV cache: another engine of it holds only its compute buffers, which the
+    KV cache the scheduler counts for every embedder (and a BERT never makes) covers."""
+    return read_gguf(spec.model_path).metadata.get("general.architecture") == "bert"
+
+
+def _start_others(spec: LoadSpec, params: Any, count: int) -> list[Any]:
+    """`count` more engines of an embedder, each on a socket of its own (a name ending in .sock is
+    a socket file), beside the first's: an engine process's parent calls them there. An engine
+    that cannot start (memory) leaves the embedder with those that did: fewer engines are
+    slower, never wrong."""
+    first = str(params.hostnames[0])
+    others: list[Any] = []
+    for number in range(1, count + 1):
+        params.hostnames = [f"{first.removesuffix('.sock')}-{number}.sock"]
+        try:
+            others.append(_start(spec, params))
+        except EngineError:
+            break
+    params.hostnames = [first]
+    return others
 
 
 def _is_token_list(value: list[Any]) -> bool:

@@ -21,6 +21,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -72,6 +73,12 @@ class IsolatedModel(LlamaCppModel):
         self._address = str(hello["address"])
         self._secret = str(hello["secret"])
         self._http = engine_client(self._address, self._secret, httpx.Timeout(None, connect=10))
+        # An embedder's other engines (llamacpp.py's embed spreads its inputs over them).
+        others = [
+            engine_client(a, self._secret, httpx.Timeout(None, connect=10)) for a in hello.get("others") or []
+        ]
+        self._others = tuple(others)
+        self._pool = ThreadPoolExecutor(len(others), "cove-embed") if others else None
 
     @property
     def pid(self) -> int:
@@ -117,10 +124,12 @@ class IsolatedModel(LlamaCppModel):
             if line.strip():
                 self._errors.append(line.strip())
 
-    def _call(self, kind: str, body: dict[str, Any], on_chunk: ChunkCallback | None) -> dict[str, Any]:
+    def _call(
+        self, kind: str, body: dict[str, Any], on_chunk: ChunkCallback | None, server: Any = None
+    ) -> dict[str, Any]:
         try:
             if on_chunk is None:
-                return _result(self._http.post(PATHS[kind], json=body))
+                return _result((self._http if server is None else server).post(PATHS[kind], json=body))
             with self._http.stream("POST", PATHS[kind], json={**body, "stream": True}) as response:
                 if response.status_code >= 400:
                     response.read()
@@ -194,6 +203,10 @@ class IsolatedModel(LlamaCppModel):
         self._closed = True
         self._stop_process()  # first: a request still streaming sees its engine end, and says why
         self._http.close()
+        for other in self._others:
+            other.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
         if self._tokenizer is not None:
             self._tokenizer.close()
 
