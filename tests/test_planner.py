@@ -330,7 +330,6 @@ def test_the_cpu_time_the_copy_got_scales_the_whole_decode() -> None:
         alone = plan(figures(name), desktop, threads=1).decode_tps
         shared = plan(figures(name), replace(desktop, thread_share=0.5), threads=1).decode_tps
         assert shared == pytest.approx(alone / 2, rel=0.03, abs=0.06), name  # to 0.1 tokens/s
-    # The copy's rate just now bounds the reads whatever the week's best was.
+    # The copy's rate just now, cut short by the same waits, does not count them again.
     big = figures("llama3.1:8b")
-    slow_ram = plan(big, replace(desktop, bandwidth_now_gbs=15.0)).decode_tps  # 8 threads
-    assert slow_ram == pytest.approx(plan(big, desktop).decode_tps / 2, abs=0.06)
+    assert plan(big, replace(desktop, bandwidth_now_gbs=15.0)).decode_tps == plan(big, desktop).decode_tps

@@ -373,7 +373,8 @@ def this_machine(home: Path, fresh: bool = False) -> Machine:
     the machine, and what they take now is the short copy's to say (`bandwidth_now_gbs`)."""
     known = remembered_bandwidth(home)
     described = describe(home, measure=fresh or known is None)
-    best = max(known or 0.0, described.bandwidth_gbs or 0.0)
+    # The short copy just now counts too: one that caught a quiet instant shows the machine.
+    best = max(known or 0.0, described.bandwidth_gbs or 0.0, described.bandwidth_now_gbs or 0.0)
     if best and best != known:
         remember_bandwidth(home, best)
     return replace(described, bandwidth_gbs=best or None)

@@ -18,8 +18,8 @@ from .threads import choose_threads
 
 FITS, FITS_IF_FREED, DOES_NOT_FIT = "fits", "fits if other programs free memory", "does not fit"
 VERDICTS = (FITS, FITS_IF_FREED, DOES_NOT_FIT)
-#: Decode reaches this share of the copy bandwidth measured just now: 1.0 on one thread here
-#: (gemma3:270m read its 253 MB at 20-21 GB/s when the copy's median was 17-22 GB/s).
+#: Decode reaches this share of the machine's best copy bandwidth: 1.0 on one thread here
+#: (gemma3:270m read its 253 MB at 20-21 GB/s a CPU second; the copy's best is 20 to 39).
 CPU_DECODE_EFFICIENCY = 1.0
 GPU_DECODE_EFFICIENCY = 0.6
 #: Bandwidth assumed when none was measured (a dual-channel DDR4 laptop).
@@ -359,14 +359,12 @@ def cpu_share(machine: Machine) -> float:
 
 
 def _now_bandwidth(machine: Machine) -> float:
-    """RAM bandwidth an engine thread can expect while it runs (GB/s): the copy's rate just
-    now (a median of copies, so the time it waited for its core is not in it: that is the
-    thread share's), else the machine's best. A description without the thread share sets the
-    copy against the best for the share (Machine.cpu_share): the best is its bandwidth then."""
-    best = machine.bandwidth_gbs or machine.bandwidth_now_gbs or DEFAULT_BANDWIDTH_GBS
-    if machine.thread_share is None:
-        return best
-    return machine.bandwidth_now_gbs or best
+    """RAM bandwidth an engine thread reads at while it has its core (GB/s): the machine's
+    best. Not the copy's rate just now: under other programs a copy is cut short by waits
+    for its core too (64 MB copies take a few ms, a scheduler's turn as long), so the rate
+    would count again what cpu_share() counts. Here the rate just now went from 9 to 39 GB/s
+    in minutes while gemma3:270m read its weights at 15 to 21 GB/s a CPU second."""
+    return machine.bandwidth_gbs or machine.bandwidth_now_gbs or DEFAULT_BANDWIDTH_GBS
 
 
 def _gpu_bandwidth(machine: Machine) -> float:
@@ -384,8 +382,8 @@ def speeds(
     arithmetic (2 FLOPs a parameter), whichever is slower; on the CPU each layer's small
     operations add a fixed time besides (DECODE_LAYER_S). Prompt processing is arithmetic.
     `machine.physical_cores` counts the engine's threads here (plan() sets it). On the CPU
-    it is for the machine as busy as it is now: the bandwidth is the short copy's just now,
-    and all of it runs in the cpu_share() of a core each thread gets.
+    it is for the machine as busy as it is now: all of it runs in the cpu_share() of a core
+    each thread gets.
     """
     share = gpu_layers / model.layers
     params = model.params(quant)
