@@ -15,9 +15,10 @@ ratio per CPU-second (this process's CPU time, engine threads and torch's alike)
 load barely moves.
 
 `--sweep` also loads the engine directly (engine/llamacpp.py, its embedding load path) with
-other batch sizes, slot counts, threads and poll levels, each interleaved with torch again, and
-with the model converted with its matrices in F16 and in F32 (made here, in .bench, by the
-store's converter), each one's vectors' cosine to the first row's printed beside it.
+other batch sizes, slot counts, threads, engines (a BERT embedder runs as one engine per core:
+engine/threads.py) and poll levels, each interleaved with torch again, and with the model
+converted with its matrices in F16 and in F32 (made here, in .bench, by the store's
+converter), each one's vectors' cosine to the first row's printed beside it.
 """
 
 from __future__ import annotations
@@ -46,17 +47,20 @@ from cove.store.catalog import Weights
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / ".bench"
 MODEL = catalog.DEFAULT_EMBEDDING_MODEL
-#: (label, n_batch (0: cove's), slots (0: cove's), threads (0: cove's), poll (None: cove's),
+#: (label, n_batch (0: cove's), slots (0: cove's), threads (0: cove's; with engines 0, the
+#: threads are engines of one thread each), engines (0: cove's), poll (None: cove's),
 #: weights (None: the stored GGUF's))
-SWEEP: list[tuple[str, int, int, int, int | None, Weights | None]] = [
-    ("cove's embedding load (engine alone)", 0, 0, 0, None, None),
-    ("batch 2048, 4 slots", 2048, 4, 0, None, None),
-    ("batch 2048, 8 slots", 2048, 8, 0, None, None),
-    ("1 thread", 0, 0, 1, None, None),
-    ("2 threads, poll 0", 0, 0, 2, 0, None),
-    ("2 threads, poll 50", 0, 0, 2, 50, None),
-    ("F16 matrices", 0, 0, 0, None, "f16"),
-    ("F32 matrices", 0, 0, 0, None, "f32"),
+SWEEP: list[tuple[str, int, int, int, int, int | None, Weights | None]] = [
+    ("cove's embedding load (engine alone)", 0, 0, 0, 0, None, None),
+    ("batch 2048, 4 slots", 2048, 4, 0, 0, None, None),
+    ("batch 2048, 8 slots", 2048, 8, 0, 0, None, None),
+    ("1 slot (one input a step)", 0, 1, 0, 0, None, None),
+    ("1 thread", 0, 0, 1, 0, None, None),
+    ("2 engines of 1 thread", 0, 0, 2, 0, None, None),
+    ("1 engine of 2 threads, poll 0", 0, 0, 2, 1, 0, None),
+    ("1 engine of 2 threads, poll 50", 0, 0, 2, 1, 50, None),
+    ("F16 matrices", 0, 0, 0, 0, None, "f16"),
+    ("F32 matrices", 0, 0, 0, 0, None, "f32"),
 ]
 
 
@@ -108,10 +112,14 @@ def timed(run: Callable[[], Any], count: int) -> tuple[float, float]:
     return count / (time.perf_counter() - began), count / max(time.process_time() - cpu, 1e-9)
 
 
-def model_class(n_batch: int, slots: int, poll: int | None) -> type[LlamaCppModel]:
+def model_class(n_batch: int, slots: int, poll: int | None, engines: int = 0) -> type[LlamaCppModel]:
     class Model(LlamaCppModel):
         def _params(self, spec: LoadSpec) -> Any:
             params = super()._params(spec)
+            if engines:  # the threads asked for, shared by this many engines
+                self.engines = engines
+                each = max(1, spec.num_threads // engines)
+                params.cpuparams.n_threads = params.cpuparams_batch.n_threads = each
             if n_batch:
                 params.n_batch = params.n_ubatch = n_batch
             if slots:
@@ -167,11 +175,11 @@ def main() -> None:
         cove.close()  # its embedder goes: one engine at a time
         base = replace(request.spec, num_parallel=cove.settings.num_parallel)
         reference_vectors = None
-        for label, n_batch, slots, threads, poll, weights in SWEEP:
+        for label, n_batch, slots, threads, engines, poll, weights in SWEEP:
             spec = replace(base, num_threads=threads)
             if weights:
                 spec = replace(spec, model_path=converted(weights))
-            model = model_class(n_batch, slots, poll)(spec)
+            model = model_class(n_batch, slots, poll, engines)(spec)
             try:
                 run = lambda m=model: embed_in_batches(m.embed, texts)  # noqa: E731
                 vectors = _vectors(run())  # warm: the first call also opens the tokenizer's connection
