@@ -379,3 +379,19 @@ def test_cove_run_with_no_model_and_models_stored_asks_which(fake_cove: Cove) ->
     assert result.exit_code != 0
     assert "name a model to chat with: tiny:latest" in str(result.exception)
     assert [m.name for m in fake_cove.models()] == ["tiny:latest"]
+
+
+def test_the_check_scales_each_prediction_by_the_other_models_runs(tmp_path: Path) -> None:
+    from cove.engine.calibration import Check, rescaled
+
+    with Measurements.of_home(tmp_path) as measurements:
+        first = Check("a", 1, 1, 100.0, 60.0, 64, unscaled_decode_tps=100.0)  # a fresh store's first
+        for digest, measured, predicted in (("da", 60.0, 100.0), ("db", 80.0, 100.0)):
+            measurements.record(
+                Measurement(digest, digest, "answer", decode_tps=measured, predicted_decode_tps=predicted)
+            )
+        # Its own run does not scale it; the other model's (0.8 of what was predicted) does.
+        again = rescaled(first, measurements, "da")
+        assert (again.decode_scale, again.predicted_decode_tps) == (0.8, 80.0)
+        assert again.decode_error == pytest.approx((80 - 60) / 60, abs=0.001)
+        assert rescaled(first, measurements, "dc").decode_scale == 0.7  # both others: their median

@@ -260,6 +260,9 @@ def check_store(settings: Settings, model: str | None, as_json: bool) -> None:
             return this_machine(settings.home)
 
         checks = [calibration.check(cove, m, now(), measurements, now) for m in manifests]
+        checks = [
+            calibration.rescaled(c, measurements, m.digest) for c, m in zip(checks, manifests, strict=True)
+        ]
     if as_json:
         return print_json([c.to_dict() for c in checks])
     table = Table(
@@ -280,10 +283,10 @@ def check_store(settings: Settings, model: str | None, as_json: bool) -> None:
         out.print(f"{escape(c.model)} was predicted for {_load(c)}; memory by {c.memory_by}")
     out.print(
         "predicted: the memory once loaded, and the decode speed scaled by the other models' "
-        "measurements here, for the machine as busy as it was once the model was loaded, just "
-        "before it answered; measured: the engine "
-        "process's peak RSS, and the engine's own tokens/s over 64 tokens, on the threads planned "
-        "and without prompt lookup (what that gains depends on the text: benchmarks/speculative.py). "
+        "measurements here (this run's too), for the machine as busy as it was once the model "
+        "was loaded, just before it answered; measured: the engine process's peak RSS, and the "
+        "engine's own tokens/s over 64 tokens, on the threads planned and without prompt "
+        "lookup (what that gains depends on the text: benchmarks/speculative.py). "
         "Each run is recorded: `cove fit` uses it for that model."
     )
 

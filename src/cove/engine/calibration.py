@@ -147,6 +147,15 @@ def check(
     )
 
 
+def rescaled(check: Check, measurements: Measurements, digest: str) -> Check:
+    """The check with its decode prediction scaled by what the other models measured, this
+    run's answers included: as `cove fit` would predict it now. A fresh store's first model
+    has nothing else to go by at its own turn (so its figure would be the planner's alone)."""
+    scale = measurements.decode_efficiency(besides=digest) or 1.0
+    predicted = round(check.unscaled_decode_tps * scale, 1)
+    return replace(check, decode_scale=scale, predicted_decode_tps=predicted)
+
+
 def _cpu_seconds(pids: set[int]) -> float:
     """CPU time (user and system) the processes have had so far."""
     total = 0.0
