@@ -52,9 +52,7 @@ class LlamaCppModel:
         self.no_tools: str | None = None
         self._secret = secrets.token_urlsafe(32)
         self._folder = None if listen else tempfile.mkdtemp(prefix="cove-engine-")
-        #: How many engines this model runs as (a BERT embedder: see threads.embedder_engines).
-        self.engines = 1
-        params = self._params(spec)
+        params = self._params(spec)  # sets `engines` for a BERT embedder (threads.embedder_engines)
         params.hostnames = [listen or os.path.join(str(self._folder), "engine.sock")]
         try:
             self._server = _start(spec, params) if spec.embedding else self._start_chat(spec, params)
@@ -63,6 +61,7 @@ class LlamaCppModel:
             raise
         #: The embedder's other engines (none for any other model), and who drives them.
         self._others = tuple(_start_others(spec, params, self.engines - 1))
+        self.engines = 1 + len(self._others)
         self._pool = ThreadPoolExecutor(len(self._others), "cove-embed") if self._others else None
         self._tokenizer: Tokenizer | None = None
         self._tokenizer_lock = threading.Lock()
@@ -71,7 +70,9 @@ class LlamaCppModel:
     alive = True
     #: The engine's template and what it fills in, read from its /props on first use.
     _guard: RenderGuard | None = None
-    #: An embedder's other engines and the threads that call them (none: one engine).
+    #: How many engines the model runs as; an embedder's other engines and the threads that
+    #: call them (none: one engine).
+    engines = 1
     _others: tuple[Any, ...] = ()
     _pool: ThreadPoolExecutor | None = None
 

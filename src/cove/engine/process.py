@@ -77,7 +77,7 @@ class IsolatedModel(LlamaCppModel):
         others = [
             engine_client(a, self._secret, httpx.Timeout(None, connect=10)) for a in hello.get("others") or []
         ]
-        self._others = tuple(others)
+        self._others, self.engines = tuple(others), 1 + len(others)
         self._pool = ThreadPoolExecutor(len(others), "cove-embed") if others else None
 
     @property
