@@ -15,9 +15,9 @@ busy 2 cores here (load 4 to 6) all-minilm with 2 threads embedded 0.7 to 1.4 te
 (no KV cache: an engine of its own costs only its compute buffers) therefore runs as several
 engines instead (`embedder_engines`), one per physical core up to MAX_EMBED_ENGINES, each with
 its share of the threads, and the inputs are split between them: engines that never wait for
-one another have no barrier to stall on, so they can take every core. At load 2 here (64
-chunks of 225 tokens, three rounds), two 1-thread engines embedded 12.1 to 19.0 texts/s, 9.5
-to 9.9 per CPU-second; one 2-thread engine 11.6 to 18.0, 7.2 to 9.2 per CPU-second.
+one another have no barrier to stall on, so they can take every core. At load 1.5 here
+(benchmarks/embed_throughput.py --sweep, 64 chunks of 225 tokens), two 1-thread engines
+embedded 18.5 texts/s where one 2-thread engine made 12.7 to 12.9 and one 1-thread engine 10.6.
 """
 
 from __future__ import annotations
