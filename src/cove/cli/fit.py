@@ -56,7 +56,7 @@ def fit(
 ) -> None:
     """Will MODEL run here, and how fast? A stored model, a catalog name, or hf.co/ORG/REPO[:QUANT]
     (only its header is read). With --check: predicted against measured for the stored models
-    (or MODEL), each loaded and asked for 64 tokens."""
+    (or MODEL), each loaded and asked three times for 64 tokens (the median answer counts)."""
     settings = Settings.from_env()
     if check:
         return check_store(settings, model, as_json)
@@ -285,8 +285,9 @@ def check_store(settings: Settings, model: str | None, as_json: bool) -> None:
         "predicted: the memory once loaded, and the decode speed scaled by the other models' "
         "measurements here (this run's too), for the machine as busy as it was once the model "
         "was loaded, just before it answered; measured: the engine process's peak RSS, and the "
-        "engine's own tokens/s over 64 tokens, on the threads planned and without prompt "
-        "lookup (what that gains depends on the text: benchmarks/speculative.py). "
+        "engine's own tokens/s over 64 tokens (the median of three answers), on the threads "
+        "planned and without prompt lookup (what that gains depends on the text: "
+        "benchmarks/speculative.py). "
         "Each run is recorded: `cove fit` uses it for that model."
     )
 
