@@ -20,6 +20,7 @@ from cove import machine as machine_module
 from cove.cli import fit as fit_module
 from cove.cli import pick as pick_module
 from cove.cli.main import cli
+from cove.engine import planner
 from cove.history import History, db_path
 from cove.history.measurements import Measurement, Measurements
 from cove.library.local import Cove
@@ -145,6 +146,7 @@ def test_fit_a_stored_model_it_has_run_uses_the_measurements(fake_cove: Cove, on
                 Measurement(
                     "tiny", tiny.digest, "answer", num_ctx=256, peak_bytes=123_000_000,
                     decode_tps=tps, predicted_decode_tps=100.0, prompt_tps=300.0,
+                    decode_model=planner.DECODE_MODEL,
                 )
             )  # fmt: skip
     shown = json.loads(invoke("fit", "tiny", "--json").stdout)
@@ -389,7 +391,14 @@ def test_the_check_scales_each_prediction_by_the_other_models_runs(tmp_path: Pat
         first = Check("a", 1, 1, 100.0, 60.0, 64, unscaled_decode_tps=100.0)  # a fresh store's first
         for digest, measured, predicted in (("da", 60.0, 100.0), ("db", 80.0, 100.0)):
             measurements.record(
-                Measurement(digest, digest, "answer", decode_tps=measured, predicted_decode_tps=predicted)
+                Measurement(
+                    digest,
+                    digest,
+                    "answer",
+                    decode_tps=measured,
+                    predicted_decode_tps=predicted,
+                    decode_model=planner.DECODE_MODEL,
+                )
             )
         # Its own run does not scale it; the other model's (0.8 of what was predicted) does.
         again = rescaled(first, measurements, "da")

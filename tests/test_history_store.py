@@ -293,6 +293,7 @@ def test_migrations_are_recorded_once(cove_home: Path) -> None:
             "m007_citations",
             "m008_cut_off",
             "m009_conversation_collections",
+            "m010_measurement_decode_model",
         ]
     )
     assert migrate(Database(path)) == []

@@ -10,7 +10,9 @@ import pytest
 from cove.history.measurements import Measurement, Measurements
 
 
-def answer(digest: str, decode: float, predicted: float, num_ctx: int = 4096, peak: int = 100) -> Measurement:
+def answer(
+    digest: str, decode: float, predicted: float, num_ctx: int = 4096, peak: int = 100, formula: int = 2
+) -> Measurement:
     return Measurement(
         "m",
         digest,
@@ -19,12 +21,13 @@ def answer(digest: str, decode: float, predicted: float, num_ctx: int = 4096, pe
         peak_bytes=peak,
         decode_tps=decode,
         predicted_decode_tps=predicted,
+        decode_model=formula,
     )
 
 
 def test_a_model_is_summed_up_as_medians_memory_at_its_context(tmp_path: Path) -> None:
     with Measurements.of_home(tmp_path) as m:
-        assert m.of("d1") is None and m.decode_efficiency() is None
+        assert m.of("d1") is None and m.decode_efficiency(2) is None
         m.record(answer("d1", 10.0, 20.0, peak=100))
         m.record(answer("d1", 30.0, 20.0, peak=300))
         m.record(answer("d1", 20.0, 20.0, num_ctx=8192, peak=900))
@@ -44,8 +47,18 @@ def test_the_decode_factor_leaves_out_the_model_being_checked(tmp_path: Path) ->
         m.record(answer("d1", 10.0, 20.0))
         m.record(answer("d2", 30.0, 20.0))
         m.record(answer("d3", 0.0, 20.0))  # a failed answer measures nothing
-        assert m.decode_efficiency() == 1.0  # median of 0.5 and 1.5
-        assert m.decode_efficiency(besides="d2") == 0.5
+        assert m.decode_efficiency(2) == 1.0  # median of 0.5 and 1.5
+        assert m.decode_efficiency(2, besides="d2") == 0.5
+
+
+def test_the_decode_factor_counts_only_the_current_formulas_predictions(tmp_path: Path) -> None:
+    with Measurements.of_home(tmp_path) as m:
+        m.record(answer("d1", 10.0, 40.0, formula=1))  # an older cove's prediction
+        m.record(Measurement("m", "d1", "answer", decode_tps=10.0, predicted_decode_tps=40.0))  # none
+        assert m.decode_efficiency(2) is None
+        m.record(answer("d2", 30.0, 20.0))
+        assert m.decode_efficiency(2) == 1.5
+        assert m.decode_efficiency(1) == 0.25
 
 
 def test_a_look_never_creates_the_database(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 from server_fixtures import anyio_backend, client, make_app
 
 from cove.engine import fitting
+from cove.engine.planner import DECODE_MODEL
 from cove.history.measurements import Measurement, Measurements
 from cove.library.local import Cove
 from cove.machine import Machine
@@ -41,7 +42,11 @@ async def test_the_catalog_is_ranked_for_this_machine(
     # The speeds follow what this machine measured: half of what was predicted, half the speed.
     first = planned[0]["plan"]["decode_tps"]
     with Measurements.of_home(fake_cove.settings.home) as m:
-        m.record(Measurement("x", "dx", "answer", decode_tps=10.0, predicted_decode_tps=20.0))
+        m.record(
+            Measurement(
+                "x", "dx", "answer", decode_tps=10.0, predicted_decode_tps=20.0, decode_model=DECODE_MODEL
+            )
+        )
     async with client(make_app(fake_cove)) as c:
         again = (await c.get("/api/cove/catalog")).json()["models"]
     same = next(m for m in again if m["name"] == planned[0]["name"])

@@ -97,7 +97,7 @@ def calibrated(
     if measurements is None:
         return 1.0, None
     with measurements:
-        scale = measurements.decode_efficiency() or 1.0
+        scale = measurements.decode_efficiency(planner.DECODE_MODEL) or 1.0
         if stored is None:
             return scale, None
         digest = ModelStore(settings.home).get(stored).digest

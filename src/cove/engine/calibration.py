@@ -102,7 +102,7 @@ def check(
     figures = fitting.with_llama_fit(figures, cove.store.model_path(manifest), num_ctx)
     # The answer's own depth: a short prompt and 64 tokens, not a conversation under way.
     depth = ANSWER_TOKENS
-    scale = measurements.decode_efficiency(besides=manifest.digest) or 1.0
+    scale = measurements.decode_efficiency(planner.DECODE_MODEL, besides=manifest.digest) or 1.0
     before = _engine_pids()
     with _answering(cove, threads) as ask:
         ask(manifest, load_only=True)
@@ -129,6 +129,7 @@ def check(
             predicted_bytes=plan.memory["at_load"],
             decode_tps=measured_tps or None,
             predicted_decode_tps=plan.decode_tps,
+            decode_model=planner.DECODE_MODEL,
             prompt_tps=_prompt_tps(answer.usage),
             tokens=answer.completion_tokens,
             load_average=machine.load_average,
@@ -155,7 +156,7 @@ def rescaled(check: Check, measurements: Measurements, digest: str) -> Check:
     """The check with its decode prediction scaled by what the other models measured, this
     run's answers included: as `cove fit` would predict it now. A fresh store's first model
     has nothing else to go by at its own turn (so its figure would be the planner's alone)."""
-    scale = measurements.decode_efficiency(besides=digest) or 1.0
+    scale = measurements.decode_efficiency(planner.DECODE_MODEL, besides=digest) or 1.0
     predicted = round(check.unscaled_decode_tps * scale, 1)
     return replace(check, decode_scale=scale, predicted_decode_tps=predicted)
 

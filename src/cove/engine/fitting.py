@@ -14,7 +14,7 @@ from ..store import catalog
 from ..store.catalog import CatalogEntry
 from ..store.models import Manifest
 from . import llama_fit
-from .planner import FITS, FITS_IF_FREED, VERDICTS, ModelFigures, Plan, default_ctx, plan
+from .planner import DECODE_MODEL, FITS, FITS_IF_FREED, VERDICTS, ModelFigures, Plan, default_ctx, plan
 
 #: The first-run rule: the largest (most parameters) catalog chat model whose plan fits now,
 #: takes at most this share of the RAM free now, and decodes at least this fast.
@@ -120,7 +120,7 @@ def decode_scale(home: Path) -> float:
     if measurements is None:
         return 1.0
     with measurements:
-        return measurements.decode_efficiency() or 1.0
+        return measurements.decode_efficiency(DECODE_MODEL) or 1.0
 
 
 def catalog_for(home: Path) -> list[dict[str, Any]]:

@@ -35,6 +35,9 @@ DEFAULT_GPU_BANDWIDTH_GBS = 300.0
 #: make it 1.6x.
 DECODE_GFLOPS_PER_CORE = {"avx512f": 47.0, "avx2": 30.0, "asimddp": 30.0, "": 8.0}
 DECODE_LAYER_S = 78e-6
+#: The decode formula's version, kept with each measured answer: raise it when `speeds` changes,
+#: so that ratios measured against the old formula do not scale the new one.
+DECODE_MODEL = 2
 #: A thread starved outright in the sample still gets its turn in time.
 MIN_CPU_SHARE = 0.05
 #: Prompt processing batches tokens into matrix products, which run closer to peak.

@@ -36,6 +36,8 @@ class Measurement:
     prompt_tps: float | None = None
     tokens: int | None = None
     load_average: float | None = None
+    #: The formula that made `predicted_decode_tps` (engine/planner.DECODE_MODEL).
+    decode_model: int | None = None
 
 
 COLUMNS = tuple(f.name for f in fields(Measurement))
@@ -112,17 +114,19 @@ class Measurements:
             num_ctx=num_ctx if num_ctx is not None else rows[0][2],
         )
 
-    def decode_efficiency(self, *, besides: str | None = None) -> float | None:
+    def decode_efficiency(self, decode_model: int, *, besides: str | None = None) -> float | None:
         """Measured over predicted decode speed, the median over recent answers of every
-        model (but the digest `besides`): the factor that carries what this machine showed to
-        models it has not run. Predicted: the planner's own figure, before any such factor."""
+        model (but the digest `besides`) that the formula `decode_model` predicted: the factor
+        that carries what this machine showed to models it has not run. Predicted: the
+        planner's own figure, before any such factor. Another formula's ratios would scale this
+        one's by its errors: a store checked before an upgrade read smollm2:135m 19-28% fast."""
         with self._db.read() as conn:
             rows = many(
                 conn,
                 "SELECT decode_tps, predicted_decode_tps FROM measurements WHERE kind = 'answer' "
                 "AND decode_tps > 0 AND predicted_decode_tps > 0 AND digest IS NOT ? "
-                "ORDER BY id DESC LIMIT ?",
-                (besides, RECENT * 5),
+                "AND decode_model = ? ORDER BY id DESC LIMIT ?",
+                (besides, decode_model, RECENT * 5),
             )
         ratios = [measured / predicted for measured, predicted in rows]
         return round(statistics.median(ratios), 3) if ratios else None

@@ -205,6 +205,13 @@ def m009_conversation_collections(conn: apsw.Connection) -> None:
     )
 
 
+def m010_measurement_decode_model(conn: apsw.Connection) -> None:
+    """Which formula predicted an answer's decode speed (engine/planner.DECODE_MODEL): the
+    measured-over-predicted ratio that scales `cove fit`'s figures is taken only from answers
+    the current formula predicted. Older rows have none, so they no longer count."""
+    conn.execute("ALTER TABLE measurements ADD COLUMN decode_model INTEGER")
+
+
 Step = Callable[[apsw.Connection], None]
 STEPS: tuple[Step, ...] = (
     m001_conversations,
@@ -216,6 +223,7 @@ STEPS: tuple[Step, ...] = (
     m007_citations,
     m008_cut_off,
     m009_conversation_collections,
+    m010_measurement_decode_model,
 )
 
 
