@@ -24,7 +24,10 @@ __all__ = ["_workdir"]
 
 
 def interrupted_after(delay: float, *args: str) -> subprocess.CompletedProcess[str]:
-    """Start the real `cove` with a stdin that never ends, send SIGINT after `delay` seconds."""
+    """Start the real `cove` with a stdin that never ends, send SIGINT after `delay` seconds.
+    SIGINT is set back to its default in the child, as a terminal has it: a test run started in
+    the background by a shell (as CI may be) ignores SIGINT, and a child would inherit that and
+    never see the signal (it then ran to the end once standard input closed)."""
     process = subprocess.Popen(
         [str(COVE), *args],
         stdin=subprocess.PIPE,
@@ -32,6 +35,7 @@ def interrupted_after(delay: float, *args: str) -> subprocess.CompletedProcess[s
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "COVE_LOCAL": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
@@ -68,8 +72,7 @@ def _reached_cove(stderr: str) -> bool:
 def test_ctrl_c_with_debug_shows_the_traceback() -> None:
     # On a loaded machine Python's own start can outlast a fixed delay: wait longer each time
     # until the signal lands inside cove (its traceback then passes through cove_entry's main).
-    # A name of its own each time: a signal that lands in `site`'s .pth processing is printed
-    # and swallowed, and that try then adds its persona once standard input closes.
+    # A name of its own each time, so that a try the signal missed cannot make the next one fail.
     for attempt, delay in enumerate((2.0, 5.0, 12.0)):
         done = interrupted_after(delay, "--debug", "persona", "add", f"someone-{attempt}")
         if _reached_cove(done.stderr):

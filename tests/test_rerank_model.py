@@ -17,6 +17,7 @@ import itertools
 import os
 import shutil
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -220,10 +221,11 @@ def test_a_search_is_ordered_and_scored_by_the_engines_reranker(
 
 @pytest.mark.model
 def test_a_killed_reranker_engine_costs_only_the_reranking(
-    reranking_cove: Cove, cross_encoder: Path, tmp_path: Path
+    reranking_cove: Cove, cross_encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """In its own engine process (as `cove serve` runs models): killed, the search keeps its fused
-    order and says why; the next search has a fresh engine and is reranked again."""
+    """In its own engine process (as `cove serve` runs models): killed during a search, the search
+    keeps its fused order and says why; the next search has a fresh engine and is reranked again.
+    (Killed before the search, the scheduler sees it gone and loads a fresh one first.)"""
     home = tmp_path / "home"
     shutil.copytree(reranking_cove.settings.home, home)
     with Cove(Settings(home=home, engine="process"), factory=IsolatedModel) as isolated:
@@ -231,8 +233,9 @@ def test_a_killed_reranker_engine_costs_only_the_reranking(
         try:
             assert kb.find(["notes"], QUERY, k=3).reranked_by == "tiny-reranker:latest"
             (runner,) = isolated.scheduler.loaded()
-            assert isinstance(runner.model, IsolatedModel) and runner.spec.rerank
-            os.kill(runner.model.pid, signal.SIGKILL)
+            model = runner.model
+            assert isinstance(model, IsolatedModel) and runner.spec.rerank
+            monkeypatch.setattr(model, "rerank", killed_first(model))
             fused = kb.find(["notes"], QUERY, k=3)
             again = kb.find(["notes"], QUERY, k=3)
         finally:
@@ -241,6 +244,21 @@ def test_a_killed_reranker_engine_costs_only_the_reranking(
     assert fused.warning and "stopped: it was killed by SIGKILL" in fused.warning
     assert "passages are in fused order" in fused.warning
     assert again.reranked_by == "tiny-reranker:latest"
+
+
+def killed_first(model: IsolatedModel) -> Any:
+    """The model's rerank call, once its engine process has been killed and has ended: the
+    engine dies between the scheduler's look at it and the call."""
+    rerank = model.rerank
+
+    def dying(*args: Any, **kwargs: Any) -> Any:
+        os.kill(model.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while model.alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return rerank(*args, **kwargs)
+
+    return dying
 
 
 # -- the conversion itself (no engine) ---------------------------------------------------------------
