@@ -127,7 +127,8 @@ def test_without_the_engine_the_fit_is_skipped_and_cove_estimates(
     assert run_fit(not_a_model, 4096, timeout=30) is None
     monkeypatch.setattr(llama_fit.subprocess, "Popen", _refuse)
     figures = model()
-    assert fitting.with_llama_fit(figures, not_a_model, None) is figures
+    fits = FitCache(tmp_path)
+    assert fitting.with_llama_fit(figures, not_a_model, None, fits=fits, digest="x") is figures
 
 
 def test_the_engines_own_memory_grows_with_the_vocabulary(tmp_path: Path) -> None:

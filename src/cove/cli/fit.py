@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..config import Settings
-from ..engine import fitting, planner
+from ..engine import fitting, llama_fit, planner
 from ..errors import InvalidName, ModelNotFound
 from ..history.measurements import Measured, Measurements
 from ..library.drafts import draft_of
@@ -72,7 +72,10 @@ def fit(
         drafted = int(stored.recipe_obj().parameters.get("draft_ngram", settings.draft_ngram))
         path = store.model_path(stored)
         figures = replace(figures, draft_ngram=drafted)
-        figures = fitting.with_llama_fit(figures, path, num_ctx, parallel, draft_ngram=drafted)
+        fits = llama_fit.FitCache(settings.home)
+        figures = fitting.with_llama_fit(
+            figures, path, num_ctx, parallel, draft_ngram=drafted, fits=fits, digest=stored.digest
+        )
     scale, measured = calibrated(settings, model if source == "store" else None, num_ctx, figures)
     plan = planner.plan(
         figures, machine, num_ctx=num_ctx, quant=quant, parallel=parallel, threads=threads, decode_scale=scale

@@ -99,7 +99,8 @@ def check(
     num_ctx = context_size(recipe, {}, manifest.info.get("context_length"))
     threads = planner.engine_threads(machine, cove.settings.num_threads or None)
     figures = fitting.manifest_figures(manifest)
-    figures = fitting.with_llama_fit(figures, cove.store.model_path(manifest), num_ctx)
+    path = cove.store.model_path(manifest)
+    figures = fitting.with_llama_fit(figures, path, num_ctx, fits=cove.fits, digest=manifest.digest)
     # The answer's own depth: a short prompt and 64 tokens, not a conversation under way.
     depth = ANSWER_TOKENS
     scale = measurements.decode_efficiency(planner.DECODE_MODEL, besides=manifest.digest) or 1.0

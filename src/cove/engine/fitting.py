@@ -50,16 +50,20 @@ def with_llama_fit(
     parallel: int = 1,
     kv_type: str = "f16",
     draft_ngram: int = 0,
+    *,
+    fits: llama_fit.FitCache,
+    digest: str,
 ) -> ModelFigures:
     """The figures with llama.cpp's own fit of the file at `path` for these settings (about
-    three seconds, llama_fit.py); as they were when the fit cannot say, so cove's estimate
+    three seconds the first time for a file and context, then kept in `fits`, the cache the
+    scheduler plans loads with); as they were when the fit cannot say, so cove's estimate
     stands in. A model with a draft keeps cove's estimate: the fit sees one file.
     `draft_ngram`: the load's prompt lookup (its tables are the engine's, not llama.cpp's)."""
     if "draft" in figures.info:
         return figures
     ctx = num_ctx or default_ctx(figures)
-    fit = llama_fit.run_fit(path, ctx, parallel, kv_type, draft_ngram=draft_ngram)
-    return figures if fit is None else replace(figures, fit=fit)
+    fit = fits.get(path, digest, ctx, draft_ngram)
+    return figures if fit is None else replace(figures, fit=llama_fit.scaled(fit, parallel, kv_type))
 
 
 @dataclass(frozen=True)

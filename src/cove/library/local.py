@@ -67,6 +67,8 @@ class Cove:
     def __init__(self, settings: Settings | None = None, factory: EngineFactory | None = None):
         self.settings = settings or Settings.from_env()
         self.store = ModelStore(self.settings.home)
+        #: llama.cpp's fits of model files, kept in the home: the scheduler's and `cove fit`'s.
+        self.fits = FitCache(self.settings.home)
         self.scheduler = Scheduler(
             factory or engine_factory(self.settings),
             max_loaded=self.settings.max_loaded,
@@ -76,7 +78,7 @@ class Cove:
             on_loaded=calibration.load_recorder(self.settings.home),
             kv_types=("f16", "q8_0"),
             # llama.cpp's fit of the files the real engine loads (a fake one loads none).
-            fits=FitCache(self.settings.home) if factory is None else None,
+            fits=self.fits if factory is None else None,
         )
         self._record_answer = calibration.answer_recorder(self.settings.home)
         #: Whether each timed answer's speeds are kept for `cove fit` (off while it checks itself).
