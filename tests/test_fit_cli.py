@@ -313,6 +313,10 @@ def test_fit_check_sets_the_plan_beside_the_real_model(
     assert "gemma3:270m was predicted for" in words and "of a core each (each got" in words
     assert "while it answered); memory by llama.cpp's fit" in words
     assert check["threads"] == 1 and 0 < check["cpu_share"] <= 1 and 0 < check["answer_share"] <= 1
+    # The answer reported is one of those measured, with the spread of them all beside it.
+    slowest, fastest = check["measured_range"]
+    assert 0 < slowest <= check["measured_decode_tps"] <= fastest
+    assert "; the answers measured" in words
     # Both runs were recorded, and `cove fit` now plans the model from them.
     shown = json.loads(invoke("fit", "gemma3:270m", "--json").stdout)
     assert shown["measured"]["runs"] == 2

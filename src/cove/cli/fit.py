@@ -283,16 +283,25 @@ def check_store(settings: Settings, model: str | None, as_json: bool) -> None:
         )
     out.print(table)
     for c in checks:
-        out.print(f"{escape(c.model)} was predicted for {_load(c)}; memory by {c.memory_by}")
+        out.print(
+            f"{escape(c.model)} was predicted for {_load(c)}; memory by {c.memory_by}{_spread(c)}"
+        )
     out.print(
         "predicted: the memory once loaded, and the decode speed scaled by the other models' "
-        "measurements here (this run's too), for the machine as busy as it was once the model "
-        "was loaded, just before it answered; measured: the engine process's peak RSS, and the "
-        "engine's own tokens/s over 64 tokens (the median of three answers), on the threads "
+        "measurements here (this run's too), for the machine as busy as it was just before "
+        "each answer; measured: the engine process's peak RSS, and the engine's own tokens/s "
+        f"over {calibration.ANSWER_TOKENS} tokens (of {calibration.ANSWERS} answers, the one "
+        "whose error is the median), on the threads "
         "planned and without prompt lookup (what that gains depends on the text: "
         "benchmarks/speculative.py). "
         "Each run is recorded: `cove fit` uses it for that model."
     )
+
+
+def _spread(c: Check) -> str:
+    """How far the answers' measured speeds were apart: the machine's noise beside the error."""
+    slowest, fastest = c.measured_range
+    return f"; the answers measured {tps(slowest)} to {tps(fastest)} tok/s" if fastest else ""
 
 
 def _load(c: Check) -> str:

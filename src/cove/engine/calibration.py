@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 
 PROMPT = "Count from one to one hundred in words, separated by commas."
 ANSWER_TOKENS = 64
-#: The measured speed is the median answer's: one short answer on a shared machine swung from
-#: 70 to 117 tokens/s between runs a minute apart (smollm2:135m, load 1.7 to 1.9).
-ANSWERS = 3
+#: The figure reported is the answer with the median error, each predicted for the machine as
+#: that answer found it: one short answer on a shared machine swung from 70 to 117 tokens/s
+#: between runs a minute apart (smollm2:135m, load 1.7 to 1.9).
+ANSWERS = 5
 MIN_TIMED_TOKENS = 8
 
 
@@ -54,6 +55,9 @@ class Check:
     #: The share of a core each engine thread got while it answered (its CPU time over the
     #: answer's wall time; 0.0: not measured): what the prediction had to foresee.
     answer_share: float = 0.0
+    #: The slowest and fastest of the answers' measured speeds: how much the machine moved the
+    #: measurement while the check ran ((0, 0): not measured).
+    measured_range: tuple[float, float] = (0.0, 0.0)
 
     @property
     def memory_error(self) -> float:
@@ -92,31 +96,38 @@ def check(
     """Plan `manifest` as the library loads it (one slot, its recipe's context, the engine's
     threads), as `cove fit` would for a model it has not run (the decode factor from the other
     models' measurements), then measure, and record the measurement. `machine`: described
-    before the load, for the threads the engine gets; `now` describes it again once the model
-    is loaded, just before it answers, so the speed is predicted for the CPU as busy as the
-    answer finds it (seconds of llama.cpp's fit and the load would lie between otherwise)."""
+    before the load, for the threads the engine gets; `now` describes it again just before
+    each answer, so each answer's speed is predicted for the CPU as busy as that answer finds
+    it: on a shared machine the others' use moves from one answer to the next (seconds of
+    llama.cpp's fit and the load would lie between otherwise). The answer reported is the one
+    whose error is the median, with the spread of all the measured speeds beside it."""
     recipe = manifest.recipe_obj()
     num_ctx = context_size(recipe, {}, manifest.info.get("context_length"))
     threads = planner.engine_threads(machine, cove.settings.num_threads or None)
     figures = fitting.manifest_figures(manifest)
     path = cove.store.model_path(manifest)
     figures = fitting.with_llama_fit(figures, path, num_ctx, fits=cove.fits, digest=manifest.digest)
-    # The answer's own depth: a short prompt and 64 tokens, not a conversation under way.
-    depth = ANSWER_TOKENS
     scale = measurements.decode_efficiency(planner.DECODE_MODEL, besides=manifest.digest) or 1.0
     before = _engine_pids()
     with _answering(cove, threads) as ask:
         ask(manifest, load_only=True)
-        machine = now() if now is not None else machine
-        plan = planner.plan(figures, machine, num_ctx=num_ctx, kv_type="f16", threads=threads, depth=depth)
         engines = _engine_pids() - before
-        cpu, wall = _cpu_seconds(engines), time.perf_counter()
-        answers = sorted((ask(manifest) for _ in range(ANSWERS)), key=lambda a: a.tokens_per_s or 0.0)
-        got = (_cpu_seconds(engines) - cpu) / (time.perf_counter() - wall)
+        answers: list[_Answered] = []
+        for _ in range(ANSWERS):
+            seen = now() if now is not None else machine
+            # The answer's own depth: a short prompt and 64 tokens, not a conversation under way.
+            plan = planner.plan(
+                figures, seen, num_ctx=num_ctx, kv_type="f16", threads=threads, depth=ANSWER_TOKENS
+            )
+            cpu, wall = _cpu_seconds(engines), time.perf_counter()
+            reply = ask(manifest)
+            got = (_cpu_seconds(engines) - cpu) / (time.perf_counter() - wall)
+            answers.append(_Answered(plan, seen, reply, got))
     peak = sum(_peak_rss(pid) for pid in engines)
     cove.stop(manifest.name)
-    answer = answers[len(answers) // 2]
-    measured_tps = round(answer.tokens_per_s or 0.0, 1)
+    speeds = sorted(a.measured_tps for a in answers)
+    answer = sorted(answers, key=lambda a: a.error)[len(answers) // 2]
+    plan, machine = answer.plan, answer.machine
     measurements.record(
         Measurement(
             model=manifest.name,
@@ -128,11 +139,11 @@ def check(
             threads=threads,
             peak_bytes=peak or None,
             predicted_bytes=plan.memory["at_load"],
-            decode_tps=measured_tps or None,
+            decode_tps=answer.measured_tps or None,
             predicted_decode_tps=plan.decode_tps,
             decode_model=planner.DECODE_MODEL,
-            prompt_tps=_prompt_tps(answer.usage),
-            tokens=answer.completion_tokens,
+            prompt_tps=_prompt_tps(answer.reply.usage),
+            tokens=answer.reply.completion_tokens,
             load_average=machine.load_average,
         )
     )
@@ -141,16 +152,37 @@ def check(
         predicted_memory=plan.memory["at_load"],
         measured_memory=peak,
         predicted_decode_tps=round(plan.decode_tps * scale, 1),
-        measured_decode_tps=measured_tps,
-        measured_tokens=answer.completion_tokens,
+        measured_decode_tps=answer.measured_tps,
+        measured_tokens=answer.reply.completion_tokens,
         decode_scale=scale,
         unscaled_decode_tps=plan.decode_tps,
         memory_by=plan.memory_by,
         load_average=machine.load_average,
         cpu_share=round(planner.cpu_share(machine), 2),
         threads=threads,
-        answer_share=round(min(1.0, got / threads), 2),
+        answer_share=round(min(1.0, answer.got / threads), 2),
+        measured_range=(speeds[0], speeds[-1]),
     )
+
+
+@dataclass(frozen=True)
+class _Answered:
+    """One answer of the check: the plan made just before it, for the machine as it was then,
+    and the CPU time its engine got per second of the answer."""
+
+    plan: planner.Plan
+    machine: Machine
+    reply: Any
+    got: float
+
+    @property
+    def measured_tps(self) -> float:
+        return round(self.reply.tokens_per_s or 0.0, 1)
+
+    @property
+    def error(self) -> float:
+        """The planner's own error on this answer (the decode factor scales every answer's alike)."""
+        return _error(self.plan.decode_tps, self.measured_tps)
 
 
 def rescaled(check: Check, measurements: Measurements, digest: str) -> Check:
