@@ -283,9 +283,7 @@ def check_store(settings: Settings, model: str | None, as_json: bool) -> None:
         )
     out.print(table)
     for c in checks:
-        out.print(
-            f"{escape(c.model)} was predicted for {_load(c)}; memory by {c.memory_by}{_spread(c)}"
-        )
+        out.print(f"{escape(c.model)} was predicted for {_load(c)}; memory by {c.memory_by}{_spread(c)}")
     out.print(
         "predicted: the memory once loaded, and the decode speed scaled by the other models' "
         "measurements here (this run's too), for the machine as busy as it was just before "
