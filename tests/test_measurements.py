@@ -11,13 +11,20 @@ from cove.history.measurements import Measurement, Measurements
 
 
 def answer(
-    digest: str, decode: float, predicted: float, num_ctx: int = 4096, peak: int = 100, formula: int = 2
+    digest: str,
+    decode: float,
+    predicted: float,
+    num_ctx: int = 4096,
+    peak: int = 100,
+    formula: int = 2,
+    threads: int | None = None,
 ) -> Measurement:
     return Measurement(
         "m",
         digest,
         "answer",
         num_ctx=num_ctx,
+        threads=threads,
         peak_bytes=peak,
         decode_tps=decode,
         predicted_decode_tps=predicted,
@@ -59,6 +66,19 @@ def test_the_decode_factor_counts_only_the_current_formulas_predictions(tmp_path
         m.record(answer("d2", 30.0, 20.0))
         assert m.decode_efficiency(2) == 1.5
         assert m.decode_efficiency(1) == 0.25
+
+
+def test_the_decode_factor_is_taken_on_the_same_threads_where_it_can_be(tmp_path: Path) -> None:
+    with Measurements.of_home(tmp_path) as m:
+        m.record(answer("d1", 20.0, 20.0, threads=2))
+        m.record(answer("d2", 14.0, 20.0, threads=1))
+        m.record(answer("d3", 21.0, 20.0, threads=2))
+        assert m.decode_efficiency(2, threads=1) == 0.7  # one thread: its own regime
+        assert m.decode_efficiency(2, threads=2) == 1.025
+        assert m.decode_efficiency(2, threads=2, besides="d3") == 1.0
+        # No answer on that many threads yet: every answer's, rather than none.
+        assert m.decode_efficiency(2, threads=4) == 1.0
+        assert m.decode_efficiency(2, threads=1, besides="d2") == 1.025
 
 
 def test_a_look_never_creates_the_database(tmp_path: Path) -> None:

@@ -76,7 +76,10 @@ def fit(
         figures = fitting.with_llama_fit(
             figures, path, num_ctx, parallel, draft_ngram=drafted, fits=fits, digest=stored.digest
         )
-    scale, measured = calibrated(settings, model if source == "store" else None, num_ctx, figures)
+    stored_name = model if source == "store" else None
+    scale, measured = calibrated(
+        settings, stored_name, num_ctx, figures, planner.engine_threads(machine, threads)
+    )
     plan = planner.plan(
         figures, machine, num_ctx=num_ctx, quant=quant, parallel=parallel, threads=threads, decode_scale=scale
     )
@@ -93,14 +96,15 @@ def fit(
 
 
 def calibrated(
-    settings: Settings, stored: str | None, num_ctx: int | None, figures: planner.ModelFigures
+    settings: Settings, stored: str | None, num_ctx: int | None, figures: planner.ModelFigures, threads: int
 ) -> tuple[float, Measured | None]:
-    """The decode factor this machine's measurements give, and a stored model's own figures."""
+    """The decode factor this machine's measurements give on `threads` engine threads, and a
+    stored model's own figures."""
     measurements = Measurements.if_any(settings.home)
     if measurements is None:
         return 1.0, None
     with measurements:
-        scale = measurements.decode_efficiency(planner.DECODE_MODEL) or 1.0
+        scale = measurements.decode_efficiency(planner.DECODE_MODEL, threads=threads) or 1.0
         if stored is None:
             return scale, None
         digest = ModelStore(settings.home).get(stored).digest
@@ -220,7 +224,8 @@ def tps(value: float) -> str:
 def available(as_json: bool) -> None:
     """`cove list --available`: the catalog with a fit column and predicted speed, best here first."""
     settings = Settings.from_env()
-    ranked = fitting.rank(this_machine(settings.home), decode_scale=fitting.decode_scale(settings.home))
+    machine = this_machine(settings.home)
+    ranked = fitting.rank(machine, decode_scale=fitting.decode_scale(settings.home, machine))
     planned = {r.entry.name for r in ranked}
     rest = [e for e in catalog.CATALOG if e.name not in planned]  # entries without figures
     if as_json:

@@ -38,7 +38,7 @@ def pick(ctx: Context, do_pull: bool, as_json: bool) -> None:
         return click.echo(first_model(ctx.backend, err.print))
     home = ctx.backend.settings.home
     machine = this_machine(home)
-    chosen, why = fitting.pick(machine, decode_scale=fitting.decode_scale(home))
+    chosen, why = fitting.pick(machine, decode_scale=fitting.decode_scale(home, machine))
     if as_json:
         return print_json({"model": chosen.entry.name if chosen else None, "why": why, **_plan(chosen)})
     if chosen is None:
@@ -54,7 +54,8 @@ def first_model(backend: Backend, say: Say) -> str:
     """Choose for this machine, say what and why, pull it; offline, fall back and say so.
     Returns the stored name to chat with (what `cove run` with no model starts)."""
     home = backend.settings.home
-    chosen, why = fitting.pick(this_machine(home), decode_scale=fitting.decode_scale(home))
+    machine = this_machine(home)
+    chosen, why = fitting.pick(machine, decode_scale=fitting.decode_scale(home, machine))
     wanted = [chosen.entry.name] if chosen else []
     if chosen:
         say(f"cove picked {chosen.entry.name} for this machine: {why}")

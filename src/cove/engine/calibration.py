@@ -107,7 +107,9 @@ def check(
     figures = fitting.manifest_figures(manifest)
     path = cove.store.model_path(manifest)
     figures = fitting.with_llama_fit(figures, path, num_ctx, fits=cove.fits, digest=manifest.digest)
-    scale = measurements.decode_efficiency(planner.DECODE_MODEL, besides=manifest.digest) or 1.0
+    scale = (
+        measurements.decode_efficiency(planner.DECODE_MODEL, besides=manifest.digest, threads=threads) or 1.0
+    )
     before = _engine_pids()
     with _answering(cove, threads) as ask:
         ask(manifest, load_only=True)
@@ -189,7 +191,7 @@ def rescaled(check: Check, measurements: Measurements, digest: str) -> Check:
     """The check with its decode prediction scaled by what the other models measured, this
     run's answers included: as `cove fit` would predict it now. A fresh store's first model
     has nothing else to go by at its own turn (so its figure would be the planner's alone)."""
-    scale = measurements.decode_efficiency(planner.DECODE_MODEL, besides=digest) or 1.0
+    scale = measurements.decode_efficiency(planner.DECODE_MODEL, besides=digest, threads=check.threads) or 1.0
     predicted = round(check.unscaled_decode_tps * scale, 1)
     return replace(check, decode_scale=scale, predicted_decode_tps=predicted)
 

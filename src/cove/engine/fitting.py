@@ -14,7 +14,17 @@ from ..store import catalog
 from ..store.catalog import CatalogEntry
 from ..store.models import Manifest
 from . import llama_fit
-from .planner import DECODE_MODEL, FITS, FITS_IF_FREED, VERDICTS, ModelFigures, Plan, default_ctx, plan
+from .planner import (
+    DECODE_MODEL,
+    FITS,
+    FITS_IF_FREED,
+    VERDICTS,
+    ModelFigures,
+    Plan,
+    default_ctx,
+    engine_threads,
+    plan,
+)
 
 #: The first-run rule: the largest (most parameters) catalog chat model whose plan fits now,
 #: takes at most this share of the RAM free now, and decodes at least this fast.
@@ -118,20 +128,22 @@ def _rank_key(r: Ranked) -> tuple[int, int, int, float]:
     return (VERDICTS.index(r.plan.verdict), 0 if r.usable else 1, chat, order)
 
 
-def decode_scale(home: Path) -> float:
-    """Measured over predicted decode speed on this machine (1.0 before any measurement)."""
+def decode_scale(home: Path, machine: Machine) -> float:
+    """Measured over predicted decode speed on this machine, on the threads the engine would
+    get on it as it is now (1.0 before any measurement)."""
     measurements = Measurements.if_any(home)
     if measurements is None:
         return 1.0
     with measurements:
-        return measurements.decode_efficiency(DECODE_MODEL) or 1.0
+        return measurements.decode_efficiency(DECODE_MODEL, threads=engine_threads(machine)) or 1.0
 
 
 def catalog_for(home: Path) -> list[dict[str, Any]]:
     """The whole catalog for the web chat's Models page, best here first: each planned entry
     with its FIT label and plan (speeds scaled by what this machine measured), then the
     entries without figures as they are. Blocking (it may measure the bandwidth once)."""
-    ranked = rank(this_machine(home), decode_scale=decode_scale(home))
+    machine = this_machine(home)
+    ranked = rank(machine, decode_scale=decode_scale(home, machine))
     planned = {r.entry.name for r in ranked}
     rest = [e.to_dict() for e in catalog.CATALOG if e.name not in planned]
     return [r.to_dict() for r in ranked] + rest

@@ -114,20 +114,31 @@ class Measurements:
             num_ctx=num_ctx if num_ctx is not None else rows[0][2],
         )
 
-    def decode_efficiency(self, decode_model: int, *, besides: str | None = None) -> float | None:
+    def decode_efficiency(
+        self, decode_model: int, *, besides: str | None = None, threads: int | None = None
+    ) -> float | None:
         """Measured over predicted decode speed, the median over recent answers of every
         model (but the digest `besides`) that the formula `decode_model` predicted: the factor
         that carries what this machine showed to models it has not run. Predicted: the
         planner's own figure, before any such factor. Another formula's ratios would scale this
-        one's by its errors: a store checked before an upgrade read smollm2:135m 19-28% fast."""
+        one's by its errors: a store checked before an upgrade read smollm2:135m 19-28% fast.
+        With `threads`, the answers on that many engine threads, where there are any: one
+        thread and two are different regimes (on a 2.25 GHz Zen 2 one thread's arithmetic
+        held gemma3:270m to 34 tokens/s, 0.68x the prediction, while two read it at 0.98x), so
+        a factor from one would mislead the other."""
+        query = (
+            "SELECT decode_tps, predicted_decode_tps FROM measurements WHERE kind = 'answer' "
+            "AND decode_tps > 0 AND predicted_decode_tps > 0 AND digest IS NOT ? "
+            "AND decode_model = ? {} ORDER BY id DESC LIMIT ?"
+        )
         with self._db.read() as conn:
-            rows = many(
-                conn,
-                "SELECT decode_tps, predicted_decode_tps FROM measurements WHERE kind = 'answer' "
-                "AND decode_tps > 0 AND predicted_decode_tps > 0 AND digest IS NOT ? "
-                "AND decode_model = ? ORDER BY id DESC LIMIT ?",
-                (besides, decode_model, RECENT * 5),
-            )
+            rows = []
+            if threads is not None:
+                rows = many(
+                    conn, query.format("AND threads = ?"), (besides, decode_model, threads, RECENT * 5)
+                )
+            if not rows:
+                rows = many(conn, query.format(""), (besides, decode_model, RECENT * 5))
         ratios = [measured / predicted for measured, predicted in rows]
         return round(statistics.median(ratios), 3) if ratios else None
 
