@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -84,6 +85,22 @@ def test_this_cpu_only_machine(tmp_path: Path) -> None:
     # The engine's own list of what it was built for ("SSE3", "AVX2", ... on x86).
     assert described.engine["features"] and all(f.isupper() for f in described.engine["features"])
     assert json.loads(json.dumps(described.to_dict())) == described.to_dict()
+
+
+def test_the_clock_is_the_highest_else_the_current(monkeypatch: pytest.MonkeyPatch) -> None:
+    def clock(current: float, highest: float) -> None:
+        frequency = SimpleNamespace(current=current, min=0.0, max=highest)  # psutil's fields
+        monkeypatch.setattr(machine.psutil, "cpu_freq", lambda: frequency)
+
+    clock(1400.0, 4600.0)  # a laptop idling: what it reaches when it works counts
+    assert machine.cpu_mhz() == 4600.0
+    clock(2245.8, 0.0)  # a virtual machine gives only the clock now
+    assert machine.cpu_mhz() == 2245.8
+    clock(0.0, 0.0)
+    assert machine.cpu_mhz() is None
+    monkeypatch.setattr(machine.psutil, "cpu_freq", lambda: None)  # none known to the system
+    assert machine.cpu_mhz() is None
+    assert machine.describe(measure=False).cpu_mhz is None
 
 
 def test_bandwidth_is_measured_and_remembered_for_a_week(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cove.engine import fitting
+from cove.engine import fitting, planner
 from cove.engine.memory import KV_TYPE_BYTES, kv_bytes_per_token
 from cove.engine.planner import (
     DOES_NOT_FIT,
@@ -333,3 +333,18 @@ def test_the_cpu_time_the_copy_got_scales_the_whole_decode() -> None:
     # The copy's rate just now, cut short by the same waits, does not count them again.
     big = figures("llama3.1:8b")
     assert plan(big, replace(desktop, bandwidth_now_gbs=15.0)).decode_tps == plan(big, desktop).decode_tps
+
+
+def test_a_known_clock_sets_an_avx2_cores_arithmetic() -> None:
+    desktop = replace(machine("desktop-16gb"), thread_share=1.0)  # AVX2, clock not recorded
+    small = figures("smollm2:135m")  # arithmetic-bound on one thread
+    unknown = plan(small, desktop, threads=1).decode_tps
+    slow, fast = (plan(small, replace(desktop, cpu_mhz=mhz), threads=1).decode_tps for mhz in (2250, 4500))
+    # The figure measured on a 2.25 GHz core; twice the clock does the arithmetic in half the
+    # time (the layers' fixed time stays), and without a clock the guess stands.
+    assert slow < unknown < fast < 2 * slow
+    assert planner.decode_gflops_per_core(replace(desktop, cpu_mhz=2250)) == pytest.approx(22.0)
+    assert planner.decode_gflops_per_core(desktop) == planner.DECODE_GFLOPS_PER_CORE["avx2"]
+    # AVX-512's figure has no clock of its own measured: it stands whatever the clock.
+    intel = replace(desktop, cpu_flags=(*desktop.cpu_flags, "avx512f"), cpu_mhz=2250)
+    assert planner.decode_gflops_per_core(intel) == planner.DECODE_GFLOPS_PER_CORE["avx512f"]

@@ -96,6 +96,9 @@ class Machine:
     #: CPU-bound thread gets now (None: not measured). The copy's rate, a median of copies,
     #: leaves out the time it waited for its core, so it cannot say this itself.
     thread_share: float | None = None
+    #: The CPU's highest clock in MHz, or its clock now where the system gives no highest (a
+    #: virtual machine); None: not known. A core's arithmetic in a decode goes with it.
+    cpu_mhz: float | None = None
 
     @property
     def cpu_share(self) -> float | None:
@@ -139,6 +142,7 @@ def describe(home: Path | None = None, measure: bool = True) -> Machine:
     share = _share(time.thread_time() - cpu, time.perf_counter() - wall)
     return Machine(
         cpu_model=cpu_model(),
+        cpu_mhz=cpu_mhz(),
         physical_cores=psutil.cpu_count(logical=False) or os.cpu_count() or 1,
         logical_cores=psutil.cpu_count() or os.cpu_count() or 1,
         cpu_flags=cpu_flags(),
@@ -189,6 +193,16 @@ def _cpuinfo() -> str:
         return Path("/proc/cpuinfo").read_text("utf-8", errors="replace")
     except OSError:  # not Linux
         return ""
+
+
+def cpu_mhz() -> float | None:
+    try:
+        clock = psutil.cpu_freq()
+    except (OSError, NotImplementedError, AttributeError):
+        return None
+    if clock is None:
+        return None
+    return round(clock.max or clock.current, 1) or None
 
 
 def cpu_model() -> str:

@@ -53,7 +53,10 @@ def _table(m: Machine) -> Table:
     table = Table(box=None, show_header=False, title="cove doctor", title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("CPU", f"{m.cpu_model}: {m.physical_cores} physical cores, {m.logical_cores} logical")
+    clock = f" at {m.cpu_mhz / 1000:.2f} GHz" if m.cpu_mhz else ""
+    table.add_row(
+        "CPU", f"{m.cpu_model}: {m.physical_cores} physical cores, {m.logical_cores} logical{clock}"
+    )
     if m.load_average is not None:
         busy = "quiet" if m.load_average < 0.5 * m.logical_cores else "busy: answers come slower"
         table.add_row("load", f"{m.load_average:.1f} runnable threads on {m.logical_cores} cores ({busy})")

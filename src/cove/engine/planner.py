@@ -32,12 +32,18 @@ DEFAULT_GPU_BANDWIDTH_GBS = 300.0
 #: core is out of it: benchmarks/fit_decode.py): gemma3:270m 78 tokens/s (18 layers, 536
 #: MFLOPs), smollm2:135m 124 (30 layers, 269 MFLOPs), which 47 GFLOPS and 78 us a layer give.
 #: Arithmetic alone (the figure before) put smollm2 at twice gemma's speed: its 30 layers
-#: make it 1.6x.
+#: make it 1.6x. The others are guesses, for a CPU whose clock is not known.
 DECODE_GFLOPS_PER_CORE = {"avx512f": 47.0, "avx2": 30.0, "asimddp": 30.0, "": 8.0}
+#: The same per GHz of the CPU's clock, where it was measured with it: a core of another speed
+#: does the arithmetic in proportion. AVX2 alone: a 2.25 GHz AMD EPYC (Zen 2) decoded
+#: gemma3:270m at 36 to 45 and smollm2:135m at 70 to 77 tokens/s on one thread at a full core
+#: (benchmarks/fit_decode.py), which 22 GFLOPS and the same layer time give; the guess of 30
+#: read them about 30% fast on one thread there (two threads' bandwidth hid it).
+DECODE_GFLOPS_PER_GHZ = {"avx2": 22.0 / 2.25}
 DECODE_LAYER_S = 78e-6
 #: The decode formula's version, kept with each measured answer: raise it when `speeds` changes,
 #: so that ratios measured against the old formula do not scale the new one.
-DECODE_MODEL = 2
+DECODE_MODEL = 3
 #: A thread starved outright in the sample still gets its turn in time.
 MIN_CPU_SHARE = 0.05
 #: Prompt processing batches tokens into matrix products, which run closer to peak.
@@ -333,6 +339,16 @@ def _build(
 # -- speeds ---------------------------------------------------------------------------------
 
 
+def decode_gflops_per_core(machine: Machine) -> float:
+    """One core's arithmetic in a decode step: by its clock where cove has a figure per GHz for
+    its instructions and the clock is known, else the figure for its instructions alone."""
+    simd = _simd(machine)
+    per_ghz = DECODE_GFLOPS_PER_GHZ.get(simd)
+    if per_ghz and machine.cpu_mhz:
+        return per_ghz * machine.cpu_mhz / 1000
+    return DECODE_GFLOPS_PER_CORE[simd]
+
+
 def _simd(machine: Machine) -> str:
     return next((f for f in ("avx512f", "avx2", "asimddp") if f in machine.cpu_flags), "")
 
@@ -393,7 +409,7 @@ def speeds(
     kv_read = kv_bytes_per_token(model.info, kv) * depth
     read = model.quants[quant] + kv_read
     cpu_bw = _now_bandwidth(machine) * GB * CPU_DECODE_EFFICIENCY
-    cpu_flops = machine.physical_cores * DECODE_GFLOPS_PER_CORE[_simd(machine)] * 1e9
+    cpu_flops = machine.physical_cores * decode_gflops_per_core(machine) * 1e9
     on_core = max(read / cpu_bw, 2 * params / cpu_flops) + model.layers * DECODE_LAYER_S
     cpu_time = (1 - share) * on_core / cpu_share(machine)
     cores = machine.physical_cores * cpu_share(machine)
