@@ -77,9 +77,7 @@ def fit(
             figures, path, num_ctx, parallel, draft_ngram=drafted, fits=fits, digest=stored.digest
         )
     stored_name = model if source == "store" else None
-    scale, measured = calibrated(
-        settings, stored_name, num_ctx, figures, planner.engine_threads(machine, threads)
-    )
+    scale, measured = calibrated(settings, stored_name, num_ctx, figures, machine)
     plan = planner.plan(
         figures, machine, num_ctx=num_ctx, quant=quant, parallel=parallel, threads=threads, decode_scale=scale
     )
@@ -96,19 +94,21 @@ def fit(
 
 
 def calibrated(
-    settings: Settings, stored: str | None, num_ctx: int | None, figures: planner.ModelFigures, threads: int
+    settings: Settings,
+    stored: str | None,
+    num_ctx: int | None,
+    figures: planner.ModelFigures,
+    machine: Machine,
 ) -> tuple[float, Measured | None]:
-    """The decode factor this machine's measurements give on `threads` engine threads, and a
-    stored model's own figures."""
-    measurements = Measurements.if_any(settings.home)
-    if measurements is None:
-        return 1.0, None
+    """The decode factor this machine's measurements give on the engine threads it would get,
+    and a stored model's own figures."""
+    scale = fitting.decode_scale(settings.home, machine, settings.num_threads or None)
+    measurements = Measurements.if_any(settings.home) if stored is not None else None
+    if stored is None or measurements is None:
+        return scale, None
     with measurements:
-        scale = measurements.decode_efficiency(planner.DECODE_MODEL, threads=threads) or 1.0
-        if stored is None:
-            return scale, None
         digest = ModelStore(settings.home).get(stored).digest
-        ctx = num_ctx or planner.plan(figures, this_machine(settings.home)).num_ctx
+        ctx = num_ctx or planner.plan(figures, machine).num_ctx
         return scale, measurements.of(digest, ctx)
 
 

@@ -128,14 +128,16 @@ def _rank_key(r: Ranked) -> tuple[int, int, int, float]:
     return (VERDICTS.index(r.plan.verdict), 0 if r.usable else 1, chat, order)
 
 
-def decode_scale(home: Path, machine: Machine) -> float:
+def decode_scale(home: Path, machine: Machine, requested_threads: int | None = None) -> float:
     """Measured over predicted decode speed on this machine, on the threads the engine would
-    get on it as it is now (1.0 before any measurement)."""
+    get on it as it is now (or `requested_threads`: COVE_NUM_THREADS); 1.0 before any
+    measurement."""
     measurements = Measurements.if_any(home)
     if measurements is None:
         return 1.0
+    threads = engine_threads(machine, requested_threads)
     with measurements:
-        return measurements.decode_efficiency(DECODE_MODEL, threads=engine_threads(machine)) or 1.0
+        return measurements.decode_efficiency(DECODE_MODEL, threads=threads) or 1.0
 
 
 def catalog_for(home: Path) -> list[dict[str, Any]]:
