@@ -31,6 +31,7 @@ class FakeModel:
     """Answers "You said: <last user message>" one word per token."""
 
     alive = True
+    engines = 1
 
     def __init__(self, engine: FakeEngine, spec: LoadSpec) -> None:
         self.engine = engine

@@ -67,6 +67,10 @@ class LoadSpec:
 class LoadedModel(Protocol):
     """A model held in memory. Requests are OpenAI-shaped dicts; calls may come from many threads."""
 
+    #: How many engines run it: an embedder may run as one engine per core (engine/threads.py),
+    #: and a batch of inputs then gives each of them some.
+    engines: int
+
     @property
     def alive(self) -> bool:
         """False once the engine behind it is gone (its process died): the scheduler loads it again."""

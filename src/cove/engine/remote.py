@@ -228,6 +228,8 @@ class RemoteModel:
 
     #: No tokenizer here: Ollama's `context` and token counts need the model's own.
     no_tools: str | None = None
+    #: One upstream answers each call, so a batch is cut as for one engine.
+    engines = 1
 
     @property
     def alive(self) -> bool:

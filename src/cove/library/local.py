@@ -416,7 +416,7 @@ class Cove:
         with self.scheduler.use(request, keep_alive, cancel) as loaded:
             ready = time.perf_counter()  # loading (when not loaded yet) and waiting for a slot
             slots = embedding_layout(request.spec.num_ctx, request.spec.num_parallel)[1]
-            slots *= getattr(loaded, "engines", 1)  # a batch gives each of an embedder's engines some
+            slots *= loaded.engines  # a batch gives each of an embedder's engines some
             result = embed_in_batches(loaded.embed, inputs, truncate=truncate, cancel=cancel, min_batch=slots)
         vectors = [item["embedding"] for item in sorted(result["data"], key=lambda d: d["index"])]
         if dimensions is not None and vectors and len(vectors[0]) != dimensions:
